@@ -1,0 +1,3 @@
+"""The stylecam engine. Never imports Qt."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,159 @@
+"""``stylecam bench``: measure a stylizer, print a table, write one JSON row per configuration.
+
+A row carries every condition needed to reproduce it (machine, versions, backend, style, size,
+batch) beside the result (fps mean/min/max/std over per-call times, p50/p95 ms per frame).
+Backends other than ``classic`` register their own benchmark through :data:`BENCHMARKS`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+import time
+from datetime import datetime, timezone
+from typing import Callable
+
+import numpy as np
+
+#: backend -> function(args) -> list of row dicts. Later backends add theirs here.
+BENCHMARKS: dict[str, Callable] = {}
+
+
+def machine_info() -> dict:
+    import cv2
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    info = {
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
+        "host": platform.node(),
+        "cpu": cpu,
+        "cpu_count": os.cpu_count(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "opencv": cv2.__version__,
+        "gpu": None,
+    }
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name()
+        info["cuda"] = torch.version.cuda
+    return info
+
+
+def sample_frames(size: tuple[int, int], count: int = 16) -> list[np.ndarray]:
+    """Real footage at ``size``: frames of the bundled clip (speed depends on content for
+    edge-aware filters, so never time on a flat or synthetic image)."""
+    from .frames import fit
+    from .sources import FileSource, demo_clip_path
+
+    frames = []
+    with FileSource(demo_clip_path()) as src:
+        while len(frames) < count:
+            img = src.read()
+            if img is None:
+                break
+            frames.append(fit(img, size))
+    return frames
+
+
+def time_calls(fn: Callable[[], object], calls: int, warmup: int = 3) -> np.ndarray:
+    for _ in range(warmup):
+        fn()
+    times = np.empty(calls)
+    for i in range(calls):
+        t0 = time.perf_counter()
+        fn()
+        times[i] = time.perf_counter() - t0
+    return times
+
+
+def summarize(times: np.ndarray, frames_per_call: int) -> dict:
+    per_frame = times / frames_per_call
+    fps = 1.0 / per_frame
+    return {
+        "fps": round(float(frames_per_call * len(times) / times.sum()), 2),
+        "fps_min": round(float(fps.min()), 2),
+        "fps_max": round(float(fps.max()), 2),
+        "fps_std": round(float(fps.std()), 2),
+        "ms_p50": round(float(np.percentile(per_frame, 50) * 1000), 2),
+        "ms_p95": round(float(np.percentile(per_frame, 95) * 1000), 2),
+    }
+
+
+def bench_classic(args) -> list[dict]:
+    from .styles import load_styles
+    from .stylize.classic import ClassicBackend
+
+    styles, _ = load_styles()
+    names = [args.style] if args.style else sorted(n for n, s in styles.items() if s.backend == "classic")
+    size = args.size or (1280, 720)
+    frames = sample_frames(size)
+    machine = machine_info()
+    backend = ClassicBackend()
+    rows = []
+    for name in names:
+        style = styles[name]
+        backend.set_style(style)
+        i = iter(range(1 << 30))
+        times = time_calls(lambda: backend.process([frames[next(i) % len(frames)]]), args.frames)
+        rows.append({"bench": "stylize", "backend": "classic", "style": name,
+                     "width": size[0], "height": size[1], "batch": 1, "frames": args.frames,
+                     **summarize(times, 1), "machine": machine})
+    return rows
+
+
+BENCHMARKS["classic"] = bench_classic
+
+
+def print_table(rows: list[dict]) -> None:
+    cols = ["backend", "style", "width", "height", "batch", "fps", "fps_min", "fps_max", "ms_p50", "ms_p95"]
+    cols += sorted({k for r in rows for k in r} - set(cols) - {"machine", "bench", "frames"})
+    widths = {c: max(len(c), *(len(str(r.get(c, ""))) for r in rows)) for c in cols}
+    print("  ".join(c.ljust(widths[c]) for c in cols))
+    for r in rows:
+        print("  ".join(str(r.get(c, "")).ljust(widths[c]) for c in cols))
+    if rows:
+        m = rows[0]["machine"]
+        print(f"\n{m['cpu']} ({m['cpu_count']} cores), gpu {m['gpu']}, torch {m['torch']}, {m['date']}")
+
+
+def configure_parser(p) -> None:
+    from .cli import _positive_int, _size
+
+    p.add_argument("--backend", default="classic", help="classic | diffusion")
+    p.add_argument("--style", default=None, help="one style (default: every style of the backend)")
+    p.add_argument("--size", type=_size, default=None, help="frame size WxH (default 1280x720)")
+    p.add_argument("--frames", type=_positive_int, default=120, help="timed calls per configuration")
+    p.add_argument("--json", default=None, help="append one JSON row per configuration to this file")
+
+
+def command(args) -> int:
+    from .cli import UsageError
+
+    if args.backend not in BENCHMARKS:
+        raise UsageError(f"no benchmark for backend {args.backend!r} (known: {', '.join(sorted(BENCHMARKS))})")
+    if args.style:
+        from .styles import load_styles
+
+        styles, _ = load_styles()
+        if args.style not in styles or styles[args.style].backend != args.backend:
+            known = sorted(n for n, s in styles.items() if s.backend == args.backend)
+            raise UsageError(f"unknown {args.backend} style {args.style!r}; known: {', '.join(known)}")
+    rows = BENCHMARKS[args.backend](args)
+    print_table(rows)
+    if args.json:
+        with open(args.json, "a") as f:
+            for r in rows:
+                f.write(json.dumps(r) + "\n")
+        print(f"rows appended to {args.json}", file=sys.stderr)
+    return 0

@@ -1,0 +1,203 @@
+"""The command line: ``stylecam run | styles | bench | doctor | models``.
+
+Every user error ends in one line on stderr and exit code 2, never a traceback: the message
+says what was wrong and what would work.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import signal
+import sys
+
+from . import __version__
+
+#: Sub-commands that live in their own module: name -> module with ``configure_parser(p)`` and
+#: ``command(args) -> int``. Modules that are absent in a build are simply not offered.
+EXTERNAL_COMMANDS = {
+    "bench": ("stylecam.core.bench", "measure stylizer speed (JSON rows + table)"),
+    "doctor": ("stylecam.core.doctor", "check GPU, capture, cameras and virtual-camera drivers"),
+    "models": ("stylecam.core.stylize.models_cli", "pull, list and build model bundles"),
+}
+
+
+class UsageError(Exception):
+    """Bad input from the user: printed as one line, exit code 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, not usage + error
+        raise UsageError(message)
+
+
+def _size(text: str):
+    from .frames import parse_size
+
+    try:
+        return parse_size(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number of 1 or more, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0 < value <= 1000:
+        raise argparse.ArgumentTypeError(f"expected a rate between 0 and 1000, got {value}")
+    return value
+
+
+def add_run_arguments(p: argparse.ArgumentParser) -> None:
+    """The run options, shared with anything else that starts a stream (bench, the tray)."""
+    p.add_argument("--source", default="pattern",
+                   help="pattern | demo | file:PATH (more kinds as installed; default: pattern)")
+    p.add_argument("--sink", action="append", default=None,
+                   help="file:OUT.mp4 | file:DIR/ | null (repeat for several; default: null)")
+    p.add_argument("--style", default=None, help="style preset name (see `stylecam styles`)")
+    p.add_argument("--backend", choices=["classic", "diffusion"], default=None,
+                   help="stylizer backend (default: the style's)")
+    p.add_argument("--bundle", default=None, help="diffusion model bundle: folder or hub id")
+    p.add_argument("--frames", type=_positive_int, default=None, help="stop after N source frames")
+    p.add_argument("--size", type=_size, default=None, help="engine/output size WxH (default: source size)")
+    p.add_argument("--fps", type=_positive_float, default=None, help="output rate (default: the source's)")
+    p.add_argument("--batch", type=_positive_int, default=None, help="frames per stylizer batch")
+    p.add_argument("--loop", action="store_true", help="loop a file source")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="stylecam", description="A live stylized camera.")
+    parser.add_argument("--version", action="version", version=f"stylecam {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug detail")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    run = sub.add_parser("run", help="stream a source through a style to sinks")
+    add_run_arguments(run)
+
+    sub.add_parser("styles", help="list style presets")
+
+    for name, (module, help_text) in EXTERNAL_COMMANDS.items():
+        try:
+            mod = importlib.import_module(module)
+        except ImportError as e:
+            if e.name and module.startswith(e.name):
+                continue  # not part of this build
+            raise
+        mod.configure_parser(sub.add_parser(name, help=help_text))
+    return parser
+
+
+def resolve_style(style_name: str | None, backend: str | None):
+    """The Style to run: by name, or the default for the backend. Raises UsageError."""
+    from .styles import StyleError, find_style, load_styles
+
+    styles, warnings = load_styles()
+    for w in warnings:
+        print(f"stylecam: warning: {w}", file=sys.stderr)
+    if style_name is None:
+        wanted = backend or "classic"
+        candidates = [s for s in styles.values() if s.backend == wanted]
+        if not candidates:
+            raise UsageError(f"no style uses the {wanted} backend")
+        style_name = "oil" if wanted == "classic" and "oil" in styles else candidates[0].name
+    try:
+        style = find_style(style_name, styles)
+    except StyleError as e:
+        raise UsageError(str(e)) from None
+    if backend and style.backend != backend:
+        raise UsageError(f"style {style.name!r} uses the {style.backend} backend, not {backend}; "
+                         f"pick a {backend} style (see `stylecam styles`)")
+    return style
+
+
+def cmd_run(args) -> int:
+    from .runner import Runner, RunnerError
+    from .sinks import SinkError, open_sink
+    from .sources import SourceError, open_source
+    from .stylize.base import BackendError, create_backend
+
+    style = resolve_style(args.style, args.backend)
+    try:
+        source = open_source(args.source, size=args.size, fps=args.fps, loop=args.loop)
+        sinks = [open_sink(s, fps=args.fps) for s in (args.sink or ["null"])]
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    try:
+        backend = create_backend(style, bundle=args.bundle)
+    except BackendError as e:
+        print(f"stylecam: {e}", file=sys.stderr)
+        return 1
+    runner = Runner(source, backend, sinks, size=args.size, fps=args.fps, max_frames=args.frames,
+                    batch_size=args.batch)
+    # Ctrl-C stops the stream cleanly (files are finalised) instead of raising mid-write.
+    previous = signal.signal(signal.SIGINT, lambda *_: runner.stop())
+    try:
+        summary = runner.run()
+    except (RunnerError, SourceError, SinkError, BackendError) as e:
+        print(f"stylecam: {e}", file=sys.stderr)
+        return 1
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        backend.close()
+    outputs = ", ".join(s.name for s in sinks)
+    print(f"stylecam: {summary['frames_out']} frames, style {style.name}, "
+          f"{summary['fps_out']} fps out, latency p50 {summary['latency_p50_ms']} ms -> {outputs}")
+    for sink in sinks:
+        path = getattr(sink, "path", None)
+        if path:
+            print(f"stylecam: output written to {os.path.abspath(path)}")
+    return 0
+
+
+def cmd_styles(args) -> int:
+    from .styles import load_styles, user_style_dir
+
+    styles, warnings = load_styles()
+    for w in warnings:
+        print(f"stylecam: warning: {w}", file=sys.stderr)
+    width = max(len(n) for n in styles)
+    for style in sorted(styles.values(), key=lambda s: (s.backend, s.name)):
+        desc = f" - {style.description}" if style.description else ""
+        print(f"{style.name:<{width}}  {style.backend:<9}  {style.title}{desc}")
+    print(f"\n(add your own as *.toml files in {user_style_dir()})")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
+                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        if args.command is None:
+            parser.print_help()
+            return 2
+        if args.command == "run":
+            return cmd_run(args)
+        if args.command == "styles":
+            return cmd_styles(args)
+        module = importlib.import_module(EXTERNAL_COMMANDS[args.command][0])
+        return module.command(args)
+    except UsageError as e:
+        print(f"stylecam: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

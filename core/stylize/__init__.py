@@ -1,0 +1,1 @@
+"""Stylizer backends."""

@@ -1,0 +1,50 @@
+"""The interface every stylizer backend implements.
+
+The runner hands a backend lists of RGB uint8 ``(H, W, 3)`` frames, all of the engine size,
+and gets back one output frame per input, same size, same order. Style changes arrive through
+``set_style`` between batches, from the runner's thread only.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..styles import Style
+
+
+class BackendError(RuntimeError):
+    """A backend cannot start or run; the message says what is wrong and what to do."""
+
+
+class Backend:
+    name = "backend"
+    #: How many frames the backend prefers per ``process`` call. The runner sends at most this
+    #: many; it may send fewer (end of a stream, a live source that has nothing more yet).
+    batch_size: int = 1
+
+    def set_style(self, style: Style) -> None:
+        raise NotImplementedError
+
+    def process(self, images: list[np.ndarray]) -> list[np.ndarray]:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release models and device memory. Safe to call twice."""
+
+
+def create_backend(style: Style, **options) -> Backend:
+    """Build the backend a style needs. ``options`` pass through (``bundle``, ``device``, …)."""
+    if style.backend == "classic":
+        from .classic import ClassicBackend
+
+        backend = ClassicBackend()
+    elif style.backend == "diffusion":
+        try:
+            from .diffusion import DiffusionBackend
+        except ImportError as e:  # the diffusion issue has not landed in this build
+            raise BackendError(f"the diffusion backend is not available: {e}") from e
+        backend = DiffusionBackend(**options)
+    else:
+        raise BackendError(f"unknown backend {style.backend!r}")
+    backend.set_style(style)
+    return backend

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Creates or refreshes .venv for stylecam.
+#
+# torch is installed first and on its own: asked for unpinned, or through another package, pip
+# picks the newest release, which on Linux is a multi-GB CUDA build. STYLECAM_TORCH overrides
+# the pin (e.g. STYLECAM_TORCH="torch==2.11.0 --index-url https://download.pytorch.org/whl/cu130").
+set -euo pipefail
+here="$(cd "$(dirname "$0")/.." && pwd)"
+venv="${STYLECAM_VENV:-$here/.venv}"
+python="${PYTHON:-python3}"
+torch_spec="${STYLECAM_TORCH:-torch==2.13.0}"
+
+if [ ! -x "$venv/bin/python" ]; then
+  echo "stylecam: creating $venv"
+  "$python" -m venv "$venv"
+fi
+pip=("$venv/bin/python" -m pip --disable-pip-version-check)
+if ! "$venv/bin/python" -c "import torch" 2>/dev/null; then
+  echo "stylecam: installing $torch_spec (first, so no other package pulls a different build)"
+  # shellcheck disable=SC2086
+  "${pip[@]}" install $torch_spec
+fi
+echo "stylecam: installing stylecam and its dependencies"
+# The constraints file pins what CI tested; torch is left as installed above.
+grep -v '^torch==' "$here/installer/constraints.txt" > "$venv/constraints.txt"
+"${pip[@]}" install -c "$venv/constraints.txt" -e "$here[test]"
+# A stamp newer than pyproject.toml tells make the venv is current.
+touch "$venv/.stylecam-stamp"
+echo "stylecam: environment ready in $venv"

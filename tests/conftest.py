@@ -1,0 +1,79 @@
+"""Shared fixtures: the real clips, a real X screen (Xvfb), tiny helpers."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _media_dir() -> Path:
+    env = os.environ.get("STYLECAM_MEDIA")
+    if env:
+        return Path(env)
+    # The checkout sits beside shared/ on the build machines and in CI.
+    return REPO.parent / "shared" / "media"
+
+
+@pytest.fixture(scope="session")
+def media_dir() -> Path:
+    path = _media_dir()
+    if not path.is_dir():
+        pytest.skip(f"real clips not found at {path} (set STYLECAM_MEDIA)")
+    return path
+
+
+def read_clip(path: Path, count: int | None = None) -> list[np.ndarray]:
+    """RGB frames of a clip (all, or the first ``count``)."""
+    cap = cv2.VideoCapture(str(path))
+    frames = []
+    while count is None or len(frames) < count:
+        ok, img = cap.read()
+        if not ok:
+            break
+        frames.append(cv2.cvtColor(img, cv2.COLOR_BGR2RGB))
+    cap.release()
+    assert frames, f"could not read {path}"
+    return frames
+
+
+@pytest.fixture(scope="session")
+def xvfb_display():
+    """A real X screen (1280x720, depth 24 as mss needs). Sets DISPLAY for the session.
+
+    Uses -displayfd so parallel runs never fight over a display number.
+    """
+    if shutil.which("Xvfb") is None:
+        pytest.skip("Xvfb is not installed (apt-get install xvfb)")
+    read_fd, write_fd = os.pipe()
+    proc = subprocess.Popen(["Xvfb", "-displayfd", str(write_fd), "-screen", "0", "1280x720x24",
+                             "-nolisten", "tcp", "-ac"], pass_fds=(write_fd,),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    os.close(write_fd)
+    with os.fdopen(read_fd) as f:
+        number = f.readline().strip()
+    if not number:
+        proc.kill()
+        pytest.fail("Xvfb did not report a display number")
+    display = f":{number}"
+    old = os.environ.get("DISPLAY")
+    os.environ["DISPLAY"] = display
+    try:
+        yield display
+    finally:
+        if old is None:
+            os.environ.pop("DISPLAY", None)
+        else:
+            os.environ["DISPLAY"] = old
+        proc.terminate()
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
