@@ -1,6 +1,6 @@
 """Style presets: data (name, backend, parameters), built in or from the user's TOML files.
 
-Built-in presets live in ``core/data/styles.toml``; users add their own as ``*.toml`` files in
+Built-in presets live in ``core/data/styles*.toml``; users add their own as ``*.toml`` files in
 ``<config dir>/stylecam/styles/`` (``stylecam styles`` prints the folder). A user file may hold
 several ``[[style]]`` tables. A file that does not parse or a preset that does not validate is
 skipped with a warning naming the file and the problem; it never stops the app.
@@ -88,8 +88,13 @@ def parse_styles(text: str, origin: str) -> list[Style]:
 
 
 def builtin_styles() -> list[Style]:
-    text = resources.files("stylecam.core").joinpath("data/styles.toml").read_text("utf-8")
-    return parse_styles(text, "built-in styles.toml")
+    """Presets shipped in ``core/data/styles*.toml`` (one file per backend family)."""
+    data = resources.files("stylecam.core").joinpath("data")
+    styles: list[Style] = []
+    for entry in sorted(data.iterdir(), key=lambda e: e.name):
+        if entry.name.startswith("styles") and entry.name.endswith(".toml"):
+            styles.extend(parse_styles(entry.read_text("utf-8"), f"built-in {entry.name}"))
+    return styles
 
 
 def user_style_dir() -> Path:
