@@ -1,0 +1,525 @@
+"""The embedded default stylizer: painterly filters built from OpenCV primitives.
+
+No network, no weights, no GPU. Each effect is a pure function of one RGB uint8 ``(H, W, 3)``
+frame that returns a frame of the same shape; the same input always gives the same output (the
+paper and brush textures are seeded, and cached per frame size).
+
+Speed comes from two habits: the heavy filtering runs at a reduced working resolution (a short
+side of about 360 px) and is brought back up at the end, and every per-pixel operation on a
+full frame is an OpenCV call (SIMD, both cores) rather than a NumPy expression with temporaries.
+Sizes are expressed at that working resolution, so a preset looks the same at 720p and 1080p;
+frames smaller than it are filtered as they are, with sizes scaled down to match.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import lru_cache, wraps
+from typing import Callable
+
+import cv2
+import numpy as np
+
+from ..styles import Style, register_backend_params
+from .base import Backend, BackendError
+
+#: The short side, in pixels, at which the filters do their work.
+WORK_SIDE = 360
+
+
+# --------------------------------------------------------------------------------------------
+# Parameters
+
+
+@dataclass(frozen=True)
+class Knob:
+    default: float | int
+    lo: float | int
+    hi: float | int
+    help: str
+
+    @property
+    def is_int(self) -> bool:
+        return isinstance(self.default, int)
+
+
+EFFECTS: dict[str, dict[str, Knob]] = {
+    "oil": {
+        "radius": Knob(4, 1, 12, "brush radius in pixels at the working size (larger = coarser strokes)"),
+        "saturation": Knob(1.25, 0.0, 3.0, "colour saturation multiplier"),
+        "texture": Knob(0.5, 0.0, 1.0, "strength of the brush-stroke and canvas texture"),
+    },
+    "toon": {
+        "levels": Knob(6, 2, 16, "brightness bands of the flat colour regions"),
+        "edges": Knob(1.0, 0.0, 2.0, "strength of the ink outlines (0 = none)"),
+        "smoothing": Knob(2, 1, 4, "edge-preserving smoothing passes before flattening"),
+        "saturation": Knob(1.2, 0.0, 3.0, "colour saturation multiplier"),
+    },
+    "sketch": {
+        "blur": Knob(6.0, 1.0, 30.0, "pencil softness: blur radius of the colour dodge"),
+        "darkness": Knob(1.0, 0.2, 3.0, "how dark the pencil lines are"),
+        "hatching": Knob(0.6, 0.0, 1.0, "cross-hatching in the dark areas (0 = none)"),
+        "paper": Knob(0.5, 0.0, 1.0, "paper tone and grain (0 = plain white)"),
+    },
+}
+
+
+def validate_params(params: dict) -> dict:
+    """Check a classic style's params and return them with every knob filled in.
+
+    ``params`` holds ``effect`` (one of :data:`EFFECTS`) and any of that effect's knobs. Raises
+    ``ValueError`` naming the offending key for an unknown effect or key, a wrong type, or a
+    value out of range.
+    """
+    if not isinstance(params, Mapping):
+        raise ValueError(f"classic params must be a table, got {type(params).__name__}")
+    if "effect" not in params:
+        raise ValueError(f"classic params need an 'effect' (one of: {', '.join(EFFECTS)})")
+    effect = params["effect"]
+    if effect not in EFFECTS:
+        raise ValueError(f"unknown classic effect {effect!r} (known: {', '.join(EFFECTS)})")
+    knobs = EFFECTS[effect]
+    unknown = sorted(set(params) - {"effect"} - set(knobs))
+    if unknown:
+        raise ValueError(f"classic effect {effect!r} has no parameter(s) {', '.join(map(repr, unknown))} "
+                         f"(known: {', '.join(knobs)})")
+    out: dict = {"effect": effect}
+    for key, knob in knobs.items():
+        value = params.get(key, knob.default)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"{effect} {key!r} must be a number, got {value!r}")
+        if knob.is_int:
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError(f"{effect} {key!r} must be a whole number, got {value!r}")
+            value = int(value)
+        else:
+            value = float(value)
+        if not knob.lo <= value <= knob.hi:  # also rejects NaN
+            raise ValueError(f"{effect} {key!r} must be between {knob.lo} and {knob.hi}, got {value!r}")
+        out[key] = value
+    return out
+
+
+register_backend_params("classic", validate_params)
+
+
+# --------------------------------------------------------------------------------------------
+# Shared pieces
+
+
+def _check_image(image: np.ndarray) -> np.ndarray:
+    if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 \
+            or image.shape[2] != 3 or image.shape[0] < 1 or image.shape[1] < 1:
+        desc = f"{image.dtype} {image.shape}" if isinstance(image, np.ndarray) else type(image).__name__
+        raise ValueError(f"classic effects take an RGB uint8 (H, W, 3) image, got {desc}")
+    return np.ascontiguousarray(image)
+
+
+#: Frames with a side shorter than this are padded up to it: OpenCV's Python bindings read
+#: tiny single-channel arrays as scalars, and a filter on a 1-pixel image means nothing anyway.
+MIN_SIDE = 8
+
+
+def _effect(fn: Callable[..., np.ndarray]) -> Callable[..., np.ndarray]:
+    """Check the input frame and handle frames too small to filter (pad, filter, crop)."""
+
+    @wraps(fn)
+    def wrapper(image: np.ndarray, *args, **knobs) -> np.ndarray:
+        image = _check_image(image)
+        h, w = image.shape[:2]
+        if h >= MIN_SIDE and w >= MIN_SIDE:
+            return fn(image, *args, **knobs)
+        pad_y, pad_x = max(0, MIN_SIDE - h), max(0, MIN_SIDE - w)
+        big = cv2.copyMakeBorder(image, 0, pad_y, 0, pad_x, cv2.BORDER_REPLICATE)
+        return np.ascontiguousarray(fn(big, *args, **knobs)[:h, :w])
+
+    return wrapper
+
+
+def _work_size(h: int, w: int, side: int = WORK_SIDE) -> tuple[int, int, float]:
+    """(work height, work width, scale of a work-size length in this frame's work pixels)."""
+    short = min(h, w)
+    if short <= side:
+        return h, w, short / side
+    f = side / short
+    return max(1, round(h * f)), max(1, round(w * f)), 1.0
+
+
+def _down(image: np.ndarray, wh: int, ww: int) -> np.ndarray:
+    if image.shape[:2] == (wh, ww):
+        return image
+    return cv2.resize(image, (ww, wh), interpolation=cv2.INTER_AREA)
+
+
+def _up(image: np.ndarray, h: int, w: int) -> np.ndarray:
+    if image.shape[:2] == (h, w):
+        return image
+    return cv2.resize(image, (w, h), interpolation=cv2.INTER_CUBIC)
+
+
+def _saturate(rgb: np.ndarray, amount: float) -> np.ndarray:
+    """Scale chroma around the luma, float32 in [0, 1] (no clipping: callers clip once)."""
+    if amount == 1.0:
+        return rgb
+    grey = cv2.cvtColor(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), cv2.COLOR_GRAY2RGB)
+    return cv2.addWeighted(rgb, amount, grey, 1.0 - amount, 0.0)
+
+
+def _noise(h: int, w: int, seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).random((h, w), dtype=np.float32)
+
+
+def _line_kernel(length: int, angle_deg: float) -> np.ndarray:
+    k = np.zeros((length, length), np.float32)
+    c = (length - 1) / 2
+    t = np.deg2rad(angle_deg)
+    for s in np.linspace(-c, c, 2 * length):
+        x, y = c + s * np.cos(t), c - s * np.sin(t)
+        k[int(round(y)), int(round(x))] = 1.0
+    return k / k.sum()
+
+
+@lru_cache(maxsize=8)
+def _stroke_textures(h: int, w: int, length: int) -> tuple[np.ndarray, ...]:
+    """Brush-stroke noise along 0°, 45°, 90° and 135°, plus blotchy isotropic canvas noise.
+
+    Zero-mean, unit-ish contrast, float32 (h, w). Read-only: shared by every frame of a size.
+    """
+    base = _noise(h + 2 * length, w + 2 * length, seed=1234)
+    base = cv2.GaussianBlur(base, (0, 0), 0.7)
+    out = []
+    for angle in (0, 45, 90, 135):
+        t = cv2.filter2D(base, -1, _line_kernel(length, angle))[length:-length, length:-length]
+        t = (t - t.mean()) / (t.std() + 1e-6)
+        out.append(t)
+    canvas = _noise(h, w, seed=99)
+    canvas = cv2.GaussianBlur(canvas, (0, 0), 0.8)
+    canvas = (canvas - canvas.mean()) / (canvas.std() + 1e-6)
+    out.append(canvas)
+    for t in out:
+        t.setflags(write=False)
+    return tuple(out)
+
+
+# --------------------------------------------------------------------------------------------
+# oil
+
+
+@_effect
+def oil(image: np.ndarray, radius: int = 4, saturation: float = 1.25, texture: float = 0.5) -> np.ndarray:
+    """Oil paint: a generalized Kuwahara filter with brush strokes that follow the image's edges.
+
+    Each pixel becomes a blend of the mean colours of eight round sectors around it, weighted
+    by how flat each sector is (variance to the power -4): flat regions merge into dabs of
+    paint, while at an edge the sectors on either side win and the edge stays sharp. One
+    separable blur gives every sector's mean and variance, so the cost per pixel barely grows
+    with the radius. A second, smaller pass softens the dabs; then stroke texture and a
+    saturation lift, at the working size, and a cubic upscale that keeps the edges crisp.
+    """
+    h, w = image.shape[:2]
+    wh, ww, scale = _work_size(h, w)
+    r = max(1, round(radius * scale))
+    small = _down(image, wh, ww).astype(np.float32) * (1.0 / 255.0)
+    painted = _kuwahara(small, r)
+    painted = _kuwahara(painted, max(1, r // 2))
+    painted = _brush(painted, r, texture)
+    painted = _saturate(painted, saturation)
+    out = cv2.convertScaleAbs(painted, alpha=255.0)
+    return _up(out, h, w)
+
+
+def _kuwahara(img: np.ndarray, r: int) -> np.ndarray:
+    d = max(1, round(r * 0.6))
+    sigma = max(0.6, r * 0.45)
+    grey = cv2.cvtColor(img, cv2.COLOR_RGB2GRAY)
+    # One blur gives every sector's mean colour and mean squared luma (Gaussian-weighted
+    # sectors: round dabs rather than the square blocks of box-filter sectors).
+    # (cv2.merge/split are slow on float images; colour conversions move channels far faster.)
+    stats = cv2.insertChannel(cv2.multiply(grey, grey), cv2.cvtColor(img, cv2.COLOR_RGB2RGBA), 3)
+    stats = cv2.GaussianBlur(stats, _gauss_ksize(sigma), sigma, borderType=cv2.BORDER_REPLICATE)
+    mean = cv2.cvtColor(stats, cv2.COLOR_RGBA2RGB)
+    sq = cv2.extractChannel(stats, 3)
+    mean_g = cv2.cvtColor(mean, cv2.COLOR_RGB2GRAY)
+    var = cv2.max(cv2.subtract(sq, cv2.multiply(mean_g, mean_g)), 0.0)
+    # Weight (var + eps)^-4; eps ~ a std of 2.5 grey levels, below which a sector counts as flat.
+    weight = cv2.pow(cv2.add(var, 1e-4), -2.0)
+    weight = cv2.multiply(weight, weight)
+    # Summing weight * mean over the sector centres around each pixel is a correlation with a
+    # kernel of a few unit taps, so one filter2D does all sectors and the normalisation.
+    ring = _ring_kernel(d)
+    num = cv2.filter2D(cv2.multiply(mean, cv2.cvtColor(weight, cv2.COLOR_GRAY2RGB)), -1, ring,
+                       borderType=cv2.BORDER_REPLICATE)
+    den = cv2.filter2D(weight, -1, ring, borderType=cv2.BORDER_REPLICATE)
+    return cv2.divide(num, cv2.cvtColor(den, cv2.COLOR_GRAY2RGB))
+
+
+def _gauss_ksize(sigma: float) -> tuple[int, int]:
+    # OpenCV's default for float images is 8 sigma wide; 5 sigma is visually the same here.
+    k = 2 * int(np.ceil(2.5 * sigma)) + 1
+    return k, k
+
+
+@lru_cache(maxsize=32)
+def _ring_kernel(d: int) -> np.ndarray:
+    """Unit taps at eight sector centres on a circle of radius d."""
+    k = np.zeros((2 * d + 1, 2 * d + 1), np.float32)
+    for i in range(8):
+        t = i * np.pi / 4
+        k[d + int(round(d * np.sin(t))), d + int(round(d * np.cos(t)))] = 1.0
+    k.setflags(write=False)
+    return k
+
+
+def _brush(img: np.ndarray, r: int, strength: float) -> np.ndarray:
+    """Brush strokes: stroke-shaped noise laid along the local edge direction, lit as relief."""
+    if strength <= 0:
+        return img
+    wh, ww = img.shape[:2]
+    t0, t45, t90, t135, canvas = _stroke_textures(wh, ww, max(3, 2 * r + 1))
+    # Stroke direction from the structure tensor, computed at half size: it only needs to be
+    # smooth, and the blur that smooths it is the costly part.
+    grey = cv2.cvtColor(img, cv2.COLOR_RGB2GRAY)
+    if min(wh, ww) >= 16:
+        grey = cv2.resize(grey, (ww // 2, wh // 2), interpolation=cv2.INTER_AREA)
+    gx = cv2.Sobel(grey, cv2.CV_32F, 1, 0, ksize=3)
+    gy = cv2.Sobel(grey, cv2.CV_32F, 0, 1, ksize=3)
+    # Doubled-angle vector (c, s) of the stroke direction (across the gradient): c > 0 is
+    # horizontal, c < 0 vertical, s > 0 the 45° diagonal (image y points down), s < 0 135°.
+    c = cv2.subtract(cv2.multiply(gy, gy), cv2.multiply(gx, gx))
+    s = cv2.multiply(cv2.multiply(gx, gy), -2.0)
+    sigma = max(1.0, r / 2)
+    c = cv2.GaussianBlur(c, _gauss_ksize(sigma), sigma)
+    s = cv2.GaussianBlur(s, _gauss_ksize(sigma), sigma)
+    if c.shape[:2] != (wh, ww):
+        c = cv2.resize(c, (ww, wh), interpolation=cv2.INTER_LINEAR)
+        s = cv2.resize(s, (ww, wh), interpolation=cv2.INTER_LINEAR)
+    mag = cv2.magnitude(c, s)
+    norm = cv2.add(mag, 1e-4 + 0.3 * float(cv2.mean(mag)[0]))
+    c = cv2.divide(c, norm)
+    s = cv2.divide(s, norm)
+    # Where no direction dominates (flat areas) thin crossed strokes, like a scumbled ground.
+    flat = cv2.max(cv2.subtract(1.0, cv2.add(cv2.absdiff(c, 0.0), cv2.absdiff(s, 0.0))), 0.0)
+    flat = cv2.multiply(flat, 0.35)
+    tex = cv2.multiply(cv2.add(cv2.max(c, 0.0), flat), t0)
+    cv2.accumulateProduct(cv2.add(cv2.max(cv2.multiply(c, -1.0), 0.0), flat), t90, tex)
+    cv2.accumulateProduct(cv2.max(s, 0.0), t45, tex)
+    cv2.accumulateProduct(cv2.max(cv2.multiply(s, -1.0), 0.0), t135, tex)
+    cv2.scaleAdd(canvas, 0.4, tex, dst=tex)
+    # Paint ridges catch a light from the top left: an additive highlight/shadow, so that dark
+    # paint shows its strokes too, on top of a small change of the paint's own brightness.
+    relief = cv2.add(cv2.Sobel(tex, -1, 1, 0, ksize=3), cv2.Sobel(tex, -1, 0, 1, ksize=3))
+    shade = cv2.add(cv2.multiply(tex, 0.035 * strength), 1.0)
+    out = cv2.multiply(img, cv2.cvtColor(shade, cv2.COLOR_GRAY2RGB))
+    return cv2.scaleAdd(cv2.cvtColor(relief, cv2.COLOR_GRAY2RGB), -0.012 * strength, out)
+
+
+# --------------------------------------------------------------------------------------------
+# toon
+
+
+#: Chroma (Cr/Cb) grid step of the toon palette: coarse enough for flat colour, fine enough
+#: not to push near-greys into a hue.
+CHROMA_STEP = 6.0
+
+
+@_effect
+def toon(image: np.ndarray, levels: int = 6, edges: float = 1.0, smoothing: int = 2,
+         saturation: float = 1.2) -> np.ndarray:
+    """Cartoon: flat colour regions with dark ink outlines.
+
+    Bilateral smoothing at two thirds of the working size (a third of 720p) removes texture
+    but keeps the borders between regions; the result, brought back to full size, is
+    flattened with a lookup table in YCrCb (a few brightness bands, a coarse chroma grid), and
+    ink lines come from a difference of Gaussians on the smoothed luma, so that they outline
+    regions rather than texture.
+    """
+    h, w = image.shape[:2]
+    wh, ww, scale = _work_size(h, w)
+    small = _down(image, wh, ww)
+    # Smoothing even smaller: bilateral cost grows with area, and flat regions need no detail.
+    sh, sw = max(1, round(wh * 2 / 3)), max(1, round(ww * 2 / 3))
+    flat = _down(small, sh, sw)
+    for _ in range(smoothing):
+        flat = cv2.bilateralFilter(flat, 7, 24.0, 4.0 * max(scale, 0.5), borderType=cv2.BORDER_REPLICATE)
+    ink = None
+    if edges > 0 and min(sh, sw) >= 3:
+        ink = _up(_ink(cv2.cvtColor(flat, cv2.COLOR_RGB2GRAY), scale, edges), h, w)
+    flat = _up(flat, h, w)
+    ycc = cv2.cvtColor(flat, cv2.COLOR_RGB2YCrCb)
+    ycc = cv2.LUT(ycc, _toon_lut(levels, saturation))
+    out = cv2.cvtColor(ycc, cv2.COLOR_YCrCb2RGB)
+    if ink is not None:
+        out = cv2.multiply(out, cv2.cvtColor(ink, cv2.COLOR_GRAY2RGB), scale=1.0 / 255.0)
+    return out
+
+
+@lru_cache(maxsize=64)
+def _toon_lut(levels: int, saturation: float) -> np.ndarray:
+    """A 3-channel LUT for YCrCb: Y in ``levels`` bands, Cr/Cb scaled and snapped to a grid."""
+    x = np.arange(256, dtype=np.float32)
+    # Band centres spread over the usable luma range, so the darkest band is not pure black.
+    band = np.minimum(np.floor(x / 256.0 * levels), levels - 1)
+    y = 24.0 + (band + 0.5) / levels * (240.0 - 24.0)
+    step = CHROMA_STEP
+    chroma = np.clip(128.0 + (x - 128.0) * saturation, 0, 255)
+    chroma = np.clip(128.0 + np.round((chroma - 128.0) / step) * step, 0, 255)
+    lut = np.stack([y, chroma, chroma], axis=-1).round().astype(np.uint8).reshape(256, 1, 3)
+    lut.setflags(write=False)
+    return lut
+
+
+#: Ink: DoG contrast (grey levels) from paper to full ink, contrast below which no line is
+#: drawn, and the inner Gaussian's sigma at the working size.
+INK_RAMP = 6.0
+INK_OFFSET = 2.5
+INK_SIGMA = 1.0
+
+
+def _ink(grey: np.ndarray, scale: float, strength: float) -> np.ndarray:
+    """Ink lines (uint8, 255 = paper, dark = line) from a difference of Gaussians of the luma."""
+    g = grey.astype(np.float32)
+    sigma = max(0.5, INK_SIGMA * scale)
+    g1 = cv2.GaussianBlur(g, _gauss_ksize(sigma), sigma, borderType=cv2.BORDER_REPLICATE)
+    g2 = cv2.GaussianBlur(g, _gauss_ksize(1.6 * sigma), 1.6 * sigma, borderType=cv2.BORDER_REPLICATE)
+    # Negative where a pixel is darker than its surroundings (the dark side of every edge);
+    # the small offset keeps sensor noise in flat areas from drawing lines.
+    dog = cv2.addWeighted(g1, 1.0, g2, -1.0, INK_OFFSET)
+    # Linear ramp from paper to full ink over INK_RAMP grey levels of contrast.
+    darkness = cv2.convertScaleAbs(cv2.min(dog, 0.0), alpha=255.0 / INK_RAMP * strength)
+    return cv2.subtract(255, darkness)
+
+
+# --------------------------------------------------------------------------------------------
+# sketch
+
+#: Paper colour (RGB) at ``paper=1``; a warm off-white.
+PAPER_RGB = (246.0, 239.0, 224.0)
+
+
+@_effect
+def sketch(image: np.ndarray, blur: float = 6.0, darkness: float = 1.0, hatching: float = 0.6,
+           paper: float = 0.5) -> np.ndarray:
+    """Pencil drawing: colour-dodged luma for the lines, hatching for the shadows, on paper.
+
+    Dividing the luma by its blur leaves white wherever the picture is flat and grey strokes
+    where it is darker than its surroundings, i.e. along edges, as a pencil would. Large dark
+    areas, which the dodge turns white, get diagonal hatching instead (crossed where darkest).
+    """
+    h, w = image.shape[:2]
+    # Lines are fine detail: draw them at up to twice the working size.
+    dh, dw, scale = _work_size(h, w, 2 * WORK_SIDE)
+    grey = cv2.cvtColor(_down(image, dh, dw), cv2.COLOR_RGB2GRAY)
+    sigma = max(0.5, blur * scale)
+    soft = cv2.GaussianBlur(grey, _gauss_ksize(sigma), sigma, borderType=cv2.BORDER_REPLICATE)
+    lines = cv2.divide(grey, cv2.max(soft, 1), scale=255.0)
+    lines = cv2.LUT(lines, _gamma_lut(1.0 + 2.0 * darkness))
+    # Tone: how dark each region is, from a much larger blur, drives the hatching.
+    big = max(1.0, 4.0 * sigma)
+    tone = cv2.resize(grey, (max(1, dw // 4), max(1, dh // 4)), interpolation=cv2.INTER_AREA)
+    tone = cv2.GaussianBlur(tone, (0, 0), big / 4, borderType=cv2.BORDER_REPLICATE)
+    tone = cv2.resize(tone, (dw, dh), interpolation=cv2.INTER_LINEAR)
+    out = lines
+    if hatching > 0:
+        one, two = _hatch_textures(dh, dw, max(1.0, 2.0 * scale))
+        # Amount of hatching per tone level: none on light areas, one direction in the
+        # mid-darks, crossed in the darkest.
+        a1 = cv2.LUT(tone, _ramp_lut(150, 60, hatching))
+        a2 = cv2.LUT(tone, _ramp_lut(95, 25, hatching))
+        # The darkest areas also get a soft graphite fill, so that black reads darker than grey.
+        fill = cv2.LUT(tone, _ramp_lut(110, 0, 0.45 * hatching))
+        shade = cv2.subtract(255, cv2.multiply(a1, one, scale=1.0 / 255.0))
+        shade = cv2.subtract(shade, cv2.multiply(a2, two, scale=1.0 / 255.0))
+        shade = cv2.subtract(shade, fill)
+        out = cv2.multiply(out, shade, scale=1.0 / 255.0)
+    out = _up(out, h, w)
+    if paper > 0:
+        grain = _paper_grain(h, w)
+        grain = cv2.convertScaleAbs(grain, alpha=paper, beta=255.0 * (1.0 - paper))
+        out = cv2.multiply(out, grain, scale=1.0 / 255.0)
+        rgb = cv2.cvtColor(out, cv2.COLOR_GRAY2RGB)
+        tint = tuple(255.0 - (255.0 - c) * paper for c in PAPER_RGB) + (0.0,)
+        return cv2.multiply(rgb, tint, scale=1.0 / 255.0)
+    return cv2.cvtColor(out, cv2.COLOR_GRAY2RGB)
+
+
+@lru_cache(maxsize=16)
+def _gamma_lut(power: float) -> np.ndarray:
+    x = np.arange(256, dtype=np.float64) / 255.0
+    lut = np.round(255.0 * x ** power).astype(np.uint8)
+    lut.setflags(write=False)
+    return lut
+
+
+@lru_cache(maxsize=16)
+def _ramp_lut(light: int, dark: int, amount: float) -> np.ndarray:
+    """0 at tones >= ``light``, rising to 255 * amount at tones <= ``dark``."""
+    x = np.arange(256, dtype=np.float64)
+    t = np.clip((light - x) / (light - dark), 0.0, 1.0)
+    lut = np.round(255.0 * amount * t).astype(np.uint8)
+    lut.setflags(write=False)
+    return lut
+
+
+@lru_cache(maxsize=8)
+def _hatch_textures(h: int, w: int, width: float) -> tuple[np.ndarray, np.ndarray]:
+    """Two uint8 stroke layers (255 = full stroke): short pencil strokes at 45° and 135°.
+
+    Sparse random dots smeared along a line become strokes of varied length and pressure that
+    overlap like hand hatching, without the moiré of ruled lines.
+    """
+    length = max(5, int(round(7 * width)) | 1)
+    out = []
+    for k, angle in enumerate((45.0, 135.0)):
+        pad = length
+        dots = _noise(h + 2 * pad, w + 2 * pad, seed=70 + k)
+        dots = np.where(dots > 0.86, dots, 0.0).astype(np.float32)
+        if width > 1.2:
+            dots = cv2.GaussianBlur(dots, (0, 0), 0.35 * width)
+        strokes = cv2.filter2D(dots, -1, _line_kernel(length, angle))[pad:pad + h, pad:pad + w]
+        strokes = cv2.normalize(strokes, None, 0.0, 1.0, cv2.NORM_MINMAX)
+        layer = np.round(255.0 * np.clip(strokes * 2.2, 0.0, 1.0) ** 0.8).astype(np.uint8)
+        layer.setflags(write=False)
+        out.append(layer)
+    return out[0], out[1]
+
+
+@lru_cache(maxsize=8)
+def _paper_grain(h: int, w: int) -> np.ndarray:
+    """uint8 paper grain around 245: a fine speckle over a soft mottle."""
+    fine = cv2.GaussianBlur(_noise(h, w, seed=31), (0, 0), 0.7)
+    soft = cv2.GaussianBlur(_noise(h, w, seed=32), (0, 0), 6.0)
+    fine = cv2.normalize(fine, None, -1.0, 1.0, cv2.NORM_MINMAX)
+    soft = cv2.normalize(soft, None, -1.0, 1.0, cv2.NORM_MINMAX)
+    grain = np.clip(245.0 + 7.0 * fine + 5.0 * soft, 0, 255).astype(np.uint8)
+    grain.setflags(write=False)
+    return grain
+
+
+# --------------------------------------------------------------------------------------------
+# Backend
+
+
+#: effect name -> function; the knobs of :data:`EFFECTS` are its keyword arguments.
+FUNCTIONS: dict[str, Callable[..., np.ndarray]] = {"oil": oil, "toon": toon, "sketch": sketch}
+
+
+class ClassicBackend(Backend):
+    name = "classic"
+    batch_size = 1
+
+    def __init__(self) -> None:
+        self._fn: Callable[..., np.ndarray] | None = None
+        self._knobs: dict = {}
+
+    def set_style(self, style: Style) -> None:
+        if style.backend != "classic":
+            raise BackendError(f"style {style.name!r} is for the {style.backend!r} backend, not 'classic'")
+        params = validate_params(dict(style.params))
+        self._fn = FUNCTIONS[params.pop("effect")]
+        self._knobs = params
+
+    def process(self, images: list[np.ndarray]) -> list[np.ndarray]:
+        if self._fn is None:
+            raise BackendError("ClassicBackend.process called before set_style")
+        return [self._fn(image, **self._knobs) for image in images]
