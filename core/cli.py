@@ -19,6 +19,7 @@ from . import __version__
 #: ``command(args) -> int``. Modules that are absent in a build are simply not offered.
 EXTERNAL_COMMANDS = {
     "bench": ("stylecam.core.bench", "measure stylizer speed (JSON rows + table)"),
+    "gallery": ("stylecam.core.gallery", "render the input beside each style into one picture"),
     "doctor": ("stylecam.core.doctor", "check GPU, capture, cameras and virtual-camera drivers"),
     "models": ("stylecam.core.stylize.models_cli", "pull, list and build model bundles"),
 }
@@ -136,6 +137,12 @@ def cmd_run(args) -> int:
         sinks = [open_sink(s, fps=args.fps) for s in (args.sink or ["null"])]
     except ValueError as e:
         raise UsageError(str(e)) from None
+    except (SourceError, SinkError) as e:  # e.g. no virtual-camera driver: said before any work
+        print(f"stylecam: {e}", file=sys.stderr)
+        return 1
+    for sink in sinks:
+        if getattr(sink, "url", None):
+            print(f"stylecam: streaming at {sink.url}", flush=True)
     try:
         backend = create_backend(style, bundle=args.bundle)
     except BackendError as e:
