@@ -215,6 +215,7 @@ def test_defaults_are_filled_in():
 @pytest.mark.parametrize("params, words", [
     ({}, ["'effect'", "oil", "toon", "sketch"]),
     ({"effect": "watercolour"}, ["unknown classic effect", "'watercolour'", "oil"]),
+    ({"effect": ["oil"]}, ["unknown classic effect", "['oil']"]),
     ({"effect": "oil", "levels": 3}, ["'levels'", "radius"]),
     ({"effect": "oil", "radius": 40}, ["'radius'", "between 1 and 12", "40"]),
     ({"effect": "oil", "radius": 2.5}, ["'radius'", "whole number"]),

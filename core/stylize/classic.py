@@ -77,7 +77,7 @@ def validate_params(params: dict) -> dict:
     if "effect" not in params:
         raise ValueError(f"classic params need an 'effect' (one of: {', '.join(EFFECTS)})")
     effect = params["effect"]
-    if effect not in EFFECTS:
+    if not isinstance(effect, str) or effect not in EFFECTS:
         raise ValueError(f"unknown classic effect {effect!r} (known: {', '.join(EFFECTS)})")
     knobs = EFFECTS[effect]
     unknown = sorted(set(params) - {"effect"} - set(knobs))
