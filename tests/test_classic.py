@@ -168,6 +168,14 @@ def test_flat_frames_stay_flat_ish(effect, level):
     assert out.std(axis=(0, 1)).max() < 8
 
 
+@pytest.mark.parametrize("effect", ["oil", "toon"])
+def test_grey_pictures_stay_grey(effect, clips):
+    grey = cv2.cvtColor(cv2.cvtColor(clips["bikes"], cv2.COLOR_RGB2GRAY), cv2.COLOR_GRAY2RGB)
+    out = classic.FUNCTIONS[effect](grey).astype(int)
+    assert (out.max(axis=2) - out.min(axis=2)).max() <= 1
+    assert _corr(_coarse(out.astype(np.uint8)), _coarse(grey)) > 0.95
+
+
 @pytest.mark.parametrize("effect", sorted(classic.EFFECTS))
 def test_deterministic_even_after_caches_are_rebuilt(effect, clips):
     img = np.ascontiguousarray(clips["face"][:95, :117])
