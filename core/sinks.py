@@ -7,13 +7,20 @@ opened with the output size and rate, then gets frames one by one in order.
 
 from __future__ import annotations
 
+import ipaddress
+import logging
 import os
+import re
+import threading
+import time
 from typing import Callable
 
 import cv2
 import numpy as np
 
-from .frames import Frame
+from .frames import Frame, fit, parse_size
+
+log = logging.getLogger(__name__)
 
 
 class SinkError(RuntimeError):
@@ -107,6 +114,342 @@ class FileSink(Sink):
             self._writer = None
 
 
+class VirtualCameraSink(Sink):
+    """A virtual webcam (pyvirtualcam: v4l2loopback on Linux, OBS on Windows/macOS).
+
+    The camera has its own fixed size and rate (default 1280x720 at 30 fps): frames of another
+    size are letterboxed into it, and a :class:`~stylecam.core.pacer.Pacer` sends the newest
+    frame at the camera's rate from its own thread, repeating it when the stylizer is slower and
+    sending a neutral grey before the first frame. ``backend`` / ``device`` pick a pyvirtualcam
+    backend (e.g. ``v4l2loopback``, ``obs``, ``unitycapture``) and a device (``/dev/video4``,
+    ``OBS Virtual Camera``); None lets pyvirtualcam try each.
+    """
+
+    name = "virtualcam"
+
+    def __init__(self, size: tuple[int, int] = (1280, 720), fps: float = 30.0, *, mirror: bool = False,
+                 backend: str | None = None, device: str | None = None):
+        w, h = size
+        if w % 2 or h % 2 or w < 16 or h < 16:
+            raise ValueError(f"virtual camera size {w}x{h}: give even sides of 16 or more (e.g. 1280x720); "
+                             "camera formats store colour per pair of pixels")
+        if not 1 <= fps <= 120:
+            raise ValueError(f"virtual camera rate {fps} fps: give 1 to 120 (e.g. virtualcam:1280x720@30)")
+        self.size = (w, h)
+        self.fps = float(fps)
+        self.mirror = mirror
+        self.backend = backend
+        self.device = device
+        self.camera_device: str | None = None  # what the backend actually opened
+        self.backend_name: str | None = None
+        self._camera = None
+        self._pacer = None
+
+    def _create_camera(self):
+        import pyvirtualcam
+
+        from .doctor import virtualcam_fix
+
+        if self.backend is not None and self.backend not in pyvirtualcam.camera.BACKENDS:
+            known = ", ".join(sorted(pyvirtualcam.camera.BACKENDS)) or "none"
+            raise SinkError(f"virtual camera backend {self.backend!r} does not exist on this system "
+                            f"(available: {known})")
+        try:
+            return pyvirtualcam.Camera(self.size[0], self.size[1], self.fps,
+                                       fmt=pyvirtualcam.PixelFormat.RGB,
+                                       device=self.device, backend=self.backend)
+        except Exception as e:  # pyvirtualcam raises RuntimeError naming every backend that failed
+            raise SinkError(virtualcam_fix(error=e)) from e
+
+    def check(self) -> None:
+        """Open and close the camera once, so a missing driver is reported before any work starts."""
+        self._create_camera().close()
+
+    def start(self) -> None:
+        """Open the camera and start sending (neutral frames until the first write)."""
+        if self._camera is not None:
+            return
+        from .pacer import Pacer, neutral_frame
+
+        self._camera = self._create_camera()
+        self.backend_name = self._camera.backend
+        self.camera_device = self._camera.device
+        self._pacer = Pacer(self._camera.send, self.fps, neutral_frame(self.size),
+                            name="stylecam-virtualcam").start()
+
+    def open(self, size: tuple[int, int], fps: float) -> None:
+        # The runner's size and rate are the stream's; the camera keeps its own, fixed ones.
+        self.start()
+
+    def write(self, frame: Frame) -> None:
+        if self._pacer is None:
+            self.start()
+        if self._pacer.error is not None:
+            raise SinkError(f"the virtual camera stopped accepting frames: {self._pacer.error}")
+        img = fit(frame.image, self.size, mode="contain")
+        if self.mirror:
+            img = np.ascontiguousarray(img[:, ::-1])
+        elif img is frame.image:
+            # The pacer sends from another thread, later: it must own its pixels, never a buffer
+            # the backend may reuse for the next batch.
+            img = img.copy()
+        self._pacer.submit(img)
+
+    @property
+    def stats(self) -> dict:
+        p = self._pacer
+        return {"sent": p.sent, "repeats": p.repeats, "skipped": p.skipped} if p else {}
+
+    def close(self) -> None:
+        if self._pacer is not None:
+            self._pacer.stop()
+            self._pacer = None
+        if self._camera is not None:
+            self._camera.close()
+            self._camera = None
+
+
+_MJPEG_BOUNDARY = "stylecamframe"
+
+_MJPEG_INDEX = """<!doctype html>
+<html><head><meta charset="utf-8"><title>stylecam</title>
+<style>body{{margin:0;background:#111;color:#ccc;font:14px sans-serif}}img{{display:block;max-width:100vw;max-height:92vh;margin:auto}}p{{text-align:center}}</style>
+</head><body><img src="/stream.mjpg" alt="stylecam stream">
+<p>stylecam stream: <code>{url}</code> &mdash; in OBS add a Media Source, untick "Local File" and give this URL as Input.</p>
+</body></html>
+"""
+
+
+class MjpegSink(Sink):
+    """Serves the stream as MJPEG over HTTP (multipart/x-mixed-replace) on 127.0.0.1.
+
+    ``GET /stream.mjpg`` is the stream (OBS Media Source or Browser Source, a browser, ffmpeg and
+    OpenCV read it), ``GET /`` a page that shows it; every other path is 404. Requests whose
+    ``Host`` header names anything but this machine are refused (403): a web page on another
+    site could otherwise reach the stream through DNS rebinding.
+
+    Each client has its own thread and only ever gets the newest frame, so a slow client skips
+    frames and never holds up the stream or the other clients; a client that accepts nothing for
+    ``send_timeout`` seconds is dropped. JPEG encoding happens once per frame, lazily, in the
+    first client thread that needs it: with nobody watching, ``write`` costs one copy.
+
+    ``port`` 0 picks a free port; :attr:`port` and :attr:`url` tell the real one once started.
+    """
+
+    def __init__(self, port: int = 8090, *, host: str = "127.0.0.1", quality: int = 80,
+                 send_timeout: float = 5.0):
+        if not 0 <= port <= 65535:
+            raise ValueError(f"mjpeg port {port}: give 1-65535, or 0 for any free port")
+        if not 10 <= quality <= 100:
+            raise ValueError(f"mjpeg quality {quality}: give 10-100")
+        self.host = host
+        self.port = port
+        self.quality = quality
+        self.send_timeout = send_timeout
+        self.name = f"mjpeg:{port}"
+        self.frames_written = 0
+        self._cond = threading.Condition()
+        self._image: np.ndarray | None = None
+        self._seq = 0
+        self._jpeg: tuple[int, bytes] | None = None
+        self._encode_lock = threading.Lock()
+        self._clients: set = set()
+        self._closing = False
+        self._server = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        if self.host in ("0.0.0.0", "::"):
+            host = "127.0.0.1"
+        return f"http://{host}:{self.port}/stream.mjpg"
+
+    @property
+    def clients(self) -> int:
+        return len(self._clients)
+
+    def start(self) -> None:
+        """Bind the port and start serving (idempotent). Raises SinkError if the port is taken."""
+        if self._server is not None:
+            return
+        import http.server
+        import socket
+
+        handler = _mjpeg_handler(self)
+
+        class Server(http.server.ThreadingHTTPServer):
+            daemon_threads = True
+            # SO_REUSEADDR lets a restart rebind past TIME_WAIT on POSIX; on Windows it would let
+            # a second process bind the same port, so it stays off there.
+            allow_reuse_address = os.name != "nt"
+            address_family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+
+        try:
+            self._server = Server((self.host, self.port), handler)
+        except OSError as e:
+            hint = ("pick another with mjpeg:PORT, or mjpeg:0 for any free port"
+                    if e.errno in (98, 48, 10048) else "check the bind address")
+            raise SinkError(f"cannot serve MJPEG on {self.host}:{self.port}: {e.strerror or e}; {hint}") from e
+        self.port = self._server.server_address[1]
+        self.name = f"mjpeg:{self.port}"
+        self._closing = False
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.2},
+                                        name="stylecam-mjpeg", daemon=True)
+        self._thread.start()
+        log.info("MJPEG stream at %s", self.url)
+
+    def open(self, size: tuple[int, int], fps: float) -> None:
+        self.start()
+
+    def write(self, frame: Frame) -> None:
+        if self._server is None:
+            self.start()
+        image = frame.image.copy()  # the backend may reuse its output buffer for the next batch
+        with self._cond:
+            self._image = image
+            self._seq += 1
+            self._cond.notify_all()
+        self.frames_written += 1
+
+    def _wait_frame(self, after: int) -> tuple[int, bytes] | None:
+        """Block until a frame newer than ``after`` exists; return (seq, jpeg), or None on close."""
+        with self._cond:
+            while self._seq <= after and not self._closing:
+                self._cond.wait(0.5)
+            if self._closing:
+                return None
+            seq, image = self._seq, self._image
+        with self._encode_lock:
+            if self._jpeg is None or self._jpeg[0] < seq:
+                ok, buf = cv2.imencode(".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR),
+                                       [cv2.IMWRITE_JPEG_QUALITY, self.quality])
+                if not ok:
+                    raise SinkError("JPEG encoding failed")
+                self._jpeg = (seq, buf.tobytes())
+            return self._jpeg
+
+    def close(self) -> None:
+        if self._server is None:
+            return
+        import socket
+
+        with self._cond:
+            self._closing = True
+            self._cond.notify_all()
+        self._server.shutdown()
+        # Client threads blocked in a send to a stalled reader wake only when their socket dies.
+        for conn in list(self._clients):
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        self._server.server_close()
+        if self._thread is not None:
+            self._thread.join(2.0)
+        deadline = time.monotonic() + 2.0
+        while self._clients and time.monotonic() < deadline:  # let client threads say goodbye
+            time.sleep(0.01)
+        self._server = None
+
+
+def _host_allowed(host_header: str | None, bind_host: str) -> bool:
+    """True when a request's Host names this machine (DNS-rebinding guard).
+
+    Loopback names and addresses always pass. When the server was bound to a non-loopback address
+    on purpose, any IP literal passes too (a LAN client typing the address): rebinding needs a
+    host *name* the attacker controls, never a bare address.
+    """
+    if not host_header:
+        return True  # HTTP/1.0 clients send none; browsers (the rebinding vector) always do
+    host = host_header.strip().lower()
+    if host.startswith("["):
+        host = host[1:host.find("]")] if "]" in host else host[1:]
+    elif host.count(":") == 1:
+        host = host.split(":", 1)[0]
+    host = host.rstrip(".")
+    if host == "localhost":
+        return True
+    try:
+        addr = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    if addr.is_loopback:
+        return True
+    try:
+        return not ipaddress.ip_address(bind_host).is_loopback
+    except ValueError:
+        return False
+
+
+def _mjpeg_handler(sink: MjpegSink):
+    import http.server
+    import socket
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        server_version = "stylecam"
+        sys_version = ""
+
+        def log_message(self, fmt, *args):  # requests go to the debug log, not stderr
+            log.debug("mjpeg %s: " + fmt, self.client_address[0], *args)
+
+        def setup(self):
+            super().setup()
+            sink._clients.add(self.connection)
+            # A stalled reader makes send() raise after this long instead of blocking forever.
+            self.connection.settimeout(sink.send_timeout)
+
+        def finish(self):
+            sink._clients.discard(self.connection)
+            try:
+                super().finish()
+            except OSError:
+                pass
+
+        def _reply(self, code: int, body: bytes, ctype: str = "text/plain; charset=utf-8"):
+            self.send_response(code)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Cache-Control", "no-store")
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_GET(self):
+            if not _host_allowed(self.headers.get("Host"), sink.host):
+                self._reply(403, b"forbidden: this stream is served to localhost only\n")
+                return
+            path = self.path.split("?", 1)[0]
+            if path == "/":
+                self._reply(200, _MJPEG_INDEX.format(url=sink.url).encode(), "text/html; charset=utf-8")
+            elif path == "/stream.mjpg":
+                self._stream()
+            else:
+                self._reply(404, b"not found: the stream is at /stream.mjpg\n")
+
+        def _stream(self):
+            self.send_response(200)
+            self.send_header("Content-Type", f"multipart/x-mixed-replace; boundary={_MJPEG_BOUNDARY}")
+            self.send_header("Cache-Control", "no-store")
+            self.send_header("Connection", "close")
+            self.end_headers()
+            seq = 0
+            try:
+                while True:
+                    got = sink._wait_frame(seq)
+                    if got is None:
+                        return
+                    seq, jpeg = got
+                    head = (f"--{_MJPEG_BOUNDARY}\r\nContent-Type: image/jpeg\r\n"
+                            f"Content-Length: {len(jpeg)}\r\n\r\n").encode()
+                    self.wfile.write(head + jpeg + b"\r\n")
+                    self.wfile.flush()
+            except (OSError, socket.timeout) as e:  # the client went away or stopped reading
+                log.debug("mjpeg client %s left: %s", self.client_address[0], e)
+            self.close_connection = True
+
+    return Handler
+
+
 # ---- the --sink grammar -------------------------------------------------------------------
 
 _SINKS: dict[str, Callable[[str | None, dict], Sink]] = {}
@@ -130,7 +473,9 @@ def open_sink(spec: str, **options) -> Sink:
 
 
 def _sink_forms() -> list[str]:
-    forms = {"null": "null", "file": "file:PATH.mp4 | file:DIR/"}
+    forms = {"null": "null", "file": "file:PATH.mp4 | file:DIR/",
+             "virtualcam": "virtualcam[:WxH@FPS,mirror,backend=NAME,device=DEV]",
+             "mjpeg": "mjpeg[:PORT,bind=ADDR,quality=Q]"}
     return [forms.get(k, k) for k in sink_kinds()]
 
 
@@ -148,3 +493,68 @@ def _file(arg: str | None, options: dict) -> Sink:
 
 register_sink("null", _null)
 register_sink("file", _file)
+
+
+def _spec_options(kind: str, arg: str | None, usage: str) -> tuple[list[str], dict[str, str]]:
+    """Split ``a,b,key=value`` into bare words and key=value pairs."""
+    words, pairs = [], {}
+    for part in (arg or "").split(","):
+        part = part.strip()
+        if not part:
+            continue
+        key, eq, value = part.partition("=")
+        if eq:
+            if not value.strip():
+                raise ValueError(f"'{kind}' option {key}= needs a value; usage: {usage}")
+            pairs[key.strip().lower()] = value.strip()
+        else:
+            words.append(part)
+    return words, pairs
+
+
+def _virtualcam(arg: str | None, options: dict) -> Sink:
+    usage = "virtualcam[:WxH@FPS,mirror,backend=NAME,device=DEV], e.g. virtualcam:1280x720@30,mirror"
+    words, pairs = _spec_options("virtualcam", arg, usage)
+    size, fps, mirror = (1280, 720), options.get("fps") or 30.0, False
+    for word in words:
+        m = re.fullmatch(r"(\d+\s*[xX]\s*\d+)?(?:@(\d+(?:\.\d+)?))?", word)
+        if word.lower() == "mirror":
+            mirror = True
+        elif m and (m.group(1) or m.group(2)):
+            if m.group(1):
+                size = parse_size(m.group(1))
+            if m.group(2):
+                fps = float(m.group(2))
+        else:
+            raise ValueError(f"unknown virtualcam option {word!r}; usage: {usage}")
+    unknown = set(pairs) - {"backend", "device"}
+    if unknown:
+        raise ValueError(f"unknown virtualcam option {sorted(unknown)[0]}=; usage: {usage}")
+    sink = VirtualCameraSink(size, fps, mirror=mirror, backend=pairs.get("backend"), device=pairs.get("device"))
+    if options.get("check", True):
+        sink.check()
+    return sink
+
+
+def _mjpeg(arg: str | None, options: dict) -> Sink:
+    usage = "mjpeg[:PORT,bind=ADDR,quality=Q], e.g. mjpeg:8090 (0 = any free port)"
+    words, pairs = _spec_options("mjpeg", arg, usage)
+    port = 8090
+    for word in words:
+        if not word.isdigit():
+            raise ValueError(f"unknown mjpeg option {word!r}; usage: {usage}")
+        port = int(word)
+    unknown = set(pairs) - {"bind", "quality"}
+    if unknown:
+        raise ValueError(f"unknown mjpeg option {sorted(unknown)[0]}=; usage: {usage}")
+    quality = pairs.get("quality", "80")
+    if not quality.isdigit():
+        raise ValueError(f"mjpeg quality={quality}: give a number 10-100")
+    sink = MjpegSink(port, host=pairs.get("bind", "127.0.0.1"), quality=int(quality))
+    if options.get("start", True):
+        sink.start()  # bind now: a taken port is reported before any work starts
+    return sink
+
+
+register_sink("virtualcam", _virtualcam)
+register_sink("mjpeg", _mjpeg)

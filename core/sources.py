@@ -6,8 +6,11 @@ The ``--source`` grammar is parsed by :func:`open_source`; each kind registers a
 
 from __future__ import annotations
 
+import logging
 import math
 import os
+import re
+import sys
 import time
 from typing import Callable
 
@@ -15,6 +18,8 @@ import cv2
 import numpy as np
 
 from .frames import as_rgb
+
+log = logging.getLogger(__name__)
 
 
 class SourceError(RuntimeError):
@@ -146,6 +151,233 @@ class FileSource(Source):
             self._cap = None
 
 
+class ScreenSource(Source):
+    """A monitor or a rectangle of the screen, captured with mss at ``fps``.
+
+    ``monitor`` follows mss: 1 is the first monitor, 0 all monitors together. ``region`` is
+    ``(x, y, w, h)`` in desktop coordinates (the space mss's monitor 0 spans). The mss instance
+    is created in :meth:`open`, in the capture thread: on X11 and Windows it holds handles that
+    belong to the thread that made them.
+    """
+
+    live = True
+
+    def __init__(self, monitor: int = 1, region: tuple[int, int, int, int] | None = None,
+                 fps: float = 30.0):
+        self.monitor = monitor
+        self.region = region
+        self.fps = float(fps)
+        self.name = "screen:" + (",".join(map(str, region)) if region else str(monitor))
+        self._sct = None
+        self._box: dict | None = None
+        self._t0: float | None = None
+        self._n = 0
+
+    def open(self) -> None:
+        import mss
+
+        from .doctor import screen_fix
+
+        try:
+            # mss >= 10.2 spells it MSS; older releases only have the mss() factory.
+            sct = (getattr(mss, "MSS", None) or mss.mss)()
+            monitors = sct.monitors
+        except Exception as e:  # mss raises ScreenShotError, or OSError from ctypes loading
+            raise SourceError(screen_fix(e)) from e
+        try:
+            self._box = self._resolve_box(monitors)
+        except SourceError:
+            sct.close()
+            raise
+        self._sct = sct
+        self._t0, self._n = None, 0
+
+    def _resolve_box(self, monitors: list[dict]) -> dict:
+        listing = "; ".join(f"{i}: {m['width']}x{m['height']} at {m['left']},{m['top']}"
+                            for i, m in enumerate(monitors))
+        if self.region is None:
+            if not 0 <= self.monitor < len(monitors):
+                raise SourceError(f"no monitor {self.monitor}: this desktop has {len(monitors) - 1} "
+                                  f"(screen:0 is all of them together; {listing})")
+            m = monitors[self.monitor]
+            return {"left": m["left"], "top": m["top"], "width": m["width"], "height": m["height"]}
+        x, y, w, h = self.region
+        desk = monitors[0]
+        if (x < desk["left"] or y < desk["top"] or x + w > desk["left"] + desk["width"]
+                or y + h > desk["top"] + desk["height"]):
+            raise SourceError(f"region {x},{y},{w},{h} (x,y,width,height) reaches outside the desktop "
+                              f"({desk['width']}x{desk['height']} at {desk['left']},{desk['top']}); "
+                              f"monitors: {listing}")
+        return {"left": x, "top": y, "width": w, "height": h}
+
+    def read(self) -> np.ndarray:
+        if self._sct is None:
+            self.open()
+        _pace(self)
+        try:
+            shot = self._sct.grab(self._box)
+        except Exception as e:
+            raise SourceError(f"screen capture failed: {e}") from e
+        # mss hands back BGRA; as_rgb drops alpha and swaps to RGB in one copy.
+        return as_rgb(np.asarray(shot), order="bgr")
+
+    def close(self) -> None:
+        if self._sct is not None:
+            self._sct.close()
+            self._sct = None
+
+
+def _pace(source) -> None:
+    """Sleep until the next frame of ``source`` is due on an absolute schedule.
+
+    A capture that ran late by more than a frame restarts the schedule from now: a live source
+    must not burst to catch up on frames nobody wants any more.
+    """
+    now = time.monotonic()
+    if source._t0 is None:
+        source._t0, source._n = now, 0
+    due = source._t0 + source._n / source.fps
+    if due > now:
+        time.sleep(due - now)
+    elif now - due > 1.0 / source.fps:
+        source._t0, source._n = now, 0
+    source._n += 1
+
+
+class CameraSource(Source):
+    """A webcam (index or device path) or a video file read as if it were a camera, via OpenCV.
+
+    A camera that fails mid-run (unplugged, driver hiccup, file gone) does not end the stream:
+    :meth:`read` keeps returning the last good frame at ``fps`` while the device is reopened with
+    exponential backoff, and live frames resume once it is back. Only at start does a missing or
+    busy camera raise :class:`SourceError`. A file behaves like a camera: it plays in real time
+    at its own rate and starts again at its end.
+    """
+
+    live = True
+
+    #: First retry delay and cap, in seconds, for reopening a lost camera.
+    BACKOFF = (0.25, 2.0)
+
+    def __init__(self, device: int | str = 0, size: tuple[int, int] | None = None,
+                 fps: float | None = None):
+        self.device = device
+        self.request_size = size
+        self.request_fps = fps
+        self.name = f"camera:{device}"
+        self.fps = fps
+        self.reconnects = 0
+        self.loops = 0
+        #: Frames returned while the camera was lost (repeats of the last good frame).
+        self.repeated = 0
+        self._cap: cv2.VideoCapture | None = None
+        self._last: np.ndarray | None = None
+        self._pending: np.ndarray | None = None
+        self._is_file = False
+        self._retry_at = 0.0
+        self._backoff = self.BACKOFF[0]
+        self._t0: float | None = None
+        self._n = 0
+
+    @property
+    def connected(self) -> bool:
+        return self._cap is not None
+
+    def open(self) -> None:
+        from .doctor import camera_fix
+
+        error = self._try_open()
+        if error is not None:
+            raise SourceError(camera_fix(self.device, error))
+        self._t0, self._n = None, 0
+
+    def _exists(self) -> bool | None:
+        """Cheap presence test before the (possibly slow) open; None when it cannot be known."""
+        if isinstance(self.device, str):
+            return os.path.exists(self.device)
+        if sys.platform.startswith("linux"):
+            return os.path.exists(f"/dev/video{self.device}")
+        return None
+
+    def _try_open(self) -> str | None:
+        """Open the capture and read its first frame; return why it failed, or None."""
+        if self._exists() is False:
+            return "missing"
+        is_file = isinstance(self.device, str) and os.path.isfile(self.device)
+        cap = cv2.VideoCapture(self.device)
+        if not cap.isOpened():
+            cap.release()
+            return "unopenable"
+        if not is_file:
+            if self.request_size:
+                cap.set(cv2.CAP_PROP_FRAME_WIDTH, self.request_size[0])
+                cap.set(cv2.CAP_PROP_FRAME_HEIGHT, self.request_size[1])
+            if self.request_fps:
+                cap.set(cv2.CAP_PROP_FPS, self.request_fps)
+        # A camera another app holds often opens fine and only fails to deliver: read one frame
+        # so "busy" is caught here, at start, and not as an endless reconnect loop.
+        ok, img = cap.read()
+        if not ok or img is None:
+            cap.release()
+            return "no-frames"
+        if self.fps is None:
+            fps = cap.get(cv2.CAP_PROP_FPS)
+            self.fps = fps if fps and math.isfinite(fps) and 1 <= fps <= 240 else 30.0
+        self._cap = cap
+        self._is_file = is_file
+        self._pending = as_rgb(img, order="bgr")
+        self._backoff = self.BACKOFF[0]
+        return None
+
+    def read(self) -> np.ndarray | None:
+        if self._cap is None and self._last is None:
+            self.open()
+        if self._cap is None and time.monotonic() >= self._retry_at:
+            if self._try_open() is None:
+                self.reconnects += 1
+                log.info("%s is back", self.name)
+            else:
+                self._retry_at = time.monotonic() + self._backoff
+                self._backoff = min(self._backoff * 2, self.BACKOFF[1])
+        frame = self._next_frame()
+        if frame is None:
+            # Lost: keep the stream alive with the last good picture, at the camera's rate.
+            _pace(self)
+            self.repeated += 1
+            return self._last
+        if self._is_file:
+            _pace(self)  # a device paces itself; a file would otherwise play as fast as it decodes
+        self._last = frame
+        return frame
+
+    def _next_frame(self) -> np.ndarray | None:
+        if self._pending is not None:
+            frame, self._pending = self._pending, None
+            return frame
+        if self._cap is None:
+            return None
+        ok, img = self._cap.read()
+        if ok and img is not None:
+            return as_rgb(img, order="bgr")
+        self._cap.release()
+        self._cap = None
+        if self._is_file and os.path.isfile(self.device) and self._try_open() is None:
+            self.loops += 1  # a file at its end starts again, like a camera that never stops
+            return self._next_frame()
+        log.warning("%s stopped delivering frames; repeating the last frame while reconnecting", self.name)
+        if self._try_open() is None:  # a glitch that one reopen cures
+            self.reconnects += 1
+            return self._next_frame()
+        self._retry_at = time.monotonic() + self._backoff
+        return None
+
+    def close(self) -> None:
+        if self._cap is not None:
+            self._cap.release()
+            self._cap = None
+        self._last = self._pending = None
+
+
 # ---- the --source grammar -------------------------------------------------------------------
 
 #: kind -> factory(argument or None, options) -> Source
@@ -174,7 +406,8 @@ def open_source(spec: str, **options) -> Source:
 
 
 def _source_forms() -> list[str]:
-    forms = {"pattern": "pattern", "file": "file:PATH", "demo": "demo (the bundled clip)"}
+    forms = {"pattern": "pattern", "file": "file:PATH", "demo": "demo (the bundled clip)",
+             "screen": "screen[:N | :X,Y,W,H]", "camera": "camera[:N | :PATH]"}
     return [forms.get(k, k) for k in source_kinds()]
 
 
@@ -207,3 +440,30 @@ def _demo(arg: str | None, options: dict) -> Source:
 register_source("pattern", _pattern)
 register_source("file", _file)
 register_source("demo", _demo)
+
+
+def _screen(arg: str | None, options: dict) -> Source:
+    fps = options.get("fps") or 30.0
+    arg = (arg or "").strip()
+    if not arg:
+        return ScreenSource(monitor=1, fps=fps)
+    if re.fullmatch(r"\d+", arg):
+        return ScreenSource(monitor=int(arg), fps=fps)
+    m = re.fullmatch(r"\s*(-?\d+)\s*,\s*(-?\d+)\s*,\s*(\d+)\s*,\s*(\d+)\s*", arg)
+    if not m:
+        raise ValueError(f"bad screen source 'screen:{arg}': expected screen (first monitor), "
+                         "screen:N (monitor N, 0 = all) or screen:X,Y,W,H (a region in pixels)")
+    x, y, w, h = map(int, m.groups())
+    if w < 16 or h < 16:
+        raise ValueError(f"screen region {w}x{h} is too small: give a width and height of 16 or more")
+    return ScreenSource(region=(x, y, w, h), fps=fps)
+
+
+def _camera(arg: str | None, options: dict) -> Source:
+    arg = (arg or "").strip()
+    device: int | str = 0 if not arg else int(arg) if arg.isdigit() else os.path.expanduser(arg)
+    return CameraSource(device, size=options.get("size"), fps=options.get("fps"))
+
+
+register_source("screen", _screen)
+register_source("camera", _camera)

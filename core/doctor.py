@@ -1,0 +1,482 @@
+"""`stylecam doctor`: what works on this machine, and for what does not, the exact fix.
+
+The fix texts live here, in one place, so the CLI's errors (a SinkError from the virtual camera,
+a SourceError from a camera or the screen), this report and the desktop app's notifications all
+say the same thing: :func:`virtualcam_fix`, :func:`screen_fix`, :func:`camera_fix`,
+:func:`gpu_fix`. They are plain one-paragraph strings (no newlines), fit for a terminal line or a
+notification body.
+
+Each check is a function returning a :class:`Check`; :func:`run_checks` runs them. The default
+path (classic style to a file or MJPEG) needs nothing but OpenCV, so it decides the exit code;
+``--require PART`` makes a part (virtualcam, screen, camera, gpu, models) count too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+
+#: What the report prints per status.
+_MARKS = {"ok": "ok  ", "warn": "warn", "fail": "FAIL", "info": "info"}
+
+#: The modprobe line, shared by the fix paragraph, the report and docs/troubleshooting.md.
+MODPROBE_LINE = "sudo modprobe v4l2loopback devices=1 exclusive_caps=1 card_label=stylecam"
+
+
+# ---- fix texts ----------------------------------------------------------------------------
+
+def _system(system: str | None) -> str:
+    return system or platform.system()
+
+
+def _one_line(error: BaseException | str | None) -> str:
+    text = str(error or "").strip()
+    return "; ".join(line.strip() for line in text.splitlines() if line.strip())
+
+
+def linux_v4l2loopback_state() -> dict:
+    """What a Linux machine has of v4l2loopback: devices, module loaded, modules loadable at all."""
+    release = platform.release()
+    state = {
+        "devices": sorted(glob.glob("/dev/video*"), key=lambda p: (len(p), p)),
+        "loaded": os.path.isdir("/sys/module/v4l2loopback"),
+        # Without /lib/modules/<release> no module can load: a container, or a VM booted with a
+        # kernel that ships no modules. The driver must then be loaded on the host.
+        "modules_loadable": os.path.isdir(f"/lib/modules/{release}"),
+        "installed": None,
+    }
+    if state["modules_loadable"] and shutil.which("modinfo"):
+        try:
+            done = subprocess.run(["modinfo", "-n", "v4l2loopback"], capture_output=True, timeout=3)
+            state["installed"] = done.returncode == 0
+        except (OSError, subprocess.TimeoutExpired):
+            pass
+    return state
+
+
+def _first_sentences(error: BaseException | str | None) -> str:
+    """pyvirtualcam's error, one line per backend cut to its first sentence (the rest is advice
+    that the fix paragraph gives better)."""
+    parts = []
+    for line in str(error or "").splitlines():
+        line = line.strip()
+        if line:
+            head, dot, _ = line.partition(". ")
+            parts.append(head.rstrip("."))
+    return "; ".join(parts)
+
+
+def virtualcam_fix(error: BaseException | str | None = None, system: str | None = None,
+                   linux_state: dict | None = None) -> str:
+    """One paragraph: why no virtual camera could be opened and how to fix it on ``system``."""
+    system = _system(system)
+    said = _first_sentences(error)
+    said = f" (pyvirtualcam: {said})" if said else ""
+    fallback = ("Until then `--sink mjpeg` streams to OBS (Media Source) or a browser with no driver "
+                "at all; `stylecam doctor` checks again.")
+    if system == "Linux":
+        state = linux_state if linux_state is not None else linux_v4l2loopback_state()
+        why_caps = ("(exclusive_caps=1 makes the device advertise capture-only caps, which Chrome, Meet "
+                    "and other WebRTC apps require before they list a camera; card_label is the name "
+                    "apps show)")
+        if state.get("loaded"):
+            text = ("On Linux the virtual camera is a v4l2loopback device; the module is loaded but no "
+                    "device could be opened for writing: another program may hold it, you may lack "
+                    "permission (join the 'video' group), or it was loaded without devices. Reload it "
+                    f"with `sudo modprobe -r v4l2loopback && {MODPROBE_LINE}` {why_caps}.")
+        else:
+            text = ("On Linux the virtual camera is a v4l2loopback device and its kernel module is not "
+                    + ("loaded (it is installed)" if state.get("installed") else "loaded")
+                    + ": install it (Debian/Ubuntu: `sudo apt install v4l2loopback-dkms v4l2loopback-utils`; "
+                    "Fedora: `sudo dnf install v4l2loopback`; Arch: `sudo pacman -S v4l2loopback-dkms`), "
+                    f"then run `{MODPROBE_LINE}` {why_caps}.")
+            if not state.get("modules_loadable", True):
+                text += (f" This machine cannot load kernel modules (no /lib/modules/{platform.release()}: "
+                         "a container or minimal VM): load the module on the host and pass /dev/videoN in.")
+        return f"No virtual camera is available{said}. {text} {fallback}"
+    if system == "Darwin":
+        return (f"No virtual camera is available{said}. On macOS stylecam sends frames to the OBS "
+                "virtual camera: install OBS Studio 30 or newer (https://obsproject.com), open it, "
+                "click Start Virtual Camera once and allow the camera extension in System Settings > "
+                "Privacy & Security, then stop the virtual camera and quit OBS (OBS has one virtual "
+                f"camera; while OBS itself uses it, stylecam cannot). {fallback}")
+    if system == "Windows":
+        return (f"No virtual camera is available{said}. On Windows stylecam sends frames to the OBS "
+                "virtual camera: install OBS Studio 30 or newer (https://obsproject.com), open it, "
+                "click Start Virtual Camera once (this registers the camera), then stop it and quit "
+                "OBS (OBS has one virtual camera; while OBS itself uses it, stylecam cannot; the "
+                "Unity Capture driver is an alternative: virtualcam:backend=unitycapture). "
+                f"{fallback}")
+    return f"No virtual camera is available{said}: pyvirtualcam has no backend for {system}. {fallback}"
+
+
+def screen_fix(error: BaseException | str | None = None, system: str | None = None) -> str:
+    """One paragraph: why the screen cannot be captured and what to do."""
+    system = _system(system)
+    said = _one_line(error)
+    said = f" ({said})" if said else ""
+    if system == "Linux":
+        if not os.environ.get("DISPLAY"):
+            wayland = " (this is a Wayland session without XWayland)" if os.environ.get("WAYLAND_DISPLAY") else ""
+            return (f"Cannot capture the screen{said}: no X display, DISPLAY is not set{wayland}. Run "
+                    "stylecam inside your desktop session (on Wayland, through XWayland, which most "
+                    "desktops start by itself; it sees X11 windows only), or start a virtual screen "
+                    "with `xvfb-run -a stylecam ...`; `--source camera` or `--source file:PATH` need "
+                    "no screen.")
+        return (f"Cannot capture the screen on DISPLAY={os.environ.get('DISPLAY')}{said}. Check that "
+                "the display is running and that this user may connect to it (`xdpyinfo` should "
+                "work; over ssh use `ssh -X` or `xhost +SI:localuser:$USER`); the screen must have "
+                "24-bit colour (Xvfb: `-screen 0 1280x720x24`).")
+    if system == "Darwin":
+        return (f"Cannot capture the screen{said}. Allow screen recording for your terminal or "
+                "stylecam in System Settings > Privacy & Security > Screen Recording, then restart it.")
+    return f"Cannot capture the screen{said}. Make sure a desktop session is running and unlocked."
+
+
+def camera_fix(device: int | str, reason: str, system: str | None = None) -> str:
+    """One paragraph for a camera that cannot be opened at start.
+
+    ``reason``: ``missing`` (no such device or file), ``unopenable`` (OpenCV cannot open it) or
+    ``no-frames`` (opened but delivers nothing: usually another app holds it).
+    """
+    system = _system(system)
+    what = f"camera {device}" if isinstance(device, int) else f"camera {device!r}"
+    listing = "`stylecam doctor` lists the cameras it finds"
+    if isinstance(device, str) and not device.startswith("/dev/"):
+        if reason == "missing":
+            return f"Cannot open {what}: no such file or device. Give a camera number (camera:0) or an existing path; {listing}."
+        return f"Cannot open {what}: OpenCV cannot read it as video (unsupported or corrupt file)."
+    if reason == "missing":
+        return (f"Cannot open {what}: no such camera on this machine. Plug it in, or pick another "
+                f"(camera:1, camera:/dev/video2); {listing}.")
+    busy = ("close other apps that may use it (Zoom, Teams, a browser tab, OBS), then try again")
+    perm = ""
+    if system == "Linux":
+        perm = " On Linux also check that you may read the device (`ls -l /dev/video*`; join the 'video' group)."
+    elif system == "Darwin":
+        perm = " On macOS allow camera access for your terminal in System Settings > Privacy & Security > Camera."
+    elif system == "Windows":
+        perm = " On Windows allow desktop apps to use the camera in Settings > Privacy > Camera."
+    if reason == "no-frames":
+        return f"{what.capitalize()} opened but sends no frames: another app is probably using it; {busy}.{perm} {listing.capitalize()}."
+    return f"Cannot open {what}: it is busy or not accessible; {busy}.{perm} {listing.capitalize()}."
+
+
+def gpu_fix(system: str | None = None) -> str:
+    system = _system(system)
+    if system == "Darwin":
+        return ("torch sees no Apple GPU (MPS): update macOS and torch. Classic styles need no GPU; "
+                "diffusion styles run on the CPU, slowly.")
+    return ("torch sees no CUDA GPU. Classic styles need none; diffusion styles run on the CPU, far "
+            "below camera rate. With an NVIDIA card: install its driver (`nvidia-smi` should list "
+            "the card), then a CUDA build of torch into stylecam's environment (the command for your "
+            "driver is on https://pytorch.org/get-started; installer/setup_venv.sh takes it in "
+            "STYLECAM_TORCH).")
+
+
+# ---- checks -------------------------------------------------------------------------------
+
+@dataclass
+class Check:
+    """One line of the report. ``status``: ok, warn (works partly / optional part missing),
+    fail (does not work), info (nothing to judge)."""
+
+    part: str
+    status: str
+    summary: str
+    details: list[str] = field(default_factory=list)
+    fix: str | None = None
+
+
+def check_default_path() -> Check:
+    """The path that must always work: the default classic style, a file and a JPEG, no GPU."""
+    try:
+        import cv2
+        import numpy as np
+
+        from .cli import resolve_style
+        from .frames import Frame
+        from .sinks import FileSink
+        from .sources import PatternSource
+        from .stylize.base import create_backend
+
+        style = resolve_style(None, "classic")
+        backend = create_backend(style)
+        try:
+            frames = [PatternSource((64, 48), realtime=False).read() for _ in range(2)]
+            out = backend.process(frames)
+        finally:
+            backend.close()
+        if len(out) != 2 or out[0].shape != (48, 64, 3) or out[0].dtype != np.uint8:
+            raise RuntimeError(f"classic backend returned {len(out)} frames of shape {out[0].shape}")
+        ok, _ = cv2.imencode(".jpg", out[0])
+        if not ok:
+            raise RuntimeError("OpenCV cannot encode JPEG")
+        with tempfile.TemporaryDirectory() as tmp:
+            sink = FileSink(os.path.join(tmp, "check.mp4"))
+            sink.open((64, 48), 30.0)
+            for i, img in enumerate(out):
+                sink.write(Frame(img, i))
+            sink.close()
+            if os.path.getsize(os.path.join(tmp, "check.mp4")) == 0:
+                raise RuntimeError("OpenCV wrote an empty video file")
+    except Exception as e:
+        return Check("default", "fail", f"the default path (classic style to a file) fails: {e}",
+                     fix="Reinstall stylecam's environment: `bash installer/setup_venv.sh` (or `make venv`).")
+    return Check("default", "ok", f"classic style '{style.name}' -> video file and MJPEG work (no GPU needed)")
+
+
+def check_gpu() -> Check:
+    try:
+        import torch
+    except Exception as e:  # torch missing or broken: only diffusion styles need it
+        return Check("gpu", "warn", f"torch does not import ({e}); diffusion styles are unavailable",
+                     fix="Reinstall stylecam's environment: `bash installer/setup_venv.sh`.")
+    details = [f"torch {torch.__version__}, built for CUDA {torch.version.cuda or '-'}"]
+    if torch.cuda.is_available():
+        for i in range(torch.cuda.device_count()):
+            props = torch.cuda.get_device_properties(i)
+            details.append(f"cuda:{i} {props.name}, {props.total_memory / 2**30:.0f} GiB, "
+                           f"compute {props.major}.{props.minor}")
+        names = ", ".join(torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count()))
+        return Check("gpu", "ok", f"CUDA available: {names}", details)
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        return Check("gpu", "ok", "Apple GPU (MPS) available", details)
+    build = "a CPU-only torch build" if not torch.version.cuda else "CUDA build, but no usable GPU/driver"
+    return Check("gpu", "warn", f"CUDA available: no ({build}); diffusion styles will be slow",
+                 details, gpu_fix())
+
+
+def check_screen() -> Check:
+    try:
+        import mss
+        import numpy as np
+
+        with (getattr(mss, "MSS", None) or mss.mss)() as sct:
+            monitors = sct.monitors
+            if len(monitors) < 2:
+                raise RuntimeError("no monitor found")
+            m = monitors[1]
+            box = {"left": m["left"], "top": m["top"], "width": min(m["width"], 64),
+                   "height": min(m["height"], 64)}
+            shot = np.asarray(sct.grab(box))
+            details = [f"monitor {i}: {mon['width']}x{mon['height']} at {mon['left']},{mon['top']}"
+                       for i, mon in enumerate(monitors) if i]
+        if shot.shape[:2] != (box["height"], box["width"]):
+            raise RuntimeError(f"grab returned shape {shot.shape}")
+    except Exception as e:
+        return Check("screen", "fail", "screen capture does not work", fix=screen_fix(e))
+    return Check("screen", "ok", f"screen capture works ({len(monitors) - 1} monitor(s); "
+                 "--source screen, screen:N, screen:X,Y,W,H)", details)
+
+
+def find_cameras(max_index: int = 4) -> list[dict]:
+    """Cameras on this machine: on Linux the /dev/video* nodes (named from sysfs, without opening
+    them: opening a busy camera can stall); elsewhere indices 0..max_index that OpenCV opens."""
+    found = []
+    if sys.platform.startswith("linux"):
+        for dev in sorted(glob.glob("/dev/video*"), key=lambda p: (len(p), p)):
+            node = os.path.basename(dev)
+            name = ""
+            try:
+                with open(f"/sys/class/video4linux/{node}/name") as f:
+                    name = f.read().strip()
+            except OSError:
+                pass
+            loopback = os.path.isdir("/sys/module/v4l2loopback") and not os.path.exists(
+                f"/sys/class/video4linux/{node}/device")
+            found.append({"device": dev, "name": name, "readable": os.access(dev, os.R_OK),
+                          "loopback": loopback})
+        return found
+    import cv2
+
+    for i in range(max_index + 1):
+        cap = cv2.VideoCapture(i)
+        try:
+            if cap.isOpened():
+                found.append({"device": i, "name": "", "readable": True, "loopback": False})
+        finally:
+            cap.release()
+    return found
+
+
+def check_cameras() -> Check:
+    cams = find_cameras()
+    real = [c for c in cams if not c["loopback"]]
+    if not real:
+        return Check("camera", "warn", "no camera found (--source camera needs one; screen and files do not)",
+                     fix=camera_fix(0, "missing"))
+    details = []
+    for c in cams:
+        flags = [] if c["readable"] else ["no read permission"]
+        if c["loopback"]:
+            flags.append("virtual (v4l2loopback)")
+        details.append(f"{c['device']}" + (f" {c['name']}" if c["name"] else "")
+                       + (f" [{', '.join(flags)}]" if flags else ""))
+    unreadable = [c for c in real if not c["readable"]]
+    if unreadable:
+        return Check("camera", "warn", f"{len(real)} camera(s), {len(unreadable)} not readable", details,
+                     camera_fix(unreadable[0]["device"], "unopenable"))
+    return Check("camera", "ok", f"{len(real)} camera(s) found (--source camera:N or camera:PATH)", details)
+
+
+def check_virtualcam(size: tuple[int, int] = (1280, 720), fps: float = 30.0) -> Check:
+    """Open each pyvirtualcam backend once (and close it) to tell which one works."""
+    try:
+        import pyvirtualcam
+    except Exception as e:
+        return Check("virtualcam", "fail", f"pyvirtualcam does not import: {e}",
+                     fix="Reinstall stylecam's environment: `bash installer/setup_venv.sh`.")
+    backends = dict(pyvirtualcam.camera.BACKENDS)
+    if not backends:
+        return Check("virtualcam", "fail", f"pyvirtualcam has no backend on {platform.system()}",
+                     fix=virtualcam_fix(system=platform.system()))
+    details, working, errors = [], [], []
+    for name in backends:
+        try:
+            cam = pyvirtualcam.Camera(size[0], size[1], fps, backend=name)
+        except Exception as e:
+            details.append(f"backend {name}: not available ({_first_sentences(e)})")
+            errors.append(str(e))
+            continue
+        try:
+            details.append(f"backend {name}: works, device {cam.device}")
+            working.append(name)
+        finally:
+            cam.close()
+    if working:
+        return Check("virtualcam", "ok", f"virtual camera works ({', '.join(working)}; --sink virtualcam)", details)
+    # The same words the CLI prints when `--sink virtualcam` fails.
+    return Check("virtualcam", "fail", "no virtual camera (--sink virtualcam will fail)", details,
+                 virtualcam_fix(error="\n".join(errors)))
+
+
+# -- model cache: the diffusion work registers its bundles here ----------------------------
+
+#: Hub repositories stylecam knows how to use: repo id -> what it is for.
+KNOWN_BUNDLES: dict[str, str] = {
+    "stabilityai/sd-turbo": "sd-turbo denoiser + CLIP text encoder (the GPU default stack)",
+    "madebyollin/taesd": "TAESD tiny VAE (fast encode/decode)",
+}
+
+
+def register_known_bundle(repo_id: str, description: str) -> None:
+    KNOWN_BUNDLES[repo_id] = description
+
+
+def hub_cache_dir() -> str:
+    try:
+        from huggingface_hub import constants
+
+        return str(constants.HF_HUB_CACHE)
+    except Exception:  # huggingface_hub missing: report the path it would use
+        home = os.environ.get("HF_HOME", os.path.join(os.path.expanduser("~"), ".cache", "huggingface"))
+        return os.environ.get("HF_HUB_CACHE", os.path.join(home, "hub"))
+
+
+def model_cache_status(cache_dir: str | None = None) -> list[dict]:
+    """Each known bundle: is a snapshot of it in the hub cache, where, how big."""
+    cache_dir = cache_dir or hub_cache_dir()
+    rows = []
+    for repo_id, description in KNOWN_BUNDLES.items():
+        folder = os.path.join(cache_dir, "models--" + repo_id.replace("/", "--"))
+        snapshots = os.path.join(folder, "snapshots")
+        present = os.path.isdir(snapshots) and bool(os.listdir(snapshots))
+        size = 0
+        if present:
+            for root, _, files in os.walk(os.path.join(folder, "blobs")):
+                size += sum(os.path.getsize(os.path.join(root, f)) for f in files)
+        rows.append({"repo_id": repo_id, "description": description, "present": present,
+                     "path": folder if present else None, "bytes": size})
+    return rows
+
+
+def check_models() -> Check:
+    cache = hub_cache_dir()
+    rows = model_cache_status(cache)
+    details = [f"{r['repo_id']}: " + (f"cached ({r['bytes'] / 2**20:.0f} MiB)" if r["present"] else "not downloaded")
+               + f" - {r['description']}" for r in rows]
+    have = [r for r in rows if r["present"]]
+    summary = f"{len(have)} of {len(rows)} known model bundles in {cache}"
+    if len(have) == len(rows):
+        return Check("models", "ok", summary, details)
+    return Check("models", "info", summary + " (classic styles need none)", details,
+                 "Diffusion styles need weights: fetch them with `stylecam models` (see docs/models.md).")
+
+
+#: part -> check, in report order.
+CHECKS = {
+    "default": check_default_path,
+    "gpu": check_gpu,
+    "screen": check_screen,
+    "camera": check_cameras,
+    "virtualcam": check_virtualcam,
+    "models": check_models,
+}
+
+
+def run_checks(parts: list[str] | None = None) -> list[Check]:
+    results = []
+    for part in parts or list(CHECKS):
+        try:
+            results.append(CHECKS[part]())
+        except Exception as e:  # a broken check must not hide the others
+            results.append(Check(part, "fail", f"the check itself failed: {e!r}"))
+    return results
+
+
+def exit_code(results: list[Check], required: list[str]) -> int:
+    """0 when the default path works and every required part is ok, else 1."""
+    need = {"default", *required}
+    return 1 if any(c.part in need and c.status != "ok" for c in results) else 0
+
+
+def format_report(results: list[Check], required: list[str]) -> str:
+    lines = [f"stylecam doctor — {platform.system()} {platform.release()}, Python {platform.python_version()}"]
+    for c in results:
+        lines.append(f"[{_MARKS.get(c.status, c.status)}] {c.part:<10} {c.summary}")
+        lines.extend(f"       {d}" for d in c.details)
+        if c.fix and c.status != "ok":
+            lines.append(f"       fix: {c.fix}")
+    code = exit_code(results, required)
+    wanted = ", ".join(["default", *required])
+    lines.append(f"result: {'ready' if code == 0 else 'NOT ready'} ({wanted} checked as required)")
+    return "\n".join(lines)
+
+
+# ---- CLI ---------------------------------------------------------------------------------
+
+def configure_parser(p: argparse.ArgumentParser) -> None:
+    optional = [k for k in CHECKS if k != "default"]
+    p.add_argument("--require", action="append", default=[], choices=optional, metavar="PART",
+                   help=f"also fail (exit 1) unless PART works: {', '.join(optional)} (repeatable)")
+    p.add_argument("--only", action="append", default=None, choices=list(CHECKS), metavar="PART",
+                   help="run only these checks (the default path is always checked)")
+    p.add_argument("--json", action="store_true", help="print the results as JSON")
+
+
+def command(args) -> int:
+    required = list(dict.fromkeys(args.require))
+    parts = None
+    if args.only:
+        parts = list(dict.fromkeys(["default", *args.only, *required]))
+    t0 = time.monotonic()
+    results = run_checks(parts)
+    code = exit_code(results, required)
+    if args.json:
+        print(json.dumps({"ok": code == 0, "required": ["default", *required],
+                          "seconds": round(time.monotonic() - t0, 2),
+                          "checks": [asdict(c) for c in results]}, indent=2))
+    else:
+        print(format_report(results, required))
+    return code
