@@ -1,0 +1,94 @@
+"""Turn a failure into a notification: a short title and a message that says what to do.
+
+The fix texts come from :mod:`stylecam.core.doctor` (the same words ``stylecam doctor`` prints);
+when a build has no doctor, a plain message stands in. Errors from core already say what to do
+in most cases: the doctor's text is added only when the message does not hold it yet.
+"""
+
+from __future__ import annotations
+
+import logging
+
+log = logging.getLogger(__name__)
+
+TITLES = {
+    "virtual_camera": "Virtual camera unavailable",
+    "mjpeg": "MJPEG stream unavailable",
+    "camera": "Camera unavailable",
+    "screen": "Screen capture unavailable",
+    "file": "Cannot play the video file",
+    "source": "Source unavailable",
+}
+
+FALLBACK_FIXES = {
+    "virtual_camera": ("Install and load a virtual camera driver (Linux: v4l2loopback, "
+                       "'sudo modprobe v4l2loopback exclusive_caps=1'; Windows and macOS: OBS Studio "
+                       "with its Virtual Camera), then switch the output on again. Run 'stylecam doctor' "
+                       "for details. The stream goes on to the preview and other outputs."),
+    "camera": ("Check that the camera is plugged in and not in use by another app, and that this "
+               "user may open it (Linux: the 'video' group). Run 'stylecam doctor' to list cameras."),
+    "screen": "Screen capture needs an X11 or Windows/macOS desktop; run 'stylecam doctor' for details.",
+}
+
+
+def _doctor_fix(kind: str, error: BaseException, spec: str | None) -> str | None:
+    """The doctor's fix text for ``kind``, or None when this build has no doctor."""
+    try:
+        from stylecam.core import doctor
+    except ImportError:
+        return None
+    try:
+        if kind == "virtual_camera" and hasattr(doctor, "virtualcam_fix"):
+            return doctor.virtualcam_fix(error)
+        if kind == "screen" and hasattr(doctor, "screen_fix"):
+            return doctor.screen_fix(error)
+        if kind == "camera" and hasattr(doctor, "camera_fix"):
+            arg = (spec or "").partition(":")[2].strip() or "0"
+            return doctor.camera_fix(int(arg) if arg.isdigit() else arg, "unopenable")
+    except Exception as e:  # a broken fix text must not hide the failure itself
+        log.warning("the doctor's fix text for %s failed: %s", kind, e)
+    return None
+
+
+def source_kind(spec: str | None) -> str:
+    kind = (spec or "").partition(":")[0].strip().lower()
+    if kind in ("camera", "screen"):
+        return kind
+    if kind in ("file", "demo"):
+        return "file"
+    return "source"
+
+
+def _core_error(error: BaseException) -> BaseException | None:
+    """The SourceError/SinkError inside ``error`` (the runner wraps capture failures), if any."""
+    from stylecam.core.sinks import SinkError
+    from stylecam.core.sources import SourceError
+
+    seen = 0
+    while error is not None and seen < 5:
+        if isinstance(error, (SourceError, SinkError, ValueError)):
+            return error
+        error = error.__cause__
+        seen += 1
+    return None
+
+
+def describe_failure(what: str, error: BaseException, spec: str | None = None) -> tuple[str, str]:
+    """(title, message) for a failed output (``virtual_camera``, ``mjpeg``) or source (``source``).
+
+    Core's own errors (SourceError, SinkError, a bad spec's ValueError) already say what to do,
+    with the doctor's words where it has some: their text is the message. Anything else (a
+    driver's own exception) gets the doctor's fix text, or a plain one, added.
+    """
+    kind = source_kind(spec) if what == "source" else what
+    core = _core_error(error)
+    if core is not None:
+        message = str(core).strip() or type(core).__name__
+    else:
+        message = str(error).strip() or type(error).__name__
+        fix = _doctor_fix(kind, error, spec) or FALLBACK_FIXES.get(kind)
+        if fix and fix.strip() not in message:
+            message = f"{message}\n{fix.strip()}"
+    if what == "virtual_camera":
+        message += "\nThe stream goes on to the preview and the other outputs."
+    return TITLES.get(kind, "stylecam"), message

@@ -1,0 +1,172 @@
+"""The Settings dialog: one widget per setting, validated on OK by the same parsers as the file."""
+
+from __future__ import annotations
+
+import sys
+
+from PySide6.QtWidgets import (QCheckBox, QComboBox, QDialog, QDialogButtonBox, QDoubleSpinBox,
+                               QFormLayout, QHBoxLayout, QLabel, QLineEdit, QSpinBox, QVBoxLayout, QWidget)
+
+from stylecam.core.styles import Style
+
+from .icons import style_icon
+from .settings import MODES, PARSERS, AppSettings, autostart_supported
+
+SIZES = ("source", "640x360", "640x480", "960x540", "1280x720", "1920x1080")
+MODE_LABELS = {"latency": "Low latency (calls): one frame at a time",
+               "throughput": "Throughput (streams): the stylizer's batch size"}
+
+
+def cuda_devices() -> list[str]:
+    """``cuda:N`` for each visible GPU, when PyTorch is already loaded (never loaded just for this)."""
+    torch = sys.modules.get("torch")
+    try:
+        if torch is not None and torch.cuda.is_available():
+            return [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    except Exception:
+        pass
+    return []
+
+
+class SettingsDialog(QDialog):
+    def __init__(self, settings: AppSettings, styles: list[Style], sources: list[tuple[str, str]], parent=None):
+        super().__init__(parent)
+        self.setObjectName("stylecam-settings")
+        self.setWindowTitle("stylecam settings")
+        self._result: AppSettings | None = None
+        form = QFormLayout()
+
+        self.style_box = QComboBox()
+        for style in styles:
+            self.style_box.addItem(style_icon(style.name), style.title, style.name)
+        form.addRow("Style", self.style_box)
+
+        self.source_box = QComboBox()
+        self.source_box.setEditable(True)
+        self.source_box.addItem("Automatic (camera, else demo)", "auto")
+        for spec, label in sources:
+            self.source_box.addItem(f"{label}  [{spec}]", spec)
+        form.addRow("Source", self.source_box)
+
+        self.size_box = QComboBox()
+        self.size_box.setEditable(True)
+        for size in SIZES:
+            self.size_box.addItem(size)
+        form.addRow("Output size", self.size_box)
+
+        self.fps_box = QDoubleSpinBox()
+        self.fps_box.setRange(1.0, 120.0)
+        self.fps_box.setDecimals(1)
+        self.fps_box.setSuffix(" fps")
+        form.addRow("Frame rate", self.fps_box)
+
+        self.mirror_box = QCheckBox("Flip left-right (as a selfie camera shows you)")
+        form.addRow("Mirror", self.mirror_box)
+
+        self.mode_box = QComboBox()
+        for mode in MODES:
+            self.mode_box.addItem(MODE_LABELS[mode], mode)
+        form.addRow("Mode", self.mode_box)
+
+        self.device_box = QComboBox()
+        self.device_box.setEditable(True)
+        for device in ["auto", "cpu", "cuda"] + cuda_devices():
+            self.device_box.addItem(device)
+        form.addRow("GPU (diffusion styles)", self.device_box)
+
+        self.bundle_edit = QLineEdit()
+        self.bundle_edit.setPlaceholderText("sd-turbo from the hub cache")
+        self.bundle_edit.setToolTip("A model bundle folder or hub id for the AI styles (see `stylecam models`)")
+        form.addRow("Model bundle", self.bundle_edit)
+
+        self.login_box = QCheckBox("Start stylecam when I log in")
+        self.login_box.setEnabled(autostart_supported())
+        form.addRow("Login", self.login_box)
+
+        self.virtualcam_box = QCheckBox("Send to the virtual camera")
+        form.addRow("Virtual camera", self.virtualcam_box)
+        mjpeg_row = QWidget()
+        row = QHBoxLayout(mjpeg_row)
+        row.setContentsMargins(0, 0, 0, 0)
+        self.mjpeg_box = QCheckBox("Serve on 127.0.0.1, port")
+        self.port_box = QSpinBox()
+        self.port_box.setRange(1024, 65535)
+        row.addWidget(self.mjpeg_box)
+        row.addWidget(self.port_box)
+        row.addStretch(1)
+        form.addRow("MJPEG stream", mjpeg_row)
+
+        self.error_label = QLabel("")
+        self.error_label.setStyleSheet("color: #c62828")
+        self.error_label.setWordWrap(True)
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
+        buttons.accepted.connect(self.accept)
+        buttons.rejected.connect(self.reject)
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addWidget(self.error_label)
+        layout.addWidget(buttons)
+        self.load(settings)
+
+    # -- settings <-> widgets ----------------------------------------------------------------------
+
+    def load(self, s: AppSettings) -> None:
+        self._base = s
+        _select(self.style_box, s.style)
+        _select(self.source_box, s.source)
+        self.size_box.setCurrentText("source" if s.output_size is None else f"{s.output_size[0]}x{s.output_size[1]}")
+        self.fps_box.setValue(s.fps)
+        self.mirror_box.setChecked(s.mirror)
+        _select(self.mode_box, s.mode)
+        self.device_box.setCurrentText(s.device)
+        self.bundle_edit.setText(s.bundle)
+        self.login_box.setChecked(s.start_on_login)
+        self.virtualcam_box.setChecked(s.virtual_camera)
+        self.mjpeg_box.setChecked(s.mjpeg)
+        self.port_box.setValue(s.mjpeg_port)
+
+    def read(self) -> AppSettings:
+        """The settings the widgets show; raises ValueError naming the field that does not parse."""
+        index = self.source_box.findText(self.source_box.currentText())
+        # An entry of the list gives its spec; anything else was typed by hand and is a spec.
+        source = self.source_box.itemData(index) if index >= 0 else self.source_box.currentText().strip()
+        raw = {
+            "style": self.style_box.currentData() or self._base.style,
+            "source": source,
+            "output_size": self.size_box.currentText(),
+            "fps": self.fps_box.value(),
+            "mirror": self.mirror_box.isChecked(),
+            "mode": self.mode_box.currentData(),
+            "device": self.device_box.currentText(),
+            "bundle": self.bundle_edit.text(),
+            "start_on_login": self.login_box.isChecked(),
+            "virtual_camera": self.virtualcam_box.isChecked(),
+            "mjpeg": self.mjpeg_box.isChecked(),
+            "mjpeg_port": self.port_box.value(),
+        }
+        values = {}
+        for key, value in raw.items():
+            try:
+                values[key] = PARSERS[key](value)
+            except (ValueError, TypeError) as e:
+                raise ValueError(f"{key.replace('_', ' ')}: {value!r} is not valid ({e})") from None
+        return AppSettings(**values)
+
+    def result_settings(self) -> AppSettings | None:
+        return self._result
+
+    def accept(self) -> None:
+        try:
+            self._result = self.read()
+        except ValueError as e:
+            self.error_label.setText(str(e))
+            return
+        super().accept()
+
+
+def _select(box: QComboBox, data) -> None:
+    index = box.findData(data)
+    if index >= 0:
+        box.setCurrentIndex(index)
+    elif box.isEditable():
+        box.setEditText(str(data))

@@ -1,0 +1,594 @@
+"""The stream worker: a QThread that owns the runner and the stylizer backend.
+
+Everything that touches the stylizer happens in this thread: the backend is created in
+:meth:`StreamWorker.run` (a diffusion backend makes its CUDA device context and streams there,
+so they belong to this thread for the app's whole life), styles are applied between batches by
+the runner, and the backend is closed here at the end. The UI thread only *asks*: every public
+method sets a request under a lock and returns at once.
+
+A source switch or a change of size/rate/mode restarts the runner but keeps the backend (a
+diffusion model takes seconds to load). Frames reach the UI through a one-slot hand-off: the
+newest frame replaces an unread one, and ``frame_ready`` is emitted only when the slot was empty,
+so a slow UI never builds a queue of stale frames. Failures become ``notify`` signals: an
+output that cannot open is dropped while the stream goes on; a source that fails gives way to
+the last source that worked; a backend that fails gives way to the classic fallback style.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import logging
+import threading
+import time
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+from PySide6.QtCore import QThread, Signal
+
+from stylecam.core.frames import Frame
+from stylecam.core.runner import Runner
+from stylecam.core.sinks import Sink, open_sink
+from stylecam.core.sources import Source, open_source
+from stylecam.core.styles import Style
+from stylecam.core.stylize.base import Backend, create_backend
+
+from .fixes import describe_failure
+
+log = logging.getLogger(__name__)
+
+#: How often statistics go to the UI (a summary sorts a few thousand latencies).
+STATS_INTERVAL = 0.25
+#: The span, in seconds, over which the UI's fps and latency are measured.
+RECENT_WINDOW = 2.0
+
+
+@dataclass(frozen=True)
+class StreamConfig:
+    """What the worker streams. ``batch_size`` None means the backend's own batch size."""
+
+    source: str
+    style: Style
+    size: tuple[int, int] | None = (1280, 720)
+    fps: float | None = 30.0
+    mirror: bool = False
+    batch_size: int | None = 1
+    device: str = "auto"
+    #: Diffusion model bundle (folder or hub id); None: the backend's default.
+    bundle: str | None = None
+
+    def backend_key(self) -> tuple:
+        """What a backend is built from: a change of any of these needs a new backend."""
+        if self.style.backend == "diffusion":
+            return (self.style.backend, self.device, self.bundle, self.batch_size)
+        return (self.style.backend,)
+
+
+@dataclass
+class FramePair:
+    """One output frame with the input it was made from, for the preview and for tests.
+
+    ``input`` is the frame as the stylizer saw it (already at the engine size), ``style`` the
+    name of the style that painted it, ``paused`` True when it passed through unstylized.
+    """
+
+    input: np.ndarray
+    output: np.ndarray
+    index: int
+    t_capture: float
+    t_output: float
+    style: str
+    paused: bool
+
+
+class BackendFailure(RuntimeError):
+    """The stylizer raised while painting; the worker falls back to the classic style."""
+
+
+class TrackingBackend(Backend):
+    """Wraps the real backend to know, for each output, its input and the style that made it.
+
+    The runner calls ``set_style`` then ``process`` then the sinks, all in its own thread, so
+    what this wrapper records when the sink sees a frame is exactly what made that frame.
+    When paused the runner skips ``process`` and hands the inputs on as outputs: a frame that is
+    not one of the last outputs of ``process`` passed through.
+    """
+
+    def __init__(self, inner: Backend, style: Style, key: tuple = ()):
+        self.inner = inner
+        self.name = inner.name
+        self.batch_size = inner.batch_size
+        self.style = style
+        self.key = key
+        self._last: list[tuple[np.ndarray, np.ndarray]] = []
+
+    @property
+    def kind(self) -> str:
+        return self.style.backend
+
+    def set_style(self, style: Style) -> None:
+        self.inner.set_style(style)
+        self.style = style
+
+    def process(self, images):
+        try:
+            outputs = self.inner.process(images)
+        except Exception as e:
+            raise BackendFailure(f"the {self.style.backend} style {self.style.name!r} failed: {e}") from e
+        # Strong references: identity checks stay valid while the sinks look at these frames.
+        self._last = list(zip(images, outputs))
+        return outputs
+
+    def source_of(self, output: np.ndarray) -> np.ndarray | None:
+        for inp, out in self._last:
+            if out is output:
+                return inp
+        return None
+
+    def close(self) -> None:
+        self._last = []
+        self.inner.close()
+
+
+class AppSource(Source):
+    """What the app streams from: another source, flipped left-right when ``mirror`` is set (the
+    flag may change live), and played in real time.
+
+    A file source is read as fast as it is consumed (right for converting a clip, wrong for a
+    live camera stand-in: the demo would play fast-forward), so a non-live source is paced here
+    to its own frame rate and the runner treats the result as live (it drops stale frames
+    instead of queueing them).
+    """
+
+    live = True
+
+    def __init__(self, inner: Source, mirror: bool = False):
+        self.inner = inner
+        self.mirror = mirror
+        self.name = inner.name
+        self.fps = inner.fps
+        self._pace = not inner.live
+        self._t0: float | None = None
+        self._n = 0
+
+    def open(self) -> None:
+        self.inner.open()
+        self.fps = self.inner.fps
+        self._t0, self._n = None, 0
+
+    def read(self):
+        if self._pace:
+            self._wait_turn()
+        img = self.inner.read()
+        if img is not None and self.mirror:
+            img = cv2.flip(img, 1)
+        return img
+
+    def _wait_turn(self) -> None:
+        fps = self.inner.fps or 30.0
+        now = time.perf_counter()
+        if self._t0 is None:
+            self._t0, self._n = now, 0
+        due = self._t0 + self._n / fps
+        if due > now:
+            time.sleep(due - now)
+        elif now - due > 1.0 / fps:
+            # Running late (a slow decode): restart the schedule rather than burst to catch up.
+            self._t0, self._n = now, 0
+        self._n += 1
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+class OutputHub(Sink):
+    """The one sink the runner sees: feeds the preview slot and the optional outputs.
+
+    Outputs (virtual camera, MJPEG) are switched on and off from the UI thread; the change is
+    applied in the runner's thread at the next frame. An output that fails to open or write is
+    reported once and switched off; the stream and the other outputs go on. Outputs stay open
+    across runner restarts while size and rate are unchanged (a source switch must not make the
+    virtual camera vanish from a meeting).
+    """
+
+    name = "hub"
+
+    def __init__(self, worker: "StreamWorker"):
+        self._worker = worker
+        self._lock = threading.Lock()
+        self._wanted: dict[str, str] = {}
+        self._open: dict[str, Sink] = {}
+        self._size: tuple[int, int] | None = None
+        self._fps: float | None = None
+        self.backend: TrackingBackend | None = None
+        self.runner: Runner | None = None
+        self._last_stats = 0.0
+        self._recent: collections.deque = collections.deque(maxlen=512)
+
+    # -- UI thread ----------------------------------------------------------------------------
+
+    def want(self, name: str, spec: str | None) -> None:
+        with self._lock:
+            if spec is None:
+                self._wanted.pop(name, None)
+            else:
+                self._wanted[name] = spec
+
+    def wanted(self) -> dict[str, str]:
+        with self._lock:
+            return dict(self._wanted)
+
+    def sink(self, name: str) -> Sink | None:
+        """The open output called ``name`` (e.g. to read the MJPEG server's URL), if any."""
+        return self._open.get(name)
+
+    # -- runner thread --------------------------------------------------------------------------
+
+    def open(self, size, fps) -> None:
+        if (size, fps) != (self._size, self._fps):
+            self._close_outputs()
+        self._size, self._fps = tuple(size), fps
+
+    def _reconcile(self) -> None:
+        wanted = self.wanted()
+        for name in list(self._open):
+            if getattr(self._open[name], "_stylecam_spec", None) != wanted.get(name):
+                self._close_one(name)
+        for name, spec in wanted.items():
+            if name in self._open:
+                continue
+            try:
+                sink = open_sink(spec, fps=self._fps)
+                sink.open(self._size, self._fps)
+            except Exception as e:
+                self._fail(name, spec, e, "open")
+                continue
+            sink._stylecam_spec = spec
+            self._open[name] = sink
+            log.info("output %s (%s) open at %dx%d, %g fps", name, spec, *self._size, self._fps)
+            self._worker.output_changed.emit(name, True)
+
+    def _fail(self, name: str, spec: str, error: BaseException, what: str) -> None:
+        log.warning("output %s (%s) failed to %s: %s", name, spec, what, error)
+        with self._lock:
+            if self._wanted.get(name) == spec:
+                del self._wanted[name]
+        self._worker.output_changed.emit(name, False)
+        title, message = describe_failure(name, error)
+        self._worker.notify.emit(title, message, "warning")
+
+    def _close_one(self, name: str) -> None:
+        sink = self._open.pop(name)
+        try:
+            sink.close()
+        except Exception as e:  # a failing close must not stop the stream
+            log.warning("closing output %s failed: %s", name, e)
+        log.info("output %s closed", name)
+
+    def _close_outputs(self) -> None:
+        for name in list(self._open):
+            self._close_one(name)
+
+    def write(self, frame: Frame) -> None:
+        self._reconcile()
+        for name, sink in list(self._open.items()):
+            try:
+                sink.write(frame)
+            except Exception as e:
+                spec = getattr(sink, "_stylecam_spec", name)
+                self._open.pop(name, None)
+                try:
+                    sink.close()
+                except Exception:
+                    pass
+                self._fail(name, spec, e, "write")
+        self._publish(frame)
+
+    def _publish(self, frame: Frame) -> None:
+        backend = self.backend
+        source = backend.source_of(frame.image) if backend is not None else None
+        pair = FramePair(input=frame.image if source is None else source, output=frame.image,
+                         index=frame.index, t_capture=frame.t_capture, t_output=time.perf_counter(),
+                         style=backend.style.name if backend is not None else "",
+                         paused=source is None)
+        self._worker._offer(pair)
+        now = pair.t_output
+        self._recent.append((now, now - pair.t_capture))
+        if now - self._last_stats >= STATS_INTERVAL and self.runner is not None:
+            self._last_stats = now
+            stats = self.runner.metrics.summary()
+            stats.update(style=pair.style, paused=pair.paused, size=list(frame.size), **self._recent_rates(now))
+            self._worker.stats.emit(stats)
+
+    def _recent_rates(self, now: float) -> dict:
+        # The runner's summary covers the whole run; the UI wants what is happening now.
+        recent = [(t, lat) for t, lat in self._recent if t >= now - RECENT_WINDOW]
+        span = recent[-1][0] - recent[0][0] if len(recent) > 1 else 0.0
+        return {
+            "fps_recent": round((len(recent) - 1) / span, 2) if span > 0 else 0.0,
+            "latency_recent_ms": round(float(np.median([lat for _, lat in recent])) * 1000.0, 1) if recent else None,
+        }
+
+    def close(self) -> None:
+        # The runner closes its sinks at the end of every run; the outputs outlive a restart
+        # and are closed by shutdown() when the worker ends.
+        pass
+
+    def shutdown(self) -> None:
+        self._close_outputs()
+        self._size = self._fps = None
+
+
+class StreamWorker(QThread):
+    """Runs the stream in its own thread. Create it, ``configure()``, ``start()``; ``stop()`` ends it."""
+
+    #: A new frame pair waits in the slot; take it with :meth:`take_frame`.
+    frame_ready = Signal()
+    #: The runner's metrics summary plus ``style``, ``paused`` and ``size``.
+    stats = Signal(dict)
+    #: title, message, level ("info", "warning", "error"): for a tray notification.
+    notify = Signal(str, str, str)
+    #: "starting", "running", "paused", "idle", "error", "stopped".
+    state_changed = Signal(str)
+    #: source spec, style name: a run began with these.
+    run_started = Signal(str, str)
+    #: The worker replaced the requested style with the fallback (the requested one failed).
+    style_fallback = Signal(str)
+    #: The worker went back to the last source that worked (the requested one failed).
+    source_fallback = Signal(str)
+    #: An output (by name) went on or off (off also after a failure).
+    output_changed = Signal(str, bool)
+
+    def __init__(self, config: StreamConfig, fallback_style: Style, parent=None):
+        super().__init__(parent)
+        self.setObjectName("stylecam-worker")
+        self._config = config
+        self.fallback_style = fallback_style
+        self._lock = threading.Condition()
+        self._quit = False
+        self._restart = False
+        self._paused = False
+        self._runner: Runner | None = None
+        self._backend: TrackingBackend | None = None
+        #: The thread the current backend was created in (the worker's own: tests check it).
+        self.backend_thread: int | None = None
+        self._slot: FramePair | None = None
+        self._slot_lock = threading.Lock()
+        self.hub = OutputHub(self)
+        self.state = "idle"
+
+    # -- requests from the UI thread ----------------------------------------------------------
+
+    @property
+    def config(self) -> StreamConfig:
+        with self._lock:
+            return self._config
+
+    def set_style(self, style: Style) -> None:
+        """Switch style live; a style of another backend kind restarts with a new backend."""
+        with self._lock:
+            self._config = dataclasses.replace(self._config, style=style)
+            runner, backend = self._runner, self._backend
+            if runner is not None and backend is not None and backend.key == self._config.backend_key():
+                runner.set_style(style)
+            else:
+                self._request_restart()
+
+    def set_source(self, spec: str) -> None:
+        self.reconfigure(source=spec)
+
+    def reconfigure(self, **changes) -> None:
+        """Change any :class:`StreamConfig` field; restarts the runner (not the backend)."""
+        with self._lock:
+            new = dataclasses.replace(self._config, **changes)
+            if new == self._config and self._runner is not None:
+                return
+            self._config = new
+            self._request_restart()
+
+    def set_paused(self, paused: bool) -> None:
+        with self._lock:
+            self._paused = bool(paused)
+            if self._runner is not None:
+                self._runner.set_paused(self._paused)
+                self._set_state("paused" if self._paused else "running")
+
+    @property
+    def paused(self) -> bool:
+        return self._paused
+
+    def set_mirror(self, mirror: bool) -> None:
+        with self._lock:
+            self._config = dataclasses.replace(self._config, mirror=bool(mirror))
+            runner = self._runner
+            if runner is not None and isinstance(runner.source, AppSource):
+                runner.source.mirror = bool(mirror)
+
+    def set_output(self, name: str, spec: str | None) -> None:
+        """Turn an output on (``spec`` is a ``--sink`` spec) or off (None)."""
+        self.hub.want(name, spec)
+
+    def stop(self) -> None:
+        """Ask the worker to end; returns at once (``wait()`` for it)."""
+        with self._lock:
+            self._quit = True
+            if self._runner is not None:
+                self._runner.stop()
+            self._lock.notify_all()
+
+    def take_frame(self) -> FramePair | None:
+        with self._slot_lock:
+            pair, self._slot = self._slot, None
+            return pair
+
+    def _request_restart(self) -> None:
+        # Called with self._lock held.
+        self._restart = True
+        if self._runner is not None:
+            self._runner.stop()
+        self._lock.notify_all()
+
+    # -- the worker thread ----------------------------------------------------------------------
+
+    def _offer(self, pair: FramePair) -> None:
+        with self._slot_lock:
+            was_empty = self._slot is None
+            self._slot = pair
+        if was_empty:
+            self.frame_ready.emit()
+
+    def _set_state(self, state: str) -> None:
+        if state != self.state:
+            self.state = state
+            self.state_changed.emit(state)
+
+    def run(self) -> None:
+        threading.current_thread().name = "stylecam-worker"  # for the log lines
+        try:
+            self._serve()
+        except Exception as e:  # the last guard: a dead thread must still say why
+            log.exception("the stream worker failed")
+            self.notify.emit("stylecam stopped", f"The stream stopped: {e}", "error")
+            self._set_state("error")
+        finally:
+            self.hub.shutdown()
+            if self._backend is not None:
+                try:
+                    self._backend.close()
+                except Exception as e:
+                    log.warning("closing the %s backend failed: %s", self._backend.name, e)
+                self._backend = None
+            self._set_state("stopped")
+
+    def _wait_for_change(self) -> None:
+        with self._lock:
+            while not self._quit and not self._restart:
+                self._lock.wait()
+
+    def _serve(self) -> None:
+        last_good_source: str | None = None
+        while True:
+            with self._lock:
+                if self._quit:
+                    return
+                self._restart = False
+                cfg = self._config
+            self._set_state("starting")
+            backend = self._ensure_backend(cfg)
+            if backend is None:
+                self._set_state("error")
+                self._wait_for_change()
+                continue
+            cfg = self.config  # _ensure_backend may have switched to the fallback style
+            try:
+                inner = open_source(cfg.source, size=cfg.size, fps=cfg.fps, loop=True)
+            except ValueError as e:
+                last_good_source = self._source_failed(cfg, e, last_good_source)
+                continue
+            source = AppSource(inner, cfg.mirror)
+            runner = Runner(source, backend, [self.hub], size=cfg.size, fps=cfg.fps,
+                            batch_size=cfg.batch_size)
+            with self._lock:
+                if self._quit or self._restart:
+                    continue
+                runner.set_paused(self._paused)
+                self._runner = runner
+            self.hub.backend, self.hub.runner = backend, runner
+            self.run_started.emit(cfg.source, cfg.style.name)
+            self._set_state("paused" if self._paused else "running")
+            log.info("streaming %s through %s (size %s, fps %s, batch %s)", cfg.source, cfg.style.name,
+                     cfg.size, cfg.fps, cfg.batch_size)
+            try:
+                summary = runner.run()
+                log.info("run ended: %s", summary)
+            except BackendFailure as e:
+                self._backend_failed(cfg, e)
+                continue
+            except Exception as e:
+                if runner.metrics.frames_in > 0:
+                    last_good_source = cfg.source
+                last_good_source = self._source_failed(cfg, e, last_good_source)
+                continue
+            finally:
+                with self._lock:
+                    self._runner = None
+            if runner.metrics.frames_in > 0:
+                last_good_source = cfg.source
+            with self._lock:
+                if self._quit or self._restart:
+                    continue
+            # The source ended by itself (a file without loop, a source that gave up).
+            self._set_state("idle")
+            self._wait_for_change()
+
+    def _ensure_backend(self, cfg: StreamConfig) -> TrackingBackend | None:
+        current = self._backend
+        if current is not None and current.key == cfg.backend_key():
+            current.set_style(cfg.style)
+            return current
+        if current is not None:
+            current.close()
+            self._backend = None
+        try:
+            inner = self._create_backend(cfg)
+            self._backend = TrackingBackend(inner, cfg.style, cfg.backend_key())
+            self.backend_thread = threading.get_ident()
+            return self._backend
+        except Exception as e:
+            log.exception("cannot start the %s backend for style %s", cfg.style.backend, cfg.style.name)
+            fallback = self.fallback_style
+            if cfg.style.backend == fallback.backend:
+                self.notify.emit("Cannot start the stylizer", str(e), "error")
+                return None
+            self.notify.emit(f"Style {cfg.style.title} is not available",
+                             f"{e}\nRunning the {fallback.title} style instead.", "warning")
+            self._fall_back_to(fallback, cfg.style)
+            return self._ensure_backend(dataclasses.replace(cfg, style=fallback))
+
+    def _fall_back_to(self, fallback: Style, failed: Style) -> None:
+        with self._lock:
+            if self._config.style != failed:
+                return  # the user picked another style meanwhile: that one runs next
+            self._config = dataclasses.replace(self._config, style=fallback)
+        self.style_fallback.emit(fallback.name)
+
+    def _create_backend(self, cfg: StreamConfig) -> Backend:
+        options = {}
+        if cfg.style.backend == "diffusion":
+            # This is the thread the model, its CUDA context and its side/main streams belong
+            # to: the diffusion backend creates them inside create_backend, here, never in the
+            # UI thread. Latency mode asks for batches of one, so no frame waits for others.
+            options = {"device": None if cfg.device == "auto" else cfg.device, "bundle": cfg.bundle or None,
+                       "batch_size": cfg.batch_size}
+        return create_backend(cfg.style, **options)
+
+    def _backend_failed(self, cfg: StreamConfig, error: BaseException) -> None:
+        log.error("%s", error, exc_info=error)
+        failed = self._backend.style if self._backend is not None else cfg.style
+        fallback = self.fallback_style
+        if failed.name == fallback.name:
+            self.notify.emit("The stylizer failed", f"{error}", "error")
+            self._set_state("error")
+            self._wait_for_change()
+            return
+        self.notify.emit("The style failed", f"{error}\nRunning the {fallback.title} style instead.", "warning")
+        self._fall_back_to(fallback, failed)
+
+    def _source_failed(self, cfg: StreamConfig, error: BaseException, last_good: str | None) -> str | None:
+        log.warning("source %s failed: %s", cfg.source, error)
+        title, message = describe_failure("source", error, cfg.source)
+        if last_good is not None and last_good != cfg.source:
+            message += f"\nBack to the previous source ({last_good})."
+            self.notify.emit(title, message, "warning")
+            with self._lock:
+                reverted = not self._restart and not self._quit
+                if reverted:
+                    self._config = dataclasses.replace(self._config, source=last_good)
+            if reverted:
+                self.source_fallback.emit(last_good)
+            return last_good
+        self.notify.emit(title, message, "error")
+        self._set_state("error")
+        self._wait_for_change()
+        return last_good
