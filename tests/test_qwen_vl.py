@@ -85,6 +85,8 @@ def test_batch_equals_per_frame(tiny, swan, fast):
     single = torch.cat([cond.encode(swan[i:i + 1], INSTRUCTION) for i in range(len(swan))])
     assert batch.shape == (3, 48, 64)
     torch.testing.assert_close(batch, single, rtol=0, atol=1e-5)
+    # The backend's list of numpy frames is the same batch.
+    assert torch.equal(cond.encode(list(swan.numpy()), INSTRUCTION), batch)
     # The frames matter: otherwise the equality above would say nothing.
     assert (batch[0] - batch[2]).abs().max() > 1e-2
 
@@ -165,6 +167,21 @@ def test_fixed_length_padding_and_truncation(tiny, swan):
     torch.testing.assert_close(a[:, :real], exact, rtol=0, atol=1e-5)
 
 
+@pytest.mark.parametrize("fast", [False, True])
+def test_shorter_computed_sequence_gives_the_same_output(tiny, swan, fast):
+    """pad_to_multiple_of: the model computes only up to the next multiple of 16 tokens, the
+    rest of L is zeros; same (B, L, hidden) output and mask as computing all L tokens."""
+    full, full_mask = conditioner(tiny, fast=fast).encode(swan[:2], "Sketch.", return_mask=True)
+    cond = conditioner(tiny, fast=fast, pad_to_multiple_of=16)
+    short, short_mask = cond.encode(swan[:2], "Sketch.", return_mask=True)
+    assert cond.prompt("Sketch.", 4).input_ids.shape[1] == 32 < 48
+    assert short.shape == full.shape == (2, 48, 64)
+    assert torch.equal(short_mask, full_mask)
+    torch.testing.assert_close(short, full, rtol=0, atol=1e-5)
+    text = cond.encode_text("Sketch.", return_mask=True)
+    assert text[0].shape == (1, 48, 64) and (text[0][0, 16:] == 0).all()
+
+
 def test_instruction_tokenisation_is_cached(tiny, swan):
     cond = conditioner(tiny, resize="keep_aspect")
     cond.encode(swan[:1], INSTRUCTION)
@@ -243,6 +260,8 @@ def test_bad_input_messages(tiny):
     cond = conditioner(tiny)
     with pytest.raises(ValueError, match=r"RGB uint8 of shape \(B, H, W, 3\)"):
         cond.encode(torch.zeros(1, 64, 64, 3), INSTRUCTION)
+    with pytest.raises(ValueError, match="must share one size"):
+        cond.encode([np.zeros((64, 64, 3), np.uint8), np.zeros((32, 64, 3), np.uint8)], "x")
     with pytest.raises(ValueError, match="multiple of patch\\*merge = 32"):
         QwenVLConditioner(model, tokenizer, image_size=100)
     with pytest.raises(ValueError, match="text_length=16 is too short"):
@@ -252,31 +271,47 @@ def test_bad_input_messages(tiny):
         QwenVLConditioner(model, other, image_size=64)
 
 
+def test_model_moved_after_building_the_conditioner(tiny, swan):
+    model, tokenizer = build_tiny_qwen3vl(seed=0)
+    cond = QwenVLConditioner(model, tokenizer, image_size=64, text_length=48)
+    model.to(torch.float64)
+    out = cond.encode(swan[:1], INSTRUCTION)
+    assert out.dtype == torch.float64
+    torch.testing.assert_close(out.float(), conditioner(tiny).encode(swan[:1], INSTRUCTION),
+                               rtol=0, atol=1e-4)
+
+
 @pytest.mark.gpu
-def test_fast_forward_captures_in_a_cuda_graph(tiny, swan):
+def test_fast_forward_captures_in_a_cuda_graph(tiny):
+    """The fast path replays from a CUDA graph; a new instruction or new frames are new
+    contents of the same input buffers, not a new graph."""
     if not torch.cuda.is_available():
         pytest.skip("needs CUDA")
+    g = torch.Generator().manual_seed(2)
+    frames_cpu = torch.randint(0, 256, (3, 120, 200, 3), dtype=torch.uint8, generator=g)
     model, tokenizer = build_tiny_qwen3vl(seed=0)
-    cond = QwenVLConditioner(model.cuda(), tokenizer, image_size=64, text_length=48, fast=True)
-    frames = swan.cuda()
-    ids = cond.prompt(INSTRUCTION, cond.num_image_tokens(512, 512)).to("cuda")["input_ids"]
-    static_ids = ids.clone()
-    expected = conditioner(tiny).encode(swan, INSTRUCTION).cuda()
+    cond = QwenVLConditioner(model, tokenizer, image_size=64, text_length=48, fast=True)
+    model.cuda()  # moved after building, as a caller may do
+    # The stock forward on the same device: CPU and GPU resampling may round a level apart.
+    reference = QwenVLConditioner(model, tokenizer, image_size=64, text_length=48)
+    frames = frames_cpu.cuda()
+    ids = cond.prompt(INSTRUCTION, 4).to("cuda")["input_ids"].clone()
     side = torch.cuda.Stream()
     side.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(side), torch.no_grad():
         for _ in range(2):  # warm-up builds the tables outside the capture
-            cond.encode_tensors(frames, static_ids)
+            cond.encode_tensors(frames, ids)
     torch.cuda.current_stream().wait_stream(side)
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph), torch.no_grad():
-        out = cond.encode_tensors(frames, static_ids)
-    graph.replay()
-    mask = cond.prompt(INSTRUCTION, 4).to("cuda")["mask"].unsqueeze(-1)
-    torch.testing.assert_close(out * mask, expected, rtol=0, atol=1e-4)
-    # A new instruction is a new input_ids buffer content, not a new graph.
-    static_ids.copy_(cond.prompt("Sketch.", 4).to("cuda")["input_ids"])
-    graph.replay()
-    fresh = conditioner(tiny).encode(swan, "Sketch.").cuda()
-    mask = cond.prompt("Sketch.", 4).to("cuda")["mask"].unsqueeze(-1)
-    torch.testing.assert_close(out * mask, fresh, rtol=0, atol=1e-4)
+        out = cond.encode_tensors(frames, ids)
+    # cuDNN would run the stock Conv3d patch embedding in TF32: compare in full float32.
+    with torch.backends.cudnn.flags(enabled=True, allow_tf32=False):
+        for text, batch in ((INSTRUCTION, frames_cpu), ("Sketch.", frames_cpu.flip(0))):
+            ids.copy_(cond.prompt(text, 4).to("cuda")["input_ids"])
+            frames.copy_(batch)
+            out.fill_(float("nan"))
+            graph.replay()
+            mask = cond.prompt(text, 4).to("cuda")["mask"].unsqueeze(-1)
+            expected = reference.encode(batch.cuda(), text)
+            torch.testing.assert_close(out * mask, expected, rtol=0, atol=1e-4)

@@ -10,10 +10,13 @@ transformers classes and feeds it without the library's processors:
   ``AutoProcessor`` would need torchvision (its video processor imports it), which we do not have;
 * the prompt is the Qwen3-VL chat template of one user turn ``[image, instruction]``; the
   instruction's tokens are cached per string, so per frame only the image part is recomputed;
-* the token sequence is right-padded to exactly ``text_length`` tokens **before** the model:
-  the language model is causal, so the pad tokens never change the hidden states of the real
-  tokens, and every instruction gives the same static shape (one CUDA graph serves them all).
-  Hidden states at pad positions are zeroed; ``return_mask=True`` also gives the (B, L) mask.
+* the output is always ``(B, text_length, hidden)``. The token sequence is right-padded with
+  ``<|endoftext|>`` **before** the model, to ``text_length`` (default: one static shape for every
+  instruction, so one CUDA graph serves them all) or, with ``pad_to_multiple_of=m``, only to the
+  next multiple of m (less work when prompts are much shorter than L; one shape per bucket);
+  the remaining rows up to ``text_length`` are appended as zeros. The language model is causal,
+  so pad tokens never change the hidden states of the real tokens. Hidden states at all pad
+  positions are zero; ``return_mask=True`` also gives the (B, L) mask of real tokens.
   Instructions too long for ``text_length`` lose their tail text tokens; the template's closing
   tokens are always kept.
 
@@ -227,9 +230,9 @@ def smart_resize(height: int, width: int, factor: int, min_pixels: int, max_pixe
 class _Prompt:
     """One instruction laid out at the fixed length; host tensors, device copies on demand."""
 
-    input_ids: torch.Tensor          # (1, L) long
-    token_types: torch.Tensor        # (1, L) int: 1 at image placeholders (mm_token_type_ids)
-    mask: torch.Tensor               # (1, L) bool: real tokens
+    input_ids: torch.Tensor          # (1, S) long, S <= L: the sequence the model computes
+    token_types: torch.Tensor        # (1, S) int: 1 at image placeholders (mm_token_type_ids)
+    mask: torch.Tensor               # (1, S) bool: real tokens
     image_span: tuple[int, int] | None
     real_length: int
     truncated: int                   # instruction tokens dropped to fit L
@@ -270,15 +273,16 @@ class QwenVLConditioner(torch.nn.Module):
     def __init__(self, model, tokenizer, image_size: int = 256, text_length: int = 256, *,
                  resize: str = "square", resample: str = "bicubic", round_to_uint8: bool = True,
                  image_mean=QWEN3VL_IMAGE_MEAN, image_std=QWEN3VL_IMAGE_STD,
-                 broadcast: bool = False, fast: bool = False, fold_temporal_patch: bool = True,
+                 pad_to_multiple_of: int | None = None, broadcast: bool = False,
+                 fast: bool = False, fold_temporal_patch: bool = True,
                  prompt_cache_size: int = 256):
         super().__init__()
         from transformers import Qwen3VLModel
 
         core = getattr(model, "model", model)
         if not isinstance(core, Qwen3VLModel):
-            raise TypeError(f"QwenVLConditioner needs a Qwen3-VL model (Qwen3VLForConditionalGeneration"
-                            f" or Qwen3VLModel), got {type(model).__name__}")
+            raise TypeError("QwenVLConditioner needs a Qwen3-VL model (Qwen3VLForConditional"
+                            f"Generation or Qwen3VLModel), got {type(model).__name__}")
         if resize not in ("square", "keep_aspect"):
             raise ValueError(f"resize must be 'square' or 'keep_aspect', got {resize!r}")
         if resample not in ("bicubic", "bilinear"):
@@ -293,10 +297,14 @@ class QwenVLConditioner(torch.nn.Module):
         self.hidden_size = int(config.text_config.hidden_size)
         factor = self.patch_size * self.merge_size
         if image_size < factor or image_size % factor:
-            raise ValueError(f"image_size must be a positive multiple of patch*merge = {factor} for "
-                             f"this model, got {image_size}")
+            raise ValueError(f"image_size must be a positive multiple of patch*merge = {factor} "
+                             f"for this model, got {image_size}")
         self.image_size = int(image_size)
         self.text_length = int(text_length)
+        if pad_to_multiple_of is not None and pad_to_multiple_of < 1:
+            raise ValueError(f"pad_to_multiple_of must be a positive int or None, got "
+                             f"{pad_to_multiple_of}")
+        self.pad_to_multiple_of = pad_to_multiple_of
         self.resize = resize
         self.resample = resample
         self.round_to_uint8 = bool(round_to_uint8)
@@ -305,8 +313,6 @@ class QwenVLConditioner(torch.nn.Module):
         self.broadcast = bool(broadcast)
         self.fast = bool(fast)
         self.fold_temporal_patch = bool(fold_temporal_patch)
-        self.register_buffer("_mean", torch.tensor(self.image_mean).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("_std", torch.tensor(self.image_std).view(1, 3, 1, 1), persistent=False)
 
         ids = {t: tokenizer.convert_tokens_to_ids(t) for t in
                ("<|image_pad|>", "<|vision_start|>", "<|vision_end|>", "<|endoftext|>")}
@@ -405,11 +411,15 @@ class QwenVLConditioner(torch.nn.Module):
             ids += [self.image_token_id] * num_image_tokens + self._vision_end
         ids += kept + list(self._tail_ids)
         real = len(ids)
-        ids += [self.pad_token_id] * (self.text_length - real)
-        types = torch.zeros(1, self.text_length, dtype=torch.int32)
+        length = self.text_length
+        if self.pad_to_multiple_of:
+            m = self.pad_to_multiple_of
+            length = min(length, -(-real // m) * m)
+        ids += [self.pad_token_id] * (length - real)
+        types = torch.zeros(1, length, dtype=torch.int32)
         if span is not None:
             types[0, span[0]:span[1]] = 1
-        mask = torch.zeros(1, self.text_length, dtype=torch.bool)
+        mask = torch.zeros(1, length, dtype=torch.bool)
         mask[0, :real] = True
         record = _Prompt(torch.tensor([ids], dtype=torch.long), types, mask, span, real,
                          len(text) - len(kept))
@@ -421,13 +431,17 @@ class QwenVLConditioner(torch.nn.Module):
     # ------------------------------------------------------------------ preprocessing
 
     def _as_frames(self, frames) -> torch.Tensor:
-        if isinstance(frames, np.ndarray) or (isinstance(frames, (list, tuple)) and frames
-                                              and isinstance(frames[0], np.ndarray)):
-            frames = torch.from_numpy(np.ascontiguousarray(np.stack(list(frames))
-                                                           if isinstance(frames, (list, tuple))
-                                                           else frames))
+        if isinstance(frames, (list, tuple)) and frames and \
+                all(isinstance(f, np.ndarray) for f in frames):
+            if len({f.shape for f in frames}) > 1:
+                raise ValueError("frames of one batch must share one size; got "
+                                 + ", ".join(sorted({str(f.shape) for f in frames})))
+            frames = np.stack(frames)
+        if isinstance(frames, np.ndarray):
+            frames = torch.from_numpy(np.ascontiguousarray(frames))
         if not isinstance(frames, torch.Tensor):
-            raise TypeError(f"frames must be a uint8 tensor (B, H, W, 3), got {type(frames).__name__}")
+            raise TypeError(f"frames must be a uint8 tensor (B, H, W, 3), got "
+                            f"{type(frames).__name__}")
         if frames.ndim == 3:
             frames = frames.unsqueeze(0)
         if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != torch.uint8:
@@ -453,7 +467,17 @@ class QwenVLConditioner(torch.nn.Module):
                 x = self._resample(x, size).round().clamp_(0, 255)
         elif (height, width) != size:
             x = self._resample(x, size)
-        return (x / 255.0 - self._mean) / self._std
+        mean, std = self._normalization(x.device)
+        return (x / 255.0 - mean) / std
+
+    def _normalization(self, device):
+        # Per device, made once: the model may move after the conditioner is built, and a
+        # host-to-device copy inside a CUDA graph capture is not allowed.
+        key = ("normalization", str(device))
+        if key not in self._static:
+            self._static[key] = tuple(torch.tensor(v, device=device).view(1, 3, 1, 1)
+                                      for v in (self.image_mean, self.image_std))
+        return self._static[key]
 
     def _resample(self, x: torch.Tensor, size) -> torch.Tensor:
         return F.interpolate(x, size=size, mode=self.resample, align_corners=False, antialias=True)
@@ -528,6 +552,10 @@ class QwenVLConditioner(torch.nn.Module):
     def _finish(self, hidden, prompt: _Prompt, batch: int, return_mask: bool):
         mask = prompt.to(hidden.device)["mask"]
         hidden = hidden * mask.unsqueeze(-1).to(hidden.dtype)
+        extra = self.text_length - hidden.shape[1]
+        if extra:
+            hidden = F.pad(hidden, (0, 0, 0, extra))
+            mask = F.pad(mask, (0, extra))
         if hidden.shape[0] != batch:
             hidden = hidden.expand(batch, -1, -1)
         if return_mask:
@@ -544,42 +572,43 @@ class QwenVLConditioner(torch.nn.Module):
 
     # ------------------------------------------------------------------ the sync-free forward
 
-    def _tables(self, gh: int, gw: int, prompt: _Prompt | None):
-        """Per frame-size constants of the fast path, built eagerly (outside any capture)."""
+    def _tables(self, gh: int, gw: int, length: int):
+        """Per frame-size and sequence-length constants of the fast path, built eagerly (the
+        first call; outside any capture) with the library's own helpers."""
         from transformers.vision_utils import (get_vision_interpolation_indices_and_weights,
                                                get_vision_position_ids)
 
         device, dtype = self.device, self.dtype
-        key = (gh, gw, str(device), dtype)
+        key = (gh, gw, length, str(device), dtype)
         tables = self._static.get(key)
-        if tables is None:
-            visual = self.core.visual
-            grid = torch.tensor([[1, gh, gw]], device=device)
-            idx, weights = get_vision_interpolation_indices_and_weights(
-                grid, num_grid_per_side=visual.num_grid_per_side, mode=visual.interpolation_mode,
-                align_corners=visual.interpolation_align_corners, spatial_merge_size=self.merge_size)
-            positions = get_vision_position_ids(grid, self.merge_size)
-            probe = torch.empty(0, device=device, dtype=dtype)
-            cos, sin = visual.rotary_pos_emb(probe, positions)
-            tables = {"interp_idx": idx, "interp_w": weights, "cos": cos, "sin": sin}
-            self._static[key] = tables
-        if prompt is not None and "text_rope" not in tables:
-            # M-RoPE positions depend only on where the image sits, which is the same for every
-            # instruction (the image precedes the text; padding continues the positions).
-            on = prompt.to(device)
-            position_ids, _ = self.core.get_rope_index(
-                on["input_ids"], mm_token_type_ids=on["token_types"],
-                image_grid_thw=torch.tensor([[1, gh, gw]], device=device))
-            probe = torch.empty(0, device=device, dtype=dtype)
-            tables["text_rope"] = self.core.language_model.rotary_emb(probe, position_ids)
-            tables["span"] = prompt.image_span
+        if tables is not None:
+            return tables
+        visual = self.core.visual
+        grid = torch.tensor([[1, gh, gw]], device=device)
+        idx, weights = get_vision_interpolation_indices_and_weights(
+            grid, num_grid_per_side=visual.num_grid_per_side, mode=visual.interpolation_mode,
+            align_corners=visual.interpolation_align_corners, spatial_merge_size=self.merge_size)
+        probe = torch.empty(0, device=device, dtype=dtype)
+        cos, sin = visual.rotary_pos_emb(probe, get_vision_position_ids(grid, self.merge_size))
+        # M-RoPE positions depend only on where the image sits, the same for every instruction:
+        # the image follows the fixed head and the pad tokens continue the text positions.
+        start = len(self._head_ids) + 1
+        span = (start, start + gh * gw // self.merge_size ** 2)
+        types = torch.zeros(1, length, dtype=torch.int32, device=device)
+        types[0, span[0]:span[1]] = 1
+        position_ids, _ = self.core.get_rope_index(
+            torch.zeros(1, length, dtype=torch.long, device=device), mm_token_type_ids=types,
+            image_grid_thw=grid)
+        tables = {"interp_idx": idx, "interp_w": weights, "cos": cos, "sin": sin, "span": span,
+                  "text_rope": self.core.language_model.rotary_emb(probe, position_ids)}
+        self._static[key] = tables
         return tables
 
-    def _text_rope(self, device, dtype):
-        key = ("text", str(device), dtype)
+    def _text_rope(self, length: int, device, dtype):
+        key = ("text", length, str(device), dtype)
         rope = self._static.get(key)
         if rope is None:
-            positions = torch.arange(self.text_length, device=device).view(1, 1, -1).expand(3, 1, -1)
+            positions = torch.arange(length, device=device).view(1, 1, -1).expand(3, 1, -1)
             probe = torch.empty(0, device=device, dtype=dtype)
             rope = self.core.language_model.rotary_emb(probe, positions)
             self._static[key] = rope
@@ -587,15 +616,13 @@ class QwenVLConditioner(torch.nn.Module):
 
     def encode_tensors(self, frames: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
         """The capturable core of ``fast=True``: uint8 frames (B, H, W, 3) on the device and the
-        (1 or B, L) token ids of a prompt laid out by ``prompt()`` -> (B, L, hidden) hidden
-        states before pad zeroing. Pure tensor work, no host sync once the tables exist
-        (call it once eagerly per frame size before capturing a CUDA graph)."""
+        (1 or B, S) token ids of a prompt laid out by ``prompt()`` -> (B, S, hidden) hidden
+        states, before pad zeroing and padding to ``text_length``. Pure tensor work with no
+        host sync once the tables exist: call it once eagerly per frame size and sequence
+        length before capturing a CUDA graph."""
         x, gh, gw = self._patch_grid(self._normalized(frames))
         b = x.shape[0]
-        span_len = gh * gw // self.merge_size ** 2
-        tables = self._tables(gh, gw, None)
-        if "text_rope" not in tables:
-            tables = self._tables(gh, gw, self.prompt("", span_len))
+        tables = self._tables(gh, gw, input_ids.shape[1])
         image_embeds, deepstack = self._fast_vision(x.reshape(b, gh * gw, -1), tables)
         return self._fast_language(input_ids, image_embeds, deepstack, tables["span"],
                                    tables["text_rope"])
@@ -650,7 +677,7 @@ class QwenVLConditioner(torch.nn.Module):
     def _fast_text_hidden(self, input_ids, prompt: _Prompt):
         lm = self.core.language_model
         x = lm.embed_tokens(input_ids)
-        rope = self._text_rope(x.device, x.dtype)
+        rope = self._text_rope(x.shape[1], x.device, x.dtype)
         for layer in lm.layers:
             x = layer(x, position_embeddings=rope, attention_mask=None)
         return lm.norm(x)
@@ -661,7 +688,8 @@ class QwenVLConditioner(torch.nn.Module):
         return {"image_size": self.image_size, "text_length": self.text_length,
                 "resize": self.resize, "resample": self.resample,
                 "round_to_uint8": self.round_to_uint8, "image_mean": list(self.image_mean),
-                "image_std": list(self.image_std), "broadcast": self.broadcast}
+                "image_std": list(self.image_std), "pad_to_multiple_of": self.pad_to_multiple_of,
+                "broadcast": self.broadcast}
 
     def save_pretrained(self, directory) -> Path:
         """Model (safetensors), tokenizer, the library image processor's config (so the folder
