@@ -280,6 +280,18 @@ def check_screen() -> Check:
                  "--source screen, screen:N, screen:X,Y,W,H)", details)
 
 
+def _is_loopback(node: str) -> bool:
+    """A v4l2loopback node has no parent device in sysfs (older module versions) or one that the
+    v4l2loopback driver owns (newer ones)."""
+    if not os.path.isdir("/sys/module/v4l2loopback"):
+        return False
+    parent = f"/sys/class/video4linux/{node}/device"
+    if not os.path.exists(parent):
+        return True
+    names = (os.path.basename(os.path.realpath(parent)), os.path.basename(os.path.realpath(parent + "/driver")))
+    return any("v4l2loopback" in n for n in names)
+
+
 def find_cameras(max_index: int = 4) -> list[dict]:
     """Cameras on this machine: on Linux the /dev/video* nodes (named from sysfs, without opening
     them: opening a busy camera can stall); elsewhere indices 0..max_index that OpenCV opens."""
@@ -293,10 +305,8 @@ def find_cameras(max_index: int = 4) -> list[dict]:
                     name = f.read().strip()
             except OSError:
                 pass
-            loopback = os.path.isdir("/sys/module/v4l2loopback") and not os.path.exists(
-                f"/sys/class/video4linux/{node}/device")
             found.append({"device": dev, "name": name, "readable": os.access(dev, os.R_OK),
-                          "loopback": loopback})
+                          "loopback": _is_loopback(node)})
         return found
     import cv2
 

@@ -200,8 +200,9 @@ def test_disconnects_and_stalled_clients_never_hold_up_the_stream():
         # The staller's writes time out and the server lets it go; the stream never paused.
         assert _wait(lambda: sink.clients == 0, 6), sink.clients
     assert not feeder.errors
-    # The producer never waited on a client: a write is a copy and a notify.
-    assert max(feeder.write_times) < 0.05, max(feeder.write_times)
+    # The producer never waited on a client: a write is a copy and a notify. (Waiting on the
+    # staller would show as writes of ~send_timeout = 1 s; the margin is for a loaded CI box.)
+    assert max(feeder.write_times) < 0.5 and np.median(feeder.write_times) < 0.01, feeder.write_times
     second = socket.create_connection(("127.0.0.1", sink.port))
     second.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     second.sendall(b"GET /stream.mjpg HTTP/1.1\r\nHost: localhost\r\n\r\n")

@@ -199,9 +199,11 @@ def test_pacer_does_not_burst_after_a_stall():
     pacer = Pacer(send, fps=40, first=np.zeros((2, 2, 3), np.uint8)).start()
     time.sleep(0.6)
     pacer.stop()
-    gaps = _intervals(times)
-    # After the stall the schedule restarts: no run of back-to-back catch-up sends.
-    assert (gaps[3:] > 0.015).all(), gaps
+    # After the stall the schedule restarts from now: no run of back-to-back catch-up sends
+    # (catching up would put the ~10 missed ticks in the first few milliseconds).
+    resumed = times[3]
+    assert resumed - times[2] >= 0.25
+    assert sum(resumed <= t < resumed + 0.1 for t in times) <= 6, _intervals(times)
     assert pacer.skipped >= 8 and pacer.error is None
 
 
