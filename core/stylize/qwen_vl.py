@@ -508,7 +508,8 @@ class QwenVLConditioner(torch.nn.Module):
     @torch.no_grad()
     def encode(self, frames, instruction: str, *, return_mask: bool = False):
         """``(B, L, hidden)`` last hidden states for B frames (one forward for the batch) and one
-        instruction; pad positions are zero. ``return_mask=True`` also returns the (B, L) mask."""
+        instruction; pad positions are zero. ``return_mask=True`` also returns the (B, L) mask.
+        With ``broadcast`` the B rows are an expanded view of one (copy before writing)."""
         frames = self._as_frames(frames)
         batch = frames.shape[0]
         if self.broadcast:
