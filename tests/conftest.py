@@ -7,9 +7,9 @@ import shutil
 import subprocess
 from pathlib import Path
 
-import cv2
-import numpy as np
 import pytest
+
+from clips import read_clip  # noqa: F401  (re-exported for older imports)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -28,20 +28,6 @@ def media_dir() -> Path:
     if not path.is_dir():
         pytest.skip(f"real clips not found at {path} (set STYLECAM_MEDIA)")
     return path
-
-
-def read_clip(path: Path, count: int | None = None) -> list[np.ndarray]:
-    """RGB frames of a clip (all, or the first ``count``)."""
-    cap = cv2.VideoCapture(str(path))
-    frames = []
-    while count is None or len(frames) < count:
-        ok, img = cap.read()
-        if not ok:
-            break
-        frames.append(cv2.cvtColor(img, cv2.COLOR_BGR2RGB))
-    cap.release()
-    assert frames, f"could not read {path}"
-    return frames
 
 
 @pytest.fixture(scope="session")

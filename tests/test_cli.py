@@ -12,7 +12,7 @@ import pytest
 
 from stylecam.core import cli
 
-from conftest import read_clip
+from clips import read_clip
 
 
 def run_cli(*args):

@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import read_clip
+from clips import read_clip
 from stylecam.core.stylize.qwen_vl import (QWEN_SPECIAL_TOKENS, QwenVLConditioner,
                                            build_qwen3vl, build_tiny_qwen3vl,
                                            build_tiny_tokenizer, full_qwen3vl_config,
