@@ -7,7 +7,7 @@ STAMP := $(VENV)/.stylecam-stamp
 # Where `make run` writes when there is no display.
 OUT ?= out/stylecam-demo.mp4
 
-.PHONY: run test soak venv clean
+.PHONY: run test soak venv clean package
 
 $(STAMP): pyproject.toml installer/constraints.txt installer/setup_venv.sh
 	bash installer/setup_venv.sh
@@ -29,3 +29,11 @@ test: $(STAMP)
 
 clean:
 	rm -rf out .pytest_cache
+
+# The frozen tray app (PyInstaller) in PACKAGE_DIR, outside the repository, then its headless
+# smoke test. Not part of `test`: it freezes torch (minutes, about a GB; see docs/install.md).
+# FLAVOR: cpu | cu130 | classic (no torch). Reuses PACKAGE_DIR/venv when it is there.
+PACKAGE_DIR ?= /tmp/stylecam-package
+FLAVOR ?= cpu
+package:
+	bash installer/package.sh --out $(PACKAGE_DIR) --flavor $(FLAVOR)
