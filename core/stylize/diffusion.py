@@ -1,0 +1,198 @@
+"""The diffusion backend: a model bundle run in batches of fixed shape.
+
+``stylecam run --backend diffusion --bundle PATH_OR_ID`` lands here. Per batch: frames (resized
+to the bundle's size if they differ) go to the device as one uint8 tensor, TAESD encodes them,
+the conditioning comes from the per-prompt CLIP cache (or Qwen3-VL, which looks at the frames),
+the unrolled :class:`~.denoiser.Denoiser` runs the style's few steps from the stream's fixed
+noise, TAESD decodes, and the frames go back at their input size. A short last batch is padded
+to the batch size, so every call has the same shapes.
+
+It computes what :func:`~.reference.stylize_frames` computes; the tests hold it to that.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import torch
+
+from ..frames import fit
+from ..styles import Style
+from .base import Backend, BackendError
+from .bundle import Bundle, BundleError, check_bundle, describe, load_bundle, resolve_bundle
+from .conditioning import ClipTextConditioner
+from .denoiser import Denoiser, decode_latents, encode_frames, latent_size, make_schedule, stream_noise
+from .reference import style_settings
+
+log = logging.getLogger(__name__)
+
+DEFAULT_STACK = "sd-turbo"
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def default_dtype(device: torch.device) -> torch.dtype:
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.float32  # CPU half precision is slow and lossy
+
+
+class DiffusionBackend(Backend):
+    """Stylizes with a model bundle (see :mod:`.bundle`) on CUDA if there is one, else the CPU.
+
+    ``bundle``: a folder, hub id, stack alias or loaded :class:`Bundle`; None takes sd-turbo
+    from the hub cache (never downloading). ``batch_size``: frames per U-Net call (default 4 on
+    a GPU, 1 on the CPU). ``qwen_fast``: the Qwen3-VL conditioner's sync-free forward (default
+    on for CUDA).
+    """
+
+    name = "diffusion"
+
+    def __init__(self, bundle=None, device=None, *, dtype: torch.dtype | None = None,
+                 batch_size: int | None = None, offline: bool | None = None, qwen_fast: bool | None = None,
+                 **options):
+        if options:
+            raise BackendError(f"the diffusion backend has no option(s) {', '.join(sorted(options))}")
+        self.device = torch.device(device) if device is not None else default_device()
+        self.dtype = dtype or default_dtype(self.device)
+        self.batch_size = int(batch_size or (4 if self.device.type == "cuda" else 1))
+        if self.batch_size < 1:
+            raise BackendError(f"batch_size must be 1 or more, got {batch_size}")
+        self.bundle: Bundle | None = _load(bundle, self.device, self.dtype, offline)
+        b = self.bundle
+        m = b.manifest
+        log.info("diffusion backend: %s, batch %d", describe(b), self.batch_size)
+        self.size = m.size
+        self.latent_hw = latent_size(m, b.vae)
+        self._text = (ClipTextConditioner(b.tokenizer, b.text_encoder, m.text_length)
+                      if b.text_encoder is not None else None)
+        if b.qwen is not None:
+            b.qwen.fast = self.device.type == "cuda" if qwen_fast is None else bool(qwen_fast)
+        self._unet = b.unet
+        self._folded = None
+        if b.lllite is not None:
+            from .lllite import FoldedLLLiteUNet
+
+            self._folded = FoldedLLLiteUNet(b.unet, b.lllite, hooks=m.lllite_subset, latent_size=self.latent_hw,
+                                            batch_size=self.batch_size,
+                                            width_concat=2 if m.concat == "width" else 1)
+            self._unet = self._folded
+        self._style: Style | None = None
+        self._denoiser: Denoiser | None = None
+        self._settings: dict = {}
+        self._noise: torch.Tensor | None = None
+        self._noise_seed: int | None = None
+
+    # -- Backend interface ------------------------------------------------------------------
+
+    def set_style(self, style: Style) -> None:
+        if self.bundle is None:
+            raise BackendError("the diffusion backend is closed")
+        if style.backend != "diffusion":
+            raise BackendError(f"style {style.name!r} is for the {style.backend!r} backend, not 'diffusion'")
+        m = self.bundle.manifest
+        wanted = style.params.get("stack")
+        if wanted and wanted != m.stack:
+            raise BackendError(f"style {style.name!r} is written for the {wanted} stack, but the bundle "
+                               f"{self.bundle.origin} is {m.stack}; pass a {wanted} bundle with --bundle "
+                               f"or pick a style without a stack (see `stylecam styles`)")
+        settings = style_settings(style.params, self.bundle)
+        try:
+            schedule = make_schedule(self.bundle, settings["steps"], settings["strength"])
+        except ValueError as e:
+            raise BackendError(f"style {style.name!r}: {e}") from None
+        self._denoiser = Denoiser(self._unet, m, schedule)
+        if settings["seed"] != self._noise_seed:
+            c = self.bundle.vae.config.latent_channels
+            self._noise = stream_noise(settings["seed"], (1, c, *self.latent_hw)).to(self.device)
+            self._noise_seed = settings["seed"]
+        if self._text is not None:
+            self._text.encode(settings["text"])  # warm the cache outside the frame loop
+        self._settings = settings
+        self._style = style
+
+    def process(self, images: list[np.ndarray]) -> list[np.ndarray]:
+        if self._denoiser is None:
+            raise BackendError("set_style must be called before process")
+        if not images:
+            return []
+        _check_images(images)
+        out: list[np.ndarray] = []
+        for i in range(0, len(images), self.batch_size):
+            out.extend(self._process_batch(images[i:i + self.batch_size]))
+        return out
+
+    def close(self) -> None:
+        if self._folded is not None:
+            self._folded.unfold()
+            self._folded = None
+        self.bundle = None
+        self._denoiser = self._text = self._noise = self._unet = None
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+    # -- the batch -----------------------------------------------------------------------
+
+    @torch.inference_mode()
+    def _process_batch(self, images: list[np.ndarray]) -> list[np.ndarray]:
+        h, w = images[0].shape[:2]
+        latent = self.denoise([fit(img, self.size, "stretch") for img in images])
+        frames = decode_latents(self.bundle.vae, latent).cpu().numpy()
+        return [fit(f, (w, h), "stretch") for f in frames]
+
+    @torch.inference_mode()
+    def denoise(self, images: list[np.ndarray]) -> torch.Tensor:
+        """Denoised latents ``(len(images), C, h, w)`` of up to ``batch_size`` frames at the bundle size."""
+        real = len(images)
+        if not 1 <= real <= self.batch_size:
+            raise BackendError(f"denoise takes 1 to {self.batch_size} frames, got {real}")
+        images = list(images) + [images[-1]] * (self.batch_size - real)  # fixed shapes: pad a short batch
+        pixels = torch.from_numpy(np.stack(images)).to(self.device, non_blocking=True)
+        source = encode_frames(self.bundle.vae, pixels)
+        cond = self._conditioning(pixels)
+        if self._folded is not None:
+            from .lllite import to_control_image
+
+            self._folded.refresh_conditioning(to_control_image(pixels))
+        return self._denoiser(source, self._noise, cond)[:real]
+
+    def _conditioning(self, pixels: torch.Tensor) -> torch.Tensor:
+        text = self._settings["text"]
+        if self._text is not None:
+            return self._text.encode(text)
+        return self.bundle.qwen.encode(pixels, text).to(self.dtype)
+
+
+def _load(ref, device: torch.device, dtype: torch.dtype, offline: bool | None) -> Bundle:
+    if isinstance(ref, Bundle):
+        return ref.to(device, dtype).eval()
+    if ref is None:
+        try:
+            resolved = resolve_bundle(DEFAULT_STACK, offline=True)
+        except BundleError:
+            raise BackendError(f"no bundle given and {DEFAULT_STACK} not in the cache; run `stylecam models "
+                               f"pull {DEFAULT_STACK}` or pass --bundle DIR") from None
+        try:
+            check_bundle(resolved)
+        except BundleError as e:
+            raise BackendError(f"no bundle given and the cached {DEFAULT_STACK} is incomplete ({e}); run "
+                               f"`stylecam models pull {DEFAULT_STACK}` again or pass --bundle DIR") from None
+        ref = DEFAULT_STACK
+        offline = True
+    try:
+        return load_bundle(ref, device=device, dtype=dtype, offline=offline)
+    except BundleError as e:
+        raise BackendError(str(e)) from None
+
+
+def _check_images(images: list[np.ndarray]) -> None:
+    first = images[0]
+    for img in images:
+        if not isinstance(img, np.ndarray) or img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
+            desc = f"{img.dtype} {img.shape}" if isinstance(img, np.ndarray) else type(img).__name__
+            raise BackendError(f"the diffusion backend takes RGB uint8 (H, W, 3) frames, got {desc}")
+        if img.shape != first.shape:
+            raise BackendError(f"frames of one batch must share a size, got {first.shape} and {img.shape}")

@@ -1,0 +1,135 @@
+"""``stylecam models``: list the stacks, pull public weights, write tiny bundles, check a bundle.
+
+    stylecam models list
+    stylecam models pull sd-turbo
+    stylecam models tiny --stack mllm-edit --out DIR [--seed N] [--size WxH] [--lllite]
+    stylecam models check PATH_OR_ID
+
+``pull`` fills the Hugging Face hub cache (``HF_HOME``) with configs, tokenizer files and
+safetensors weights only, with a progress bar; ``run --backend diffusion`` then finds them
+without a network. Every failure is one line on stderr naming what to do.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+STACK_INFO = {
+    "sd-turbo": ("img2img on SD-Turbo (1-4 steps), CLIP text; the GPU default",
+                 "Stability AI Non-Commercial Research Community licence"),
+    "pix2pix": ("InstructPix2Pix edit U-Net (8-channel concat), CLIP text",
+                "MIT licence of its model card (fine-tuned from Stable Diffusion 1.5, CreativeML Open RAIL-M)"),
+    "mllm-edit": ("the paper's regime: width-concat edit U-Net on Qwen3-VL hidden states, 1 step",
+                  "your own weights (e.g. DreamLite-mobile, gated, non-commercial)"),
+}
+
+
+def configure_parser(p: argparse.ArgumentParser) -> None:
+    from ..cli import _size
+
+    sub = p.add_subparsers(dest="models_command", metavar="ACTION", parser_class=type(p))
+    sub.add_parser("list", help="the stacks, where their weights come from, what is in the cache")
+    pull = sub.add_parser("pull", help="download a stack's public weights into the hub cache")
+    pull.add_argument("stack", help="sd-turbo | pix2pix")
+    tiny = sub.add_parser("tiny", help="write a tiny random-weight bundle (tests, demos without weights)")
+    tiny.add_argument("--stack", required=True, choices=list(STACK_INFO), help="which stack")
+    tiny.add_argument("--out", required=True, help="folder to create (must not exist or be empty)")
+    tiny.add_argument("--seed", type=int, default=0, help="weight seed (default 0)")
+    tiny.add_argument("--size", type=_size, default=None, help="engine size WxH (default 64x64)")
+    tiny.add_argument("--lllite", action="store_true", help="add a random ControlNet-LLLite adapter")
+    check = sub.add_parser("check", help="check and load a bundle (folder or hub id) on the CPU")
+    check.add_argument("bundle", help="bundle folder, hub id or stack name")
+    p.set_defaults(models_parser=p)
+
+
+def command(args) -> int:
+    action = getattr(args, "models_command", None)
+    if action is None:
+        args.models_parser.print_help()
+        return 2
+    return {"list": _list, "pull": _pull, "tiny": _tiny, "check": _check}[action](args)
+
+
+def _error(message: str, code: int = 1) -> int:
+    print(f"stylecam: error: {message}", file=sys.stderr)
+    return code
+
+
+def _list(args) -> int:
+    from .bundle import HUB_BUNDLES, BundleError, check_bundle, resolve_bundle
+
+    for stack, (what, licence) in STACK_INFO.items():
+        print(f"{stack:<10} {what}")
+        if stack in HUB_BUNDLES:
+            repos = sorted({repo for repo, _ in HUB_BUNDLES[stack].values()})
+            try:
+                resolved = resolve_bundle(stack, offline=True)
+                check_bundle(resolved)
+                where = resolved.paths["unet"].parent
+                status = f"in the cache ({where})"
+            except BundleError:
+                status = f"not downloaded (`stylecam models pull {stack}`)"
+            print(f"{'':<10} weights: {', '.join(repos)}; {status}")
+        else:
+            print(f"{'':<10} weights: none public; pass your own bundle folder with --bundle")
+        print(f"{'':<10} licence: {licence}")
+    print("\n(tiny random-weight bundles for any stack: `stylecam models tiny --stack STACK --out DIR`)")
+    return 0
+
+
+def _pull(args) -> int:
+    from .bundle import HUB_BUNDLES, BundleError, check_bundle, offline_requested, resolve_bundle
+
+    stack = args.stack
+    if stack not in HUB_BUNDLES:
+        if stack == "mllm-edit":
+            return _error("the mllm-edit stack has no public weights (DreamLite-mobile is gated and "
+                          "non-commercial); build your own bundle folder (see docs/models.md) and pass it "
+                          "with --bundle", 2)
+        return _error(f"unknown stack {stack!r}; pull one of: {', '.join(HUB_BUNDLES)}", 2)
+    repos = sorted({repo for repo, _ in HUB_BUNDLES[stack].values()})
+    if offline_requested():
+        try:
+            check_bundle(resolve_bundle(stack, offline=True))
+        except BundleError:
+            return _error(f"cannot download {stack} ({', '.join(repos)}): HF_HUB_OFFLINE is set and it is "
+                          f"not in the cache; unset HF_HUB_OFFLINE on a machine with network access, or pass "
+                          f"a bundle folder with --bundle")
+        print(f"stylecam: {stack} is already in the cache (HF_HUB_OFFLINE is set, nothing downloaded)")
+        return 0
+    licence = STACK_INFO[stack][1]
+    print(f"stylecam: pulling {stack} from {', '.join(repos)} (safetensors, configs and tokenizer files only)")
+    print(f"stylecam: these weights come under the {licence}; by downloading them you accept it "
+          f"(https://huggingface.co/{HUB_BUNDLES[stack]['unet'][0]})")
+    try:
+        resolved = resolve_bundle(stack, offline=False, progress=True)
+        check_bundle(resolved)
+    except BundleError as e:
+        return _error(f"cannot download {stack}: {e}")
+    print(f"stylecam: {stack} is ready; run `stylecam run --backend diffusion --bundle {stack}`")
+    return 0
+
+
+def _tiny(args) -> int:
+    from .bundle import TINY_SIZE, BundleError, bundle_nbytes, write_tiny_bundle
+
+    try:
+        out = write_tiny_bundle(args.stack, args.out, seed=args.seed, size=args.size or TINY_SIZE,
+                                lllite=args.lllite)
+    except (BundleError, OSError, ValueError) as e:
+        return _error(str(e))
+    print(f"stylecam: wrote a tiny {args.stack} bundle ({bundle_nbytes(out) / 1e6:.1f} MB, random weights, "
+          f"seed {args.seed}) to {out}")
+    return 0
+
+
+def _check(args) -> int:
+    from .bundle import BundleError, describe, load_bundle
+
+    try:
+        bundle = load_bundle(args.bundle)
+    except BundleError as e:
+        return _error(str(e))
+    print(f"stylecam: ok: {describe(bundle)}")
+    return 0

@@ -1,0 +1,63 @@
+"""Parameters of diffusion styles, validated without importing torch.
+
+``core/styles.py`` imports this module to validate ``backend = "diffusion"`` presets, so it must
+stay light: no torch, diffusers or transformers here.
+
+A diffusion style's ``params``:
+
+``prompt``       what the picture should look like (sd-turbo's text)
+``instruction``  how to change the frame (the edit stacks' text: pix2pix, mllm-edit)
+                 — a style needs at least one; each stack falls back to the other
+``strength``     how far from the frame to go, (0, 1] (default: the bundle's)
+``steps``        denoising steps, 1-8 (default: the bundle's; the stacks are distilled for 1-4)
+``seed``         the stream's fixed noise, a whole number >= 0 (default 0)
+``stack``        the stack the style is written for; a bundle of another stack refuses it
+"""
+
+from __future__ import annotations
+
+from ..styles import register_backend_params
+
+STACKS = ("sd-turbo", "pix2pix", "mllm-edit")
+MAX_STEPS = 8
+MAX_TEXT = 2000
+_KEYS = ("prompt", "instruction", "strength", "steps", "seed", "stack")
+
+
+def validate(params: dict) -> dict:
+    """Check a diffusion style's params; return them with ``seed`` filled in."""
+    if not isinstance(params, dict):
+        raise ValueError(f"diffusion params must be a table, got {type(params).__name__}")
+    unknown = sorted(set(params) - set(_KEYS))
+    if unknown:
+        raise ValueError(f"diffusion styles have no parameter(s) {', '.join(map(repr, unknown))} "
+                         f"(known: {', '.join(_KEYS)})")
+    out = dict(params)
+    for key in ("prompt", "instruction"):
+        if key in out:
+            text = out[key]
+            if not isinstance(text, str) or not text.strip():
+                raise ValueError(f"{key!r} must be a non-empty string")
+            if len(text) > MAX_TEXT:
+                raise ValueError(f"{key!r} is {len(text)} characters; keep it under {MAX_TEXT}")
+            out[key] = text.strip()
+    if "prompt" not in out and "instruction" not in out:
+        raise ValueError("a diffusion style needs a 'prompt' (what to paint) or an 'instruction' (how to edit)")
+    if "strength" in out:
+        s = out["strength"]
+        if isinstance(s, bool) or not isinstance(s, (int, float)) or not 0 < s <= 1:
+            raise ValueError(f"'strength' must be a number in (0, 1], got {s!r}")
+        out["strength"] = float(s)
+    if "steps" in out:
+        n = out["steps"]
+        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_STEPS:
+            raise ValueError(f"'steps' must be a whole number from 1 to {MAX_STEPS}, got {n!r}")
+    seed = out.setdefault("seed", 0)
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2 ** 63:
+        raise ValueError(f"'seed' must be a whole number >= 0, got {seed!r}")
+    if "stack" in out and out["stack"] not in STACKS:
+        raise ValueError(f"unknown stack {out['stack']!r} (known: {', '.join(STACKS)})")
+    return out
+
+
+register_backend_params("diffusion", validate)
