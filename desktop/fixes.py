@@ -89,6 +89,8 @@ def describe_failure(what: str, error: BaseException, spec: str | None = None) -
         fix = _doctor_fix(kind, error, spec) or FALLBACK_FIXES.get(kind)
         if fix and fix.strip() not in message:
             message = f"{message}\n{fix.strip()}"
+    if what == "mjpeg":
+        message += "\nPick another port in Settings; the stream goes on to the other outputs."
     if what == "virtual_camera":
         message += "\nThe stream goes on to the preview and the other outputs."
     return TITLES.get(kind, "stylecam"), message

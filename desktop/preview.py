@@ -50,12 +50,16 @@ class PreviewWindow(QWidget):
         self.setObjectName("stylecam-preview")
         self.resize(960, 400)
         self.setMinimumSize(320, 160)
+        # Keyboard focus of its own, so the window shortcuts work as soon as it is shown.
+        self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
         self._input: QImage | None = None
         self._output: QImage | None = None
         self._pair: FramePair | None = None
         self._stats: dict = {}
         self._status = "waiting for frames…"
         self.frames_shown = 0
+        #: style name -> what to call it (the menu's titles).
+        self.style_titles: dict[str, str] = {}
         self._shortcuts = add_style_shortcuts(self, lambda: self.cycle_style.emit(1),
                                               lambda: self.cycle_style.emit(-1), self.toggle_pause.emit)
 
@@ -119,7 +123,7 @@ class PreviewWindow(QWidget):
         if self._pair is None:
             painter.drawText(self.rect(), Qt.AlignmentFlag.AlignCenter, self._status)
             return
-        style = self._pair.style
+        style = self.style_titles.get(self._pair.style, self._pair.style)
         titles = ["input", "paused: passthrough" if self._pair.paused else f"output: {style}"]
         for box, image, title in zip(boxes, (self._input, self._output), titles):
             target = _fit_rect(box, image.width(), image.height())

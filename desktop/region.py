@@ -67,7 +67,10 @@ class RegionPicker(QWidget):
         """The dragged rectangle in widget (logical) coordinates."""
         if self._origin is None or self._current is None:
             return QRect()
-        return QRect(self._origin, self._current).normalized()
+        # Width = the distance dragged (QRect(p1, p2) would count both end pixels).
+        x0, x1 = sorted((self._origin.x(), self._current.x()))
+        y0, y1 = sorted((self._origin.y(), self._current.y()))
+        return QRect(x0, y0, x1 - x0, y1 - y0)
 
     def physical(self, rect: QRect) -> QRect:
         """Widget coordinates -> desktop physical pixels."""

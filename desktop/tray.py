@@ -135,6 +135,7 @@ class TrayApp(QObject):
         self.worker: StreamWorker | None = None
         self.state = "idle"
         self.last_stats: dict = {}
+        self.last_notification: tuple[str, str, str] | None = None
         self._shut_down = False
         self.stopped_cleanly = True
         self._pending_notes: list[tuple[str, str, str]] = []
@@ -208,7 +209,9 @@ class TrayApp(QObject):
         self.source_group = QActionGroup(self)
         self.source_group.setExclusive(True)
         self.source_actions: dict[str, QAction] = {}
+        self._custom_source = None
         self._fill_source_menu()
+        self.source_menu.aboutToShow.connect(self._refresh_sources)
         self.menu.addMenu(self.source_menu)
 
         self.output_menu = QMenu("&Output", self.menu)
@@ -249,12 +252,13 @@ class TrayApp(QObject):
         self.style_actions[style.name] = action
         return action
 
-    def _fill_source_menu(self) -> None:
+    def _fill_source_menu(self, screens=None, cams=None) -> None:
         menu = self.source_menu
         for action in list(self.source_group.actions()):
             self.source_group.removeAction(action)
         menu.clear()
         self.source_actions.clear()
+        self._custom_source: str | None = None
 
         def add(spec: str, label: str) -> QAction:
             action = menu.addAction(label)
@@ -265,14 +269,15 @@ class TrayApp(QObject):
             action.triggered.connect(lambda checked=False, s=spec: self.select_source(s))
             return action
 
-        screens = devices.monitors()
+        screens = devices.monitors() if screens is None else screens
+        cams = devices.cameras() if cams is None else cams
+        self._device_choices = (screens, cams)
         for choice in screens:
             add(choice.spec, choice.label)
         self.region_action = menu.addAction("Screen region…")
         self.region_action.setEnabled(bool(screens))
         self.region_action.triggered.connect(self.pick_region)
         menu.addSeparator()
-        cams = devices.cameras()
         for choice in cams:
             add(choice.spec, choice.label)
         if not cams:
@@ -285,10 +290,22 @@ class TrayApp(QObject):
         add("pattern", "Test pattern")
         self._mark_source(self.source_spec)
 
+    def _refresh_sources(self) -> None:
+        """A camera plugged in or a monitor added since: the menu lists it when it opens."""
+        found = (devices.monitors(), devices.cameras())
+        if found != self._device_choices:
+            self._fill_source_menu(*found)
+
     def _mark_source(self, spec: str) -> None:
+        custom = self._custom_source
+        if custom is not None and custom != spec:
+            # One entry for a region, file or typed spec: the one that runs now.
+            action = self.source_actions.pop(custom)
+            self.source_group.removeAction(action)
+            self.source_menu.removeAction(action)
+            self._custom_source = None
         action = self.source_actions.get(spec)
         if action is None:
-            # A region or a file: an entry of its own, so the menu says what is running.
             label = ("Region " + spec.partition(":")[2]) if spec.startswith("screen:") and "," in spec \
                 else f"File {spec.partition(':')[2].rsplit('/', 1)[-1]}" if spec.startswith("file:") else spec
             action = QAction(label, self)
@@ -298,6 +315,7 @@ class TrayApp(QObject):
             self.source_group.addAction(action)
             self.source_menu.insertAction(self.file_action, action)
             self.source_actions[spec] = action
+            self._custom_source = spec
         action.setChecked(True)
 
     # -- streaming -----------------------------------------------------------------------------
@@ -421,6 +439,7 @@ class TrayApp(QObject):
         self.preview.show()
         self.preview.raise_()
         self.preview.activateWindow()
+        self.preview.setFocus()
         pair = self.worker.take_frame() if self.worker is not None else None
         if pair is not None:
             self._show(pair)
@@ -503,6 +522,8 @@ class TrayApp(QObject):
             self._show(pair)
 
     def _show(self, pair: FramePair) -> None:
+        if pair.style not in self.preview.style_titles and pair.style in self.styles:
+            self.preview.style_titles[pair.style] = self.styles[pair.style].title
         self.preview.show_pair(pair)
         self.frame_shown.emit(pair)
 
@@ -575,6 +596,7 @@ class TrayApp(QObject):
             self.tray.showMessage(title, message, icon, NOTIFY_MS)
         if self.window is not None:
             self.window.message_label.setText(f"<b>{title}</b><br>{message}".replace("\n", "<br>"))
+        self.last_notification = (title, message, level)
         self.notified.emit(title, message, level)
 
     # -- ending ----------------------------------------------------------------------------------

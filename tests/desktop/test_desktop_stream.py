@@ -132,7 +132,27 @@ def test_unavailable_camera_notifies_and_previous_source_comes_back(qtbot, make_
     pair = next_pair(qtbot, app)
     assert np.array_equal(pair.input, pattern_frame(pair.index))
     assert app.source_actions["pattern"].isChecked()
+    assert "camera:/dev/video42" not in app.source_actions  # no menu entry for the failed camera
+    assert app.store.load().source == "pattern"  # the next start opens what worked
     assert app.worker.state == "running"
+
+
+def test_busy_mjpeg_port_notifies_and_stream_goes_on(qtbot, make_app):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        app = make_app(mjpeg=True, mjpeg_port=port)  # ephemeral ports are above 1024
+        with qtbot.waitSignal(app.notified, timeout=5000) as blocker:
+            app.start()
+        title, message, level = blocker.args
+        assert title == "MJPEG stream unavailable" and str(port) in message
+        assert "another port in Settings" in message
+        assert not app.mjpeg_action.isChecked() and not app.copy_url_action.isEnabled()
+        first = next_pair(qtbot, app)
+        next_pair(qtbot, app, lambda p: p.index > first.index + 3)
 
 
 def test_failing_style_falls_back_to_classic_default(qtbot, make_app, monkeypatch, classic_reference):

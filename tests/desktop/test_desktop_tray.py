@@ -1,0 +1,202 @@
+"""The tray menu, the preview, the window shortcuts, the region picker, the no-tray window, and
+the diffusion styles joining the menu only when they can run."""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+
+import numpy as np
+import pytest
+from PySide6.QtCore import QPoint, Qt
+from PySide6.QtWidgets import QApplication, QMainWindow, QSystemTrayIcon
+
+from desktop_helpers import next_pair, pattern_frame
+
+
+def test_tray_menu_has_every_control(qtbot, make_app):
+    app = make_app(style="toon")
+    assert QSystemTrayIcon.isSystemTrayAvailable()
+    assert app.tray is not None and app.tray.isVisible() and app.window is None
+    texts = [a.text() for a in app.menu.actions()]
+    for expected in ("Cartoon", "Pencil sketch", "Oil paint", "&Source", "&Output", "&Pause",
+                     "Show &preview", "&Settings…", "&Quit"):
+        assert expected in texts, expected
+    # Styles: one exclusive radio group, each with an icon.
+    assert app.style_group.isExclusive()
+    assert all(a.isCheckable() and not a.icon().isNull() for a in app.style_group.actions())
+    assert [a.data() for a in app.style_group.actions() if a.isChecked()] == ["toon"]
+    # Source: the Xvfb monitor (from mss), a region picker, a file chooser, the demo clip.
+    sources = app.source_actions
+    assert "screen:1" in sources and sources["screen:1"].text() == "Screen 1 (1280×720)"
+    assert "demo" in sources and "pattern" in sources and sources["pattern"].isChecked()
+    assert app.region_action.isEnabled() and app.file_action.text() == "Video file…"
+    menu_texts = [a.text() for a in app.source_menu.actions()]
+    assert "No camera found" in menu_texts  # no /dev/video* on this machine
+    assert [a.text() for a in app.output_menu.actions()] == ["Virtual camera", "MJPEG stream", "Copy MJPEG URL"]
+
+
+def test_tray_icon_follows_state(qtbot, make_app):
+    from stylecam.desktop.icons import state_icon
+
+    app = make_app()
+    app.start()
+    qtbot.waitUntil(lambda: app.state == "running", timeout=3000)
+    assert app.tray.icon().cacheKey() == state_icon("running").cacheKey()
+    app.pause_action.trigger()
+    qtbot.waitUntil(lambda: app.state == "paused", timeout=3000)
+    assert app.tray.icon().cacheKey() == state_icon("paused").cacheKey()
+    assert "paused" in app.status_action.text()
+
+
+def test_preview_shows_input_and_output_with_numbers(qtbot, make_app):
+    app = make_app(style="sketch")
+    app.start()
+    app.preview_action.trigger()
+    qtbot.waitExposed(app.preview)
+    pair = next_pair(qtbot, app, lambda p: p.style == "sketch")
+    qtbot.waitUntil(lambda: app.preview.frames_shown > 0 and "fps" in app.preview.overlay_text(), timeout=3000)
+    assert "latency" in app.preview.overlay_text()
+    shot = app.preview.grab().toImage()
+    w, h = shot.width(), shot.height()
+    # Left half: the colourful test card; right half: the grey pencil sketch.
+    left = _colourfulness(shot, 0, w // 2)
+    right = _colourfulness(shot, w // 2, w)
+    assert left > 3 * right, (left, right)
+    assert pair.input.shape == pair.output.shape
+
+
+def _colourfulness(image, x0, x1):
+    from PySide6.QtGui import QImage
+
+    img = image.convertToFormat(QImage.Format.Format_RGB888)
+    arr = np.frombuffer(img.constBits(), np.uint8).reshape(img.height(), img.bytesPerLine())[:, :img.width() * 3]
+    arr = arr.reshape(img.height(), img.width(), 3)[40:-10, x0 + 10:x1 - 10].astype(np.int16)
+    return float(np.abs(arr[..., 0] - arr[..., 1]).mean() + np.abs(arr[..., 1] - arr[..., 2]).mean())
+
+
+def test_window_shortcut_cycles_styles_and_pauses(qtbot, make_app):
+    app = make_app(style="toon")
+    app.start()
+    app.show_preview()
+    _activate(qtbot, app.preview)
+    names = list(app.styles)
+    after_toon = names[(names.index("toon") + 1) % len(names)]
+    qtbot.keyClick(app.preview, Qt.Key.Key_S)
+    assert app.style_actions[after_toon].isChecked()
+    next_pair(qtbot, app, lambda p: p.style == after_toon)
+    qtbot.keyClick(app.preview, Qt.Key.Key_S, Qt.KeyboardModifier.ShiftModifier)
+    assert app.style_actions["toon"].isChecked()
+    qtbot.keyClick(app.preview, Qt.Key.Key_Space)
+    assert app.pause_action.isChecked()
+    next_pair(qtbot, app, lambda p: p.paused)
+
+
+def _activate(qtbot, window):
+    # Xvfb has no window manager to give a new window the focus; window shortcuts need it.
+    qtbot.waitExposed(window)
+    window.activateWindow()
+    qtbot.waitUntil(window.isActiveWindow, timeout=3000)
+
+
+def test_region_picker_drag_selects_screen_region(qtbot, make_app):
+    app = make_app()
+    app.start()
+    next_pair(qtbot, app)
+    app.region_action.trigger()
+    picker = app.picker
+    qtbot.waitExposed(picker)
+    assert picker.geometry().size().width() == 1280
+    with qtbot.waitSignal(app.source_changed, timeout=5000,
+                          check_params_cb=lambda s: s == "screen:100,50,320,200"):
+        qtbot.mousePress(picker, Qt.MouseButton.LeftButton, pos=QPoint(100, 50))
+        qtbot.mouseMove(picker, QPoint(300, 180))
+        qtbot.mouseRelease(picker, Qt.MouseButton.LeftButton, pos=QPoint(421, 251))  # odd: made even
+    assert not picker.isVisible()
+    assert app.source_actions["screen:100,50,320,200"].isChecked()
+    assert app.source_actions["screen:100,50,320,200"].text() == "Region 100,50,320,200"
+    pair = next_pair(qtbot, app, lambda p: not np.array_equal(p.input, pattern_frame(p.index)))
+    assert pair.input.shape == (120, 160, 3)  # the region, fitted to the output size
+    assert app.store.load().source == "screen:100,50,320,200"
+
+
+def test_region_picker_escape_cancels(qtbot, make_app):
+    app = make_app()
+    app.region_action.trigger()
+    qtbot.waitExposed(app.picker)
+    with qtbot.waitSignal(app.picker.cancelled, timeout=2000):
+        qtbot.keyClick(app.picker, Qt.Key.Key_Escape)
+    assert app.source_spec == "pattern"
+
+
+def test_main_window_stands_in_without_tray(qtbot, make_app, monkeypatch):
+    monkeypatch.setattr(QSystemTrayIcon, "isSystemTrayAvailable", staticmethod(lambda: False))
+    app = make_app(style="toon")
+    assert app.tray is None and isinstance(app.window, QMainWindow)
+    _activate(qtbot, app.window)
+    menus = {a.text(): a.menu() for a in app.window.menuBar().actions()}
+    assert set(menus) == {"&Stream", "St&yle", "&Source", "&Output"}
+    assert menus["St&yle"].actions() == app.style_group.actions()
+    app.start()
+    menus["St&yle"].actions()[[a.data() for a in app.style_group.actions()].index("sketch")].trigger()
+    next_pair(qtbot, app, lambda p: p.style == "sketch")
+    qtbot.keyClick(app.window, Qt.Key.Key_S)  # the same shortcut as the preview
+    assert not app.style_actions["sketch"].isChecked()
+    app.notify("Hello", "a message", "info")
+    assert "a message" in app.window.message_label.text()
+    with qtbot.waitSignal(app.quit_requested, timeout=3000):
+        app.window.close()
+    assert app.worker is None
+
+
+def test_copy_mjpeg_url_puts_the_served_url_on_the_clipboard(qtbot, make_app):
+    import urllib.request
+
+    app = make_app(mjpeg=True, mjpeg_port=0 + 18791)
+    app.start()
+    next_pair(qtbot, app)
+    qtbot.waitUntil(lambda: app.worker.hub.sink("mjpeg") is not None, timeout=3000)
+    app.copy_url_action.trigger()
+    url = QApplication.clipboard().text()
+    assert url == "http://127.0.0.1:18791/stream.mjpg"
+    with urllib.request.urlopen(url, timeout=5) as reply:
+        assert reply.headers["Content-Type"].startswith("multipart/x-mixed-replace")
+        assert b"\xff\xd8" in reply.read(4096)  # a JPEG starts
+    app.mjpeg_action.trigger()  # off
+    qtbot.waitUntil(lambda: app.worker.hub.sink("mjpeg") is None, timeout=3000)
+    assert not app.copy_url_action.isEnabled()
+
+
+def test_diffusion_styles_join_the_menu_only_when_they_can_run(qtbot, make_app, tmp_path):
+    """No model: hidden, with a hint. A bundle: offered, and the backend is made in the worker thread."""
+    pytest.importorskip("torch")
+    app = make_app(probe_diffusion=True, bundle=str(tmp_path / "no-such-bundle"), style="toon")
+    if not app.diffusion_styles:
+        pytest.skip("this build has no diffusion styles")
+    name = app.diffusion_styles[0].name
+    assert name not in app.style_actions and app.ai_hint_action.text() == "AI styles: checking…"
+    with qtbot.waitSignal(app.diffusion_checked, timeout=60000) as blocker:
+        app.start()
+    ok, why = blocker.args
+    assert not ok and "no-such-bundle" in why
+    assert not any(s.backend == "diffusion" for s in app.styles.values())
+    assert app.ai_hint_action.isVisible() and app.ai_hint_action.text() == "AI styles need a model (stylecam models)"
+
+    from stylecam.core.stylize.bundle import write_tiny_bundle
+
+    bundle = write_tiny_bundle("sd-turbo", tmp_path / "tiny")
+    with qtbot.waitSignal(app.diffusion_checked, timeout=30000) as blocker:
+        app.apply_settings(dataclasses.replace(app.settings, bundle=str(bundle)))
+    assert blocker.args == [True, ""]
+    assert name in app.style_actions and not app.ai_hint_action.isVisible()
+    assert app.worker.config.bundle == str(bundle)
+    app.style_actions[name].trigger()
+    pair = next_pair(qtbot, app, lambda p: p.style == name and not p.paused, timeout=30000)
+    assert pair.output.shape == pair.input.shape and not np.array_equal(pair.output, pair.input)
+    worker = app.worker
+    assert worker.backend_thread is not None and worker.backend_thread != threading.get_ident()
+    assert type(worker._backend.inner).__name__ == "DiffusionBackend"
+    # Back to a classic style: a new backend, made in the worker thread too.
+    app.style_actions["toon"].trigger()
+    next_pair(qtbot, app, lambda p: p.style == "toon")
+    assert type(worker._backend.inner).__name__ == "ClassicBackend"
