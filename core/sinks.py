@@ -114,6 +114,11 @@ class FileSink(Sink):
             self._writer = None
 
 
+#: Cameras whose sender thread hung: kept referenced so pyvirtualcam's __del__ never closes them
+#: under a running send.
+_ABANDONED: list = []
+
+
 class VirtualCameraSink(Sink):
     """A virtual webcam (pyvirtualcam: v4l2loopback on Linux, OBS on Windows/macOS).
 
@@ -201,11 +206,17 @@ class VirtualCameraSink(Sink):
         return {"sent": p.sent, "repeats": p.repeats, "skipped": p.skipped} if p else {}
 
     def close(self) -> None:
+        stuck = False
         if self._pacer is not None:
             self._pacer.stop()
+            stuck = self._pacer.running
             self._pacer = None
         if self._camera is not None:
-            self._camera.close()
+            if stuck:  # closing a driver mid-send can crash in native code; exit releases it
+                log.warning("the virtual camera did not return from a send; leaving it open")
+                _ABANDONED.append(self._camera)  # a dropped reference would close it in __del__
+            else:
+                self._camera.close()
             self._camera = None
 
 
