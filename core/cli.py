@@ -66,9 +66,10 @@ def _positive_float(text: str) -> float:
 def add_run_arguments(p: argparse.ArgumentParser) -> None:
     """The run options, shared with anything else that starts a stream (bench, the tray)."""
     p.add_argument("--source", default="pattern",
-                   help="pattern | demo | file:PATH (more kinds as installed; default: pattern)")
+                   help="screen[:N|:X,Y,W,H] | camera[:N|:PATH] | pattern | demo | file:PATH (default: pattern)")
     p.add_argument("--sink", action="append", default=None,
-                   help="file:OUT.mp4 | file:DIR/ | null (repeat for several; default: null)")
+                   help="virtualcam[:WxH@FPS,mirror] | mjpeg[:PORT] | file:OUT.mp4 | file:DIR/ | null "
+                        "(repeat for several; default: null)")
     p.add_argument("--style", default=None, help="style preset name (see `stylecam styles`)")
     p.add_argument("--backend", choices=["classic", "diffusion"], default=None,
                    help="stylizer backend (default: the style's)")
