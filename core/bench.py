@@ -157,3 +157,5 @@ def command(args) -> int:
                 f.write(json.dumps(r) + "\n")
         print(f"rows appended to {args.json}", file=sys.stderr)
     return 0
+
+from . import bench_diffusion  # noqa: E402,F401  (registers BENCHMARKS["diffusion"])

@@ -1,0 +1,365 @@
+"""``stylecam bench --backend diffusion``: the streaming engine against the naive pipelines, on a GPU.
+
+Full-size bundles with random weights (speed does not depend on weight values), built directly
+on the GPU in bfloat16: ``mllm-edit`` (the 0.39 B-class width-concat edit U-Net + LLLite folded
+on its down_blocks + Qwen3-VL-2B looking at the frame at 256² + TAESD, 512², 1 step) and
+``sd-turbo`` (SD 2.1 U-Net img2img + CLIP ViT-H text + TAESD, 512², 1 step). The frames are real
+footage (the bundled clip), cycled.
+
+Modes, each sustained over at least 480 frames after warm-up:
+
+* ``naive`` — what a plain diffusers pipeline gives: one frame at a time, eager, the encoder run
+  for every frame (stock transformers forward), one stream, wait for each frame;
+* ``naive-graphs`` — the same work per frame, each stage captured in a CUDA graph;
+* ``stream`` — the engine: batches of B, encoder/VAE-encode on the side stream, graphs, the
+  conditioning refreshed every N batches (the static-prompt cache for sd-turbo);
+* ``latency`` — the engine at B = 1-2.
+
+Each configuration is one JSON row: fps (mean, and per-batch p5/p95/std), capture→output latency
+p50/p95 (closed loop: a frame is "captured" when the engine takes it), compile/capture time apart,
+peak GPU memory, per-stage CUDA-event medians, the encoder/U-Net overlap, and the card, driver,
+versions and every setting. The plan comes from environment variables (defaults in brackets):
+``STYLECAM_BENCH_STACKS`` [mllm-edit,sd-turbo], ``STYLECAM_BENCH_MODES``
+[naive,naive-graphs,stream,latency], ``STYLECAM_BENCH_BATCHES`` [8,16],
+``STYLECAM_BENCH_LATENCY_BATCHES`` [1,2], ``STYLECAM_BENCH_REFRESH`` [1,4,8],
+``STYLECAM_BENCH_FRAMES`` [max(--frames, 480)], ``STYLECAM_BENCH_CHECK`` [1: finiteness and
+engine-vs-reference equivalence rows], ``STYLECAM_BENCH_COMPILE`` [0: also time ``mode=compile``].
+"""
+
+from __future__ import annotations
+
+import faulthandler
+import gc
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+from .bench import BENCHMARKS, machine_info, sample_frames
+
+log = logging.getLogger(__name__)
+
+MIN_FRAMES = 480
+#: Seconds a configuration may take before the watchdog dumps the stacks and ends the process.
+WATCHDOG_S = {"naive": 240, "naive-graphs": 120, "stream": 120, "latency": 120}
+DEFAULT_STYLES = {"mllm-edit": "ai-edit-oil", "sd-turbo": "ai-oil", "pix2pix": "ai-oil"}
+FALLBACK_PARAMS = {"prompt": "an oil painting, thick impasto brush strokes, rich colours",
+                   "instruction": "transfer this to oil painting style, vibrant colors", "seed": 1}
+
+
+def _env_list(name: str, default: str, cast=str) -> list:
+    return [cast(x.strip()) for x in os.environ.get(name, default).split(",") if x.strip()]
+
+
+def gpu_info() -> dict:
+    import torch
+
+    info = {"gpu": torch.cuda.get_device_name(), "cuda": torch.version.cuda,
+            "gpu_memory_gb": round(torch.cuda.get_device_properties(0).total_memory / 2**30, 1)}
+    try:
+        info["driver"] = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                                        capture_output=True, text=True, timeout=20).stdout.strip().splitlines()[0]
+    except (OSError, IndexError, subprocess.SubprocessError):
+        info["driver"] = None
+    import diffusers
+    import transformers
+
+    info["diffusers"], info["transformers"] = diffusers.__version__, transformers.__version__
+    return info
+
+
+def build_bench_bundle(stack: str, *, seed: int = 0):
+    """The full-size random bundle on the GPU (bf16); mllm-edit gets LLLite on its down_blocks."""
+    import torch
+
+    from .stylize.bundle import build_full_bundle
+
+    bundle = build_full_bundle(stack, device="cuda", dtype=torch.bfloat16, seed=seed)
+    if stack == "mllm-edit":
+        from .stylize.lllite import LLLiteConfig, build_adapters, randomize_
+
+        adapters = build_adapters(bundle.unet, LLLiteConfig(hooks="down_blocks", width_concat=2))
+        randomize_(adapters, std=0.02, seed=seed)
+        bundle.lllite = adapters.to(device="cuda", dtype=torch.bfloat16).eval().requires_grad_(False)
+    return bundle
+
+
+def _style_params(stack: str, style_name: str | None) -> tuple[str, dict]:
+    try:
+        from .styles import load_styles
+
+        styles, _ = load_styles()
+        name = style_name or DEFAULT_STYLES[stack]
+        style = styles[name]
+        wanted = style.params.get("stack")
+        if wanted and wanted != stack:
+            name = DEFAULT_STYLES[stack]
+            style = styles[name]
+        return name, dict(style.params)
+    except Exception as e:  # a bench must run without the user's style folder (no platformdirs, ...)
+        log.warning("styles unavailable (%s); using built-in bench params", e)
+        return "bench-oil", dict(FALLBACK_PARAMS)
+
+
+def mode_settings(mode: str, batch: int, refresh: int, **extra):
+    from .stylize.engine import EngineSettings
+
+    if mode == "naive":
+        return EngineSettings(batch_size=1, refresh=1, lllite_refresh=1, mode="eager", streams=False,
+                              fast_encoder=False, channels_last_vae=False, cache_text=False, profile=True, **extra)
+    if mode == "naive-graphs":
+        return EngineSettings(batch_size=1, refresh=1, lllite_refresh=1, mode="graphs", streams=False,
+                              fast_encoder=True, channels_last_vae=False, cache_text=False, profile=True, **extra)
+    return EngineSettings(batch_size=batch, refresh=refresh, lllite_refresh=extra.pop("lllite_refresh", 8),
+                          mode=extra.pop("mode", "graphs"), streams=True, profile=True, **extra)
+
+
+def run_config(bundle, frames: list[np.ndarray], params: dict, *, mode: str, batch: int, refresh: int,
+               frames_total: int, inflight: int, extra: dict | None = None) -> dict:
+    """Warm up, then time ``frames_total`` frames through a fresh engine; one result dict."""
+    import torch
+
+    from .stylize.engine import StreamEngine
+
+    extra = dict(extra or {})
+    settings = mode_settings(mode, batch, refresh, **extra)
+    B = settings.batch_size
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    t0 = time.perf_counter()
+    engine = StreamEngine(bundle, settings, style=params)
+    source = _cycle(frames)
+    try:
+        # Warm-up: the first submit captures/compiles (reported apart), then a few batches.
+        warm = max(2 * inflight + 1, -(-32 // B))
+        for _ in _drive(engine, source, B, warm, inflight):
+            pass
+        setup_s = time.perf_counter() - t0
+        n_batches = -(-frames_total // B)
+        engine.start_profile()
+        tickets = []
+        t_start = time.perf_counter()
+        for ticket in _drive(engine, source, B, n_batches, inflight):
+            tickets.append(ticket)
+        t_end = time.perf_counter()
+        stages = engine.stage_times(tickets)
+        report = engine.report.as_dict()
+    finally:
+        engine.close()
+    done = sum(t.count for t in tickets)
+    lat = np.array([t.t_ready - c for t in tickets for c in t.capture_times]) * 1000.0
+    ready = np.array([t.t_ready for t in tickets])
+    gaps = np.diff(np.concatenate([[t_start], ready]))
+    per_batch_fps = B / np.maximum(gaps, 1e-9)
+    return {
+        "frames": done, "seconds": round(t_end - t_start, 3),
+        "fps": round(done / (t_end - t_start), 2),
+        "fps_p5": round(float(np.percentile(per_batch_fps, 5)), 2),
+        "fps_p95": round(float(np.percentile(per_batch_fps, 95)), 2),
+        "fps_std": round(float(per_batch_fps.std()), 2),
+        "latency_p50_ms": round(float(np.percentile(lat, 50)), 2),
+        "latency_p95_ms": round(float(np.percentile(lat, 95)), 2),
+        "setup_s": round(setup_s, 2), **report,
+        "mem_peak_gb": round(torch.cuda.max_memory_allocated() / 2**30, 2),
+        **stages,
+        "settings": {k: v for k, v in settings.__dict__.items()},
+    }
+
+
+def _cycle(frames):
+    while True:
+        yield from frames
+
+
+def _drive(engine, source, batch: int, batches: int, inflight: int):
+    """Closed loop: submit ``batches`` batches keeping ``inflight`` queued; yield collected tickets.
+
+    A frame's capture time is when the engine takes it (the source always has one ready), so
+    the latency is what the engine adds: waiting for its batch to be submitted, then the GPU.
+    """
+    pending = []
+    for _ in range(batches):
+        if len(pending) >= inflight:
+            t = pending.pop(0)
+            engine.collect(t)
+            yield t
+        imgs = [next(source) for _ in range(batch)]
+        now = time.perf_counter()
+        pending.append(engine.submit(imgs, capture_times=[now] * batch))
+    for t in pending:
+        engine.collect(t)
+        yield t
+
+
+# ------------------------------------------------------------------------------------ checks
+
+
+def finiteness(bundle, frames, params) -> dict:
+    """One eager pass of each component on real frames: finite, non-constant outputs?"""
+    import torch
+
+    from .stylize.denoiser import encode_frames
+    from .stylize.reference import style_settings
+
+    s = style_settings(params, bundle)
+    pixels = torch.from_numpy(np.stack(frames[:2])).cuda()
+    out = {}
+    with torch.no_grad():
+        lat = encode_frames(bundle.vae, pixels)
+        out["vae_latent_std"] = float(lat.float().std())
+        if bundle.qwen is not None:
+            cond = bundle.qwen.encode(pixels, s["text"])
+        else:
+            ids = bundle.tokenizer(s["text"], padding="max_length", max_length=bundle.manifest.text_length,
+                                   truncation=True, return_tensors="pt").input_ids.cuda()
+            cond = bundle.text_encoder(ids)[0]
+        out["cond_finite"] = bool(torch.isfinite(cond).all())
+        out["cond_std"] = float(cond.float().std())
+        x = lat if bundle.manifest.concat != "width" else torch.cat([lat, lat], dim=3)
+        t = torch.tensor(999.0, device="cuda")
+        y = bundle.unet(x.to(bundle.dtype), t, encoder_hidden_states=cond.expand(x.shape[0], -1, -1).to(bundle.dtype)).sample
+        out["unet_finite"] = bool(torch.isfinite(y).all())
+        out["unet_out_std"] = float(y.float().std())
+        out["unet_out_absmax"] = float(y.float().abs().max())
+    return out
+
+
+def equivalence(bundle, frames, params, *, batch: int = 4) -> dict:
+    """The engine (graphs + side stream, refresh every batch) against the frame-by-frame
+    reference, full size, bf16: decoded pixels and, for the last batch, the denoised latents."""
+    import torch
+
+    from .stylize.engine import EngineSettings, StreamEngine
+    from .stylize.reference import reference_latent, stylize_frames
+
+    frames = frames[: 2 * batch]
+    ref = stylize_frames(frames, params, bundle)  # stock forwards, hooked LLLite, diffusers scheduler
+    ref_lat = torch.cat([reference_latent(f, params, bundle) for f in frames[batch:]]).float()
+    result = {}
+    for label, settings in (("graphs_streams", EngineSettings(batch_size=batch, refresh=1, lllite_refresh=1)),
+                            ("eager", EngineSettings(batch_size=batch, refresh=1, lllite_refresh=1, mode="eager",
+                                                     streams=False))):
+        engine = StreamEngine(bundle, settings, style=params)
+        try:
+            out = engine.process(frames)
+            lat = engine._latent_out.float().clone()
+        finally:
+            engine.close()
+        d = np.stack([np.abs(a.astype(np.int16) - r.astype(np.int16)) for a, r in zip(out, ref)])
+        rel = float((lat - ref_lat).norm() / ref_lat.norm())
+        result[label] = {"pixel_mean_abs": round(float(d.mean()), 3), "pixel_p99": float(np.percentile(d, 99)),
+                         "pixel_max": int(d.max()), "latent_rel_l2": round(rel, 5)}
+    result["ref_pixel_std"] = round(float(np.std(np.stack(ref))), 2)
+    return result
+
+
+# ------------------------------------------------------------------------------------ plan
+
+
+def plan(stack: str) -> list[dict]:
+    """The configurations of one stack, the headline ones first (a run cut short keeps them)."""
+    modes = _env_list("STYLECAM_BENCH_MODES", "naive,naive-graphs,stream,latency")
+    batches = _env_list("STYLECAM_BENCH_BATCHES", "8,16", int)
+    lat_batches = _env_list("STYLECAM_BENCH_LATENCY_BATCHES", "1,2", int)
+    refreshes = _env_list("STYLECAM_BENCH_REFRESH", "1,4,8", int)
+    vision = stack == "mllm-edit"
+    big = max(batches) if batches else None
+    head = 4 if 4 in refreshes or not refreshes else refreshes[0]
+    first, rest = [], []
+    if "stream" in modes and big:
+        first.append(dict(mode="stream", batch=big, refresh=head if vision else 1, inflight=2))
+    if "naive" in modes:
+        first.append(dict(mode="naive", batch=1, refresh=1, inflight=1))
+    if "latency" in modes and lat_batches:
+        first.append(dict(mode="latency", batch=lat_batches[0], refresh=head if vision else 1, inflight=2))
+    if "naive-graphs" in modes:
+        first.append(dict(mode="naive-graphs", batch=1, refresh=1, inflight=1))
+    if "stream" in modes:
+        for b in sorted(batches, reverse=True):
+            for n in (refreshes if vision else [1]):
+                rest.append(dict(mode="stream", batch=b, refresh=n, inflight=2))
+        if vision and big:
+            rest.append(dict(mode="stream", batch=big, refresh=1, inflight=2, extra={"broadcast": True}))
+        if os.environ.get("STYLECAM_BENCH_COMPILE", "0") == "1" and big:
+            rest.append(dict(mode="stream", batch=big, refresh=head if vision else 1, inflight=2,
+                             extra={"mode": "compile"}))
+    if "latency" in modes:
+        for b in lat_batches:
+            for n in ((1, 4) if vision else (1,)):
+                rest.append(dict(mode="latency", batch=b, refresh=n, inflight=2))
+    return first + [c for c in rest if c not in first]
+
+
+def bench_diffusion(args) -> list[dict]:
+    import torch
+
+    from .cli import UsageError
+
+    if not torch.cuda.is_available():
+        raise UsageError("the diffusion benchmark needs a CUDA GPU (full-size models); on the CPU use "
+                         "`stylecam bench --backend classic`")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
+    machine = machine_info() | gpu_info()
+    frames_total = int(os.environ.get("STYLECAM_BENCH_FRAMES", max(args.frames, MIN_FRAMES)))
+    check = os.environ.get("STYLECAM_BENCH_CHECK", "1") == "1"
+    jsonl = getattr(args, "json", None)
+    rows = []
+
+    def emit(row):
+        row["machine"] = machine
+        rows.append(row)
+        print(json.dumps({k: v for k, v in row.items() if k != "machine"}), file=sys.stderr, flush=True)
+        if jsonl:  # rows also land as they come: a run cut short keeps what it measured
+            with open(jsonl + ".partial", "a") as f:
+                f.write(json.dumps(row) + "\n")
+
+    for stack in _env_list("STYLECAM_BENCH_STACKS", "mllm-edit,sd-turbo"):
+        t0 = time.perf_counter()
+        bundle = build_bench_bundle(stack)
+        torch.cuda.synchronize()
+        build_s = time.perf_counter() - t0
+        size = bundle.manifest.size
+        frames = sample_frames(size, 64)
+        style_name, params = _style_params(stack, args.style)
+        base = {"bench": "diffusion", "backend": "diffusion", "stack": stack, "style": style_name,
+                "width": size[0], "height": size[1], "dtype": "bfloat16", "steps": bundle.manifest.steps}
+        if check:
+            faulthandler.dump_traceback_later(180, exit=True)
+            emit(base | {"mode": "check-finite", "build_s": round(build_s, 1),
+                         **finiteness(bundle, frames, params)})
+            try:
+                emit(base | {"mode": "check-equivalence", **equivalence(bundle, frames, params)})
+            except Exception as e:
+                log.exception("equivalence check failed")
+                emit(base | {"mode": "check-equivalence", "error": f"{type(e).__name__}: {e}"})
+            faulthandler.cancel_dump_traceback_later()
+        for cfg in plan(stack):
+            label = cfg["mode"] + ("" if not cfg.get("extra") else "+" + "+".join(
+                f"{k}={v}" for k, v in cfg["extra"].items()))
+            log.info("%s %s B=%d N=%d", stack, label, cfg["batch"], cfg["refresh"])
+            # A hung configuration dumps every thread's stack and ends the process: the rows so
+            # far are already written, and the next stack runs in its own process.
+            faulthandler.dump_traceback_later(WATCHDOG_S.get(cfg["mode"], 90), exit=True)
+            try:
+                result = run_config(bundle, frames, params, mode=cfg["mode"], batch=cfg["batch"],
+                                    refresh=cfg["refresh"], frames_total=frames_total, inflight=cfg["inflight"],
+                                    extra=cfg.get("extra"))
+            except Exception as e:  # one failing configuration must not lose the others' rows
+                log.exception("configuration failed")
+                result = {"error": f"{type(e).__name__}: {e}"}
+            faulthandler.cancel_dump_traceback_later()
+            emit(base | {"mode": label, "batch": cfg["batch"], "refresh": cfg["refresh"],
+                         "inflight": cfg["inflight"], **result})
+            gc.collect()
+            torch.cuda.empty_cache()
+        del bundle
+        gc.collect()
+        torch.cuda.empty_cache()
+    return rows
+
+
+BENCHMARKS["diffusion"] = bench_diffusion

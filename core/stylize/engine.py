@@ -1,0 +1,755 @@
+"""The asymmetric streaming engine: frames in, frames out, the encoder off the critical path.
+
+Per batch of B frames (a short last batch is padded to B, so every step has one shape):
+
+* **side stream** — the host's pinned copy of the batch goes to the device, TAESD encodes it, and,
+  when due, the conditioning encoder runs (Qwen3-VL on the frames every ``refresh`` batches, or
+  CLIP when the text is not cached) and the LLLite conditioning CNNs run (every
+  ``lllite_refresh`` batches, over the chosen hook subset). All of it writes into fixed-address
+  buffers.
+* **main stream** — waits for the side stream's event, copies those buffers into the U-Net's
+  inputs (a few MB), records "consumed" (from then on the side stream may start the next
+  batch), runs the unrolled denoiser (U-Net + folded LLLite) and TAESD decode, and hands the
+  uint8 frames to a **copy stream** that moves them into pinned host memory with
+  ``non_blocking`` and records the batch's "done" event.
+
+So while the U-Net of batch k runs, the side stream already encodes batch k+1. Nothing on this
+path calls ``synchronize()`` or reads a device value on the host: :meth:`StreamEngine.collect`
+waits on the batch's event only when the caller wants the frames. Two batches may be in flight
+(submit k+1 before collecting k); that bound is also what keeps a live stream from building a
+backlog of stale frames.
+
+Each step is a zero-argument function over the engine's buffers, run eagerly, captured in a CUDA
+graph, or ``torch.compile``d and captured (:mod:`.compile`). On the CPU the same code runs with
+no streams and no graphs, one step after the other, so CI checks the engine's logic; the
+frame-by-frame oracle is :func:`~.reference.stylize_frames`.
+
+Conditioning policies (settings, see :class:`EngineSettings`): a static prompt (CLIP text, or
+Qwen3-VL text only) is encoded once per text and cached; vision-aware Qwen3-VL conditioning is
+refreshed every ``refresh`` batches, per frame or from one representative frame (the batch's
+newest) broadcast to all B; between refreshes the last conditioning is reused position by
+position. Temporal stability: the noise is fixed per stream (the style's seed); ``feedback``
+blends each output with the previous one (an exponential moving average in frame order, the same
+for any B); ``skip_threshold`` reuses the last output for a batch whose frames all match the last
+processed frame (see :meth:`StreamEngine.submit` for the trade-off).
+
+A style or prompt switch applies from the next submitted batch: a new text is a copy into the
+encoder's token buffer (no recapture, no recompile); a new seed is a copy into the noise buffer; a
+new steps/strength changes the schedule constants baked into the U-Net step, which recaptures
+(or, under ``compile``, recompiles) that one step.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections import deque
+from dataclasses import dataclass, field, replace
+from typing import Iterable, Iterator, Mapping
+
+import numpy as np
+import torch
+
+from .bundle import Bundle
+from .compile import (DEFAULT_COMPILE_MODE, CompileReport, compile_step, configure_runtime, make_step,
+                      resolve_mode)
+from .denoiser import Denoiser, decode_latents, encode_frames, latent_size, make_schedule, stream_noise
+
+log = logging.getLogger(__name__)
+
+#: Style-preset parameters the engine reads (validated in :mod:`.params`).
+STYLE_KEYS = ("refresh", "broadcast", "vision", "lllite_refresh", "lllite_hooks", "feedback", "skip_threshold")
+#: Side of the thumbnail the similarity skip compares, as a fraction of the frame side.
+SKIP_THUMB_DIVISOR = 16
+
+
+class EngineError(RuntimeError):
+    """The engine was used the wrong way; the message says what to do instead."""
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    """How the engine runs. Operating points: :meth:`throughput` and :meth:`latency`.
+
+    ``refresh``: vision-aware conditioning every N batches (1 = every batch).
+    ``vision``: mllm-edit only — the encoder looks at the frames (False: text-only static prompt).
+    ``broadcast``: encode one representative frame (the batch's newest) and broadcast it.
+    ``cache_text``: CLIP text encoded once per prompt (False re-encodes every batch: the naive
+    baseline). ``lllite_refresh``/``lllite_hooks``: LLLite conditioning every M batches over this
+    hook subset (None: the bundle manifest's ``lllite_subset``, else every adapter).
+    ``feedback``: weight of the previous output in [0, 1). ``skip_threshold``: mean absolute
+    difference in 8-bit levels on a 1/16 thumbnail under which a batch reuses the last output
+    (0 disables). ``mode``: ``eager``/``graphs``/``compile`` (CUDA; the CPU is always eager).
+    ``streams``: the side stream (CUDA). ``fast_encoder``: Qwen3-VL's sync-free forward (None:
+    on for CUDA; graphs need it). ``profile``: CUDA events around every stage.
+    """
+
+    batch_size: int = 8
+    refresh: int = 1
+    vision: bool = True
+    broadcast: bool = False
+    cache_text: bool = True
+    lllite_refresh: int = 8
+    lllite_hooks: str | None = None
+    lllite_multiplier: float = 1.0
+    feedback: float = 0.0
+    skip_threshold: float = 0.0
+    mode: str = "graphs"
+    compile_mode: str | None = None
+    streams: bool = True
+    fast_encoder: bool | None = None
+    channels_last_vae: bool = True
+    profile: bool = False
+
+    def __post_init__(self):
+        if not isinstance(self.batch_size, int) or self.batch_size < 1:
+            raise ValueError(f"batch_size must be a whole number >= 1, got {self.batch_size!r}")
+        for key in ("refresh", "lllite_refresh"):
+            v = getattr(self, key)
+            if not isinstance(v, int) or v < 1:
+                raise ValueError(f"{key} must be a whole number >= 1 (batches), got {v!r}")
+        if not 0.0 <= self.feedback < 1.0:
+            raise ValueError(f"feedback must be in [0, 1), got {self.feedback!r}")
+        if self.skip_threshold < 0:
+            raise ValueError(f"skip_threshold must be >= 0, got {self.skip_threshold!r}")
+
+    @classmethod
+    def throughput(cls, batch_size: int = 16, **kw) -> "EngineSettings":
+        """Video rate: big batches, the side stream, graphs, vision refresh every 4 batches."""
+        kw.setdefault("refresh", 4)
+        return cls(batch_size=batch_size, **kw)
+
+    @classmethod
+    def latency(cls, batch_size: int = 1, **kw) -> "EngineSettings":
+        """Calls: one or two frames per batch, so a frame waits for no others."""
+        kw.setdefault("refresh", 4)
+        return cls(batch_size=batch_size, **kw)
+
+    def with_style(self, params: Mapping) -> "EngineSettings":
+        """These settings overridden by a style's engine parameters (:data:`STYLE_KEYS`)."""
+        return replace(self, **{k: params[k] for k in STYLE_KEYS if k in params})
+
+
+@dataclass
+class Ticket:
+    """One submitted batch. ``frames`` are filled by :meth:`StreamEngine.collect`."""
+
+    index: int
+    count: int
+    slot: int
+    capture_times: list[float]
+    t_submit: float
+    skipped: bool = False
+    event: object = None
+    frames: list[np.ndarray] | None = None
+    t_ready: float | None = None
+    stages: list = field(default_factory=list)  # (stage, start event, end event) when profiling
+
+
+class StreamEngine:
+    """Stylizes frames of one size with a :class:`~.bundle.Bundle`; see the module docstring.
+
+    Usage::
+
+        engine = StreamEngine(bundle, EngineSettings.throughput(16))
+        engine.set_style(style)                       # a Style or its params
+        t = engine.submit(frames)                     # up to B RGB uint8 (H, W, 3) frames
+        ...                                           # submit one more before collecting
+        outputs = engine.collect(t)                   # same count, same order
+        engine.close()
+
+    The engine folds the bundle's LLLite adapters into its U-Net (undone by :meth:`close`) and,
+    on CUDA with ``channels_last_vae``, puts TAESD in channels-last memory format.
+    """
+
+    SLOTS = 2
+
+    def __init__(self, bundle: Bundle, settings: EngineSettings | None = None, style=None):
+        self.bundle = bundle
+        self.settings = settings = settings or EngineSettings()
+        m = bundle.manifest
+        self.device = bundle.device
+        self.dtype = bundle.dtype
+        self.cuda = self.device.type == "cuda"
+        if self.cuda:
+            configure_runtime()
+        self.mode = resolve_mode(settings.mode, self.device)
+        self.report = CompileReport()
+        B = self.batch_size = settings.batch_size
+        self.size = tuple(m.size)  # (W, H)
+        W, H = self.size
+        self.latent_hw = latent_size(m, bundle.vae)
+        h, w = self.latent_hw
+        channels = bundle.vae.config.latent_channels
+        vae = bundle.vae
+
+        # Conditioning source.
+        if bundle.qwen is not None:
+            self.cond_kind = "qwen-vision" if settings.vision else "qwen-text"
+            qwen = bundle.qwen
+            fast = self.cuda if settings.fast_encoder is None else bool(settings.fast_encoder)
+            if self.mode != "eager" and self.cond_kind == "qwen-vision" and not fast:
+                raise EngineError("CUDA graphs need the Qwen3-VL sync-free forward: set fast_encoder=True "
+                                  "or mode='eager'")
+            self._qwen_fast_was = qwen.fast
+            qwen.fast = fast
+            self.broadcast = settings.broadcast or qwen.broadcast
+            cond_len, cond_dim = qwen.text_length, qwen.hidden_size
+        else:
+            from .conditioning import ClipTextConditioner
+
+            self.cond_kind = "clip"
+            self._clip = ClipTextConditioner(bundle.tokenizer, bundle.text_encoder, m.text_length)
+            self.broadcast = False
+            cond_len, cond_dim = m.text_length, bundle.text_encoder.config.hidden_size
+        # Conditioning computed on the side stream per batch (vs. once per text, on the host).
+        self.cond_on_side = self.cond_kind == "qwen-vision" or (self.cond_kind == "clip" and not settings.cache_text)
+
+        # LLLite, folded so that U-Net + adapters are one graph.
+        self.folded = None
+        unet = bundle.unet
+        if bundle.lllite is not None:
+            from .lllite import FoldedLLLiteUNet
+
+            hooks = settings.lllite_hooks if settings.lllite_hooks is not None else m.lllite_subset
+            self.folded = FoldedLLLiteUNet(unet, bundle.lllite, hooks=hooks, latent_size=self.latent_hw,
+                                           batch_size=B, multiplier=settings.lllite_multiplier,
+                                           width_concat=2 if m.concat == "width" else 1)
+            unet = self.folded
+        self._unet = unet
+
+        self._vae_format = None
+        if self.cuda and settings.channels_last_vae:
+            self._vae_format = torch.channels_last
+            vae.to(memory_format=torch.channels_last)
+
+        # Streams and events (CPU: stand-ins).
+        if self.cuda:
+            self._main = torch.cuda.Stream(self.device)
+            self._side = torch.cuda.Stream(self.device) if settings.streams else self._main
+            self._copy = torch.cuda.Stream(self.device) if settings.streams else self._main
+        # Fixed-address buffers. Host: pinned, two slots (one being filled while one is in flight).
+        pin = self.cuda
+        self._host_in = [torch.empty((B, H, W, 3), dtype=torch.uint8, pin_memory=pin) for _ in range(self.SLOTS)]
+        self._host_out = ([torch.empty((B, H, W, 3), dtype=torch.uint8, pin_memory=True) for _ in range(self.SLOTS)]
+                          if self.cuda else None)
+        dev = dict(device=self.device)
+        self._side_in = torch.empty((B, H, W, 3), dtype=torch.uint8, **dev)
+        self._main_latent = torch.empty((B, channels, h, w), dtype=self.dtype, **dev)
+        self._main_cond = torch.zeros((B, cond_len, cond_dim), dtype=self.dtype, **dev)
+        self._noise = torch.empty((1, channels, h, w), dtype=torch.float32, **dev)
+        self._ids = None  # token ids (and mask) the side-stream encoder reads
+        self._mask = None
+        if settings.feedback > 0:
+            self._prev = torch.zeros((H, W, 3), dtype=torch.float32, **dev)
+            self._weight = torch.zeros((), dtype=torch.float32, **dev)  # 0 until a first output exists
+
+        self._steps: dict = {}
+        self._latent_out: torch.Tensor | None = None
+        self._style_params: dict = {}
+        self._text: str | None = None
+        self._seed: int | None = None
+        self._schedule_key = None
+        self._denoiser: Denoiser | None = None
+        self._static_cond: dict[str, torch.Tensor] = {}
+        self._cond_pending: torch.Tensor | None = None  # static conditioning to copy in on main
+        self._cond_due = True
+        self._lllite_due = self.folded is not None
+        self._since_cond = 0
+        self._since_lllite = 0
+        self._count = 0
+        self._pending: deque[Ticket] = deque()
+        self._h2d_done = [None] * self.SLOTS
+        self._consumed = None
+        self._last_d2h = None
+        self._last_output: np.ndarray | None = None
+        self._skip_ref: np.ndarray | None = None
+        self._profile_t0 = None
+        self.skipped_batches = 0
+        self.closed = False
+        if style is not None:
+            self.set_style(style)
+
+    # ------------------------------------------------------------------ style
+
+    def set_style(self, style) -> None:
+        """A :class:`~stylecam.core.styles.Style` or params mapping; applies from the next batch."""
+        from .reference import style_settings
+
+        self._check_open()
+        params = dict(getattr(style, "params", style))
+        s = style_settings(params, self.bundle)
+        engine_keys = {k: params[k] for k in STYLE_KEYS if k in params}
+        if engine_keys:
+            self._apply_engine_params(engine_keys)
+        key = (s["steps"], s["strength"])
+        if key != self._schedule_key:
+            self._denoiser = Denoiser(self._unet, self.bundle.manifest,
+                                      make_schedule(self.bundle, s["steps"], s["strength"]))
+            self._steps.pop("unet", None)  # the schedule's constants live in the captured step
+            self._schedule_key = key
+        if s["seed"] != self._seed:
+            with self._on(self._main_stream()):
+                self._noise.copy_(stream_noise(s["seed"], tuple(self._noise.shape)).to(self.device, non_blocking=False))
+            self._seed = s["seed"]
+        if s["text"] != self._text:
+            self._set_text(s["text"])
+            self._text = s["text"]
+        self._style_params = params
+
+    def _apply_engine_params(self, params: Mapping) -> None:
+        new = self.settings.with_style(params)
+        if new.feedback != self.settings.feedback and (new.feedback > 0) != (self.settings.feedback > 0):
+            raise EngineError("feedback can be changed but not switched on or off on a running engine; "
+                              "start the engine with the feedback setting")
+        if new.vision != self.settings.vision or (new.lllite_hooks != self.settings.lllite_hooks):
+            raise EngineError("vision and lllite_hooks are fixed when the engine starts")
+        broadcast = new.broadcast or (self.bundle.qwen is not None and self.bundle.qwen.broadcast)
+        if broadcast != self.broadcast:
+            # The captured encoder/LLLite steps read one frame or all B: capture them again.
+            self._steps.pop("cond", None)
+            self._steps.pop("lllite", None)
+            self._cond_due = True
+            self._lllite_due = self.folded is not None
+        if new.feedback != self.settings.feedback:
+            self._steps.pop("decode", None)  # the weight is baked into the decode step
+        self.settings = new
+        self.broadcast = broadcast
+
+    def _set_text(self, text: str) -> None:
+        """New text: a buffer copy for the side-stream encoder, or a (cached) static encode."""
+        if self.cond_kind == "qwen-vision":
+            qwen = self.bundle.qwen
+            prompt = qwen.prompt(text, qwen.num_image_tokens(self.size[1], self.size[0]))
+            on = prompt.to(self.device)
+            if self._ids is None:
+                self._ids = on["input_ids"].clone()
+                self._mask = on["mask"].clone()
+            else:
+                with self._on(self._side_stream()):
+                    self._ids.copy_(on["input_ids"])
+                    self._mask.copy_(on["mask"])
+            self._cond_due = True
+        elif self.cond_kind == "clip" and self.cond_on_side:
+            ids = self._clip.token_ids(text).to(self.device)
+            if self._ids is None:
+                self._ids = ids.clone()
+            else:
+                with self._on(self._side_stream()):
+                    self._ids.copy_(ids)
+            self._cond_due = True
+        else:
+            self._cond_pending = self._static_conditioning(text)
+
+    @torch.no_grad()
+    def _static_conditioning(self, text: str) -> torch.Tensor:
+        """(1, L, D) conditioning of a text alone, computed once per text (the static-prompt cache)."""
+        if self.cond_kind == "clip":
+            return self._clip.encode(text).to(self.dtype)
+        hit = self._static_cond.get(text)
+        if hit is None:
+            hit = self.bundle.qwen.encode_text(text, 1).to(self.dtype)
+            self._static_cond[text] = hit
+        return hit
+
+    # ------------------------------------------------------------------ steps
+
+    def _encode_step(self):
+        return encode_frames(self.bundle.vae, self._side_in)
+
+    def _cond_step(self):
+        if self.cond_kind == "clip":
+            return self.bundle.text_encoder(self._ids, return_dict=False)[0].to(self.dtype)
+        qwen = self.bundle.qwen
+        frames = self._side_in[-1:] if self.broadcast else self._side_in
+        if qwen.fast:
+            hidden = qwen.encode_tensors(frames, self._ids)
+            hidden = hidden * self._mask.unsqueeze(-1).to(hidden.dtype)
+        else:
+            hidden = qwen.encode(frames, self._text)
+        return hidden.to(self.dtype)
+
+    def _lllite_step(self):
+        from .lllite import to_control_image
+
+        frames = self._side_in[-1:] if self.broadcast else self._side_in
+        return self.folded.embed_conditioning(to_control_image(frames))
+
+    def _unet_step(self):
+        return self._denoiser(self._main_latent, self._noise, self._main_cond)
+
+    def _decode_step(self):
+        out = decode_latents(self.bundle.vae, self._latent_out)
+        if self.settings.feedback <= 0:
+            return out
+        # An exponential moving average in frame order: frame i blends with frame i-1's output
+        # (the previous batch's last for i = 0; weight 0 before any output), so the result does
+        # not depend on B. ``feedback`` is baked in; the first frame's weight is a buffer.
+        y = out.float()
+        prev, alpha = self._prev, float(self.settings.feedback)
+        blended = []
+        for i in range(y.shape[0]):
+            prev = torch.lerp(y[i], prev, self._weight if i == 0 else alpha)
+            blended.append(prev)
+        stacked = torch.stack(blended)
+        return stacked.round().clamp_(0, 255).to(torch.uint8), stacked
+
+    def _build_steps(self) -> None:
+        """Make (capture / compile) every step that is missing; eager on the CPU.
+
+        Called with the first batch already in the side input buffer, so warm-up and capture
+        run on real frames (never zeros), and again after a schedule change (U-Net + decode).
+        """
+        mode = self.mode
+        with self._on(self._side_stream()), torch.no_grad():
+            for name in ("encode", "cond", "lllite"):
+                if name in self._wanted_steps() and name not in self._steps:
+                    self._steps[name] = make_step(getattr(self, f"_{name}_step"), mode, name=name,
+                                                  report=self.report)
+        if "unet" not in self._steps:
+            self._sync()
+        if self._latent_out is None:
+            # The U-Net step reads the main buffers: give them real values before the first
+            # warm-up/capture (a later rebuild finds the previous batch's values there).
+            with torch.no_grad():
+                self._main_latent.copy_(self._steps["encode"].replay())
+                if self.cond_on_side:
+                    self._fill_cond(self._steps["cond"].replay())
+                elif self._cond_pending is not None:
+                    self._fill_cond(self._cond_pending)
+                if self.folded is not None:
+                    self.folded.refresh_conditioning(_control(self._side_in, self.broadcast))
+            self._sync()
+        if "unet" not in self._steps:
+            self._steps.pop("decode", None)  # it reads the U-Net step's output
+            with self._on(self._main_stream()), torch.no_grad():
+                compiled = None
+                if mode == "compile":
+                    fn = compile_step(self._denoiser, self.settings.compile_mode or DEFAULT_COMPILE_MODE)
+                    compiled = lambda: fn(self._main_latent, self._noise, self._main_cond)  # noqa: E731
+                self._steps["unet"] = make_step(self._unet_step, mode, name="unet", report=self.report,
+                                                compile_fn=compiled)
+                # Graph mode: this is the step's static output, which the decode graph reads.
+                self._latent_out = self._steps["unet"].replay()
+        if "decode" not in self._steps:
+            with self._on(self._main_stream()), torch.no_grad():
+                self._steps["decode"] = make_step(self._decode_step, mode, name="decode", report=self.report)
+        self._sync()
+
+    def _wanted_steps(self) -> set[str]:
+        wanted = {"encode", "unet", "decode"}
+        if self.cond_on_side:
+            wanted.add("cond")
+        if self.folded is not None:
+            wanted.add("lllite")
+        return wanted
+
+    # ------------------------------------------------------------------ the frame path
+
+    @torch.no_grad()
+    def submit(self, frames, capture_times: list[float] | None = None) -> Ticket:
+        """Queue up to B frames (RGB uint8 ``(H, W, 3)`` at the engine size, or a uint8 array
+        ``(n, H, W, 3)``); returns at once with a :class:`Ticket` for :meth:`collect`.
+
+        At most two batches may be in flight: collect the oldest before submitting a third.
+
+        Similarity skip (``skip_threshold`` > 0): the host compares a 1/16 thumbnail of each
+        frame with the last processed frame's (mean absolute difference in 8-bit levels) before
+        anything reaches the GPU, so the decision costs no device sync; a batch whose frames all
+        stay under the threshold costs no GPU work and repeats the last output. The trade-off:
+        a static scene on a call costs almost nothing, but motion slower than the threshold per
+        frame is held back until it accumulates past it (the comparison is against the last
+        *processed* frame, so a slow drift is caught up, in one step), and flicker or sensor
+        noise above the threshold disables the saving.
+        """
+        self._check_open()
+        if self._denoiser is None:
+            raise EngineError("set_style must be called before submit")
+        if len(self._pending) >= self.SLOTS:
+            raise EngineError(f"{len(self._pending)} batches are in flight; collect the oldest before "
+                              f"submitting more")
+        arr = self._check_frames(frames)
+        n = arr.shape[0]
+        now = time.perf_counter()
+        times = list(capture_times) if capture_times is not None else [now] * n
+        index = self._count
+        self._count += 1
+        slot = index % self.SLOTS
+        ticket = Ticket(index=index, count=n, slot=slot, capture_times=times, t_submit=now)
+
+        if self.settings.skip_threshold > 0 and self._should_skip(arr):
+            ticket.skipped = True
+            self.skipped_batches += 1
+            self._pending.append(ticket)
+            return ticket
+
+        # Host staging into the pinned slot (its previous upload finished long ago: two batches).
+        if self._h2d_done[slot] is not None:
+            self._h2d_done[slot].synchronize()
+        host = self._host_in[slot].numpy()
+        host[:n] = arr
+        host[n:] = arr[n - 1]  # pad a short batch with its last frame: fixed shapes
+
+        if not self._steps_ready():
+            self._side_in.copy_(self._host_in[slot])
+            self._sync()
+            self._build_steps()
+
+        cond_due = self.cond_on_side and (self._cond_due or self._since_cond >= self.settings.refresh)
+        lllite_due = self.folded is not None and (self._lllite_due or self._since_lllite >= self.settings.lllite_refresh)
+        prof = self.settings.profile and self.cuda
+        stages = ticket.stages
+
+        side = self._side_stream()
+        with self._on(side):
+            self._side_in.copy_(self._host_in[slot], non_blocking=True)
+            self._h2d_done[slot] = self._record(side)
+            if self._consumed is not None and self.cuda:
+                side.wait_event(self._consumed)
+            with self._stage(prof, stages, "vae_encode", side):
+                latent = self._steps["encode"].replay()
+            cond = lllite = None
+            if cond_due:
+                with self._stage(prof, stages, "encoder", side):
+                    cond = self._steps["cond"].replay()
+            if lllite_due:
+                with self._stage(prof, stages, "lllite", side):
+                    lllite = self._steps["lllite"].replay()
+            side_done = self._record(side)
+
+        main = self._main_stream()
+        with self._on(main):
+            if self.cuda:
+                main.wait_event(side_done)
+                if self.mode == "eager" and side is not main:
+                    for t in [latent, cond, *(lllite or [])]:
+                        if t is not None:
+                            t.record_stream(main)
+            self._main_latent.copy_(latent)
+            if cond is not None:
+                self._fill_cond(cond)
+                self._cond_due = False
+                self._since_cond = 0
+            elif self._cond_pending is not None:
+                self._fill_cond(self._cond_pending)
+                self._cond_pending = None
+            if lllite is not None:
+                for buf, emb in zip(self.folded.conditioning_buffers(), lllite):
+                    buf.copy_(emb)
+                self._lllite_due = False
+                self._since_lllite = 0
+            self._consumed = self._record(main)
+            with self._stage(prof, stages, "unet", main):
+                self._latent_out = self._steps["unet"].replay()
+            if self.cuda and self._last_d2h is not None:
+                main.wait_event(self._last_d2h)  # the decode output is free once copied out
+            with self._stage(prof, stages, "vae_decode", main):
+                out = self._steps["decode"].replay()
+            if self.settings.feedback > 0:
+                out, blended = out
+                self._prev.copy_(blended[n - 1])
+                self._weight.fill_(self.settings.feedback)
+            decoded = self._record(main)
+        self._since_cond += 1
+        self._since_lllite += 1
+
+        if self.cuda:
+            with self._on(self._copy):
+                self._copy.wait_event(decoded)
+                if self.mode == "eager" and self._copy is not main:
+                    out.record_stream(self._copy)
+                self._host_out[slot].copy_(out, non_blocking=True)
+                ticket.event = self._last_d2h = self._record(self._copy)
+        else:
+            ticket.frames = list(out[:n].numpy().copy())
+        self._pending.append(ticket)
+        return ticket
+
+    def collect(self, ticket: Ticket) -> list[np.ndarray]:
+        """The output frames of ``ticket`` (waits for them); tickets are collected in order."""
+        if ticket.frames is not None and ticket not in self._pending:
+            return ticket.frames
+        if not self._pending or self._pending[0] is not ticket:
+            raise EngineError("collect tickets in the order they were submitted")
+        self._pending.popleft()
+        if ticket.skipped:
+            if self._last_output is None:
+                raise EngineError("internal: a skipped batch before any output")
+            ticket.frames = [self._last_output.copy() for _ in range(ticket.count)]
+        elif self.cuda:
+            ticket.event.synchronize()
+            ticket.frames = list(self._host_out[ticket.slot][:ticket.count].numpy().copy())
+        ticket.t_ready = time.perf_counter()
+        self._last_output = ticket.frames[-1]
+        return ticket.frames
+
+    def process(self, frames: list[np.ndarray]) -> list[np.ndarray]:
+        """Any number of frames in, the same number out in order (two batches in flight)."""
+        out: list[np.ndarray] = []
+        for batch in self.run_batches(frames):
+            out.extend(batch)
+        return out
+
+    def run_batches(self, frames: Iterable[np.ndarray], max_inflight: int = 2) -> Iterator[list[np.ndarray]]:
+        """Batches of output frames for a stream of frames, keeping ``max_inflight`` batches queued."""
+        if not 1 <= max_inflight <= self.SLOTS:
+            raise ValueError(f"max_inflight must be 1 or {self.SLOTS}")
+        batch: list[np.ndarray] = []
+        for frame in frames:
+            batch.append(frame)
+            if len(batch) == self.batch_size:
+                if len(self._pending) >= max_inflight:
+                    yield self.collect(self._pending[0])
+                self.submit(batch)
+                batch = []
+        if batch:
+            if len(self._pending) >= max_inflight:
+                yield self.collect(self._pending[0])
+            self.submit(batch)
+        while self._pending:
+            yield self.collect(self._pending[0])
+
+    # ------------------------------------------------------------------ profiling
+
+    def stage_times(self, tickets: Iterable[Ticket]) -> dict:
+        """Per-stage milliseconds (median over batches) and the encoder/U-Net overlap, read
+        from the CUDA events of collected tickets (``profile=True``)."""
+        per: dict[str, list[float]] = {}
+        spans: dict[str, list[tuple[float, float]]] = {}
+        t0 = self._profile_t0
+        for t in tickets:
+            for name, a, b in t.stages:
+                per.setdefault(name, []).append(a.elapsed_time(b))
+                if t0 is not None:
+                    spans.setdefault(name, []).append((t0.elapsed_time(a), t0.elapsed_time(b)))
+        out = {f"{k}_ms": round(float(np.median(v)), 3) for k, v in per.items()}
+        if "unet" in spans and ("encoder" in spans or "vae_encode" in spans):
+            side = spans.get("encoder", []) + spans.get("vae_encode", [])
+            out["side_overlap_with_unet"] = round(_overlap(side, spans["unet"]), 3)
+            if "encoder" in spans:
+                out["encoder_overlap_with_unet"] = round(_overlap(spans["encoder"], spans["unet"]), 3)
+        return out
+
+    def start_profile(self) -> None:
+        """Mark time zero for :meth:`stage_times`' overlap (on the main stream)."""
+        if self.cuda:
+            self._profile_t0 = torch.cuda.Event(enable_timing=True)
+            self._profile_t0.record(self._main)
+
+    # ------------------------------------------------------------------ helpers
+
+    def _steps_ready(self) -> bool:
+        return self._wanted_steps() <= set(self._steps)
+
+    def _fill_cond(self, cond: torch.Tensor) -> None:
+        if cond.shape[0] == self.batch_size:
+            self._main_cond.copy_(cond)
+        else:
+            self._main_cond.copy_(cond.expand(self.batch_size, -1, -1))
+
+    def _should_skip(self, arr: np.ndarray) -> bool:
+        import cv2
+
+        H, W = arr.shape[1:3]
+        size = (max(1, W // SKIP_THUMB_DIVISOR), max(1, H // SKIP_THUMB_DIVISOR))
+        thumbs = [cv2.resize(f, size, interpolation=cv2.INTER_AREA).astype(np.int16) for f in arr]
+        ref = self._skip_ref
+        if ref is not None and all(float(np.abs(t - ref).mean()) < self.settings.skip_threshold for t in thumbs):
+            return True
+        self._skip_ref = thumbs[-1]
+        return False
+
+    def _check_frames(self, frames) -> np.ndarray:
+        W, H = self.size
+        if isinstance(frames, np.ndarray) and frames.ndim == 4:
+            arr = frames
+        else:
+            frames = list(frames)
+            if not frames:
+                raise ValueError("submit needs at least one frame")
+            for f in frames:
+                if not isinstance(f, np.ndarray) or f.dtype != np.uint8 or f.shape != (H, W, 3):
+                    desc = f"{f.dtype} {f.shape}" if isinstance(f, np.ndarray) else type(f).__name__
+                    raise ValueError(f"the engine takes RGB uint8 frames of its size ({H}, {W}, 3); got {desc}. "
+                                     f"Resize frames to {W}x{H} first (frames.fit)")
+            arr = np.stack(frames)
+        if arr.dtype != np.uint8 or arr.shape[1:] != (H, W, 3):
+            raise ValueError(f"the engine takes RGB uint8 frames (n, {H}, {W}, 3); got {arr.dtype} {arr.shape}")
+        if not 1 <= arr.shape[0] <= self.batch_size:
+            raise ValueError(f"submit takes 1 to {self.batch_size} frames (the batch size), got {arr.shape[0]}")
+        return arr
+
+    def _main_stream(self):
+        return self._main if self.cuda else None
+
+    def _side_stream(self):
+        return self._side if self.cuda else None
+
+    def _on(self, stream):
+        return torch.cuda.stream(stream) if stream is not None else contextlib.nullcontext()
+
+    def _record(self, stream):
+        if stream is None:
+            return None
+        ev = torch.cuda.Event()
+        ev.record(stream)
+        return ev
+
+    @contextlib.contextmanager
+    def _stage(self, on: bool, stages: list, name: str, stream):
+        if not on:
+            yield
+            return
+        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        a.record(stream)
+        yield
+        b.record(stream)
+        stages.append((name, a, b))
+
+    def _sync(self) -> None:
+        if self.cuda:
+            torch.cuda.synchronize(self.device)
+
+    def _check_open(self) -> None:
+        if self.closed:
+            raise EngineError("the engine is closed")
+
+    def close(self) -> None:
+        """Wait for work in flight, unfold LLLite, restore the encoder/VAE settings. Idempotent."""
+        if self.closed:
+            return
+        self._sync()
+        self._steps.clear()
+        self._pending.clear()
+        if self.folded is not None:
+            self.folded.unfold()
+            self.folded = None
+        if self.bundle.qwen is not None:
+            self.bundle.qwen.fast = self._qwen_fast_was
+        if self._vae_format is not None:
+            self.bundle.vae.to(memory_format=torch.contiguous_format)
+        self.closed = True
+        if self.cuda:
+            torch.cuda.empty_cache()
+
+
+def _control(frames: torch.Tensor, broadcast: bool) -> torch.Tensor:
+    from .lllite import to_control_image
+
+    return to_control_image(frames[-1:] if broadcast else frames)
+
+
+def _overlap(a: list[tuple[float, float]], b: list[tuple[float, float]]) -> float:
+    """Fraction of the total length of intervals ``a`` that lies inside intervals ``b``."""
+    total = sum(e - s for s, e in a)
+    if total <= 0:
+        return 0.0
+    inside = 0.0
+    for s, e in a:
+        for s2, e2 in b:
+            inside += max(0.0, min(e, e2) - max(s, s2))
+    return inside / total
+
+
+__all__ = ["EngineError", "EngineSettings", "STYLE_KEYS", "StreamEngine", "Ticket"]
