@@ -1,0 +1,325 @@
+"""The diffusion backend against the reference stylizer, the denoiser maths, conditioning, and
+``stylecam run --backend diffusion`` end to end. CPU, tiny random-weight bundles, real clips."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from clips import read_clip
+from stylecam.core import cli
+from stylecam.core.styles import Style, StyleError, builtin_styles, make_style
+from stylecam.core.stylize import bundle as B
+from stylecam.core.stylize.base import BackendError
+from stylecam.core.stylize.conditioning import ClipTextConditioner
+from stylecam.core.stylize.denoiser import Denoiser, decode_latents, encode_frames, make_schedule
+from stylecam.core.stylize.diffusion import DiffusionBackend
+from stylecam.core.stylize.reference import reference_latent, stylize_frames
+
+CASES = ["sd-turbo", "pix2pix", "mllm-edit", "mllm-edit+lllite"]
+
+
+@pytest.fixture(scope="session")
+def bundles(tmp_path_factory):
+    root = tmp_path_factory.mktemp("diffusion-bundles")
+    return {c: B.write_tiny_bundle(c.split("+")[0], root / c, lllite=c.endswith("+lllite")) for c in CASES}
+
+
+@pytest.fixture(scope="session")
+def clip_frames(media_dir):
+    return read_clip(media_dir / "carphone_pristine.mp4", 3)  # 176x144: the backend resizes to 64x64
+
+
+@pytest.fixture(autouse=True)
+def offline(monkeypatch, tmp_path):
+    import huggingface_hub.constants as hub_constants
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    (tmp_path / "hub").mkdir()
+    monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+
+
+def style(name: str = "ai-oil", **params) -> Style:
+    base = {s.name: s for s in builtin_styles()}[name]
+    if not params:
+        return base
+    return make_style({"name": name, "backend": "diffusion", "params": {**base.params, **params}})
+
+
+def backend(folder, **kw) -> DiffusionBackend:
+    b = DiffusionBackend(bundle=folder, device="cpu", **kw)
+    return b
+
+
+# --------------------------------------------------------------------------------------------
+# End to end: stylecam run on a real clip, for every stack
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_run_writes_eight_frames(case, bundles, media_dir, tmp_path, capsys):
+    out = tmp_path / "out"
+    clip = media_dir / "carphone_pristine.mp4"
+    rc = cli.main(["run", "--backend", "diffusion", "--bundle", str(bundles[case]), "--source", f"file:{clip}",
+                   "--sink", f"file:{out}/", "--frames", "8"])
+    assert rc == 0, capsys.readouterr().err
+    files = sorted(out.glob("*.png"))
+    assert len(files) == 8
+    import cv2
+
+    first = cv2.imread(str(files[0]))
+    assert first.shape == (144, 176, 3)  # back at the clip's size
+    assert first.std() > 5  # a picture, not a flat fill
+    assert "8 frames, style ai-oil" in capsys.readouterr().out
+
+
+# --------------------------------------------------------------------------------------------
+# Backend == reference
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_backend_equals_the_reference(case, bundles, clip_frames):
+    st = style("ai-neon")  # strength 0.65: for sd-turbo a noised source, not pure noise
+    be = backend(bundles[case], batch_size=2)
+    be.set_style(st)
+    got = be.process(clip_frames)  # 3 frames: with batch 2 the last batch is padded
+    be.close()
+    want = stylize_frames(clip_frames, st, B.load_bundle(bundles[case]))
+    assert [g.shape for g in got] == [f.shape for f in clip_frames]
+    for g, w in zip(got, want):
+        diff = np.abs(g.astype(int) - w.astype(int))
+        assert diff.max() <= 1 and diff.mean() < 0.01  # at most a rounding step on a few pixels
+
+
+@pytest.mark.parametrize("case, params", [
+    ("sd-turbo", {"steps": 2, "strength": 0.6}),
+    ("sd-turbo", {"steps": 3, "strength": 1.0}),
+    ("pix2pix", {"steps": 2}),
+    ("pix2pix", {"steps": 1, "strength": 0.5}),
+    ("mllm-edit", {"steps": 2}),
+    ("mllm-edit", {"steps": 2, "strength": 0.7}),
+    ("mllm-edit+lllite", {"steps": 1}),
+])
+def test_denoised_latents_equal_the_reference(case, params, bundles, clip_frames):
+    """Tighter than pictures: the batched, precomputed denoiser against diffusers' schedulers."""
+    from stylecam.core.frames import fit
+
+    st = style("ai-oil", **params)
+    be = backend(bundles[case], batch_size=2)
+    be.set_style(st)
+    images = [fit(f, be.size, "stretch") for f in clip_frames[:2]]
+    got = be.denoise(images)
+    be.close()
+    ref_bundle = B.load_bundle(bundles[case])
+    want = torch.cat([reference_latent(img, st.params, ref_bundle) for img in images])
+    assert got.shape == want.shape == (2, 4, 8, 8)
+    torch.testing.assert_close(got.float(), want.float(), rtol=1e-4, atol=1e-4)
+    if case == "sd-turbo" and st.params.get("strength") == 1.0:
+        # Pure noise in, text only: sd-turbo at full strength does not see the frame.
+        torch.testing.assert_close(got[0], got[1])
+    else:
+        assert not torch.allclose(got[0], got[1], atol=1e-3)  # two different frames, two results
+
+
+def test_schedule_is_what_diffusers_computes_for_img2img(bundles):
+    bundle = B.load_bundle(bundles["sd-turbo"])
+    one = make_schedule(bundle, steps=1, strength=0.5)
+    assert one.timesteps == (499.0,) and one.sigmas[-1] == 0.0 and not one.from_noise
+    two = make_schedule(bundle, steps=2, strength=0.6)
+    assert len(two.timesteps) == 2 and two.timesteps[0] < 999 and two.sigmas[0] > two.sigmas[1] > 0
+    full = make_schedule(bundle, steps=1, strength=1.0)
+    assert full.timesteps == (999.0,) and full.from_noise
+    flow = make_schedule(B.load_bundle(bundles["mllm-edit"]), steps=1, strength=1.0)
+    assert flow.kind == "flow" and flow.timesteps == (1000.0,) and flow.sigmas == (1.0, 0.0)
+
+
+# --------------------------------------------------------------------------------------------
+# Determinism, styles, LLLite
+
+
+def test_seed_determines_the_output(bundles, clip_frames):
+    frames = clip_frames[:1]
+    a = stylize_frames(frames, style("ai-oil"), B.load_bundle(bundles["sd-turbo"]))[0]
+    b = stylize_frames(frames, style("ai-oil"), B.load_bundle(bundles["sd-turbo"]))[0]
+    c = stylize_frames(frames, style("ai-oil", seed=99), B.load_bundle(bundles["sd-turbo"]))[0]
+    assert np.array_equal(a, b)
+    assert np.abs(a.astype(int) - c.astype(int)).mean() > 1
+
+
+def test_style_switch_mid_stream_and_back(bundles, clip_frames):
+    be = backend(bundles["sd-turbo"])
+    be.set_style(style("ai-oil"))
+    first = be.process(clip_frames[:1])[0]
+    be.set_style(style("ai-sketch"))
+    other = be.process(clip_frames[:1])[0]
+    be.set_style(style("ai-oil"))
+    again = be.process(clip_frames[:1])[0]
+    assert np.array_equal(first, again)
+    assert not np.array_equal(first, other)
+    assert be._text.encodes == 2  # two prompts, each encoded once (the third set_style hit the cache)
+    be.close()
+
+
+def test_lllite_adapter_changes_the_output(bundles, clip_frames):
+    with_adapter = stylize_frames(clip_frames[:1], style(), B.load_bundle(bundles["mllm-edit+lllite"]))[0]
+    without = stylize_frames(clip_frames[:1], style(), B.load_bundle(bundles["mllm-edit"]))[0]
+    assert np.abs(with_adapter.astype(int) - without.astype(int)).max() > 0
+
+
+def test_backend_unfolds_lllite_on_close(bundles):
+    from stylecam.core.stylize.lllite import LLLiteLinear
+
+    bundle = B.load_bundle(bundles["mllm-edit+lllite"])
+    be = DiffusionBackend(bundle=bundle, device="cpu")
+    assert any(isinstance(m, LLLiteLinear) for m in bundle.unet.modules())
+    be.close()
+    be.close()  # safe twice
+    assert not any(isinstance(m, LLLiteLinear) for m in bundle.unet.modules())
+
+
+# --------------------------------------------------------------------------------------------
+# Denoiser pieces
+
+
+def test_bf16_output_stays_finite_even_when_the_unet_overflows(bundles):
+    bundle = B.load_bundle(bundles["sd-turbo"], dtype=torch.bfloat16)
+    with torch.no_grad():
+        bundle.unet.conv_out.weight.fill_(1e38)  # a runaway random init
+    pixels = torch.randint(0, 256, (1, 64, 64, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    source = encode_frames(bundle.vae, pixels)
+    cond = ClipTextConditioner(bundle.tokenizer, bundle.text_encoder, 32).encode("oil")
+    with torch.no_grad():
+        raw = bundle.unet(source, 499.0, encoder_hidden_states=cond).sample
+    assert not torch.isfinite(raw).all()  # the model itself overflows ...
+    schedule = make_schedule(bundle, steps=1, strength=0.5)
+    latent = Denoiser(bundle.unet, bundle.manifest, schedule)(source, torch.randn(1, 4, 8, 8), cond)
+    assert latent.dtype == torch.bfloat16 and torch.isfinite(latent).all()  # ... the step does not
+    assert torch.isfinite(decode_latents(bundle.vae, latent).float()).all()
+
+
+def test_tiny_bf16_one_step_is_finite_and_close_to_float32(bundles, clip_frames):
+    from stylecam.core.frames import fit
+
+    images = [fit(clip_frames[0], (64, 64), "stretch")]
+    outs = {}
+    for dtype in (torch.float32, torch.bfloat16):
+        be = DiffusionBackend(bundle=B.load_bundle(bundles["pix2pix"]), device="cpu", dtype=dtype)
+        be.set_style(style("ai-oil", steps=1))
+        outs[dtype] = be.denoise(images).float()
+        be.close()
+    assert torch.isfinite(outs[torch.bfloat16]).all()
+    assert (outs[torch.bfloat16] - outs[torch.float32]).abs().mean() < 0.1 * outs[torch.float32].abs().mean()
+
+
+def test_taesd_helpers_follow_the_autoencoder_tiny_conventions(bundles):
+    vae = B.load_bundle(bundles["sd-turbo"]).vae
+    pixels = torch.randint(0, 256, (2, 64, 64, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    latents = encode_frames(vae, pixels)
+    assert latents.shape == (2, 4, 8, 8)
+    with torch.no_grad():
+        # TAESD latents are already SD's scaled latents: the encoder output as is.
+        direct = vae.encoder(pixels.permute(0, 3, 1, 2).float() / 127.5 - 1)
+    torch.testing.assert_close(latents, direct)
+    images = decode_latents(vae, latents)
+    assert images.dtype == torch.uint8 and images.shape == (2, 64, 64, 3)
+    with torch.no_grad():
+        y = vae.decode(latents).sample
+    want = ((y.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1)
+    assert torch.equal(images, want)
+
+
+def test_clip_cache_encodes_each_prompt_once(bundles):
+    bundle = B.load_bundle(bundles["sd-turbo"])
+    calls = []
+    bundle.text_encoder.register_forward_hook(lambda *a: calls.append(1))
+    enc = ClipTextConditioner(bundle.tokenizer, bundle.text_encoder, 32, cache_size=2)
+    a = enc.encode("oil painting")
+    assert enc.encode("oil painting") is a and len(calls) == 1
+    b = enc.encode("watercolor")
+    assert b.shape == a.shape == (1, 32, 32) and not torch.equal(a, b)
+    enc.encode("sketch")  # evicts "oil painting" (cache of 2)
+    enc.encode("oil painting")
+    assert len(calls) == 4
+    ids = bundle.tokenizer("oil painting", padding="max_length", max_length=32, return_tensors="pt").input_ids
+    with torch.no_grad():
+        torch.testing.assert_close(enc.encode("oil painting"), bundle.text_encoder(ids)[0])
+
+
+# --------------------------------------------------------------------------------------------
+# Errors and options
+
+
+def test_no_bundle_and_nothing_cached_says_what_to_do():
+    with pytest.raises(BackendError) as e:
+        DiffusionBackend(device="cpu")
+    assert str(e.value) == ("no bundle given and sd-turbo not in the cache; run `stylecam models pull sd-turbo` "
+                            "or pass --bundle DIR")
+
+
+def test_cli_run_without_weights_prints_one_line(media_dir, capsys):
+    clip = media_dir / "carphone_pristine.mp4"
+    assert cli.main(["run", "--backend", "diffusion", "--source", f"file:{clip}", "--frames", "1"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "stylecam models pull sd-turbo" in err
+
+
+def test_bad_bundle_becomes_a_backend_error_naming_the_file(bundles, tmp_path):
+    import shutil
+
+    folder = tmp_path / "b"
+    shutil.copytree(bundles["sd-turbo"], folder)
+    (folder / "vae" / "diffusion_pytorch_model.safetensors").rename(folder / "vae" / "diffusion_pytorch_model.bin")
+    with pytest.raises(BackendError, match=str(folder / "vae" / "diffusion_pytorch_model.bin")):
+        DiffusionBackend(bundle=folder, device="cpu")
+
+
+def test_style_for_another_stack_is_refused(bundles):
+    be = backend(bundles["sd-turbo"])
+    with pytest.raises(BackendError, match="written for the mllm-edit stack, but the bundle .* is sd-turbo"):
+        be.set_style(style("ai-edit-oil"))
+    with pytest.raises(BackendError, match="for the 'classic' backend"):
+        be.set_style(Style(name="oil", backend="classic", params={"effect": "oil"}))
+    with pytest.raises(BackendError, match="no option"):
+        DiffusionBackend(bundle=bundles["sd-turbo"], device="cpu", turbo_boost=True)
+
+
+def test_frames_of_any_size_come_back_at_their_size(bundles):
+    be = backend(bundles["mllm-edit"])
+    be.set_style(style())
+    frame = np.random.default_rng(0).integers(0, 256, (48, 80, 3), dtype=np.uint8)
+    out = be.process([frame, frame])
+    assert [o.shape for o in out] == [(48, 80, 3)] * 2 and np.array_equal(out[0], out[1])
+    with pytest.raises(BackendError, match="RGB uint8"):
+        be.process([frame.astype(np.float32)])
+
+
+@pytest.mark.parametrize("params, message", [
+    ({}, "needs a 'prompt'"),
+    ({"prompt": "  "}, "non-empty"),
+    ({"prompt": "x", "strength": 0}, "'strength' must be"),
+    ({"prompt": "x", "steps": 9}, "'steps' must be"),
+    ({"prompt": "x", "seed": -1}, "'seed' must be"),
+    ({"prompt": "x", "stack": "sdxl"}, "unknown stack 'sdxl'"),
+    ({"prompt": "x", "cfg": 7}, "no parameter"),
+])
+def test_diffusion_style_params_are_validated(params, message):
+    with pytest.raises(StyleError, match=message):
+        make_style({"name": "t", "backend": "diffusion", "params": params})
+
+
+def test_params_module_does_not_import_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys; import stylecam.core.styles as s; s.builtin_styles(); "
+            "assert 'torch' not in sys.modules, 'torch imported'")
+    subprocess.run([sys.executable, "-c", code], check=True, env={**os.environ, "PYTHONPATH": ""})
+
+
+def test_builtin_diffusion_presets_load_and_the_first_runs_on_any_stack():
+    presets = [s for s in builtin_styles() if s.backend == "diffusion"]
+    assert len(presets) >= 5
+    assert "stack" not in presets[0].params  # the default diffusion style suits every bundle
+    assert all(s.params.get("prompt") or s.params.get("instruction") for s in presets)
