@@ -287,6 +287,16 @@ def test_stack_alias_resolves_from_the_hub_cache_offline(tiny_bundles, offline):
     assert bundle.manifest.size == (512, 512) and bundle.manifest.strength == 0.5
 
 
+def test_hub_id_of_a_bundle_repository_loads_from_the_cache(tiny_bundles, offline):
+    tiny = tiny_bundles["mllm-edit+lllite"]
+    _fake_hub_repo(offline, "someone/tiny-edit", {str(p.relative_to(tiny)): p for p in tiny.rglob("*") if p.is_file()})
+    bundle = load_bundle("someone/tiny-edit")
+    assert bundle.stack == "mllm-edit" and bundle.origin == "someone/tiny-edit"
+    assert bundle.manifest.size == (64, 64) and bundle.lllite is not None and bundle.qwen is not None
+    with pytest.raises(BundleError, match="someone/other is not in the local hub cache"):
+        load_bundle("someone/other")
+
+
 def test_stack_alias_without_cache_names_the_repo(offline):
     with pytest.raises(BundleError) as e:
         load_bundle("sd-turbo")

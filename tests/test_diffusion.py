@@ -213,6 +213,18 @@ def test_tiny_bf16_one_step_is_finite_and_close_to_float32(bundles, clip_frames)
     assert (outs[torch.bfloat16] - outs[torch.float32]).abs().mean() < 0.1 * outs[torch.float32].abs().mean()
 
 
+def test_denoiser_traces_as_one_graph(bundles):
+    """No graph breaks: the unrolled steps are straight-line tensor code (fullgraph=True)."""
+    bundle = B.load_bundle(bundles["mllm-edit"])
+    den = Denoiser(bundle.unet, bundle.manifest, make_schedule(bundle, steps=2, strength=0.7))
+    compiled = torch.compile(den, fullgraph=True, backend="eager")
+    gen = torch.Generator().manual_seed(0)
+    source, noise = torch.randn(2, 4, 8, 8, generator=gen), torch.randn(1, 4, 8, 8, generator=gen)
+    cond = torch.randn(1, bundle.manifest.text_length, bundle.unet.config.cross_attention_dim, generator=gen)
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(source, noise, cond), den(source, noise, cond))
+
+
 def test_taesd_helpers_follow_the_autoencoder_tiny_conventions(bundles):
     vae = B.load_bundle(bundles["sd-turbo"]).vae
     pixels = torch.randint(0, 256, (2, 64, 64, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))

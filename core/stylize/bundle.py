@@ -376,9 +376,10 @@ def _infer_manifest(folder: Path) -> Manifest:
 def _component_paths(manifest: Manifest, folder: Path | None, offline: bool, progress: bool,
                      hub_repo: str | None = None) -> dict[str, Path]:
     names = list(REQUIRED[manifest.stack]) + [n for n in OPTIONAL if n in manifest.components]
-    if folder is not None and hub_repo is None:
+    if folder is not None and (hub_repo is None or offline):
+        # A local folder, or a hub snapshot already in the cache: optional parts are folders there.
         names += [n for n in OPTIONAL if n not in manifest.components and (folder / n).is_dir()]
-    elif hub_repo is not None and not offline:
+    elif hub_repo is not None:
         listing = _list_repo_files(hub_repo) or []
         names += [n for n in OPTIONAL if n not in manifest.components and any(f.startswith(n + "/") for f in listing)]
     paths: dict[str, Path] = {}
