@@ -62,7 +62,8 @@ def state_svg(state: str) -> str:
     )
 
 
-def render_svg(svg: str, size: int) -> "QImage":  # noqa: F821 (Qt type, imported lazily)
+def render_svg(svg: str, size: int):
+    """The SVG drawn into a transparent ``size``² QImage."""
     from PySide6.QtCore import QByteArray, Qt
     from PySide6.QtGui import QImage, QPainter
     from PySide6.QtSvg import QSvgRenderer
@@ -163,9 +164,11 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
     from PySide6.QtGui import QGuiApplication
 
-    app = QGuiApplication.instance() or QGuiApplication(sys.argv[:1])  # noqa: F841 (QPainter needs it)
+    # QPainter needs an application object; keep a reference for the whole run.
+    app = QGuiApplication.instance() or QGuiApplication(sys.argv[:1])
     for path in make_icons(args.out):
         print(f"{path}  {path.stat().st_size} bytes")
+    del app
     return 0
 
 

@@ -11,6 +11,7 @@ from PySide6.QtCore import QRectF, Qt, Signal
 from PySide6.QtGui import QColor, QFont, QImage, QKeySequence, QPainter, QShortcut
 from PySide6.QtWidgets import QWidget
 
+from .qtcompat import emit
 from .worker import FramePair
 
 #: Keys that work in the preview and the main window (a global hotkey is not registered).
@@ -60,8 +61,8 @@ class PreviewWindow(QWidget):
         self.frames_shown = 0
         #: style name -> what to call it (the menu's titles).
         self.style_titles: dict[str, str] = {}
-        self._shortcuts = add_style_shortcuts(self, lambda: self.cycle_style.emit(1),
-                                              lambda: self.cycle_style.emit(-1), self.toggle_pause.emit)
+        self._shortcuts = add_style_shortcuts(self, lambda: emit(self.cycle_style, 1),
+                                              lambda: emit(self.cycle_style, -1), lambda: emit(self.toggle_pause))
 
     @property
     def pair(self) -> FramePair | None:

@@ -12,6 +12,8 @@ from PySide6.QtCore import QPoint, QRect, Qt, Signal
 from PySide6.QtGui import QColor, QGuiApplication, QPainter, QPen, QPixmap
 from PySide6.QtWidgets import QWidget
 
+from .qtcompat import emit
+
 #: A drag smaller than this (physical pixels) is taken as a click, not a region.
 MIN_SIDE = 16
 
@@ -85,9 +87,9 @@ class RegionPicker(QWidget):
         self.hide()
         self._backdrop = None
         if accept and rect.width() >= MIN_SIDE and rect.height() >= MIN_SIDE:
-            self.picked.emit(rect)
+            emit(self.picked, rect)
         else:
-            self.cancelled.emit()
+            emit(self.cancelled)
 
     # -- Qt overrides ----------------------------------------------------------------------------
 

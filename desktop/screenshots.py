@@ -32,15 +32,26 @@ class ScenarioError(RuntimeError):
     pass
 
 
+def pump(ms: int) -> None:
+    """Run the Qt event loop for ``ms`` milliseconds.
+
+    A QEventLoop, not ``QTest.qWait``: qWait keeps Python's GIL while it waits, which starves
+    the stream's threads (a 24 fps clip dropped to a few fps).
+    """
+    from PySide6.QtCore import QEventLoop, QTimer
+
+    loop = QEventLoop()
+    QTimer.singleShot(ms, loop.quit)
+    loop.exec()
+
+
 def wait_until(predicate, timeout: float, what: str) -> None:
     """Run the Qt event loop until ``predicate()`` holds; ScenarioError after ``timeout`` seconds."""
-    from PySide6.QtTest import QTest
-
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:
             raise ScenarioError(f"timed out after {timeout:.0f} s waiting for {what}")
-        QTest.qWait(20)
+        pump(20)
 
 
 def xdotool(*args: str) -> None:
@@ -50,9 +61,7 @@ def xdotool(*args: str) -> None:
 def click_at(x: int, y: int, button: int = 1) -> None:
     # Move, let the hover register, then click: menus act on the item under the pointer.
     xdotool("mousemove", str(x), str(y))
-    from PySide6.QtTest import QTest
-
-    QTest.qWait(150)
+    pump(150)
     xdotool("click", str(button))
 
 
@@ -62,9 +71,7 @@ def hover_at(x: int, y: int) -> None:
 
 def screenshot(path: Path, crop=None) -> Path:
     """The whole X screen (``import -window root``), cropped to ``crop`` = (x, y, w, h)."""
-    from PySide6.QtTest import QTest
-
-    QTest.qWait(200)  # let the last paint reach the X server
+    pump(200)  # let the last paint reach the X server
     args = ["import", "-window", "root"]
     if crop is not None:
         x, y, w, h = (int(v) for v in crop)
@@ -112,23 +119,22 @@ def run_scenario(app, out_dir: Path, pad: int = 24, expect_notification: bool = 
 
     # 0. The virtual camera cannot open here (no v4l2loopback): a notification with the fix.
     if expect_notification:
-        balloon = []
+        def balloon_geometry():
+            # Qt's own notification widget when no notification service runs. Only its
+            # geometry is kept: it deletes itself when it closes, and a Python wrapper kept
+            # past that upsets PySide's reference counts at exit.
+            for w in QApplication.topLevelWidgets():
+                if w.metaObject().className() == "QBalloonTip" and w.isVisible():
+                    return w.frameGeometry()
+            return None
 
-        def find_balloon():
-            balloon[:] = [w for w in QApplication.topLevelWidgets()
-                          if w.metaObject().className() == "QBalloonTip" and w.isVisible()]
-            return bool(balloon)
-
-        wait_until(find_balloon, 10, "the virtual-camera notification")
+        wait_until(lambda: balloon_geometry() is not None, 10, "the virtual-camera notification")
         result["notification"] = app.last_notification
-        geo = balloon[0].frameGeometry().adjusted(-pad, -pad, pad, pad)
-        result["shots"]["notification"] = screenshot(out_dir / "notification.png", _clip(geo, screen))
-        click_at(balloon[0].geometry().center().x(), balloon[0].geometry().center().y())
-        import shiboken6
-
-        # The balloon deletes itself when it closes.
-        wait_until(lambda: not shiboken6.isValid(balloon[0]) or not balloon[0].isVisible(), 5,
-                   "the notification to close when clicked")
+        geo = balloon_geometry()
+        result["shots"]["notification"] = screenshot(out_dir / "notification.png",
+                                                     _clip(geo.adjusted(-pad, -pad, pad, pad), screen))
+        click_at(geo.center().x(), geo.center().y())
+        wait_until(lambda: balloon_geometry() is None, 5, "the notification to close when clicked")
         result["notification_closed_by_click"] = True
 
     # 1. Right-click the tray icon: the menu opens.

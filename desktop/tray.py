@@ -23,8 +23,9 @@ from stylecam.core.styles import Style, load_styles
 from . import devices
 from .icons import state_icon, style_icon
 from .preview import PreviewWindow, add_style_shortcuts
+from .qtcompat import emit
 from .region import RegionPicker, region_spec
-from .settings import AppSettings, SettingsStore, autostart_supported, set_autostart
+from .settings import AppSettings, SettingsStore, set_autostart
 from .worker import FramePair, StreamConfig, StreamWorker
 
 log = logging.getLogger(__name__)
@@ -348,12 +349,12 @@ class TrayApp(QObject):
     def check_diffusion(self) -> None:
         """Check in the background whether diffusion styles can run; they join the menu if so."""
         bundle = self.settings.bundle
-        emit = self._diffusion_result.emit
+        signal = self._diffusion_result
 
         def probe():
             result = diffusion_runnable(bundle)
             try:
-                emit(*result)
+                emit(signal, *result)
             except RuntimeError:  # the app was deleted while PyTorch loaded
                 pass
 
@@ -379,7 +380,7 @@ class TrayApp(QObject):
             self.ai_hint_action.setText("AI styles need a model (stylecam models)")
             self.ai_hint_action.setToolTip(why)
             log.info("diffusion styles not offered: %s", why)
-        self.diffusion_checked.emit(ok, why)
+        emit(self.diffusion_checked, ok, why)
 
     def _virtualcam_spec(self) -> str:
         s = self.settings
@@ -400,6 +401,7 @@ class TrayApp(QObject):
         self.style_actions[name].setChecked(True)
         self.style_name = name
         self._save(style=name)
+        self._update_status()
         if self.worker is not None:
             self.worker.set_style(style)
 
@@ -525,7 +527,7 @@ class TrayApp(QObject):
         if pair.style not in self.preview.style_titles and pair.style in self.styles:
             self.preview.style_titles[pair.style] = self.styles[pair.style].title
         self.preview.show_pair(pair)
-        self.frame_shown.emit(pair)
+        emit(self.frame_shown, pair)
 
     def _on_stats(self, stats: dict) -> None:
         self.last_stats = stats
@@ -535,7 +537,7 @@ class TrayApp(QObject):
             self.tray.setToolTip(f"stylecam: {self.styles[self.style_name].title} · {text}")
         if self.window is not None:
             self.window.stats_label.setText(text)
-        self.stats_updated.emit(stats)
+        emit(self.stats_updated, stats)
 
     def _on_state(self, state: str) -> None:
         self.state = state
@@ -545,7 +547,7 @@ class TrayApp(QObject):
         if self.window is not None:
             self.window.setWindowIcon(state_icon(icon_state))
         self._update_status()
-        self.state_changed.emit(state)
+        emit(self.state_changed, state)
 
     def _update_status(self) -> None:
         style = self.styles.get(self.style_name)
@@ -556,8 +558,8 @@ class TrayApp(QObject):
         self.preview.set_status(text)
 
     def _on_run_started(self, source: str, style: str) -> None:
-        self.source_changed.emit(source)
-        self.style_changed.emit(style)
+        emit(self.source_changed, source)
+        emit(self.style_changed, style)
 
     def _on_style_fallback(self, name: str) -> None:
         # The menu shows what runs, and the next start keeps it.
@@ -597,7 +599,7 @@ class TrayApp(QObject):
         if self.window is not None:
             self.window.message_label.setText(f"<b>{title}</b><br>{message}".replace("\n", "<br>"))
         self.last_notification = (title, message, level)
-        self.notified.emit(title, message, level)
+        emit(self.notified, title, message, level)
 
     # -- ending ----------------------------------------------------------------------------------
 
@@ -635,5 +637,5 @@ class TrayApp(QObject):
     def quit(self) -> None:
         """Stop everything, then ask the application to end (``quit_requested``)."""
         self.shutdown()
-        self.quit_requested.emit()
+        emit(self.quit_requested)
 

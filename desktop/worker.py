@@ -35,6 +35,7 @@ from stylecam.core.styles import Style
 from stylecam.core.stylize.base import Backend, create_backend
 
 from .fixes import describe_failure
+from .qtcompat import emit
 
 log = logging.getLogger(__name__)
 
@@ -247,16 +248,16 @@ class OutputHub(Sink):
             sink._stylecam_spec = spec
             self._open[name] = sink
             log.info("output %s (%s) open at %dx%d, %g fps", name, spec, *self._size, self._fps)
-            self._worker.output_changed.emit(name, True)
+            emit(self._worker.output_changed, name, True)
 
     def _fail(self, name: str, spec: str, error: BaseException, what: str) -> None:
         log.warning("output %s (%s) failed to %s: %s", name, spec, what, error)
         with self._lock:
             if self._wanted.get(name) == spec:
                 del self._wanted[name]
-        self._worker.output_changed.emit(name, False)
+        emit(self._worker.output_changed, name, False)
         title, message = describe_failure(name, error)
-        self._worker.notify.emit(title, message, "warning")
+        emit(self._worker.notify, title, message, "warning")
 
     def _close_one(self, name: str) -> None:
         sink = self._open.pop(name)
@@ -299,7 +300,7 @@ class OutputHub(Sink):
             self._last_stats = now
             stats = self.runner.metrics.summary()
             stats.update(style=pair.style, paused=pair.paused, size=list(frame.size), **self._recent_rates(now))
-            self._worker.stats.emit(stats)
+            emit(self._worker.stats, stats)
 
     def _recent_rates(self, now: float) -> dict:
         # The runner's summary covers the whole run; the UI wants what is happening now.
@@ -436,12 +437,12 @@ class StreamWorker(QThread):
             was_empty = self._slot is None
             self._slot = pair
         if was_empty:
-            self.frame_ready.emit()
+            emit(self.frame_ready)
 
     def _set_state(self, state: str) -> None:
         if state != self.state:
             self.state = state
-            self.state_changed.emit(state)
+            emit(self.state_changed, state)
 
     def run(self) -> None:
         threading.current_thread().name = "stylecam-worker"  # for the log lines
@@ -449,7 +450,7 @@ class StreamWorker(QThread):
             self._serve()
         except Exception as e:  # the last guard: a dead thread must still say why
             log.exception("the stream worker failed")
-            self.notify.emit("stylecam stopped", f"The stream stopped: {e}", "error")
+            emit(self.notify, "stylecam stopped", f"The stream stopped: {e}", "error")
             self._set_state("error")
         finally:
             self.hub.shutdown()
@@ -495,7 +496,7 @@ class StreamWorker(QThread):
                 runner.set_paused(self._paused)
                 self._runner = runner
             self.hub.backend, self.hub.runner = backend, runner
-            self.run_started.emit(cfg.source, cfg.style.name)
+            emit(self.run_started, cfg.source, cfg.style.name)
             self._set_state("paused" if self._paused else "running")
             log.info("streaming %s through %s (size %s, fps %s, batch %s)", cfg.source, cfg.style.name,
                      cfg.size, cfg.fps, cfg.batch_size)
@@ -539,9 +540,9 @@ class StreamWorker(QThread):
             log.exception("cannot start the %s backend for style %s", cfg.style.backend, cfg.style.name)
             fallback = self.fallback_style
             if cfg.style.backend == fallback.backend:
-                self.notify.emit("Cannot start the stylizer", str(e), "error")
+                emit(self.notify, "Cannot start the stylizer", str(e), "error")
                 return None
-            self.notify.emit(f"Style {cfg.style.title} is not available",
+            emit(self.notify, f"Style {cfg.style.title} is not available",
                              f"{e}\nRunning the {fallback.title} style instead.", "warning")
             self._fall_back_to(fallback, cfg.style)
             return self._ensure_backend(dataclasses.replace(cfg, style=fallback))
@@ -551,7 +552,7 @@ class StreamWorker(QThread):
             if self._config.style != failed:
                 return  # the user picked another style meanwhile: that one runs next
             self._config = dataclasses.replace(self._config, style=fallback)
-        self.style_fallback.emit(fallback.name)
+        emit(self.style_fallback, fallback.name)
 
     def _create_backend(self, cfg: StreamConfig) -> Backend:
         options = {}
@@ -568,11 +569,11 @@ class StreamWorker(QThread):
         failed = self._backend.style if self._backend is not None else cfg.style
         fallback = self.fallback_style
         if failed.name == fallback.name:
-            self.notify.emit("The stylizer failed", f"{error}", "error")
+            emit(self.notify, "The stylizer failed", f"{error}", "error")
             self._set_state("error")
             self._wait_for_change()
             return
-        self.notify.emit("The style failed", f"{error}\nRunning the {fallback.title} style instead.", "warning")
+        emit(self.notify, "The style failed", f"{error}\nRunning the {fallback.title} style instead.", "warning")
         self._fall_back_to(fallback, failed)
 
     def _source_failed(self, cfg: StreamConfig, error: BaseException, last_good: str | None) -> str | None:
@@ -580,15 +581,15 @@ class StreamWorker(QThread):
         title, message = describe_failure("source", error, cfg.source)
         if last_good is not None and last_good != cfg.source:
             message += f"\nBack to the previous source ({last_good})."
-            self.notify.emit(title, message, "warning")
+            emit(self.notify, title, message, "warning")
             with self._lock:
                 reverted = not self._restart and not self._quit
                 if reverted:
                     self._config = dataclasses.replace(self._config, source=last_good)
             if reverted:
-                self.source_fallback.emit(last_good)
+                emit(self.source_fallback, last_good)
             return last_good
-        self.notify.emit(title, message, "error")
+        emit(self.notify, title, message, "error")
         self._set_state("error")
         self._wait_for_change()
         return last_good

@@ -37,6 +37,7 @@ def test_clicks_on_the_tray_menu_drive_the_app(qtbot, make_app, tmp_path, tools)
     assert result["menu_opened_by_click"]
     assert result["style_after_click"] == CLICK_STYLE and app.style_actions[CLICK_STYLE].isChecked()
     assert app.store.load().style == CLICK_STYLE
+    assert app.status_action.text() == f"stylecam · running · {app.styles[CLICK_STYLE].title}"
     # The click on "Show preview" opened it, and it shows live frames with its numbers.
     assert app.preview.isVisible() and result["preview_frames"] > 10
     assert "fps" in result["overlay"] and "latency" in result["overlay"]

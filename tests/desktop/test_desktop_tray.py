@@ -58,7 +58,7 @@ def test_preview_shows_input_and_output_with_numbers(qtbot, make_app):
     qtbot.waitUntil(lambda: app.preview.frames_shown > 0 and "fps" in app.preview.overlay_text(), timeout=3000)
     assert "latency" in app.preview.overlay_text()
     shot = app.preview.grab().toImage()
-    w, h = shot.width(), shot.height()
+    w = shot.width()
     # Left half: the colourful test card; right half: the grey pencil sketch.
     left = _colourfulness(shot, 0, w // 2)
     right = _colourfulness(shot, w // 2, w)
