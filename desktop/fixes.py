@@ -92,5 +92,6 @@ def describe_failure(what: str, error: BaseException, spec: str | None = None) -
     if what == "mjpeg":
         message += "\nPick another port in Settings; the stream goes on to the other outputs."
     if what == "virtual_camera":
-        message += "\nThe stream goes on to the preview and the other outputs."
+        message += ("\nThe stream goes on to the preview and the other outputs; switch Output > Virtual "
+                    "camera on again once the driver is loaded.")
     return TITLES.get(kind, "stylecam"), message

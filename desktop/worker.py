@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import inspect
 import logging
 import threading
 import time
@@ -28,6 +29,7 @@ import numpy as np
 from PySide6.QtCore import QThread, Signal
 
 from stylecam.core.frames import Frame
+from stylecam.core import runner as runner_module
 from stylecam.core.runner import Runner
 from stylecam.core.sinks import Sink, open_sink
 from stylecam.core.sources import Source, open_source
@@ -43,6 +45,22 @@ log = logging.getLogger(__name__)
 STATS_INTERVAL = 0.25
 #: The span, in seconds, over which the UI's fps and latency are measured.
 RECENT_WINDOW = 2.0
+
+#: Runner events worth a notification, and their titles. Output events are left out: the
+#: runner's only sink is the OutputHub, which handles its outputs' failures itself.
+RUNNER_EVENT_TITLES = {
+    "backend-failed": "The stylizer failed",
+    "backend-recovered": "The stylizer works again",
+    "style-failed": "Style not applied",
+    "source-stalled": "No frames from the source",
+    "source-resumed": "The source is back",
+    "source-lost": "Source lost",
+    "source-back": "The source is back",
+    "capture-stuck": "The source does not answer",
+    "batch-reduced": "Smaller batches",
+}
+#: Runners that report events take an ``on_event`` callback.
+_RUNNER_HAS_EVENTS = "on_event" in inspect.signature(Runner).parameters
 
 
 @dataclass(frozen=True)
@@ -462,6 +480,12 @@ class StreamWorker(QThread):
                 self._backend = None
             self._set_state("stopped")
 
+    def _on_runner_event(self, event) -> None:
+        # Called in the runner's threads; the signal carries it to the UI thread.
+        title = RUNNER_EVENT_TITLES.get(event.kind)
+        if title is not None:
+            emit(self.notify, title, event.message, event.level)
+
     def _wait_for_change(self) -> None:
         with self._lock:
             while not self._quit and not self._restart:
@@ -488,8 +512,9 @@ class StreamWorker(QThread):
                 last_good_source = self._source_failed(cfg, e, last_good_source)
                 continue
             source = AppSource(inner, cfg.mirror)
+            extra = {"on_event": self._on_runner_event} if _RUNNER_HAS_EVENTS else {}
             runner = Runner(source, backend, [self.hub], size=cfg.size, fps=cfg.fps,
-                            batch_size=cfg.batch_size)
+                            batch_size=cfg.batch_size, **extra)
             with self._lock:
                 if self._quit or self._restart:
                     continue
@@ -560,9 +585,13 @@ class StreamWorker(QThread):
             # This is the thread the model, its CUDA context and its side/main streams belong
             # to: the diffusion backend creates them inside create_backend, here, never in the
             # UI thread. Latency mode asks for batches of one, so no frame waits for others.
-            options = {"device": None if cfg.device == "auto" else cfg.device, "bundle": cfg.bundle or None,
-                       "batch_size": cfg.batch_size}
-        return create_backend(cfg.style, **options)
+            options = {"device": None if cfg.device == "auto" else cfg.device, "bundle": cfg.bundle or None}
+            start = getattr(runner_module, "start_backend", None)
+            if start is not None:
+                # A warm-up batch at start; out of memory retries with half the batch.
+                return start(cfg.style, cfg.batch_size, on_event=self._on_runner_event, **options)
+            return create_backend(cfg.style, batch_size=cfg.batch_size, **options)
+        return create_backend(cfg.style)
 
     def _backend_failed(self, cfg: StreamConfig, error: BaseException) -> None:
         log.error("%s", error, exc_info=error)

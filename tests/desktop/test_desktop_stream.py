@@ -178,8 +178,12 @@ def test_failing_style_falls_back_to_classic_default(qtbot, make_app, monkeypatc
     app.notified.connect(lambda *n: notes.append(n))
     with qtbot.waitSignal(app.style_changed, timeout=5000, check_params_cb=lambda n: n == "oil"):
         app.style_actions["sketch"].trigger()
-    assert notes and "sketch" in notes[0][1] and "injected" in notes[0][1]
-    assert "Oil paint style instead" in notes[0][1]
+    fallback = [n for n in notes if "Oil paint style instead" in n[1]]
+    assert fallback and "sketch" in fallback[0][1] and "injected" in fallback[0][1]
+    from stylecam.desktop import worker
+
+    if worker._RUNNER_HAS_EVENTS:  # the runner passes frames through while it retries, and says so
+        assert notes[0][0] == "The stylizer failed" and "injected" in notes[0][1]
     pair = next_pair(qtbot, app, styled("oil"))
     assert np.array_equal(pair.output, classic_reference("oil", pair.input))
     assert app.style_actions["oil"].isChecked()
