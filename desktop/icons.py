@@ -20,7 +20,16 @@ STYLE_ICON_SIZE = 96
 
 
 def icon_dir() -> Path:
-    """``icons/`` beside the package folders (a source checkout or an editable install)."""
+    """``icons/``: installed as the data package ``stylecam.icons`` (a wheel or a frozen app),
+    else beside the package folders (a source checkout)."""
+    try:
+        from importlib import resources
+
+        installed = Path(str(resources.files("stylecam.icons")))
+        if (installed / "stylecam.svg").is_file():
+            return installed
+    except (ImportError, TypeError):
+        pass
     return Path(__file__).resolve().parent.parent / "icons"
 
 

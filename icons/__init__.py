@@ -1,0 +1,1 @@
+"""Tray-state and style icons (data; made by stylecam.desktop.make_icons)."""
