@@ -105,13 +105,13 @@ def _style_params(stack: str, style_name: str | None) -> tuple[str, dict]:
         return "bench-oil", dict(FALLBACK_PARAMS)
 
 
-def mode_settings(mode: str, batch: int, refresh: int, **extra):
+def mode_settings(bench_mode: str, batch: int, refresh: int, **extra):
     from .stylize.engine import EngineSettings
 
-    if mode == "naive":
+    if bench_mode == "naive":
         return EngineSettings(batch_size=1, refresh=1, lllite_refresh=1, mode="eager", streams=False,
                               fast_encoder=False, channels_last_vae=False, cache_text=False, profile=True, **extra)
-    if mode == "naive-graphs":
+    if bench_mode == "naive-graphs":
         return EngineSettings(batch_size=1, refresh=1, lllite_refresh=1, mode="graphs", streams=False,
                               fast_encoder=True, channels_last_vae=False, cache_text=False, profile=True, **extra)
     return EngineSettings(batch_size=batch, refresh=refresh, lllite_refresh=extra.pop("lllite_refresh", 8),
@@ -282,11 +282,13 @@ def plan(stack: str) -> list[dict]:
         for b in sorted(batches, reverse=True):
             for n in (refreshes if vision else [1]):
                 rest.append(dict(mode="stream", batch=b, refresh=n, inflight=2))
-        if vision and big:
-            rest.append(dict(mode="stream", batch=big, refresh=1, inflight=2, extra={"broadcast": True}))
         if os.environ.get("STYLECAM_BENCH_COMPILE", "0") == "1" and big:
+            # Inductor's default mode: max-autotune's search takes many minutes per model and B.
             rest.append(dict(mode="stream", batch=big, refresh=head if vision else 1, inflight=2,
-                             extra={"mode": "compile"}))
+                             extra={"mode": "compile", "compile_mode": os.environ.get(
+                                 "STYLECAM_BENCH_COMPILE_MODE", "default")}))
+    if "stream" in modes and vision and big:
+        rest.append(dict(mode="stream", batch=big, refresh=1, inflight=2, extra={"broadcast": True}))
     if "latency" in modes:
         for b in lat_batches:
             for n in ((1, 4) if vision else (1,)):
@@ -343,7 +345,8 @@ def bench_diffusion(args) -> list[dict]:
             log.info("%s %s B=%d N=%d", stack, label, cfg["batch"], cfg["refresh"])
             # A hung configuration dumps every thread's stack and ends the process: the rows so
             # far are already written, and the next stack runs in its own process.
-            faulthandler.dump_traceback_later(WATCHDOG_S.get(cfg["mode"], 90), exit=True)
+            compiling = (cfg.get("extra") or {}).get("mode") == "compile"
+            faulthandler.dump_traceback_later(600 if compiling else WATCHDOG_S.get(cfg["mode"], 90), exit=True)
             try:
                 result = run_config(bundle, frames, params, mode=cfg["mode"], batch=cfg["batch"],
                                     refresh=cfg["refresh"], frames_total=frames_total, inflight=cfg["inflight"],

@@ -328,3 +328,23 @@ def test_cuda_graphs_and_side_stream_equal_reference(stack, bundles, refs, clip)
     finally:
         engine.close()
     assert_close(out, ref, f"{stack} on CUDA")
+
+
+def test_style_presets_carry_engine_policies(bundles, clip, monkeypatch):
+    from stylecam.core.styles import StyleError, make_style
+
+    style = make_style({"name": "edit-cached", "backend": "diffusion",
+                        "params": dict(STYLE_A, refresh=2, lllite_refresh=3)})
+    with pytest.raises(StyleError, match="refresh"):
+        make_style({"name": "bad", "backend": "diffusion", "params": dict(STYLE_A, refresh=0)})
+    bundle = bundles("mllm-edit")
+    engine = StreamEngine(bundle, EngineSettings(batch_size=2, refresh=1, lllite_refresh=1))
+    try:
+        engine.set_style(style)
+        assert (engine.settings.refresh, engine.settings.lllite_refresh) == (2, 3)
+        out = engine.process(clip)
+    finally:
+        engine.close()
+    expected = _reference_with_cache(monkeypatch, bundle, clip, STYLE_A, _sources(N_FRAMES, 2, 2, False),
+                                     _sources(N_FRAMES, 2, 3, False))
+    assert_close(out, expected, "refresh from the style")

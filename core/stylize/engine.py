@@ -59,7 +59,7 @@ from .denoiser import Denoiser, decode_latents, encode_frames, latent_size, make
 log = logging.getLogger(__name__)
 
 #: Style-preset parameters the engine reads (validated in :mod:`.params`).
-STYLE_KEYS = ("refresh", "broadcast", "vision", "lllite_refresh", "lllite_hooks", "feedback", "skip_threshold")
+STYLE_KEYS = ("refresh", "broadcast", "lllite_refresh", "feedback", "skip_threshold")
 #: Side of the thumbnail the similarity skip compares, as a fraction of the frame side.
 SKIP_THUMB_DIVISOR = 16
 
@@ -165,7 +165,7 @@ class StreamEngine:
 
     SLOTS = 2
 
-    def __init__(self, bundle: Bundle, settings: EngineSettings | None = None, style=None):
+    def __init__(self, bundle: Bundle, settings: EngineSettings | None = None, style=None, *, folded=None):
         self.bundle = bundle
         self.settings = settings = settings or EngineSettings()
         m = bundle.manifest
@@ -206,10 +206,14 @@ class StreamEngine:
         # Conditioning computed on the side stream per batch (vs. once per text, on the host).
         self.cond_on_side = self.cond_kind == "qwen-vision" or (self.cond_kind == "clip" and not settings.cache_text)
 
-        # LLLite, folded so that U-Net + adapters are one graph.
-        self.folded = None
-        unet = bundle.unet
-        if bundle.lllite is not None:
+        # LLLite, folded so that U-Net + adapters are one graph. ``folded``: a FoldedLLLiteUNet
+        # of this bundle at this batch size made by the caller (who then also unfolds it).
+        self.folded = folded
+        self._owns_folded = folded is None
+        unet = bundle.unet if folded is None else folded
+        if folded is not None and folded.batch_size != B:
+            raise EngineError(f"the folded U-Net's conditioning batch is {folded.batch_size}, the engine's is {B}")
+        if bundle.lllite is not None and folded is None:
             from .lllite import FoldedLLLiteUNet
 
             hooks = settings.lllite_hooks if settings.lllite_hooks is not None else m.lllite_subset
@@ -241,9 +245,10 @@ class StreamEngine:
         self._noise = torch.empty((1, channels, h, w), dtype=torch.float32, **dev)
         self._ids = None  # token ids (and mask) the side-stream encoder reads
         self._mask = None
-        if settings.feedback > 0:
-            self._prev = torch.zeros((H, W, 3), dtype=torch.float32, **dev)
-            self._weight = torch.zeros((), dtype=torch.float32, **dev)  # 0 until a first output exists
+        # Feedback state (a style may switch feedback on later): the previous output in float, and
+        # the first frame's blend weight, 0 until an output exists.
+        self._prev = torch.zeros((H, W, 3), dtype=torch.float32, **dev)
+        self._weight = torch.zeros((), dtype=torch.float32, **dev)
 
         self._steps: dict = {}
         self._latent_out: torch.Tensor | None = None
@@ -300,11 +305,6 @@ class StreamEngine:
 
     def _apply_engine_params(self, params: Mapping) -> None:
         new = self.settings.with_style(params)
-        if new.feedback != self.settings.feedback and (new.feedback > 0) != (self.settings.feedback > 0):
-            raise EngineError("feedback can be changed but not switched on or off on a running engine; "
-                              "start the engine with the feedback setting")
-        if new.vision != self.settings.vision or (new.lllite_hooks != self.settings.lllite_hooks):
-            raise EngineError("vision and lllite_hooks are fixed when the engine starts")
         broadcast = new.broadcast or (self.bundle.qwen is not None and self.bundle.qwen.broadcast)
         if broadcast != self.broadcast:
             # The captured encoder/LLLite steps read one frame or all B: capture them again.
@@ -722,9 +722,9 @@ class StreamEngine:
         self._sync()
         self._steps.clear()
         self._pending.clear()
-        if self.folded is not None:
+        if self.folded is not None and self._owns_folded:
             self.folded.unfold()
-            self.folded = None
+        self.folded = None
         if self.bundle.qwen is not None:
             self.bundle.qwen.fast = self._qwen_fast_was
         if self._vae_format is not None:
