@@ -85,6 +85,7 @@ class DiffusionBackend(Backend):
         self._settings: dict = {}
         self._noise: torch.Tensor | None = None
         self._noise_seed: int | None = None
+        self._engine = None  # the streaming engine runs process(); made at the first style
 
     # -- Backend interface ------------------------------------------------------------------
 
@@ -113,6 +114,12 @@ class DiffusionBackend(Backend):
             self._text.encode(settings["text"])  # warm the cache outside the frame loop
         self._settings = settings
         self._style = style
+        if self._engine is None:
+            from .engine import EngineSettings, StreamEngine
+
+            self._engine = StreamEngine(self.bundle, EngineSettings(batch_size=self.batch_size).with_style(style.params),
+                                        folded=self._folded)
+        self._engine.set_style(style)
 
     def process(self, images: list[np.ndarray]) -> list[np.ndarray]:
         if self._denoiser is None:
@@ -120,12 +127,14 @@ class DiffusionBackend(Backend):
         if not images:
             return []
         _check_images(images)
-        out: list[np.ndarray] = []
-        for i in range(0, len(images), self.batch_size):
-            out.extend(self._process_batch(images[i:i + self.batch_size]))
-        return out
+        h, w = images[0].shape[:2]
+        out = self._engine.process([fit(img, self.size, "stretch") for img in images])
+        return [fit(f, (w, h), "stretch") for f in out]
 
     def close(self) -> None:
+        if self._engine is not None:
+            self._engine.close()
+            self._engine = None
         if self._folded is not None:
             self._folded.unfold()
             self._folded = None

@@ -12,6 +12,13 @@ A diffusion style's ``params``:
 ``steps``        denoising steps, 1-8 (default: the bundle's; the stacks are distilled for 1-4)
 ``seed``         the stream's fixed noise, a whole number >= 0 (default 0)
 ``stack``        the stack the style is written for; a bundle of another stack refuses it
+
+Streaming-engine policies (see ``engine.py``; the engine's settings otherwise):
+``refresh``        vision-aware conditioning every N batches (whole number >= 1)
+``broadcast``      encode one representative frame per batch and broadcast it (true/false)
+``lllite_refresh`` LLLite conditioning every M batches (whole number >= 1)
+``feedback``       weight of the previous output in each frame, [0, 1)
+``skip_threshold`` reuse the last output while frames change less than this (8-bit levels, >= 0)
 """
 
 from __future__ import annotations
@@ -21,7 +28,8 @@ from ..styles import register_backend_params
 STACKS = ("sd-turbo", "pix2pix", "mllm-edit")
 MAX_STEPS = 8
 MAX_TEXT = 2000
-_KEYS = ("prompt", "instruction", "strength", "steps", "seed", "stack")
+_KEYS = ("prompt", "instruction", "strength", "steps", "seed", "stack",
+         "refresh", "broadcast", "lllite_refresh", "feedback", "skip_threshold")
 
 
 def validate(params: dict) -> dict:
@@ -55,6 +63,18 @@ def validate(params: dict) -> dict:
     seed = out.setdefault("seed", 0)
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2 ** 63:
         raise ValueError(f"'seed' must be a whole number >= 0, got {seed!r}")
+    for key in ("refresh", "lllite_refresh"):
+        n = out.get(key, 1)
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"{key!r} must be a whole number of batches >= 1, got {n!r}")
+    if not isinstance(out.get("broadcast", False), bool):
+        raise ValueError(f"'broadcast' must be true or false, got {out['broadcast']!r}")
+    for key, ok, what in (("feedback", lambda v: 0 <= v < 1, "in [0, 1)"), ("skip_threshold", lambda v: v >= 0, ">= 0")):
+        v = out.get(key, 0.0)
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not ok(v):
+            raise ValueError(f"{key!r} must be a number {what}, got {v!r}")
+        if key in out:
+            out[key] = float(v)
     if "stack" in out and out["stack"] not in STACKS:
         raise ValueError(f"unknown stack {out['stack']!r} (known: {', '.join(STACKS)})")
     return out
