@@ -127,10 +127,10 @@ def resolve_style(style_name: str | None, backend: str | None):
 
 
 def cmd_run(args) -> int:
-    from .runner import Runner, RunnerError
+    from .runner import Runner, RunnerError, start_backend
     from .sinks import SinkError, open_sink
     from .sources import SourceError, open_source
-    from .stylize.base import BackendError, create_backend
+    from .stylize.base import BackendError
 
     style = resolve_style(args.style, args.backend)
     try:
@@ -145,7 +145,7 @@ def cmd_run(args) -> int:
         if getattr(sink, "url", None):
             print(f"stylecam: streaming at {sink.url}", flush=True)
     try:
-        backend = create_backend(style, bundle=args.bundle)
+        backend = start_backend(style, args.batch, bundle=args.bundle)  # out of memory: smaller batch
     except BackendError as e:
         print(f"stylecam: {e}", file=sys.stderr)
         return 1

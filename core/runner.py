@@ -5,6 +5,25 @@ from the thread that opened them) and the runner's own loop, which batches frame
 backend and writes sinks. Between them sits a bounded hand-off: for a live source it drops the
 oldest frame when full (a stale frame is worth nothing to a live camera), for a file it blocks
 (every frame of a clip is wanted).
+
+Faults never freeze the stream (docs/reliability.md has the whole table):
+
+* an output (sink) that fails to open or write is reported once and switched off while the
+  other outputs keep getting frames; outputs that lose nothing by reopening (virtual camera,
+  MJPEG: ``reopenable``) are retried with backoff. When every output has failed and none can
+  come back, the run stops with a :class:`RunnerError`.
+* a stylizer exception passes that batch's frames through unstyled and is reported once; the
+  next batch tries the stylizer again. ``backend_retries`` failed batches in a row stop the run
+  with a :class:`StylizerError`.
+* a style that cannot be applied keeps the previous style and is reported.
+* a source that stalls is reported (and its return); the runner does not invent frames — the
+  virtual camera's pacer re-sends the last one at the camera's rate, MJPEG clients keep the
+  last picture, and a file gets no duplicates.
+* a frame the source hands over that is not a picture is skipped and reported; a source that
+  sends nothing else stops the run.
+
+Each report is a :class:`RunnerEvent`: logged, kept in :attr:`Runner.events` and passed to the
+``on_event`` callback (from the runner's threads: a UI must hand it to its own thread).
 """
 
 from __future__ import annotations
@@ -14,19 +33,34 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import Callable
 
+import cv2
 import numpy as np
 
-from .frames import Frame, as_rgb, fit
+from .frames import MAX_SIDE, MIN_SIDE, Frame, as_rgb, fit
 from .sinks import Sink
 from .sources import Source
 from .styles import Style
-from .stylize.base import Backend
+from .stylize import base as _base
+from .stylize.base import Backend, BackendError
 
 log = logging.getLogger(__name__)
 
 #: How many per-frame latencies the metrics keep (a long soak must not grow memory).
 LATENCY_WINDOW = 4096
+#: How many events a runner keeps (the oldest go first).
+EVENT_WINDOW = 256
+#: Failed stylizer batches in a row before the run stops (each failed batch passes through).
+BACKEND_RETRIES = 5
+#: Seconds without a frame from the source before a stall is reported.
+STALL_TIMEOUT = 2.0
+#: Unusable frames in a row before the source is given up.
+BAD_FRAME_LIMIT = 100
+#: First and longest wait, in seconds, before a failed reopenable output is tried again.
+SINK_BACKOFF = (1.0, 30.0)
+#: How long ``run()`` waits for a capture thread stuck in the source's ``read`` when stopping.
+CAPTURE_JOIN_TIMEOUT = 1.0
 
 
 class Handoff:
@@ -87,6 +121,13 @@ class Metrics:
     frames_in: int = 0
     frames_out: int = 0
     dropped: int = 0
+    #: Frames that reached the sinks unstyled because the stylizer failed on their batch.
+    passthrough: int = 0
+    backend_errors: int = 0
+    sink_errors: int = 0
+    #: Frames from the source that were not pictures (skipped).
+    bad_frames: int = 0
+    stalls: int = 0
     t_start: float = field(default_factory=time.perf_counter)
     t_first_out: float | None = None
     t_last_out: float | None = None
@@ -111,24 +152,116 @@ class Metrics:
             "latency_p50_ms": round(float(np.percentile(lat, 50)), 2) if lat.size else None,
             "latency_p95_ms": round(float(np.percentile(lat, 95)), 2) if lat.size else None,
             "batch_p50_ms": round(float(np.percentile(bt, 50)), 2) if bt.size else None,
+            "passthrough": self.passthrough,
+            "backend_errors": self.backend_errors,
+            "sink_errors": self.sink_errors,
+            "bad_frames": self.bad_frames,
+            "stalls": self.stalls,
         }
+
+
+@dataclass(frozen=True)
+class RunnerEvent:
+    """Something the user should know about a running stream.
+
+    ``kind`` is one of: ``sink-failed``, ``sink-recovered``, ``backend-failed``,
+    ``backend-recovered``, ``style-failed``, ``source-stalled``, ``source-resumed``,
+    ``source-lost``, ``source-back``, ``bad-frame``, ``capture-stuck``, ``batch-reduced``.
+    ``message`` is one sentence for a notification; ``level`` is ``info``, ``warning`` or
+    ``error``; ``component`` names the sink, source or backend.
+    """
+
+    kind: str
+    message: str
+    level: str = "warning"
+    component: str = ""
+    t: float = field(default_factory=time.monotonic)
 
 
 class RunnerError(RuntimeError):
     """The run failed; the message is for the user."""
 
 
+class StylizerError(RunnerError):
+    """The stylizer failed on ``BACKEND_RETRIES`` batches in a row; ``__cause__`` is its last error."""
+
+
+def _stylizer_error(message: str, cause: BaseException) -> StylizerError:
+    # Callers that wrap their backend and catch their own wrapper (the desktop worker catches
+    # the BackendFailure its TrackingBackend raises, to fall back to another style) must still
+    # recognise the failure, and the CLI catches RunnerError: so the error is both, where the
+    # cause's class allows a subclass taking one message.
+    try:
+        cls = type(f"StylizerError[{type(cause).__name__}]", (StylizerError, type(cause)), {})
+        return cls(message)
+    except TypeError:
+        return StylizerError(message)
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """True for host or device out-of-memory errors, also when a loader wrapped one into a message."""
+    chain = error
+    for _ in range(8):
+        if chain is None:
+            break
+        if isinstance(chain, MemoryError) or type(chain).__name__ == "OutOfMemoryError":
+            return True
+        text = str(chain).lower()
+        # CUDA/MPS say "out of memory"; torch's CPU allocator says it "can't allocate memory".
+        if any(k in text for k in ("out of memory", "outofmemoryerror", "can't allocate memory",
+                                   "cannot allocate memory")):
+            return True
+        chain = chain.__cause__ or chain.__context__
+    return False
+
+
+def engine_size(width: int, height: int) -> tuple[int, int]:
+    """The engine size for a source of native ``width`` x ``height``: even sides between
+    ``MIN_SIDE`` and ``MAX_SIDE``. A tiny source (1x1) is scaled up and a huge one down, keeping
+    the aspect ratio as far as the limits allow (video encoders, virtual cameras and stylizers
+    all need some pixels, and even sides)."""
+    scale = 1.0
+    if max(width, height) > MAX_SIDE:
+        scale = MAX_SIDE / max(width, height)
+    if min(width, height) * scale < MIN_SIDE:
+        scale = MIN_SIDE / min(width, height)
+    sides = []
+    for side in (width, height):
+        s = min(MAX_SIDE, max(MIN_SIDE, int(side * scale)))
+        sides.append(s - s % 2)
+    return sides[0], sides[1]
+
+
+class _Output:
+    """A sink and its health as the runner sees it."""
+
+    def __init__(self, sink: Sink):
+        self.sink = sink
+        self.opened = False
+        self.failed = False
+        self.retry_at = 0.0
+        self.backoff = SINK_BACKOFF[0]
+        self.failed_since = 0.0
+
+    @property
+    def reopenable(self) -> bool:
+        return bool(getattr(self.sink, "reopenable", False))
+
+
 class Runner:
     """Moves frames from ``source`` through ``backend`` to ``sinks``.
 
-    ``size`` is the engine size (W, H); None takes the source's native size (rounded down to
-    even sides, which video encoders and virtual cameras need). ``max_frames`` stops after that
-    many source frames. ``run()`` blocks until the source ends, ``max_frames`` is reached or
-    ``stop()`` is called, and returns the metrics summary.
+    ``size`` is the engine size (W, H); None takes the source's native size (see
+    :func:`engine_size`). ``max_frames`` stops after that many source frames. ``run()`` blocks
+    until the source ends, ``max_frames`` is reached or ``stop()`` is called, and returns the
+    metrics summary. ``on_event`` gets each :class:`RunnerEvent`; ``backend_retries`` and
+    ``stall_timeout`` tune the fault policy described in the module docstring.
     """
 
     def __init__(self, source: Source, backend: Backend, sinks: list[Sink], *, size=None, fps=None,
-                 max_frames: int | None = None, batch_size: int | None = None):
+                 max_frames: int | None = None, batch_size: int | None = None,
+                 on_event: Callable[[RunnerEvent], None] | None = None,
+                 backend_retries: int = BACKEND_RETRIES, stall_timeout: float = STALL_TIMEOUT):
         self.source = source
         self.backend = backend
         self.sinks = list(sinks)
@@ -136,7 +269,11 @@ class Runner:
         self.fps = fps
         self.max_frames = max_frames
         self.batch_size = max(1, batch_size or backend.batch_size)
+        self.on_event = on_event
+        self.backend_retries = max(1, backend_retries)
+        self.stall_timeout = stall_timeout
         self.metrics = Metrics()
+        self.events: collections.deque[RunnerEvent] = collections.deque(maxlen=EVENT_WINDOW)
         self._stop = threading.Event()
         self._paused = False
         self._pending_style: Style | None = None
@@ -146,7 +283,13 @@ class Runner:
         self._handoff = Handoff(2 * self.batch_size, lossy=source.live)
         self._capture_error: BaseException | None = None
         self._capture_thread: threading.Thread | None = None
-        self._sinks_open = False
+        self._outputs = [_Output(s) for s in self.sinks]
+        self._out_size: tuple[int, int] | None = None
+        self._out_fps: float | None = None
+        self._backend_streak = 0
+        self._passthrough_streak = 0
+        self._t_last_frame: float | None = None
+        self._stalled_since: float | None = None
 
     # -- control, callable from any thread ---------------------------------------------------
 
@@ -167,28 +310,54 @@ class Runner:
     def paused(self) -> bool:
         return self._paused
 
+    @property
+    def failed_sinks(self) -> list[Sink]:
+        """Outputs switched off by a failure (reopenable ones may come back)."""
+        return [o.sink for o in self._outputs if o.failed]
+
+    # -- events ------------------------------------------------------------------------------
+
+    def _event(self, kind: str, message: str, level: str = "warning", component: str = "") -> None:
+        event = RunnerEvent(kind, message, level, component)
+        self.events.append(event)
+        {"info": log.info, "warning": log.warning}.get(level, log.error)("%s", message)
+        if self.on_event is not None:
+            try:
+                self.on_event(event)
+            except Exception:  # a broken listener must not break the stream
+                log.exception("the runner's on_event callback failed")
+
     # -- the loop --------------------------------------------------------------------------
 
     def run(self) -> dict:
         self.metrics = Metrics()
+        self._outputs = [_Output(s) for s in self.sinks]  # sinks may be added until the run starts
+        self._t_last_frame = time.monotonic()
         self._capture_thread = threading.Thread(target=self._capture, name="stylecam-capture", daemon=True)
         self._capture_thread.start()
         try:
             self._loop()
         finally:
             self.stop()
-            self._capture_thread.join(timeout=2.0)
-            for sink in self.sinks:
+            self._capture_thread.join(timeout=CAPTURE_JOIN_TIMEOUT)
+            if self._capture_thread.is_alive():
+                # Closing a device from another thread while its read is blocked can crash in
+                # native code; the daemon thread closes the source when (if) the read returns.
+                self._event("capture-stuck", f"{self.source.name} did not return a frame while stopping; "
+                            "it is released when it does", component=self.source.name)
+            for out in self._outputs:
                 try:
-                    sink.close()
+                    out.sink.close()
                 except Exception as e:  # a failing close must not hide the run's result
-                    log.warning("closing %s failed: %s", sink.name, e)
+                    log.warning("closing %s failed: %s", out.sink.name, e)
         if self._capture_error is not None:
             raise RunnerError(str(self._capture_error)) from self._capture_error
         return self.metrics.summary()
 
     def _capture(self) -> None:
         n = 0
+        bad_streak = 0
+        connected = True
         try:
             self.source.open()
             while not self._stop.is_set():
@@ -198,13 +367,26 @@ class Runner:
                 t = time.perf_counter()
                 if raw is None:
                     break
-                img = as_rgb(raw)
-                if self.size is None:
-                    h, w = img.shape[:2]
-                    self.size = (max(2, w - w % 2), max(2, h - h % 2))
-                img = fit(img, self.size)
+                connected = self._watch_connection(connected)
+                try:
+                    img = as_rgb(raw)
+                    if self.size is None:
+                        self.size = engine_size(img.shape[1], img.shape[0])
+                    img = fit(img, self.size)
+                except (ValueError, TypeError, cv2.error) as e:
+                    bad_streak += 1
+                    self.metrics.bad_frames += 1
+                    if bad_streak == 1:
+                        self._event("bad-frame", f"{self.source.name} sent a frame that is not a picture ({e}); "
+                                    "skipping such frames", component=self.source.name)
+                    if bad_streak >= BAD_FRAME_LIMIT:
+                        raise RunnerError(f"{self.source.name} sent {bad_streak} unusable frames in a row "
+                                          f"(last: {e}); check the source") from e
+                    continue
+                bad_streak = 0
                 if not self._handoff.put(Frame(img, n, t)):
                     break
+                self._t_last_frame = time.monotonic()
                 n += 1
                 self.metrics.frames_in = n
         except BaseException as e:  # reported by run() in the caller's thread
@@ -215,39 +397,109 @@ class Runner:
             finally:
                 self._handoff.close()
 
+    def _watch_connection(self, was_connected: bool) -> bool:
+        # Sources that keep the stream alive through a loss (CameraSource repeats its last frame
+        # while it reconnects) say so with ``connected``; the user should hear about it.
+        connected = bool(getattr(self.source, "connected", True))
+        if was_connected and not connected:
+            self._event("source-lost", f"{self.source.name} was lost; showing its last picture while it "
+                        "reconnects", component=self.source.name)
+        elif connected and not was_connected:
+            self._event("source-back", f"{self.source.name} is back", "info", self.source.name)
+        return connected
+
     def _loop(self) -> None:
         while True:
-            batch = self._handoff.get_batch(self.batch_size)
+            batch = self._handoff.get_batch(self.batch_size, timeout=min(0.25, self.stall_timeout))
             if not batch:
                 if self._handoff.closed:
                     return
+                self._watch_stall()
                 continue
+            if self._stalled_since is not None:
+                gap = time.monotonic() - self._stalled_since
+                self._event("source-resumed", f"{self.source.name} sends frames again after a "
+                            f"{gap:.1f} s stall", "info", self.source.name)
+                self._stalled_since = None
             self._apply_style()
             t0 = time.perf_counter()
             images = [f.image for f in batch]
-            outputs = images if self._paused else self.backend.process(images)
-            if len(outputs) != len(batch):
-                raise RunnerError(f"backend {self.backend.name} returned {len(outputs)} frames for {len(batch)}")
+            outputs = images if self._paused else self._stylize(images)
             t1 = time.perf_counter()
             self.metrics.batch_times.append(t1 - t0)
             for frame, out in zip(batch, outputs):
                 self._emit(Frame(out, frame.index, frame.t_capture))
             self.metrics.dropped = self._handoff.dropped
 
+    def _watch_stall(self) -> None:
+        last = self._t_last_frame
+        if self._stalled_since is not None or last is None or self._stop.is_set():
+            return
+        if time.monotonic() - last >= self.stall_timeout:
+            self._stalled_since = last
+            self.metrics.stalls += 1
+            self._event("source-stalled", f"no frames from {self.source.name} for {self.stall_timeout:g} s; "
+                        "the outputs keep showing the last picture", component=self.source.name)
+
+    def _stylize(self, images: list[np.ndarray]) -> list[np.ndarray]:
+        try:
+            outputs = self.backend.process(images)
+            if len(outputs) != len(images):
+                raise RunnerError(f"backend {self.backend.name} returned {len(outputs)} frames for {len(images)}")
+        except Exception as e:
+            return self._backend_failed(e, images)
+        if self._backend_streak:
+            self._event("backend-recovered", f"the stylizer works again ({self._passthrough_streak} frames "
+                        "went out unstyled)", "info", self.backend.name)
+            self._backend_streak = self._passthrough_streak = 0
+        return outputs
+
+    def _backend_failed(self, error: Exception, images: list[np.ndarray]) -> list[np.ndarray]:
+        self._backend_streak += 1
+        self.metrics.backend_errors += 1
+        if self._backend_streak >= self.backend_retries:
+            raise _stylizer_error(f"the stylizer failed on {self._backend_streak} batches in a row: {error}",
+                                  error) from error
+        if self._backend_streak == 1:
+            self._event("backend-failed", f"the stylizer failed ({error}); frames go out unstyled while it "
+                        "is retried", component=self.backend.name)
+        self.metrics.passthrough += len(images)
+        self._passthrough_streak += len(images)
+        return images
+
     def _apply_style(self) -> None:
         with self._style_lock:
             style, self._pending_style = self._pending_style, None
-        if style is not None:
+        if style is None:
+            return
+        try:
             self.backend.set_style(style)
+        except Exception as e:
+            self._event("style-failed", f"style {style.name!r} cannot be used ({e}); keeping the previous style",
+                        component=self.backend.name)
+
+    # -- outputs -------------------------------------------------------------------------------
 
     def _emit(self, frame: Frame) -> None:
-        if not self._sinks_open:
-            fps = self.fps or self.source.fps or 30.0
-            for sink in self.sinks:
-                sink.open(frame.size, fps)
-            self._sinks_open = True
-        for sink in self.sinks:
-            sink.write(frame)
+        if self._out_size is None:
+            self._out_size, self._out_fps = frame.size, self.fps or self.source.fps or 30.0
+        now_mono = time.monotonic()
+        for out in self._outputs:
+            if out.failed:
+                if not out.reopenable or now_mono < out.retry_at:
+                    continue
+                if not self._reopen(out):
+                    continue
+            try:
+                if not out.opened:
+                    out.sink.open(self._out_size, self._out_fps)
+                    out.opened = True
+                out.sink.write(frame)
+            except Exception as e:
+                self._sink_failed(out, e)
+        if self._outputs and all(o.failed and not o.reopenable for o in self._outputs):
+            names = ", ".join(o.sink.name for o in self._outputs)
+            raise RunnerError(f"no output works any more ({names}): {self._last_sink_error}")
         now = time.perf_counter()
         m = self.metrics
         m.frames_out += 1
@@ -255,3 +507,95 @@ class Runner:
         if m.t_first_out is None:
             m.t_first_out = now
         m.t_last_out = now
+
+    _last_sink_error = ""
+
+    def _sink_failed(self, out: _Output, error: Exception) -> None:
+        self.metrics.sink_errors += 1
+        self._last_sink_error = f"{out.sink.name}: {error}"
+        first = not out.failed
+        out.failed = True
+        out.opened = False
+        try:
+            out.sink.close()
+        except Exception as e:
+            log.debug("closing the failed output %s: %s", out.sink.name, e)
+        if out.reopenable:
+            out.retry_at = time.monotonic() + out.backoff
+            wait = out.backoff
+            out.backoff = min(out.backoff * 2, SINK_BACKOFF[1])
+        if first:
+            out.failed_since = time.monotonic()
+            others = len(self._outputs) > 1
+            tail = (f"retrying in {wait:g} s" if out.reopenable else "it is switched off")
+            tail += "; the other outputs go on" if others else ""
+            self._event("sink-failed", f"output {out.sink.name} failed: {error}; {tail}", component=out.sink.name)
+        else:
+            log.debug("output %s failed again: %s", out.sink.name, error)
+
+    def _reopen(self, out: _Output) -> bool:
+        try:
+            out.sink.open(self._out_size, self._out_fps)
+        except Exception as e:
+            self._sink_failed(out, e)
+            return False
+        out.opened = True
+        out.failed = False
+        out.backoff = SINK_BACKOFF[0]
+        self._event("sink-recovered", f"output {out.sink.name} works again after "
+                    f"{time.monotonic() - out.failed_since:.1f} s", "info", out.sink.name)
+        return True
+
+
+def start_backend(style: Style, batch_size: int | None = None, *,
+                  on_event: Callable[[RunnerEvent], None] | None = None,
+                  warmup_size: tuple[int, int] | None = (64, 64),
+                  factory: Callable[..., Backend] | None = None, **options) -> Backend:
+    """Create the backend ``style`` needs and run one warm-up batch; on out-of-memory, retry
+    with half the batch size, down to 1, saying so each time.
+
+    Engines allocate their per-batch buffers (and capture CUDA graphs) at creation or on their
+    first batch, so that is where a batch too big for the device fails: better at start, with a
+    smaller batch, than as failed frames. ``batch_size`` None is the backend's default; when that
+    runs out of memory before the backend can tell its size, 4 (the diffusion backend's GPU
+    default) is assumed. Raises :class:`BackendError` when even batch 1 does not fit or the
+    warm-up batch fails; errors creating the backend (a missing bundle...) pass as they are.
+    ``factory(style, **options)`` builds the backend (default
+    :func:`~.stylize.base.create_backend`); ``batch_size`` reaches it as an option.
+    """
+    factory = factory or _base.create_backend
+    attempt = batch_size
+    while True:
+        backend = None
+        try:
+            opts = dict(options)
+            if attempt is not None:
+                opts["batch_size"] = attempt
+            backend = factory(style, **opts)
+            if warmup_size is not None:
+                w, h = warmup_size
+                grey = np.full((h, w, 3), 128, np.uint8)
+                backend.process([grey] * max(1, backend.batch_size))
+            return backend
+        except Exception as e:
+            if backend is not None:
+                try:
+                    backend.close()
+                except Exception:
+                    log.debug("closing a backend that failed to start failed too", exc_info=True)
+            if not is_out_of_memory(e):
+                if backend is None or isinstance(e, BackendError):
+                    raise
+                raise BackendError(f"the {style.backend} stylizer fails on a test frame ({type(e).__name__}: "
+                                   f"{e}); pick another style") from e
+            current = attempt or getattr(backend, "batch_size", None) or 4
+            if current <= 1:
+                raise BackendError(f"out of memory starting the {style.backend} stylizer even with batch 1 "
+                                   f"({e}); use a smaller --size or bundle, close other programs using the "
+                                   "GPU, or pick a classic style") from e
+            attempt = current // 2
+            event = RunnerEvent("batch-reduced", f"out of memory starting the {style.backend} stylizer with "
+                                f"batch {current}; retrying with batch {attempt}", "warning", style.backend)
+            log.warning("%s", event.message)
+            if on_event is not None:
+                on_event(event)

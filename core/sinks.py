@@ -11,6 +11,7 @@ import ipaddress
 import logging
 import os
 import re
+import shutil
 import threading
 import time
 from typing import Callable
@@ -59,7 +60,16 @@ class NullSink(Sink):
 
 
 class FileSink(Sink):
-    """An ``.mp4`` (or ``.avi``) video, or a folder of lossless PNG frames (a path ending in /)."""
+    """An ``.mp4`` (or ``.avi``) video, or a folder of lossless PNG frames (a path ending in /).
+
+    Writing stops with a :class:`SinkError` when the disk is nearly full, leaving
+    ``RESERVE_BYTES`` (plus a few bytes per frame written) free: OpenCV's video writer does not
+    report failed writes, and a video whose index (written at close) finds no room is
+    unreadable from the first frame; stopping early keeps what was written playable.
+    """
+
+    RESERVE_BYTES = 1 << 20  # the writer flushes up to 256 KiB at a time, then the index
+    RESERVE_PER_FRAME = 64  # the index grows with every frame
 
     def __init__(self, path: str):
         self.path = path
@@ -78,6 +88,7 @@ class FileSink(Sink):
                 os.makedirs(self.path, exist_ok=True)
             except OSError as e:
                 raise SinkError(f"cannot create output folder {self.path}: {e.strerror}") from e
+            self._check_space(0)
             return
         parent = os.path.dirname(os.path.abspath(self.path))
         if not os.path.isdir(parent):
@@ -85,6 +96,7 @@ class FileSink(Sink):
                 os.makedirs(parent, exist_ok=True)
             except OSError as e:
                 raise SinkError(f"cannot create folder {parent}: {e.strerror}") from e
+        self._check_space(0)
         ext = os.path.splitext(self.path)[1].lower()
         # mp4v (MPEG-4 part 2) is the codec OpenCV's bundled FFmpeg can always write; MJPG in AVI.
         fourcc = cv2.VideoWriter_fourcc(*("MJPG" if ext == ".avi" else "mp4v"))
@@ -98,15 +110,32 @@ class FileSink(Sink):
         if (img.shape[1], img.shape[0]) != self.size:
             raise SinkError(f"frame of size {img.shape[1]}x{img.shape[0]} given to a sink opened at "
                             f"{self.size[0]}x{self.size[1]}")
+        self._check_space(img.nbytes if self.is_dir else 0)
         bgr = cv2.cvtColor(img, cv2.COLOR_RGB2BGR)
         if self.is_dir:
             out = os.path.join(self.path, f"frame_{self.count:06d}.png")
             # Compression level 1: lossless either way, and several times faster than the default.
             if not cv2.imwrite(out, bgr, [cv2.IMWRITE_PNG_COMPRESSION, 1]):
+                try:
+                    os.remove(out)  # a half-written PNG would pass for a frame
+                except OSError:
+                    pass
                 raise SinkError(f"cannot write {out} (disk full or folder not writable?)")
         else:
             self._writer.write(bgr)
         self.count += 1
+
+    def _check_space(self, next_bytes: int) -> None:
+        folder = self.path if self.is_dir else os.path.dirname(os.path.abspath(self.path))
+        try:
+            free = shutil.disk_usage(folder).free
+        except OSError:
+            return  # cannot tell (e.g. a network share): let the write itself fail
+        need = self.RESERVE_BYTES + self.RESERVE_PER_FRAME * self.count + next_bytes
+        if free < need:
+            raise SinkError(f"disk full: {free // 1024} KiB left where {self.path} is written; stopped at "
+                            f"frame {self.count} so what was written stays readable; free some space or "
+                            "write elsewhere")
 
     def close(self) -> None:
         if self._writer is not None:
@@ -131,6 +160,8 @@ class VirtualCameraSink(Sink):
     """
 
     name = "virtualcam"
+    #: After a failure the runner may close and open it again: a new camera loses nothing.
+    reopenable = True
 
     def __init__(self, size: tuple[int, int] = (1280, 720), fps: float = 30.0, *, mirror: bool = False,
                  backend: str | None = None, device: str | None = None):
@@ -246,6 +277,9 @@ class MjpegSink(Sink):
 
     ``port`` 0 picks a free port; :attr:`port` and :attr:`url` tell the real one once started.
     """
+
+    #: After a failure the runner may close and open it again (clients reconnect to the same port).
+    reopenable = True
 
     def __init__(self, port: int = 8090, *, host: str = "127.0.0.1", quality: int = 80,
                  send_timeout: float = 5.0):
