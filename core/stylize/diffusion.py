@@ -22,7 +22,7 @@ from ..styles import Style
 from .base import Backend, BackendError
 from .bundle import Bundle, BundleError, check_bundle, describe, load_bundle, resolve_bundle
 from .conditioning import ClipTextConditioner
-from .denoiser import Denoiser, decode_latents, encode_frames, latent_size, make_schedule, stream_noise
+from .denoiser import Denoiser, encode_frames, latent_size, make_schedule, stream_noise
 from .reference import style_settings
 
 log = logging.getLogger(__name__)
@@ -144,13 +144,6 @@ class DiffusionBackend(Backend):
             torch.cuda.empty_cache()
 
     # -- the batch -----------------------------------------------------------------------
-
-    @torch.inference_mode()
-    def _process_batch(self, images: list[np.ndarray]) -> list[np.ndarray]:
-        h, w = images[0].shape[:2]
-        latent = self.denoise([fit(img, self.size, "stretch") for img in images])
-        frames = decode_latents(self.bundle.vae, latent).cpu().numpy()
-        return [fit(f, (w, h), "stretch") for f in frames]
 
     @torch.inference_mode()
     def denoise(self, images: list[np.ndarray]) -> torch.Tensor:
