@@ -4,13 +4,14 @@
 #
 #   installer/package.sh [--out DIR] [--flavor cpu|cu130|classic] [--venv DIR] [--no-smoke]
 #
-#   --out DIR     where everything goes: DIR/src (a copy of the sources), DIR/venv (the build
-#                 venv), DIR/build (PyInstaller's work), DIR/dist/stylecam (the app).
-#                 Default /tmp/stylecam-package.
+#   --out DIR     where everything goes: DIR/src (a copy of the sources), DIR/venv-FLAVOR (the
+#                 build venv), DIR/build-FLAVOR (PyInstaller's work), DIR/dist/FLAVOR/stylecam
+#                 (the app; on macOS also DIR/dist/FLAVOR/stylecam.app). Default /tmp/stylecam-package.
 #   --flavor F    cpu (default): torch's CPU build. cu130: torch for CUDA 13.0 (NVIDIA driver
 #                 >= 580). classic: no torch at all (classic styles only, a fraction of the size).
 #                 STYLECAM_TORCH overrides the pip arguments for torch (cpu and cu130 flavours).
-#   --venv DIR    build venv to use (created when missing; reused as is when it has PyInstaller)
+#   --venv DIR    build venv to use (default DIR/venv-FLAVOR; created when missing, reused as
+#                 it is when it has PyInstaller)
 #   --no-smoke    skip installer/smoke_frozen.sh
 #
 # The build venv is separate from .venv on purpose: PyInstaller freezes what its interpreter can
@@ -38,7 +39,7 @@ case "$out" in "$repo"|"$repo"/*)
   echo "package.sh: --out $out is inside the repository; build outside it (e.g. /tmp/stylecam-package)" >&2
   exit 2 ;;
 esac
-venv="${venv:-$out/venv}"
+venv="${venv:-$out/venv-$flavor}"
 python="${PYTHON:-python3}"
 start=$(date +%s)
 mkdir -p "$out"
@@ -77,15 +78,17 @@ PY
     "${pip[@]}" install -c "$venv/constraints.txt" "$out/src" pyinstaller
   fi
 fi
-[ "$(uname -s)" = Darwin ] && "$venv/bin/python" -m pip install -q pillow  # PNG -> .icns
+# The sources of this run, always: a reused venv would otherwise freeze the sources it was made with.
+"$venv/bin/python" -m pip install -q --disable-pip-version-check --no-deps --force-reinstall "$out/src"
+if [ "$(uname -s)" = Darwin ]; then "$venv/bin/python" -m pip install -q pillow; fi  # PNG -> .icns
 
 echo "stylecam: freezing (flavour $flavor)"
 frozen_start=$(date +%s)
 STYLECAM_SRC="$out/src" STYLECAM_FLAVOR="$flavor" "$venv/bin/pyinstaller" --noconfirm --clean \
-  --log-level WARN --distpath "$out/dist" --workpath "$out/build" \
+  --log-level WARN --distpath "$out/dist/$flavor" --workpath "$out/build-$flavor" \
   "$out/src/installer/pyinstaller/stylecam.spec"
 end=$(date +%s)
-app="$out/dist/stylecam"
+app="$out/dist/$flavor/stylecam"
 # smoke_frozen.sh reads the flavour to know whether a diffusion run is expected.
 echo "$flavor" > "$app/.stylecam-flavor"
 size_mb=$(du -sm "$app" | cut -f1)

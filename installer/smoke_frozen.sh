@@ -12,7 +12,8 @@
 set -euo pipefail
 app="${1:?usage: smoke_frozen.sh APP [SECONDS]}"
 seconds="${2:-6}"
-[ -d "$app/Contents/MacOS" ] && app="$app/Contents/MacOS"
+bundle="$app"
+if [ -d "$app/Contents/MacOS" ]; then app="$app/Contents/MacOS"; fi
 tray="$app/stylecam-tray"
 cli="$app/stylecam"
 # Windows builds (run from Git Bash) end in .exe.
@@ -64,6 +65,12 @@ if [ "$failed" = 1 ]; then
 fi
 grep -Eh "$ready" "$log" | head -n 1 | sed 's/^/smoke: ready: /'
 
+# The tray falls back to plain colour swatches without its icons, so their absence shows in no
+# log: look where stylecam.desktop.icons.icon_dir() looks in a frozen app (<bundle>/stylecam/icons).
+if [ -z "$(find -L "$bundle" -path '*/stylecam/icons/png/stylecam-running-22.png' 2>/dev/null | head -n 1)" ]; then
+  fail "the icons are not bundled (no stylecam/icons/png/stylecam-running-22.png under $bundle)"
+fi
+
 echo "smoke: frozen CLI"
 "$cli" --version
 "$cli" styles > "$tmp/styles.txt" || fail "stylecam styles failed"
@@ -73,7 +80,11 @@ grep -q "oil" "$tmp/styles.txt" || fail "stylecam styles does not list oil"
 [ -s "$tmp/out.mp4" ] || fail "the classic run wrote no video"
 
 # A build with torch also runs a diffusion stack: a tiny random-weight bundle, built offline.
-if "$cli" models tiny --help >/dev/null 2>&1 && ! grep -q classic "$app/.stylecam-flavor" 2>/dev/null; then
+if grep -q classic "$app/.stylecam-flavor" 2>/dev/null; then
+  echo "smoke: classic build (no torch): no diffusion check"
+elif ! "$cli" models tiny --help >/dev/null 2>&1; then
+  fail "this build's CLI has no \`models tiny\` (core/stylize/models_cli.py missing from the build?)"
+else
   if "$cli" models tiny --stack sd-turbo --out "$tmp/tiny" > "$tmp/tiny.txt" 2>&1 \
      && "$cli" run --source pattern --sink null --backend diffusion --bundle "$tmp/tiny" --frames 2 \
         --size 64x64 >> "$tmp/tiny.txt" 2>&1; then

@@ -338,6 +338,9 @@ def test_bad_input_gets_one_clear_message(box):
     env = clean_env(home)
     done = run_script(LINUX / "install.sh", "--frobnicate", env=env)
     assert done.returncode == 2 and "unknown option --frobnicate" in done.stderr
+    done = run_script(LINUX / "install.sh", "--prefix", str(prefix), "--dry-run", env={**env, "SUDO_USER": "me"})
+    if os.geteuid() == 0:
+        assert done.returncode == 2 and "not with sudo" in done.stderr
     done = run_script(LINUX / "uninstall.sh", "--prefix", str(prefix), env=env)
     assert done.returncode == 1
     assert f"no stylecam installation under {prefix}" in done.stderr
@@ -372,6 +375,8 @@ def stand_in_app(tmp_path: Path, tray_body: str | None = None) -> Path:
         (app / name).write_text("#!/bin/sh\n" + body)
         (app / name).chmod(0o755)
     (app / ".stylecam-flavor").write_text("classic\n")  # no tiny diffusion run here (that is slow)
+    # Where the frozen app keeps its icons (the smoke script checks they are there).
+    shutil.copytree(REPO / "icons", app / "_internal" / "stylecam" / "icons")
     return app
 
 
@@ -402,3 +407,17 @@ def test_smoke_script_fails_on_fatal_lines(tmp_path):
     assert done.returncode == 1
     assert "exited with code 1" in done.stderr
     assert "No module named 'stylecam.core.stylize.classic'" in done.stderr
+
+
+@needs_linux
+@pytest.mark.slow
+def test_smoke_script_fails_without_the_icons(tmp_path):
+    # The tray falls back to colour swatches without icons, so only the smoke script notices.
+    if not (VENV_BIN / "stylecam-tray").exists():
+        pytest.skip("stylecam-tray is not installed in this environment")
+    app = stand_in_app(tmp_path)
+    shutil.rmtree(app / "_internal")
+    done = subprocess.run(["bash", str(REPO / "installer" / "smoke_frozen.sh"), str(app), "1"],
+                          env=clean_env(tmp_path), capture_output=True, text=True, timeout=180)
+    assert done.returncode == 1
+    assert "the icons are not bundled" in done.stderr

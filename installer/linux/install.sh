@@ -55,8 +55,18 @@ if [ "$(uname -s)" != Linux ]; then
   echo "install.sh: this installer is for Linux; see docs/install.md for $(uname -s)" >&2
   exit 2
 fi
+if [ -n "${SUDO_USER:-}" ] && [ "$(id -u)" = 0 ]; then
+  echo "install.sh: run it as yourself, not with sudo: it installs for your user and asks for sudo only for the steps that need it" >&2
+  exit 2
+fi
 prefix="$(realpath -m "$prefix")"
 venv="$(realpath -m "${venv:-$prefix/lib/stylecam/venv}")"
+existing="$prefix"
+while [ ! -e "$existing" ]; do existing="$(dirname "$existing")"; done
+if [ ! -w "$existing" ]; then
+  echo "install.sh: cannot write to $existing: pick a --prefix you own (the default is ~/.local)" >&2
+  exit 2
+fi
 data="$prefix/share"
 bin="$prefix/bin"
 config="${XDG_CONFIG_HOME:-$HOME/.config}"
@@ -118,9 +128,10 @@ desktop_arg() {
 if [ "$skip_venv" = 1 ]; then
   echo "stylecam: --skip-venv: using $venv as it is"
   [ -x "$venv/bin/stylecam-tray" ] || echo "stylecam: note: $venv/bin/stylecam-tray does not exist yet" >&2
-elif [ -x "$venv/bin/stylecam-tray" ]; then
+elif [ -x "$venv/bin/stylecam-tray" ] && [ ! -f "$venv/.stylecam-installer-owned" ]; then
   echo "stylecam: reusing the environment at $venv (it has stylecam-tray; it stays on uninstall)"
 else
+  # A new environment, or the one an earlier run created (updated: setup_venv.sh keeps its torch).
   python="${PYTHON:-python3}"
   if ! command -v "$python" >/dev/null 2>&1 \
      || ! "$python" -c 'import sys, venv, ensurepip; sys.exit(sys.version_info < (3, 10))' 2>/dev/null; then

@@ -4,7 +4,7 @@
 #   installer/macos/build.sh [--out DIR] [--flavor cpu|classic] [--sign IDENTITY]
 #
 # 1. installer/package.sh freezes the app with PyInstaller (installer/pyinstaller/stylecam.spec
-#    makes DIR/dist/stylecam.app on macOS: a menu-bar app, LSUIElement, with a camera usage text)
+#    makes DIR/dist/FLAVOR/stylecam.app on macOS: a menu-bar app, LSUIElement, with a camera usage text)
 #    and runs the headless smoke test on it. On macOS the "cpu" flavour is PyPI's torch, which
 #    also drives Apple GPUs through MPS.
 # 2. The app is signed: ad hoc by default (runs on this Mac; elsewhere Gatekeeper asks), or with
@@ -33,7 +33,7 @@ version="$(sed -n 's/^torch==\(.*\)/\1/p' "$repo/installer/constraints.txt" | he
 [ "$flavor" = cpu ] && export STYLECAM_TORCH="${STYLECAM_TORCH:-torch==$version}"
 bash "$repo/installer/package.sh" --out "$out" --flavor "$flavor"
 
-app="$out/dist/stylecam.app"
+app="$out/dist/$flavor/stylecam.app"
 [ -d "$app" ] || { echo "build.sh: PyInstaller made no $app" >&2; exit 1; }
 echo "stylecam: signing $app (identity: $identity)"
 sign_args=(--force --deep --sign "$identity")

@@ -1,8 +1,9 @@
-"""Entry point of the frozen app: one program, two executables.
+"""Entry point of the frozen app: one program, started by two names.
 
-PyInstaller runs this file as ``__main__`` in both executables of the bundle; the executable's
-own name picks the program, so the tray app and the command line share one analysed set of
-modules (torch is analysed once, not twice).
+The name it was started by picks the program: ``stylecam-tray`` is the tray app, anything else
+(``stylecam``) the command line. So both share one analysed set of modules (torch analysed
+once), and on Linux and macOS ``stylecam`` is only a link to ``stylecam-tray``. On Windows they
+are two executables, because only a console executable gets a console there.
 """
 
 import multiprocessing
@@ -11,7 +12,8 @@ import sys
 
 
 def main() -> int:
-    name = os.path.basename(sys.executable).lower()
+    # argv[0], not sys.executable: the bootloader resolves links, the name typed is in argv[0].
+    name = os.path.basename(sys.argv[0] or sys.executable).lower()
     if name.startswith("stylecam-tray"):
         from stylecam.desktop.app import main as program
     else:

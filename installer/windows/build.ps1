@@ -21,7 +21,7 @@ if ($Out.StartsWith($repo, [System.StringComparison]::OrdinalIgnoreCase)) {
     throw "-Out $Out is inside the repository; build outside it (the default is %TEMP%\stylecam-package)"
 }
 $src = Join-Path $Out "src"
-$venv = Join-Path $Out "venv"
+$venv = Join-Path $Out "venv-$Flavor"
 $vpy = Join-Path $venv "Scripts\python.exe"
 $started = Get-Date
 
@@ -60,10 +60,10 @@ Write-Host "stylecam: freezing (flavour $Flavor)"
 $env:STYLECAM_SRC = $src
 $env:STYLECAM_FLAVOR = $Flavor
 & (Join-Path $venv "Scripts\pyinstaller.exe") --noconfirm --clean --log-level WARN `
-    --distpath (Join-Path $Out "dist") --workpath (Join-Path $Out "build") `
+    --distpath (Join-Path $Out "dist\$Flavor") --workpath (Join-Path $Out "build-$Flavor") `
     (Join-Path $src "installer\pyinstaller\stylecam.spec")
 if ($LASTEXITCODE) { throw "PyInstaller failed (see above)" }
-$app = Join-Path $Out "dist\stylecam"
+$app = Join-Path $Out "dist\$Flavor\stylecam"
 Set-Content -Path (Join-Path $app ".stylecam-flavor") -Value $Flavor
 $sizeMb = [math]::Round(((Get-ChildItem -Recurse -File $app | Measure-Object -Sum Length).Sum) / 1MB)
 Write-Host ("stylecam package: flavour {0}, {1}, {2} MB, {3:n0} s" -f $Flavor, $app, $sizeMb, ((Get-Date) - $started).TotalSeconds)

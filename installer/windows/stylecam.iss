@@ -97,7 +97,7 @@ var
   Code, Dot: Integer;
 begin
   Result := 0;
-  Smi := ExpandConstant('{sys}\nvidia-smi.exe');
+  Smi := ExpandConstant('{sysnative}\nvidia-smi.exe');
   if not FileExists(Smi) then
     Exit;
   OutFile := ExpandConstant('{tmp}\nvidia-smi.txt');
