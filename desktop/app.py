@@ -85,6 +85,8 @@ def main(argv: list[str] | None = None) -> int:
     controller.start()
     if args.preview:
         controller.show_preview()
+    # The line the frozen-app smoke test (installer/smoke_frozen.sh) and support look for.
+    QTimer.singleShot(0, lambda: log.info("stylecam-tray ready (%s)", "tray" if controller.tray is not None else "window"))
     code = app.exec()
     wake.stop()
     clean = controller.shutdown()
