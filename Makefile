@@ -27,6 +27,12 @@ run: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+# Long runs with the resident memory sampled (20,000 classic and 2,000 tiny-diffusion frames,
+# in-process and through the CLI; several minutes, so not part of `test`). Results in
+# out/soak.json; docs/reliability.md quotes them. SOAK_ARGS passes options to tests/soak.py.
+soak: $(STAMP)
+	$(PY) tests/soak.py $(SOAK_ARGS)
+
 clean:
 	rm -rf out .pytest_cache
 

@@ -334,6 +334,8 @@ class Runner:
         self._outputs = [_Output(s) for s in self.sinks]  # sinks may be added until the run starts
         self._t_last_frame = time.monotonic()
         self._capture_thread = threading.Thread(target=self._capture, name="stylecam-capture", daemon=True)
+        log.debug("stream started: %s -> %s -> %s", self.source.name, self.backend.name,
+                  ", ".join(s.name for s in self.sinks))
         self._capture_thread.start()
         try:
             self._loop()

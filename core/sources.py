@@ -398,11 +398,31 @@ def open_source(spec: str, **options) -> Source:
     ``options`` carries run settings a source may use (``size``, ``fps``, ``loop``).
     Raises ``ValueError`` for a spec that does not parse.
     """
+    _check_spec(spec or "")
     kind, _, arg = (spec or "").partition(":")
     factory = _SOURCES.get(kind.strip().lower())
     if factory is None:
-        raise ValueError(f"unknown source {spec!r}: expected one of {', '.join(_source_forms())}")
+        raise ValueError(f"unknown source {_shown(spec)}: expected one of {', '.join(_source_forms())}")
     return factory(arg if _ else None, options)
+
+
+#: The longest spec accepted: a path of the usual 4096-byte limit and its kind.
+MAX_SPEC = 4200
+
+
+def _shown(spec: str | None, limit: int = 80) -> str:
+    text = repr(spec)
+    return text if len(text) <= limit else text[:limit - 5] + "...'"
+
+
+def _check_spec(spec: str) -> None:
+    """Refuse specs no device or file can have: specs also come from hand-edited settings files."""
+    if len(spec) > MAX_SPEC:
+        raise ValueError(f"source {_shown(spec)} is {len(spec)} characters long; give a path of at most 4096")
+    bad = next((c for c in spec if ord(c) < 32 or ord(c) == 127), None)
+    if bad is not None:
+        raise ValueError(f"source {_shown(spec)} holds a control character ({bad!r}); give a plain device "
+                         "number or path, e.g. camera:0 or file:clip.mp4")
 
 
 def _source_forms() -> list[str]:

@@ -230,3 +230,87 @@ def figures(request):
     if path:
         with open(path, "w") as f:
             json.dump(_FIGURES, f, indent=2, sort_keys=True)
+
+
+# ---- the tray's stream worker, without a Qt event loop -------------------------------------------
+
+
+class WorkerProbe:
+    """Drives a :class:`~stylecam.desktop.worker.StreamWorker` with no Qt event loop: its signals
+    are taken directly in the worker's thread (``DirectConnection``), as plain lists."""
+
+    def __init__(self, config, fallback):
+        import collections
+
+        from PySide6.QtCore import Qt
+
+        from stylecam.desktop.worker import StreamWorker
+
+        self.worker = StreamWorker(config, fallback)
+        self.notes: list[tuple[str, str, str]] = []
+        self.states: list[str] = []
+        self.fallbacks: list[tuple[str, str]] = []
+        self.pairs: collections.deque = collections.deque(maxlen=500)
+        self.frames = 0
+        direct = Qt.ConnectionType.DirectConnection
+        w = self.worker
+        w.notify.connect(lambda *n: self.notes.append(n), direct)
+        w.state_changed.connect(self.states.append, direct)
+        w.frame_ready.connect(self._take, direct)
+        w.source_fallback.connect(lambda spec: self.fallbacks.append(("source", spec)), direct)
+        w.style_fallback.connect(lambda name: self.fallbacks.append(("style", name)), direct)
+
+    def _take(self):
+        pair = self.worker.take_frame()
+        if pair is not None:
+            self.pairs.append(pair)
+            self.frames += 1
+
+    def start(self) -> "WorkerProbe":
+        self.worker.start()
+        return self
+
+    def wait_frames(self, n: int, timeout: float = 5.0) -> bool:
+        target = self.frames + n
+        return wait_until(lambda: self.frames >= target, timeout)
+
+    def stop(self) -> float:
+        """Ask the worker to quit; returns the seconds until its thread ended (inf if it did not)."""
+        t0 = time.monotonic()
+        self.worker.stop()
+        ended = self.worker.wait(2000)
+        return time.monotonic() - t0 if ended else float("inf")
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        if self.worker.isRunning():
+            self.stop()
+
+
+# ---- one tiny diffusion bundle for the whole session ---------------------------------------------
+
+
+@pytest.fixture
+def tiny_bundle(tmp_path_factory):
+    """A tiny random-weight sd-turbo bundle (what ``stylecam models tiny`` writes), written once
+    per session and shared by every reliability module (writing one takes seconds)."""
+    from stylecam.core.stylize import bundle as B
+
+    folder = tmp_path_factory.getbasetemp() / "reliability-tiny-sd-turbo"
+    if not folder.is_dir():
+        partial = tmp_path_factory.mktemp("tiny-bundle-partial") / "sd-turbo"
+        B.write_tiny_bundle("sd-turbo", partial)
+        os.replace(partial, folder)
+    return folder
+
+
+@pytest.fixture
+def offline(monkeypatch, tmp_path):
+    """No network and an empty hub cache of the test's own."""
+    import huggingface_hub.constants as hub_constants
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    (tmp_path / "hub").mkdir()
+    monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(tmp_path / "hub"))

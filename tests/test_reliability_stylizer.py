@@ -24,7 +24,7 @@ from stylecam.core.stylize import bundle as B
 from stylecam.core.stylize import diffusion
 from stylecam.core.stylize.base import Backend, BackendError, create_backend
 
-from reliability_helpers import EventLog, Recorder, figures, wait_until  # noqa: F401
+from reliability_helpers import EventLog, Recorder, figures, offline, tiny_bundle, wait_until  # noqa: F401
 
 STYLES = {s.name: s for s in builtin_styles()}
 
@@ -212,20 +212,6 @@ def test_out_of_memory_at_start_under_a_real_memory_limit_retries_with_a_smaller
                            "out of memory starting the classic stylizer with batch 4; retrying with batch 2"]
     assert r["batch"] == 2 and r["out"] == 20 and r["passthrough"] == 0
     figures.update(requested_batch=8, started_batch=2, attempts=3)
-
-
-@pytest.fixture(scope="module")
-def tiny_bundle(tmp_path_factory):
-    return B.write_tiny_bundle("sd-turbo", tmp_path_factory.mktemp("reliability") / "sd-turbo")
-
-
-@pytest.fixture
-def offline(monkeypatch, tmp_path):
-    import huggingface_hub.constants as hub_constants
-
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    (tmp_path / "hub").mkdir()
-    monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
 
 
 #: The simulated device: room for this many frames of a batch.
