@@ -210,6 +210,20 @@ def test_disk_full_with_only_the_file_output_ends_the_run_with_one_line(small_di
     assert _frames_in(out) > 10  # the part written before the disk filled is a playable video
 
 
+def test_on_the_command_line_a_full_disk_is_one_warning_and_the_other_output_goes_on(small_disk, tmp_path):
+    out, frames = small_disk / "clip.mp4", tmp_path / "frames"
+    p = subprocess.run([sys.executable, "-m", "stylecam.core", "run", "--source", "demo", "--loop", "--style",
+                        "sketch", "--size", "256x256", "--frames", "400", "--sink", f"file:{out}",
+                        "--sink", f"file:{frames}/"], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    warnings = [line for line in p.stderr.splitlines() if "WARNING" in line]
+    assert len(warnings) == 1, warnings
+    assert f" WARNING stylecam.core.runner: output file:{out} failed: disk full: " in warnings[0]
+    assert warnings[0].endswith("; it is switched off; the other outputs go on")
+    assert len(list(frames.glob("*.png"))) == 400  # the other output got every frame
+    assert "stylecam: 400 frames, style sketch" in p.stdout
+
+
 def test_file_size_limit_fails_the_png_output_cleanly():
     """Without mounting anything: RLIMIT_FSIZE makes the kernel refuse writes past 40 KB (EFBIG),
     as a quota would; the PNG output fails on the first big frame, leaves no half-written file,

@@ -215,6 +215,10 @@ def test_frames_of_every_layout_and_size_reach_the_sink_at_the_engine_size():
     assert (sink.images[0] == 90).all() and (sink.images[1] == 200).all()  # grey stays grey
     assert np.array_equal(sink.images[2], sink.images[3])  # alpha dropped, colour untouched
     assert (sink.images[7] == (10, 200, 30)).all() and (sink.images[8] == sink.images[8][0, 0]).all()
+    # BGRA, as mss hands the screen over: the screen source's conversion gives the same picture.
+    rgb = frames[3][1]
+    bgra = np.dstack([rgb[:, :, ::-1], np.full(rgb.shape[:2], 255, np.uint8)])
+    assert np.array_equal(as_rgb(bgra, order="bgr"), rgb)
 
 
 @pytest.mark.parametrize("first, engine", [((1, 1), (16, 16)), ((3840, 2160), (3840, 2160)),
