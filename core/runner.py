@@ -189,13 +189,15 @@ class StylizerError(RunnerError):
 def _stylizer_error(message: str, cause: BaseException) -> StylizerError:
     # Callers that wrap their backend and catch their own wrapper (the desktop worker catches
     # the BackendFailure its TrackingBackend raises, to fall back to another style) must still
-    # recognise the failure, and the CLI catches RunnerError: so the error is both, where the
-    # cause's class allows a subclass taking one message.
-    try:
-        cls = type(f"StylizerError[{type(cause).__name__}]", (StylizerError, type(cause)), {})
-        return cls(message)
-    except TypeError:
-        return StylizerError(message)
+    # recognise the failure, and the CLI catches RunnerError: so the error is both, when the
+    # cause is a RuntimeError (as backend and torch errors are) whose class takes one message.
+    if isinstance(cause, RuntimeError):
+        try:
+            cls = type(f"StylizerError[{type(cause).__name__}]", (StylizerError, type(cause)), {})
+            return cls(message)
+        except TypeError:
+            pass
+    return StylizerError(message)
 
 
 def is_out_of_memory(error: BaseException) -> bool:
@@ -332,7 +334,9 @@ class Runner:
     def run(self) -> dict:
         self.metrics = Metrics()
         self._outputs = [_Output(s) for s in self.sinks]  # sinks may be added until the run starts
-        self._t_last_frame = time.monotonic()
+        # No stall before the first frame: opening a camera may take seconds, and a source that
+        # cannot open says so itself.
+        self._t_last_frame = None
         self._capture_thread = threading.Thread(target=self._capture, name="stylecam-capture", daemon=True)
         log.debug("stream started: %s -> %s -> %s", self.source.name, self.backend.name,
                   ", ".join(s.name for s in self.sinks))

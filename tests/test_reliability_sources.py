@@ -135,6 +135,19 @@ def test_stalled_source_is_reported_and_the_virtual_camera_keeps_its_rate(flaky_
                    camera_max_gap_s=round(float(cam_gaps.max()), 3), frames_lost=0)
 
 
+def test_a_slow_start_is_not_a_stall():
+    class SlowToOpen(StallingSource):
+        name = "slow-camera"
+
+        def open(self):
+            time.sleep(0.6)  # some cameras take seconds to open
+
+    sink, log = Recorder(), EventLog()
+    runner = Runner(SlowToOpen(at=-1), Identity(), [sink], on_event=log, stall_timeout=0.3, max_frames=10)
+    summary = runner.run()
+    assert summary["frames_out"] == 10 and log.events == [] and summary["stalls"] == 0
+
+
 class BlockingSource(Source):
     """Gives three frames, then blocks in ``read`` until ``release`` is set (a hung driver)."""
 
