@@ -99,16 +99,20 @@ def bench_classic(args) -> list[dict]:
     size = args.size or (1280, 720)
     frames = sample_frames(size)
     machine = machine_info()
-    backend = ClassicBackend()
     rows = []
-    for name in names:
-        style = styles[name]
-        backend.set_style(style)
-        i = iter(range(1 << 30))
-        times = time_calls(lambda: backend.process([frames[next(i) % len(frames)]]), args.frames)
-        rows.append({"bench": "stylize", "backend": "classic", "style": name,
-                     "width": size[0], "height": size[1], "batch": 1, "frames": args.frames,
-                     **summarize(times, 1), "machine": machine})
+    # B=1 is the single-frame cost (latency); the backend's own batch (one frame per core) is
+    # what a stream gets.
+    for workers in sorted({1, ClassicBackend().workers}) if args.batch is None else [args.batch]:
+        backend = ClassicBackend(workers=workers)
+        for name in names:
+            backend.set_style(styles[name])
+            i = iter(range(1 << 30))
+            times = time_calls(lambda: backend.process([frames[next(i) % len(frames)] for _ in range(workers)]),
+                               max(1, args.frames // workers))
+            rows.append({"bench": "stylize", "backend": "classic", "style": name,
+                         "width": size[0], "height": size[1], "batch": workers, "frames": args.frames,
+                         **summarize(times, workers), "machine": machine})
+        backend.close()
     return rows
 
 
@@ -133,7 +137,9 @@ def configure_parser(p) -> None:
     p.add_argument("--backend", default="classic", help="classic | diffusion")
     p.add_argument("--style", default=None, help="one style (default: every style of the backend)")
     p.add_argument("--size", type=_size, default=None, help="frame size WxH (default 1280x720)")
-    p.add_argument("--frames", type=_positive_int, default=120, help="timed calls per configuration")
+    p.add_argument("--frames", type=_positive_int, default=120, help="timed frames per configuration")
+    p.add_argument("--batch", type=_positive_int, default=None,
+                   help="frames per call (default: 1 and the backend's own batch)")
     p.add_argument("--json", default=None, help="append one JSON row per configuration to this file")
 
 

@@ -194,6 +194,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.command is None:
             parser.print_help()
             return 2
+        from .runtime import configure_runtime
+
+        configure_runtime()
         if args.command == "run":
             return cmd_run(args)
         if args.command == "styles":

@@ -37,6 +37,9 @@ def main(argv: list[str] | None = None) -> int:
     if fixed:
         log.info("no console: %s go to the log", " and ".join(fixed))
     log.info("stylecam-tray starting; log file %s", log_file)
+    from stylecam.core.runtime import configure_runtime
+
+    configure_runtime()
 
     from PySide6.QtCore import QTimer
     from PySide6.QtWidgets import QApplication, QMessageBox

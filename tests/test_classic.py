@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 from pathlib import Path
 
 import cv2
@@ -262,12 +264,20 @@ def test_every_builtin_classic_preset_validates():
 def test_backend_applies_the_style(clips):
     style = make_style({"name": "t", "backend": "classic", "params": {"effect": "toon", "levels": 3}})
     backend = create_backend(style)
-    assert isinstance(backend, ClassicBackend) and backend.name == "classic" and backend.batch_size == 1
-    frames = [clips["face"], clips["bikes"]]
+    assert isinstance(backend, ClassicBackend) and backend.name == "classic"
+    assert backend.batch_size == backend.workers >= 1
+    backend.close()
+    # Two workers paint the frames of a batch in parallel: same frames, same order as one by one.
+    backend = ClassicBackend(workers=2)
+    backend.set_style(style)
+    frames = [clips["face"], clips["bikes"], clips["face"]]
     out = backend.process(frames)
-    assert len(out) == 2
+    assert len(out) == 3
     assert np.array_equal(out[0], toon(clips["face"], levels=3))
     assert np.array_equal(out[1], toon(clips["bikes"], levels=3))
+    assert np.array_equal(out[2], out[0])
+    backend.close()
+    assert not [t for t in threading.enumerate() if t.name.startswith("stylecam-classic")]
     backend.set_style(make_style({"name": "s", "params": {"effect": "sketch"}}))
     assert np.array_equal(backend.process([clips["face"]])[0], sketch(clips["face"]))
     assert backend.process([]) == []

@@ -13,9 +13,11 @@ frames smaller than it are filtered as they are, with sizes scaled down to match
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from functools import lru_cache, wraps
+from functools import lru_cache, partial, wraps
 from typing import Callable
 
 import cv2
@@ -505,10 +507,20 @@ FUNCTIONS: dict[str, Callable[..., np.ndarray]] = {"oil": oil, "toon": toon, "sk
 
 
 class ClassicBackend(Backend):
-    name = "classic"
-    batch_size = 1
+    """Runs one effect; frames of a batch are painted in parallel, one per worker thread.
 
-    def __init__(self) -> None:
+    Every effect is a chain of OpenCV calls on a small working image, which release the GIL,
+    so one frame per core scales almost linearly where OpenCV's own threads do not (see
+    ``core/runtime.py`` and docs/benchmarks.md). ``batch_size`` equals the worker count; the
+    runner never waits to fill a batch, so a live source gains throughput, not latency.
+    """
+
+    name = "classic"
+
+    def __init__(self, workers: int | None = None) -> None:
+        self.workers = max(1, workers if workers is not None else min(4, os.cpu_count() or 1))
+        self.batch_size = self.workers
+        self._pool: ThreadPoolExecutor | None = None
         self._fn: Callable[..., np.ndarray] | None = None
         self._knobs: dict = {}
 
@@ -522,4 +534,13 @@ class ClassicBackend(Backend):
     def process(self, images: list[np.ndarray]) -> list[np.ndarray]:
         if self._fn is None:
             raise BackendError("ClassicBackend.process called before set_style")
-        return [self._fn(image, **self._knobs) for image in images]
+        if len(images) < 2 or self.workers < 2:
+            return [self._fn(image, **self._knobs) for image in images]
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="stylecam-classic")
+        return list(self._pool.map(partial(self._fn, **self._knobs), images))
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
