@@ -415,9 +415,20 @@ class Runner:
         return connected
 
     def _loop(self) -> None:
+        # Batches submitted to the backend and not yet collected, oldest first: (frames, ticket,
+        # submit error, submit time). With a backend that overlaps batches (max_inflight 2) the
+        # next batch is submitted before the previous one is collected, but only while frames
+        # are already waiting: when the source is the slower side, the batch in flight is
+        # collected at once instead of waiting for more frames (no latency for throughput).
+        pending: collections.deque = collections.deque()
+        inflight = max(1, int(getattr(self.backend, "max_inflight", 1)))
         while True:
-            batch = self._handoff.get_batch(self.batch_size, timeout=min(0.25, self.stall_timeout))
+            wait = 0.0 if pending else min(0.25, self.stall_timeout)
+            batch = self._handoff.get_batch(self.batch_size, timeout=wait)
             if not batch:
+                if pending:
+                    self._finish(*pending.popleft())
+                    continue
                 if self._handoff.closed:
                     return
                 self._watch_stall()
@@ -428,14 +439,30 @@ class Runner:
                             f"{gap:.1f} s stall", "info", self.source.name)
                 self._stalled_since = None
             self._apply_style()
-            t0 = time.perf_counter()
-            images = [f.image for f in batch]
-            outputs = images if self._paused else self._stylize(images)
-            t1 = time.perf_counter()
-            self.metrics.batch_times.append(t1 - t0)
-            for frame, out in zip(batch, outputs):
-                self._emit(Frame(out, frame.index, frame.t_capture))
+            if self._paused:
+                while pending:  # frames leave in order: what is in flight goes first
+                    self._finish(*pending.popleft())
+                for frame in batch:
+                    self._emit(frame)
+            else:
+                pending.append(self._submit(batch))
+                while len(pending) >= inflight:
+                    self._finish(*pending.popleft())
             self.metrics.dropped = self._handoff.dropped
+
+    def _submit(self, batch: list[Frame]) -> tuple:
+        t0 = time.perf_counter()
+        try:
+            return batch, self.backend.submit([f.image for f in batch]), None, t0
+        except Exception as e:  # reported when the batch is finished, in order
+            return batch, None, e, t0
+
+    def _finish(self, batch: list[Frame], ticket, error: Exception | None, t0: float) -> None:
+        images = [f.image for f in batch]
+        outputs = self._collect(images, ticket, error)
+        self.metrics.batch_times.append(time.perf_counter() - t0)
+        for frame, out in zip(batch, outputs):
+            self._emit(Frame(out, frame.index, frame.t_capture))
 
     def _watch_stall(self) -> None:
         last = self._t_last_frame
@@ -447,13 +474,16 @@ class Runner:
             self._event("source-stalled", f"no frames from {self.source.name} for {self.stall_timeout:g} s; "
                         "the outputs keep showing the last picture", component=self.source.name)
 
-    def _stylize(self, images: list[np.ndarray]) -> list[np.ndarray]:
-        try:
-            outputs = self.backend.process(images)
-            if len(outputs) != len(images):
-                raise RunnerError(f"backend {self.backend.name} returned {len(outputs)} frames for {len(images)}")
-        except Exception as e:
-            return self._backend_failed(e, images)
+    def _collect(self, images: list[np.ndarray], ticket, error: Exception | None) -> list[np.ndarray]:
+        if error is None:
+            try:
+                outputs = self.backend.collect(ticket)
+                if len(outputs) != len(images):
+                    raise RunnerError(f"backend {self.backend.name} returned {len(outputs)} frames for {len(images)}")
+            except Exception as e:
+                error = e
+        if error is not None:
+            return self._backend_failed(error, images)
         if self._backend_streak:
             self._event("backend-recovered", f"the stylizer works again ({self._passthrough_streak} frames "
                         "went out unstyled)", "info", self.backend.name)

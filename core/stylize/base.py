@@ -21,12 +21,28 @@ class Backend:
     #: How many frames the backend prefers per ``process`` call. The runner sends at most this
     #: many; it may send fewer (end of a stream, a live source that has nothing more yet).
     batch_size: int = 1
+    #: How many batches may be in flight (submitted, not yet collected). A backend that overlaps
+    #: work across batches (the diffusion engine encodes batch k+1 on a side CUDA stream while
+    #: batch k denoises) says 2, and the runner submits the next batch before it collects the
+    #: previous one whenever the next batch is already waiting.
+    max_inflight: int = 1
 
     def set_style(self, style: Style) -> None:
         raise NotImplementedError
 
     def process(self, images: list[np.ndarray]) -> list[np.ndarray]:
         raise NotImplementedError
+
+    def submit(self, images: list[np.ndarray]):
+        """Start stylizing ``images``; returns a ticket for :meth:`collect` (collected in order).
+
+        The default does the work at once, so a backend need only implement ``process``.
+        """
+        return self.process(images)
+
+    def collect(self, ticket) -> list[np.ndarray]:
+        """The output frames of a ticket from :meth:`submit`, waiting for them if need be."""
+        return ticket
 
     def close(self) -> None:
         """Release models and device memory. Safe to call twice."""

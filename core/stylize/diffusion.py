@@ -59,6 +59,9 @@ class DiffusionBackend(Backend):
         self.device = torch.device(device) if device is not None else default_device()
         self.dtype = dtype or default_dtype(self.device)
         self.batch_size = int(batch_size or (4 if self.device.type == "cuda" else 1))
+        # On CUDA the engine overlaps batch k+1's encoders with batch k's U-Net: let the runner
+        # keep two batches in flight. On the CPU everything runs in turn, so one is enough.
+        self.max_inflight = 2 if self.device.type == "cuda" else 1
         if self.batch_size < 1:
             raise BackendError(f"batch_size must be 1 or more, got {batch_size}")
         self.bundle: Bundle | None = _load(bundle, self.device, self.dtype, offline)
@@ -122,6 +125,7 @@ class DiffusionBackend(Backend):
         self._engine.set_style(style)
 
     def process(self, images: list[np.ndarray]) -> list[np.ndarray]:
+        """Any number of frames; the engine keeps two batches in flight."""
         if self._denoiser is None:
             raise BackendError("set_style must be called before process")
         if not images:
@@ -130,6 +134,22 @@ class DiffusionBackend(Backend):
         h, w = images[0].shape[:2]
         out = self._engine.process([fit(img, self.size, "stretch") for img in images])
         return [fit(f, (w, h), "stretch") for f in out]
+
+    def submit(self, images: list[np.ndarray]):
+        """Queue one batch (at most ``batch_size`` frames) on the streaming engine; returns at once."""
+        if self._denoiser is None:
+            raise BackendError("set_style must be called before process")
+        if not images:
+            return None
+        _check_images(images)
+        h, w = images[0].shape[:2]
+        return self._engine.submit([fit(img, self.size, "stretch") for img in images]), (w, h)
+
+    def collect(self, ticket) -> list[np.ndarray]:
+        if ticket is None:
+            return []
+        engine_ticket, size = ticket
+        return [fit(f, size, "stretch") for f in self._engine.collect(engine_ticket)]
 
     def close(self) -> None:
         if self._engine is not None:
