@@ -144,13 +144,22 @@ def cmd_run(args) -> int:
     for sink in sinks:
         if getattr(sink, "url", None):
             print(f"stylecam: streaming at {sink.url}", flush=True)
+    def on_event(event) -> None:
+        # What the stream tells the user (an output that failed and came back, a stalled
+        # source...): one line each, in the same form as the CLI's other messages.
+        print(f"stylecam: {event.level}: {event.message}", file=sys.stderr, flush=True)
+
+    if not args.verbose:
+        # The runner also logs each event; the lines above already said it.
+        logging.getLogger("stylecam.core.runner").setLevel(logging.ERROR)
     try:
-        backend = start_backend(style, args.batch, bundle=args.bundle)  # out of memory: smaller batch
+        # Out of memory at start: retried with a smaller batch, said through on_event.
+        backend = start_backend(style, args.batch, bundle=args.bundle, on_event=on_event)
     except BackendError as e:
         print(f"stylecam: {e}", file=sys.stderr)
         return 1
     runner = Runner(source, backend, sinks, size=args.size, fps=args.fps, max_frames=args.frames,
-                    batch_size=args.batch)
+                    batch_size=args.batch, on_event=on_event)
     # Ctrl-C stops the stream cleanly (files are finalised) instead of raising mid-write.
     previous = signal.signal(signal.SIGINT, lambda *_: runner.stop())
     try:

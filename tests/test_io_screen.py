@@ -13,7 +13,6 @@ import pytest
 from stylecam.core.runner import Runner
 from stylecam.core.sinks import Sink
 from stylecam.core.sources import ScreenSource, SourceError, open_source
-from stylecam.core.styles import Style
 from stylecam.core.stylize.base import Backend
 
 #: Where the test window goes, and its size: odd numbers, so an off-by-one anywhere shows.
