@@ -348,3 +348,30 @@ def test_style_presets_carry_engine_policies(bundles, clip, monkeypatch):
     expected = _reference_with_cache(monkeypatch, bundle, clip, STYLE_A, _sources(N_FRAMES, 2, 2, False),
                                      _sources(N_FRAMES, 2, 3, False))
     assert_close(out, expected, "refresh from the style")
+
+
+def test_length_bucketed_prompts_equal_the_fixed_length_reference(clip):
+    """With ``pad_to_multiple_of`` the sync-free encoder runs on the real tokens rounded up to a
+    bucket instead of all ``text_length``; the conditioning it gives (zero beyond the bucket) and
+    so the frames are the fixed-length reference's. A longer instruction (another bucket) mid-
+    stream re-captures the encoder step and is right from the next batch on."""
+    bundle = _bundle("mllm-edit")
+    qwen = bundle.qwen
+    qwen.fast = True
+    qwen.pad_to_multiple_of = 8
+    long_b = dict(STYLE_B, instruction="make it a pencil sketch with long strokes and shading")
+    lengths = {len(qwen.prompt(s["instruction"], qwen.num_image_tokens(64, 64)).mask[0])
+               for s in (STYLE_A, long_b)}
+    assert len(lengths) == 2 and max(lengths) < qwen.text_length  # two buckets, both short
+    engine = StreamEngine(bundle, _settings("cpu", batch_size=2, refresh=1, lllite_refresh=1), STYLE_A)
+    try:
+        first = engine.process(clip[:4])
+        engine.set_style(long_b)
+        second = engine.process(clip[4:])
+    finally:
+        engine.close()
+    qwen.fast = False
+    qwen.pad_to_multiple_of = None
+    qwen._prompts.clear()
+    assert_close(first, reference.stylize_frames(clip[:4], STYLE_A, bundle), "bucketed prompt")
+    assert_close(second, reference.stylize_frames(clip[4:], long_b, bundle), "longer bucketed prompt")

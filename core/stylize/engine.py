@@ -323,9 +323,14 @@ class StreamEngine:
             qwen = self.bundle.qwen
             prompt = qwen.prompt(text, qwen.num_image_tokens(self.size[1], self.size[0]))
             on = prompt.to(self.device)
-            if self._ids is None:
+            if self._ids is None or self._ids.shape != on["input_ids"].shape:
+                # First prompt, or one of another padded length (a conditioner with
+                # ``pad_to_multiple_of`` runs the language model on the real tokens rounded up,
+                # not on all ``text_length``): new buffers, and the encoder step is captured
+                # again for the new shape (once per length bucket).
                 self._ids = on["input_ids"].clone()
                 self._mask = on["mask"].clone()
+                self._steps.pop("cond", None)
             else:
                 with self._on(self._side_stream()):
                     self._ids.copy_(on["input_ids"])
@@ -643,10 +648,12 @@ class StreamEngine:
         return self._wanted_steps() <= set(self._steps)
 
     def _fill_cond(self, cond: torch.Tensor) -> None:
-        if cond.shape[0] == self.batch_size:
-            self._main_cond.copy_(cond)
-        else:
-            self._main_cond.copy_(cond.expand(self.batch_size, -1, -1))
+        # A shorter (length-bucketed) conditioning fills the front; the rest is zero, exactly
+        # what the conditioner's own fixed-length output holds there.
+        length = cond.shape[1]
+        if length < self._main_cond.shape[1]:
+            self._main_cond[:, length:].zero_()
+        self._main_cond[:, :length].copy_(cond.expand(self.batch_size, -1, -1))
 
     def _should_skip(self, arr: np.ndarray) -> bool:
         import cv2
