@@ -5,6 +5,13 @@ fix it by hand). Every value is validated on the way in and on the way out: a va
 not parse (a hand edit gone wrong, a file from another version) is replaced by its default and
 a warning names the key, the bad value and the default. The file carries ``schema_version``;
 :data:`MIGRATIONS` turns an older file into the current shape before it is read.
+
+Loading never writes over what the user saved. ``QSettings`` rewrites the whole file whenever
+it writes one key, in UTF-8, so bytes in another encoding (a Latin-1 path typed into the file)
+would come back as U+FFFD. So a load only reads: a migration is applied in memory and written
+by the next save, and before a save rewrites a file from an older schema, one that is not UTF-8
+or one no key could be read from, a copy of it is kept beside it (``stylecam.conf.bak-v0``,
+``.bak-not-utf8``, ``.bak-unreadable``).
 """
 
 from __future__ import annotations
@@ -31,6 +38,10 @@ SCHEMA_VERSION = 1
 VERSION_KEY = "schema_version"
 
 MODES = ("latency", "throughput")
+#: The longest file or device path a source may name (Linux's PATH_MAX).
+MAX_PATH = 4096
+#: What QSettings puts where the file held bytes that are not UTF-8.
+_UNDECODED = "\ufffd"
 _DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d{1,2})?)$")
 _STYLE_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
 
@@ -89,9 +100,24 @@ def _to_source(raw: Any) -> str:
     from stylecam.core.sources import source_kinds
 
     text = str(raw).strip()
-    kind = text.partition(":")[0].lower()
-    if text != "auto" and kind not in source_kinds():
+    if text == "auto":
+        return text
+    kind, colon, arg = text.partition(":")
+    if kind.lower() not in source_kinds():
         raise ValueError(f"expected auto or a source of kind {', '.join(source_kinds())}")
+    # A settings file is edited by hand and can be damaged: no file or device has a control
+    # character in its name or a path longer than the system allows.
+    bad = next((c for c in text if ord(c) < 32 or ord(c) == 127), None)
+    if bad is not None:
+        raise ValueError(f"the source holds a control character ({bad!r})")
+    arg = arg.strip()
+    if kind.lower() == "file" or (kind.lower() == "camera" and arg and not arg.isdigit()):
+        path = os.path.expanduser(arg)
+        if len(path) > MAX_PATH:
+            raise ValueError(f"the path is {len(path)} characters long; give one of at most {MAX_PATH}")
+        return f"{kind}{colon}{path}"
+    if len(text) > 200:  # screen regions, device numbers: short by nature
+        raise ValueError(f"the source is {len(text)} characters long")
     return text
 
 
@@ -173,6 +199,16 @@ def _to_text(key: str, value: Any) -> str:
     return str(value)
 
 
+def _shown(value: Any, limit: int = 80) -> str:
+    """A value for a message: quoted, and cut short (a damaged file can hold a line of any length)."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 5] + "...'"
+
+
+def _default_text(key: str, value: Any) -> str:
+    return _to_text(key, value) or "(none)"
+
+
 def validate(settings: AppSettings) -> AppSettings:
     """Run every field through its parser; raises ValueError naming the first bad field."""
     for key, parse in PARSERS.items():
@@ -187,21 +223,32 @@ def validate(settings: AppSettings) -> AppSettings:
 # ---- migrations ----------------------------------------------------------------------------
 
 
-def _from_unversioned(qs: QSettings) -> None:
-    # Version 1 is the first schema: an unversioned file holds the same keys, so stamping the
-    # version is all there is to do. Later steps rename or convert keys here.
-    del qs
+def _from_unversioned(values: dict[str, Any]) -> dict[str, Any]:
+    # Version 1 is the first schema: an unversioned file holds the same keys, so only the
+    # version stamp changes (the next save writes it). Later steps rename or convert keys here.
+    del values
+    return {}
 
 
-#: version found in the file -> the step that brings it to version + 1.
-MIGRATIONS: dict[int, Callable[[QSettings], None]] = {0: _from_unversioned}
+#: version found in the file -> the step that brings it to version + 1. A step gets the file's
+#: values (key -> raw value, already brought to its version) and returns the changes: key ->
+#: new raw value, or None to remove the key. Steps only compute; the store writes.
+MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {0: _from_unversioned}
+
+
+def _parse_version(raw: Any) -> int | None:
+    try:
+        return int(str(raw).strip())
+    except ValueError:
+        return None
 
 
 class SettingsStore:
     """Reads and writes :class:`AppSettings` through a ``QSettings``.
 
     ``path`` picks an INI file (tests, ``--settings``, ``STYLECAM_SETTINGS``); otherwise the
-    platform's per-user location for organisation and application ``stylecam``.
+    platform's per-user location for organisation and application ``stylecam``. ``warnings``
+    collects what the user should be told (the app shows each as a notification).
     """
 
     def __init__(self, path: str | os.PathLike | None = None):
@@ -217,57 +264,190 @@ class SettingsStore:
     def path(self) -> str:
         return self.qsettings.fileName()
 
-    def _migrate(self) -> None:
-        qs = self.qsettings
-        raw = qs.value(VERSION_KEY, None)
-        if raw is None:
-            # A file with no keys at all is a first start, not an old file.
-            version = 0 if qs.allKeys() else SCHEMA_VERSION
-        else:
-            try:
-                version = int(str(raw))
-            except ValueError:
-                self._warn(f"settings {self.path}: {VERSION_KEY} {raw!r} is not a number; "
-                           f"reading the file as version {SCHEMA_VERSION}")
-                version = SCHEMA_VERSION
-        if version > SCHEMA_VERSION:
-            self._warn(f"settings {self.path} were written by a newer stylecam (schema {version}); "
-                       f"reading the keys this version knows")
-            return
-        while version < SCHEMA_VERSION:
-            log.info("migrating settings %s from schema %d to %d", self.path, version, version + 1)
-            MIGRATIONS[version](qs)
-            version += 1
-        qs.setValue(VERSION_KEY, str(SCHEMA_VERSION))
-        qs.sync()
-
     def _warn(self, message: str) -> None:
-        self.warnings.append(message)
+        # update() loads again: the app must not show the same fault twice.
+        if message not in self.warnings:
+            self.warnings.append(message)
         log.warning("%s", message)
 
+    # -- the file as it is on disk --------------------------------------------------------------
+
+    def _file_bytes(self) -> bytes:
+        try:
+            return Path(self.path).read_bytes()
+        except OSError:  # missing (a first start) or unreadable (QSettings reads it as empty too)
+            return b""
+
+    def _copy_reason(self, data: bytes) -> str | None:
+        """Why a rewrite of this file would lose something (the suffix of the copy to keep), or None."""
+        if not data.strip(b" \t\r\n"):
+            return None
+        qs = self.qsettings
+        if not qs.allKeys():
+            return ".bak-unreadable"
+        raw = qs.value(VERSION_KEY, None)
+        version = 0 if raw is None else _parse_version(raw)
+        if version is not None and version < SCHEMA_VERSION:
+            return f".bak-v{version}"
+        return ".bak-not-utf8" if self._not_utf8(data) else None
+
+    def _keep_copy(self, data: bytes, suffix: str) -> str | None:
+        """Copy ``data`` (the file as it is now) to PATH + suffix; returns the copy's path.
+
+        A copy that already holds these bytes is reused; one that holds others (an older copy)
+        is kept and the next free name (``.2``, ``.3``...) taken. None when the copy failed.
+        """
+        base = self.path + suffix
+        try:
+            mode = os.stat(self.path).st_mode & 0o777  # as private as the original
+        except OSError:
+            mode = 0o600
+        for n in range(1, 100):
+            dest = base if n == 1 else f"{base}.{n}"
+            try:
+                fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+            except FileExistsError:
+                try:
+                    if Path(dest).read_bytes() == data:
+                        return dest
+                except OSError:
+                    pass
+                continue
+            except OSError as e:
+                self._warn(f"settings {self.path}: could not keep a copy of the file as {dest} ({e.strerror})")
+                return None
+            try:
+                with os.fdopen(fd, "wb") as f:
+                    f.write(data)
+            except OSError as e:
+                Path(dest).unlink(missing_ok=True)
+                self._warn(f"settings {self.path}: could not keep a copy of the file as {dest} ({e.strerror})")
+                return None
+            log.info("kept a copy of settings %s as %s", self.path, dest)
+            return dest
+        self._warn(f"settings {self.path}: could not keep a copy of the file ({base}.2 to .99 are taken)")
+        return None
+
+    def _migrated(self, announce: bool) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The file's values brought to the current schema, in memory, and the changes that took.
+
+        ``announce`` reports a version that is newer or not a number (on load, not on every save).
+        """
+        qs = self.qsettings
+        values = {key: qs.value(key) for key in qs.allKeys()}
+        raw = values.get(VERSION_KEY)
+        version = 0 if raw is None else _parse_version(raw)
+        if version is None:
+            if announce:
+                self._warn(f"settings {self.path}: {VERSION_KEY} {_shown(raw)} is not a number; "
+                           f"reading the file as version {SCHEMA_VERSION}")
+            return values, {}
+        if version > SCHEMA_VERSION:
+            if announce:
+                self._warn(f"settings {self.path} were written by a newer stylecam (schema {version}); "
+                           f"reading the keys this version knows")
+            return values, {}
+        changes: dict[str, Any] = {}
+        while version < SCHEMA_VERSION:
+            if announce:
+                log.info("reading settings %s (schema %d) as schema %d", self.path, version, version + 1)
+            step = MIGRATIONS[version](dict(values))
+            for key, value in step.items():
+                changes[key] = value
+                if value is None:
+                    values.pop(key, None)
+                else:
+                    values[key] = value
+            version += 1
+        return values, changes
+
+    # -- load and save -------------------------------------------------------------------------
+
     def load(self) -> AppSettings:
-        self.qsettings.sync()
-        self._migrate()
+        """Read the settings; bad values become defaults (with a warning). Never rewrites the
+        file, except to create it on a first start."""
+        qs = self.qsettings
+        qs.sync()
+        data = self._file_bytes()
+        if not data.strip(b" \t\r\n") and not qs.allKeys():
+            # A first start: no file, nothing to lose. Writing the version now marks the file
+            # as this schema's from the start.
+            qs.setValue(VERSION_KEY, str(SCHEMA_VERSION))
+            qs.sync()
+            return AppSettings()
+        reason = self._copy_reason(data)
+        copy = self._keep_copy(data, reason) if reason else None
+        kept = f"; the file as it was is kept in {copy}" if copy else ""
+        if reason == ".bak-unreadable":
+            self._warn(f"settings {self.path}: no setting could be read from the file ({len(data)} bytes); "
+                       f"using the defaults{kept}")
+            return AppSettings()
+        values, _ = self._migrated(announce=True)
+        undecoded = self._not_utf8(data)
         defaults = AppSettings()
-        values = {}
+        parsed = {}
+        bad_bytes_in_known_key = False
         for key, parse in PARSERS.items():
             default = getattr(defaults, key)
-            raw = self.qsettings.value(key, None)
+            raw = values.get(key)
             if raw is None:
-                values[key] = default
+                parsed[key] = default
+                continue
+            if undecoded and _UNDECODED in str(raw):
+                # The file is not UTF-8 and Qt put U+FFFD where this value's bytes were: what
+                # reads back is not what the user wrote (a path that does not exist).
+                bad_bytes_in_known_key = True
+                self._warn(f"settings {self.path}: {key} = {_shown(raw)} holds bytes that are not UTF-8 text; "
+                           f"using the default {_default_text(key, default)}{kept}. Save the file as "
+                           f"UTF-8 or set {key} again in Settings")
+                parsed[key] = default
                 continue
             try:
-                values[key] = parse(raw)
+                parsed[key] = parse(raw)
             except (ValueError, TypeError) as e:
-                self._warn(f"settings {self.path}: {key} = {raw!r} is not valid ({e}); "
-                           f"using the default {_to_text(key, default)}")
-                values[key] = default
-        return AppSettings(**values)
+                self._warn(f"settings {self.path}: {key} = {_shown(raw)} is not valid ({e}); "
+                           f"using the default {_default_text(key, default)}")
+                parsed[key] = default
+        if undecoded and not bad_bytes_in_known_key:
+            line = self._first_bad_line(data)
+            self._warn(f"settings {self.path}: line {line} holds bytes that are not UTF-8 text, which "
+                       f"a save cannot keep{kept}")
+        return AppSettings(**parsed)
+
+    @staticmethod
+    def _not_utf8(data: bytes) -> bool:
+        try:
+            data.decode("utf-8")
+        except UnicodeDecodeError:
+            return True
+        return False
+
+    @staticmethod
+    def _first_bad_line(data: bytes) -> int:
+        try:
+            data.decode("utf-8")
+        except UnicodeDecodeError as e:
+            return data.count(b"\n", 0, e.start) + 1
+        return 0
 
     def save(self, settings: AppSettings) -> None:
+        """Write ``settings``, keeping every other key of the file; a file this write would
+        change beyond the user's settings (older schema, not UTF-8, unreadable) is copied first."""
         validate(settings)
         qs = self.qsettings
-        if qs.value(VERSION_KEY, None) is None:
+        data = self._file_bytes()
+        reason = self._copy_reason(data)
+        if reason:
+            self._keep_copy(data, reason)
+        _, changes = self._migrated(announce=False)
+        for key, value in changes.items():
+            if value is None:
+                qs.remove(key)
+            else:
+                qs.setValue(key, value)
+        version = _parse_version(qs.value(VERSION_KEY, "0"))
+        if version is None or version < SCHEMA_VERSION:
+            # A file from a newer stylecam keeps its number: no silent downgrade.
             qs.setValue(VERSION_KEY, str(SCHEMA_VERSION))
         for key in PARSERS:
             qs.setValue(key, _to_text(key, getattr(settings, key)))

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import inspect
 import logging
 import threading
 import time
@@ -29,8 +28,7 @@ import numpy as np
 from PySide6.QtCore import QThread, Signal
 
 from stylecam.core.frames import Frame
-from stylecam.core import runner as runner_module
-from stylecam.core.runner import Runner
+from stylecam.core.runner import Runner, start_backend
 from stylecam.core.sinks import Sink, open_sink
 from stylecam.core.sources import Source, open_source
 from stylecam.core.styles import Style
@@ -59,8 +57,6 @@ RUNNER_EVENT_TITLES = {
     "capture-stuck": "The source does not answer",
     "batch-reduced": "Smaller batches",
 }
-#: Runners that report events take an ``on_event`` callback.
-_RUNNER_HAS_EVENTS = "on_event" in inspect.signature(Runner).parameters
 
 
 @dataclass(frozen=True)
@@ -512,9 +508,8 @@ class StreamWorker(QThread):
                 last_good_source = self._source_failed(cfg, e, last_good_source)
                 continue
             source = AppSource(inner, cfg.mirror)
-            extra = {"on_event": self._on_runner_event} if _RUNNER_HAS_EVENTS else {}
             runner = Runner(source, backend, [self.hub], size=cfg.size, fps=cfg.fps,
-                            batch_size=cfg.batch_size, **extra)
+                            batch_size=cfg.batch_size, on_event=self._on_runner_event)
             with self._lock:
                 if self._quit or self._restart:
                     continue
@@ -580,17 +575,13 @@ class StreamWorker(QThread):
         emit(self.style_fallback, fallback.name)
 
     def _create_backend(self, cfg: StreamConfig) -> Backend:
-        options = {}
         if cfg.style.backend == "diffusion":
             # This is the thread the model, its CUDA context and its side/main streams belong
-            # to: the diffusion backend creates them inside create_backend, here, never in the
+            # to: the diffusion backend creates them inside start_backend, here, never in the
             # UI thread. Latency mode asks for batches of one, so no frame waits for others.
-            options = {"device": None if cfg.device == "auto" else cfg.device, "bundle": cfg.bundle or None}
-            start = getattr(runner_module, "start_backend", None)
-            if start is not None:
-                # A warm-up batch at start; out of memory retries with half the batch.
-                return start(cfg.style, cfg.batch_size, on_event=self._on_runner_event, **options)
-            return create_backend(cfg.style, batch_size=cfg.batch_size, **options)
+            # A warm-up batch at start: out of memory there retries with half the batch.
+            return start_backend(cfg.style, cfg.batch_size, on_event=self._on_runner_event,
+                                 device=None if cfg.device == "auto" else cfg.device, bundle=cfg.bundle or None)
         return create_backend(cfg.style)
 
     def _backend_failed(self, cfg: StreamConfig, error: BaseException) -> None:

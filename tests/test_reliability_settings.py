@@ -11,7 +11,7 @@ import pytest
 pytest.importorskip("PySide6")
 
 from stylecam.core.styles import load_styles  # noqa: E402
-from stylecam.desktop.settings import SettingsStore, validate  # noqa: E402
+from stylecam.desktop.settings import AppSettings, SettingsStore, validate  # noqa: E402
 from stylecam.desktop.worker import StreamConfig  # noqa: E402
 
 from reliability_helpers import WorkerProbe, wait_until  # noqa: E402
@@ -54,18 +54,64 @@ def test_a_corrupt_settings_file_still_starts_the_stream(tmp_path, content, kept
         assert (settings.style, settings.fps) == ("toon", 12.0)  # the readable part survived
     probe = stream_runs(settings, source="pattern")
     assert {p.style for p in probe.pairs} == {settings.style}
+    # Reading wrote nothing; the first save keeps the damaged file as it was, beside it.
+    assert path.read_bytes() == content
+    store.update(mirror=True)
+    [backup] = [p for p in tmp_path.iterdir() if p.name.startswith("settings.ini.bak-")]
+    assert backup.read_bytes() == content
+    assert SettingsStore(path).load().mirror is True
 
 
-@pytest.mark.xfail(strict=True, reason="desktop/settings.py: load() stamps schema_version into a file that "
-                                       "had none, and QSettings then rewrites the whole file, turning bytes "
-                                       "that are not UTF-8 into U+FFFD for good (a backup of the original "
-                                       "before the first rewrite would keep them)")
 def test_loading_never_rewrites_a_value_it_could_not_decode(tmp_path):
     path = tmp_path / "settings.ini"
+    # No schema_version (a file from before versioning) and a Latin-1 path typed into it.
     original = b"[General]\nstyle=toon\nbundle=/home/j\xe9r\xf4me/models\n"
     path.write_bytes(original)
-    SettingsStore(path).load()
-    assert b"/home/j\xe9r\xf4me/models" in path.read_bytes()
+    store = SettingsStore(path)
+    settings = store.load()
+    assert path.read_bytes() == original  # loading wrote nothing
+    assert settings.style == "toon"
+    # What Qt decodes is not the folder the user named: the default is used, and the app says so.
+    assert settings.bundle == ""
+    backup = tmp_path / "settings.ini.bak-v0"
+    assert store.warnings == [f"settings {path}: bundle = '/home/j\ufffdr\ufffdme/models' holds bytes that are "
+                              f"not UTF-8 text; using the default (none); the file as it was is kept in {backup}. "
+                              "Save the file as UTF-8 or set bundle again in Settings"]
+    assert backup.read_bytes() == original
+    # The app saves a change: the file becomes UTF-8 and current, the copy still holds the bytes.
+    store.update(fps=20.0)
+    assert b"schema_version=1" in path.read_bytes() and b"fps=20" in path.read_bytes()
+    assert backup.read_bytes() == original
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["settings.ini", "settings.ini.bak-v0"]
+    stream_runs(SettingsStore(path).load(), source="pattern")
+
+
+def test_bytes_that_are_not_utf8_in_a_key_this_version_does_not_read_are_kept_in_a_copy(tmp_path):
+    path = tmp_path / "settings.ini"
+    original = b"[General]\nschema_version=1\nstyle=sketch\nnote=caf\xe9\n"
+    path.write_bytes(original)
+    store = SettingsStore(path)
+    assert store.load().style == "sketch"
+    backup = tmp_path / "settings.ini.bak-not-utf8"
+    assert store.warnings == [f"settings {path}: line 4 holds bytes that are not UTF-8 text, which a save "
+                              f"cannot keep; the file as it was is kept in {backup}"]
+    assert path.read_bytes() == original and backup.read_bytes() == original
+    store.update(mirror=True)
+    assert backup.read_bytes() == original
+
+
+def test_a_file_no_setting_can_be_read_from_is_kept_in_a_copy_before_a_save(tmp_path):
+    path = tmp_path / "settings.ini"
+    content = b"\0" * 1000
+    path.write_bytes(content)
+    store = SettingsStore(path)
+    assert store.load() == AppSettings()
+    assert path.read_bytes() == content
+    backup = tmp_path / "settings.ini.bak-unreadable"
+    assert store.warnings == [f"settings {path}: no setting could be read from the file ({len(content)} bytes); "
+                              f"using the defaults; the file as it was is kept in {backup}"]
+    store.update(style="toon")
+    assert backup.read_bytes() == content and SettingsStore(path).load().style == "toon"
 
 
 def test_a_file_cut_short_mid_write_keeps_the_keys_before_the_cut(tmp_path):
@@ -125,14 +171,34 @@ def test_source_values_from_a_settings_file_are_checked(tmp_path, value, said):
         assert settings.source == "auto" and said in store.warnings[0]
 
 
-@pytest.mark.xfail(strict=True, reason="desktop/settings.py _to_source checks only the kind: a path with a "
-                                       "control character or of any length passes (the stream refuses it "
-                                       "later; see the next test)")
-@pytest.mark.parametrize("value", ["file:/tmp/a\\0b.mp4", "file:/tmp/a\\nb.mp4", "file:/" + "a" * 5000])
-def test_source_paths_no_file_can_have_are_refused_when_read(tmp_path, value):
+@pytest.mark.parametrize("value, reason", [
+    ("file:/tmp/a\\0b.mp4", "the source holds a control character ('\\x00')"),
+    ("file:/tmp/a\\nb.mp4", "the source holds a control character ('\\n')"),
+    ("camera:/dev/vid\\teo0", "the source holds a control character ('\\t')"),
+    ("file:/" + "a" * 5000, "the path is 5001 characters long; give one of at most 4096"),
+])
+def test_source_paths_no_file_can_have_are_refused_when_read(tmp_path, value, reason):
     path = tmp_path / "settings.ini"
-    path.write_text(f"[General]\nschema_version=1\nsource={value}\n")
-    assert SettingsStore(path).load().source == "auto"
+    path.write_text(f"[General]\nschema_version=1\nsource={value}\nstyle=toon\n")
+    store = SettingsStore(path)
+    settings = store.load()
+    assert settings.source == "auto" and settings.style == "toon"
+    [warning] = store.warnings  # the app shows it as a "Settings reset" notification
+    assert warning.startswith(f"settings {path}: source = {value[:6]!r}"[:-1])
+    assert warning.endswith(f" is not valid ({reason}); using the default auto")
+    assert len(warning) < 300  # a 5,000-character value is cut short in the message
+
+
+def test_source_paths_from_settings_are_expanded(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    path = tmp_path / "settings.ini"
+    path.write_text("[General]\nschema_version=1\nsource=file:~/clips/a b.mp4\n")
+    store = SettingsStore(path)
+    assert store.load().source == f"file:{tmp_path}/home/clips/a b.mp4" and store.warnings == []
+    path.write_text("[General]\nschema_version=1\nsource=camera:~/cam\n")
+    assert store.load().source == f"camera:{tmp_path}/home/cam"
+    path.write_text("[General]\nschema_version=1\nsource=camera:2\n")
+    assert store.load().source == "camera:2"
 
 
 @pytest.mark.parametrize("bad, said", [

@@ -145,6 +145,9 @@ def no_leaks(monkeypatch, request):
         time.sleep(0.02)
     else:
         problems.append(f"stream threads still alive: {alive}")
+        if any(name.startswith("stylecam-classic") for name in alive):
+            problems.append("a classic backend's thread pool outlived its stream (ClassicBackend.close() "
+                            "was not called)")
     if problems and not getattr(request.node, "rep_call_failed", lambda: True)():
         pytest.fail("; ".join(problems))
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import shutil
 import subprocess
@@ -72,26 +73,57 @@ def test_save_rejects_invalid_settings(tmp_path):
         store.save(AppSettings(fps=0.5))
 
 
-def test_unversioned_file_is_migrated(tmp_path):
+def test_unversioned_file_is_read_unchanged_and_migrated_by_the_next_save_after_a_copy(tmp_path):
     raw_ini(tmp_path / "s.ini", style="toon", fps="15")
+    original = (tmp_path / "s.ini").read_bytes()
     store = SettingsStore(tmp_path / "s.ini")
     s = store.load()
-    assert (s.style, s.fps) == ("toon", 15.0)
-    assert QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat).value("schema_version") == "1"
-
-
-def test_migration_steps_run_in_order(tmp_path, monkeypatch):
-    # A future schema 2 that renamed "fps" to "rate": a version-1 file must come out readable.
-    def rename(qs):
-        qs.setValue("rate", qs.value("fps"))
-        qs.remove("fps")
-
-    monkeypatch.setattr(settings_mod, "SCHEMA_VERSION", 2)
-    monkeypatch.setitem(settings_mod.MIGRATIONS, 1, rename)
-    raw_ini(tmp_path / "s.ini", schema_version=1, fps="24")
-    SettingsStore(tmp_path / "s.ini").load()
+    assert (s.style, s.fps) == ("toon", 15.0) and store.warnings == []
+    assert (tmp_path / "s.ini").read_bytes() == original  # loading writes nothing
+    store.save(dataclasses.replace(s, mirror=True))
     qs = QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat)
-    assert qs.value("rate") == "24" and not qs.contains("fps") and str(qs.value("schema_version")) == "2"
+    assert qs.value("schema_version") == "1" and qs.value("mirror") == "true" and qs.value("style") == "toon"
+    assert (tmp_path / "s.ini.bak-v0").read_bytes() == original
+    store.save(dataclasses.replace(s, mirror=False))  # a current file: no more copies
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.ini", "s.ini.bak-v0"]
+
+
+def test_a_changed_older_file_gets_its_own_copy_and_an_old_copy_is_kept(tmp_path):
+    (tmp_path / "s.ini").write_bytes(b"[General]\nstyle=toon\n")
+    (tmp_path / "s.ini.bak-v0").write_bytes(b"an older copy")
+    SettingsStore(tmp_path / "s.ini").update(fps=20.0)
+    assert (tmp_path / "s.ini.bak-v0").read_bytes() == b"an older copy"
+    assert (tmp_path / "s.ini.bak-v0.2").read_bytes() == b"[General]\nstyle=toon\n"
+
+
+def test_migration_steps_run_in_order_and_are_written_by_the_next_save(tmp_path, monkeypatch):
+    # A future schema 3: step 1 renamed "fps" to "rate", step 2 doubled it. A version-1 file
+    # must come out with both steps applied, in order.
+    seen = []
+
+    def rename(values):
+        seen.append(dict(values))
+        return {"rate": values["fps"], "fps": None}
+
+    def double(values):
+        seen.append(dict(values))
+        return {"rate": str(2 * int(values["rate"]))}
+
+    monkeypatch.setattr(settings_mod, "SCHEMA_VERSION", 3)
+    monkeypatch.setitem(settings_mod.MIGRATIONS, 1, rename)
+    monkeypatch.setitem(settings_mod.MIGRATIONS, 2, double)
+    raw_ini(tmp_path / "s.ini", schema_version="1", fps="24", style="toon")
+    original = (tmp_path / "s.ini").read_bytes()
+    store = SettingsStore(tmp_path / "s.ini")
+    assert store.load().style == "toon"
+    assert seen == [{"schema_version": "1", "fps": "24", "style": "toon"},
+                    {"schema_version": "1", "rate": "24", "style": "toon"}]
+    assert (tmp_path / "s.ini").read_bytes() == original
+    store.save(AppSettings(style="sketch"))
+    qs = QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat)
+    assert qs.value("rate") == "48" and str(qs.value("schema_version")) == "3" and qs.value("style") == "sketch"
+    assert qs.value("fps") == "30"  # this version's own key, written by the save
+    assert (tmp_path / "s.ini.bak-v1").read_bytes() == original
 
 
 def test_newer_schema_is_read_without_downgrade(tmp_path):

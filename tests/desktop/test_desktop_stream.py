@@ -6,6 +6,7 @@ backend; outputs are compared with the classic backend run on the same input.
 
 from __future__ import annotations
 
+import threading
 import time
 
 import cv2
@@ -180,10 +181,8 @@ def test_failing_style_falls_back_to_classic_default(qtbot, make_app, monkeypatc
         app.style_actions["sketch"].trigger()
     fallback = [n for n in notes if "Oil paint style instead" in n[1]]
     assert fallback and "sketch" in fallback[0][1] and "injected" in fallback[0][1]
-    from stylecam.desktop import worker
-
-    if worker._RUNNER_HAS_EVENTS:  # the runner passes frames through while it retries, and says so
-        assert notes[0][0] == "The stylizer failed" and "injected" in notes[0][1]
+    # The runner passes frames through while it retries, and says so.
+    assert notes[0][0] == "The stylizer failed" and "injected" in notes[0][1]
     pair = next_pair(qtbot, app, styled("oil"))
     assert np.array_equal(pair.output, classic_reference("oil", pair.input))
     assert app.style_actions["oil"].isChecked()
@@ -229,3 +228,32 @@ def test_mirror_flips_input(qtbot, make_app, mirror):
     app.start()
     pair = next_pair(qtbot, app)
     assert np.array_equal(pair.input, pattern_frame(pair.index)[:, ::-1])
+
+
+def classic_threads() -> list[threading.Thread]:
+    """The classic backend's painter threads (its pool runs only for batches of two or more)."""
+    return [t for t in threading.enumerate() if t.name.startswith("stylecam-classic") and t.is_alive()]
+
+
+def test_the_classic_backend_threads_end_with_a_backend_switch_and_with_the_stream(qtbot, make_app):
+    from stylecam.core.styles import Style, load_styles
+
+    styles = dict(load_styles()[0])
+    styles["dream"] = Style(name="dream", backend="no-such-backend", label="Dream")
+    # Throughput mode at a rate the filter cannot keep up with: frames queue, batches of two
+    # reach the backend and it starts its pool.
+    app = make_app(style="oil-bold", output_size=(320, 240), fps=120.0, mode="throughput", styles=styles)
+    app.start()
+    qtbot.waitUntil(lambda: bool(classic_threads()), timeout=5000)
+    first = classic_threads()
+    # A style of another backend kind needs a new backend: the old one is closed, its threads end
+    # (the new kind fails here, so the fallback style starts a classic backend of its own).
+    with qtbot.waitSignal(app.style_changed, timeout=5000, check_params_cb=lambda n: n == "oil"):
+        app.style_actions["dream"].trigger()
+    assert not [t.name for t in first if t.is_alive()]
+    qtbot.waitUntil(lambda: bool(classic_threads()), timeout=5000)
+    second = classic_threads()
+    assert not set(second) & set(first)
+    assert app.shutdown()
+    # Ended by the worker's close, not left for the garbage collector.
+    assert not [t.name for t in second if t.is_alive()]
