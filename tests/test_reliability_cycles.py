@@ -62,6 +62,7 @@ def test_a_hundred_runner_starts_and_stops_leave_nothing_behind(flaky_camera, tm
             stops.append(bg.stop())
         assert not bg.thread.is_alive() and bg.error is None, (i, bg.error)
     base.check("runner")
+    backend.close()
     assert max(stops) < 2.0, max(stops)
     assert cv2.VideoCapture(str(tmp_path / "run0.mp4")).isOpened()  # the last file was finalised
     figures.update(cycles=100, stop_max_s=round(max(stops), 3), stop_median_s=round(statistics.median(stops), 3))
@@ -84,6 +85,7 @@ def test_ten_runs_with_an_mjpeg_viewer_attached_leave_nothing_behind(figures):
             viewer.release()
         assert not bg.thread.is_alive() and bg.error is None
     base.check("mjpeg")
+    backend.close()
     assert max(stops) < 2.0, max(stops)
     figures.update(cycles=10, stop_max_s=round(max(stops), 3))
 
