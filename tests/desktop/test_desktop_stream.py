@@ -240,9 +240,10 @@ def test_the_classic_backend_threads_end_with_a_backend_switch_and_with_the_stre
 
     styles = dict(load_styles()[0])
     styles["dream"] = Style(name="dream", backend="no-such-backend", label="Dream")
-    # Throughput mode at a rate the filter cannot keep up with: frames queue, batches of two
-    # reach the backend and it starts its pool.
-    app = make_app(style="oil-bold", output_size=(320, 240), fps=120.0, mode="throughput", styles=styles)
+    # Throughput mode at a rate the filter cannot keep up with (oil at 720p takes 20-30 ms a
+    # frame against a frame every 8 ms): frames queue, batches of two reach the backend and it
+    # starts its pool.
+    app = make_app(style="oil-bold", output_size=(1280, 720), fps=120.0, mode="throughput", styles=styles)
     app.start()
     qtbot.waitUntil(lambda: bool(classic_threads()), timeout=5000)
     first = classic_threads()
