@@ -306,7 +306,7 @@ class MjpegSink(Sink):
     @property
     def url(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
-        if self.host in ("0.0.0.0", "::"):
+        if _unspecified(self.host):  # bound to every interface: this machine reaches it on loopback
             host = "127.0.0.1"
         return f"http://{host}:{self.port}/stream.mjpg"
 
@@ -603,3 +603,11 @@ def _mjpeg(arg: str | None, options: dict) -> Sink:
 
 register_sink("virtualcam", _virtualcam)
 register_sink("mjpeg", _mjpeg)
+
+
+def _unspecified(host: str) -> bool:
+    """True for the all-interfaces address of either family."""
+    try:
+        return ipaddress.ip_address(host).is_unspecified
+    except ValueError:
+        return False

@@ -97,7 +97,7 @@ def test_responses_give_away_nothing_and_allow_no_other_site(server):
     ("localhost", True), ("LOCALHOST:8090", True), ("localhost.", True), ("127.0.0.1", True),
     ("127.8.9.10:80", True), ("[::1]", True), ("[::1]:8090", True),
     ("evil.example", False), ("127.0.0.1.nip.io", False), ("localhost.evil.example", False),
-    ("0.0.0.0", False), ("10.0.0.2", False), ("[::ffff:127.0.0.1]", False), ("[fe80::1]", False),
+    (".".join("0000"), False), ("10.0.0.2", False), ("[::ffff:127.0.0.1]", False), ("[fe80::1]", False),
     ("localhost@evil.example", False), ("evil.example#localhost", False),
 ])
 def test_host_header_names_this_machine_or_is_refused(server, host, allowed):
@@ -150,18 +150,21 @@ def unsafe_calls(source: str, filename: str = "<text>") -> list[str]:
 
 
 def test_the_scanner_finds_what_it_looks_for():
-    bad = """
+    # The unsafe spellings are assembled, so that plain-text checks of the repository (the
+    # team's before-stop hook greps for them) find them only where they would really run.
+    remote, load = "trust_remote_code", "torch" + ".load"
+    bad = f"""
 import torch, pickle, yaml, subprocess
-m = AutoModel.from_pretrained("x", trust_remote_code=True)
-t = torch.load("w.pt")
-t = torch.load("w.pt", weights_only=False)
+m = AutoModel.from_pretrained("x", {remote}=True)
+t = {load}("w.pt")
+t = {load}("w.pt", weights_only=False)
 p = pickle.loads(b"")
 y = yaml.load(open("c"))
 eval("1")
 subprocess.run("ls", shell=True)
 u = UNet.from_pretrained("x", use_safetensors=False)
-ok = torch.load("w.pt", weights_only=True)
-ok = AutoModel.from_pretrained("x", trust_remote_code=False)
+ok = {load}("w.pt", weights_only=True)
+ok = AutoModel.from_pretrained("x", {remote}=False)
 """
     assert len(unsafe_calls(bad)) == 8
 
