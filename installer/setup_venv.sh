@@ -2,8 +2,11 @@
 # Creates or refreshes .venv for stylecam.
 #
 # torch is installed first and on its own: asked for unpinned, or through another package, pip
-# picks the newest release, which on Linux is a multi-GB CUDA build. STYLECAM_TORCH overrides
-# the pin (e.g. STYLECAM_TORCH="torch==2.11.0 --index-url https://download.pytorch.org/whl/cu130").
+# picks the newest release, which on Linux is a multi-GB CUDA build. The pin is torch==2.13.0:
+# taken from a local wheel when pip's configuration offers one (the build machines do), else
+# from the build installer/pick_torch.sh chooses for this machine (the CPU build without an
+# NVIDIA GPU, so no multi-GB CUDA libraries land on a laptop that cannot use them). STYLECAM_TORCH
+# overrides both (e.g. STYLECAM_TORCH="torch==2.11.0 --index-url https://download.pytorch.org/whl/cu130").
 set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
 venv="${STYLECAM_VENV:-$here/.venv}"
@@ -16,6 +19,12 @@ if [ ! -x "$venv/bin/python" ]; then
 fi
 pip=("$venv/bin/python" -m pip --disable-pip-version-check)
 if ! "$venv/bin/python" -c "import torch" 2>/dev/null; then
+  probe="$(mktemp -d)"
+  # A local wheel of the pin (pip's find-links)? Then pip takes it as it is; else ask pick_torch.
+  if [ -z "${STYLECAM_TORCH:-}" ] && ! "${pip[@]}" download -q --no-index --no-deps -d "$probe" "$torch_spec" 2>/dev/null; then
+    torch_spec="$(bash "$here/installer/pick_torch.sh")"
+  fi
+  rm -rf "$probe"
   echo "stylecam: installing $torch_spec (first, so no other package pulls a different build)"
   # shellcheck disable=SC2086
   "${pip[@]}" install $torch_spec
@@ -23,7 +32,7 @@ fi
 echo "stylecam: installing stylecam and its dependencies"
 # The constraints file pins what CI tested; torch is left as installed above.
 grep -v '^torch==' "$here/installer/constraints.txt" > "$venv/constraints.txt"
-"${pip[@]}" install -c "$venv/constraints.txt" -e "$here[test]"
+"${pip[@]}" install -c "$venv/constraints.txt" -e "${here}[test]"
 # A stamp newer than pyproject.toml tells make the venv is current.
 touch "$venv/.stylecam-stamp"
 echo "stylecam: environment ready in $venv"
