@@ -21,3 +21,28 @@ def read_clip(path: Path, count: int | None = None) -> list[np.ndarray]:
     cap.release()
     assert frames, f"could not read {path}"
     return frames
+
+
+#: The flat colours of :func:`write_colour_clip`, frame i = COLOURS[i] (RGB).
+COLOURS = [(220, 40, 40), (40, 200, 40), (40, 40, 220), (230, 210, 40), (200, 40, 200), (40, 200, 210),
+           (240, 140, 40), (120, 40, 200), (250, 250, 250), (20, 20, 20), (140, 140, 140), (40, 120, 60)]
+
+
+def write_colour_clip(path: Path) -> Path:
+    """12 frames of 64x48 at 30 fps, frame i a flat COLOURS[i]: a stand-in for /dev/videoN (no
+    webcam exists here; ``camera:PATH`` goes through the same OpenCV capture and reconnect code).
+    MJPG keeps flat colours close."""
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 30, (64, 48))
+    for rgb in COLOURS:
+        writer.write(np.full((48, 64, 3), rgb[::-1], np.uint8))
+    writer.release()
+    return path
+
+
+def colour_index(img: np.ndarray) -> int:
+    """Which COLOURS entry a frame of :func:`write_colour_clip` shows."""
+    mean = img.reshape(-1, 3).mean(0)
+    errors = [np.abs(mean - c).max() for c in COLOURS]
+    best = int(np.argmin(errors))
+    assert errors[best] < 12, f"frame colour {mean} is none of the clip's"
+    return best

@@ -17,41 +17,14 @@ import numpy as np
 import pytest
 
 from stylecam.core.runner import Runner
+from clips import colour_index, write_colour_clip
+from reliability_helpers import Identity
 from stylecam.core.sinks import Sink
 from stylecam.core.sources import CameraSource, SourceError, open_source
-from stylecam.core.stylize.base import Backend
-
-COLOURS = [(220, 40, 40), (40, 200, 40), (40, 40, 220), (230, 210, 40), (200, 40, 200), (40, 200, 210),
-           (240, 140, 40), (120, 40, 200), (250, 250, 250), (20, 20, 20), (140, 140, 140), (40, 120, 60)]
-
-
-def colour_index(img: np.ndarray) -> int:
-    mean = img.reshape(-1, 3).mean(0)
-    errors = [np.abs(mean - c).max() for c in COLOURS]
-    best = int(np.argmin(errors))
-    assert errors[best] < 12, f"frame colour {mean} is none of the clip's"
-    return best
-
 
 @pytest.fixture
 def clip(tmp_path):
-    """12 frames of 64x48 at 30 fps, frame i a flat COLOURS[i]; MJPG keeps flat colours close."""
-    path = tmp_path / "webcam.avi"
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 30, (64, 48))
-    for rgb in COLOURS:
-        writer.write(np.full((48, 64, 3), rgb[::-1], np.uint8))
-    writer.release()
-    return path
-
-
-class Identity(Backend):
-    name = "identity"
-
-    def set_style(self, style):
-        pass
-
-    def process(self, images):
-        return images
+    return write_colour_clip(tmp_path / "webcam.avi")
 
 
 class TimedSink(Sink):

@@ -13,20 +13,10 @@ import pytest
 from stylecam.core.runner import Runner
 from stylecam.core.sinks import Sink
 from stylecam.core.sources import ScreenSource, SourceError, open_source
-from stylecam.core.stylize.base import Backend
+from reliability_helpers import Identity
 
 #: Where the test window goes, and its size: odd numbers, so an off-by-one anywhere shows.
 X, Y, PW, PH = 333, 211, 161, 97
-
-
-class Identity(Backend):
-    name = "identity"
-
-    def set_style(self, style):
-        pass
-
-    def process(self, images):
-        return images
 
 
 class ListSink(Sink):

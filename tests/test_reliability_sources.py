@@ -19,30 +19,16 @@ from stylecam.core.sources import CameraSource, Source, open_source
 from stylecam.core.styles import load_styles
 from stylecam.core.stylize.base import create_backend
 
+from clips import colour_index, write_colour_clip
 from reliability_helpers import (FLAKY_BACKEND, Background, EventLog, Identity, Recorder,  # noqa: F401
                                  figures, flaky_camera, wait_until)
 
-COLOURS = [(220, 40, 40), (40, 200, 40), (40, 40, 220), (230, 210, 40), (200, 40, 200), (40, 200, 210),
-           (240, 140, 40), (120, 40, 200), (250, 250, 250), (20, 20, 20), (140, 140, 140), (40, 120, 60)]
-
-
-def colour_of(img: np.ndarray) -> int:
-    mean = img.reshape(-1, 3).mean(0)
-    errors = [np.abs(mean - c).max() for c in COLOURS]
-    assert min(errors) < 12, f"frame colour {mean} is none of the clip's"
-    return int(np.argmin(errors))
+colour_of = colour_index
 
 
 @pytest.fixture
 def webcam_clip(tmp_path):
-    """12 frames 64x48 at 30 fps, frame i flat COLOURS[i]: a stand-in for /dev/videoN (no webcam
-    exists here; ``camera:PATH`` goes through the same OpenCV capture and reconnect code)."""
-    path = tmp_path / "webcam.avi"
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 30, (64, 48))
-    for rgb in COLOURS:
-        writer.write(np.full((48, 64, 3), rgb[::-1], np.uint8))
-    writer.release()
-    return path
+    return write_colour_clip(tmp_path / "webcam.avi")
 
 
 def test_camera_that_vanishes_and_returns_keeps_frames_flowing_and_says_so(webcam_clip, figures):
