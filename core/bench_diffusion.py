@@ -126,14 +126,27 @@ def run_config(bundle, frames: list[np.ndarray], params: dict, *, mode: str, bat
     from .stylize.engine import StreamEngine
 
     extra = dict(extra or {})
+    # ``text_bucket`` is the bundle's (its Qwen3-VL conditioner's), not the engine's: set for
+    # this row, restored after it. The naive modes run the stock forward, which ignores it.
+    bucket = extra.pop("text_bucket", None)
+    # cuDNN's autotuner is process-wide too: on for this row only when asked.
+    cudnn_benchmark = extra.pop("cudnn_benchmark", None)
+    old_cudnn = torch.backends.cudnn.benchmark
+    if cudnn_benchmark is not None:
+        torch.backends.cudnn.benchmark = bool(cudnn_benchmark)
+    qwen = bundle.qwen
+    old_bucket = qwen.pad_to_multiple_of if qwen is not None else None
+    if qwen is not None and bucket is not None:
+        qwen.pad_to_multiple_of = bucket or None
     settings = mode_settings(mode, batch, refresh, **extra)
     B = settings.batch_size
     torch.cuda.synchronize()
     torch.cuda.reset_peak_memory_stats()
     t0 = time.perf_counter()
-    engine = StreamEngine(bundle, settings, style=params)
-    source = _cycle(frames)
+    engine = None
     try:
+        engine = StreamEngine(bundle, settings, style=params)
+        source = _cycle(frames)
         # Warm-up: the first submit captures/compiles (reported apart), then a few batches.
         warm = max(2 * inflight + 1, -(-32 // B))
         for _ in _drive(engine, source, B, warm, inflight):
@@ -149,7 +162,11 @@ def run_config(bundle, frames: list[np.ndarray], params: dict, *, mode: str, bat
         stages = engine.stage_times(tickets)
         report = engine.report.as_dict()
     finally:
-        engine.close()
+        if engine is not None:
+            engine.close()
+        if qwen is not None:
+            qwen.pad_to_multiple_of = old_bucket
+        torch.backends.cudnn.benchmark = old_cudnn
     done = sum(t.count for t in tickets)
     lat = np.array([t.t_ready - c for t in tickets for c in t.capture_times]) * 1000.0
     ready = np.array([t.t_ready for t in tickets])
@@ -167,6 +184,8 @@ def run_config(bundle, frames: list[np.ndarray], params: dict, *, mode: str, bat
         "mem_peak_gb": round(torch.cuda.max_memory_allocated() / 2**30, 2),
         **stages,
         "settings": {k: v for k, v in settings.__dict__.items()},
+        "text_bucket": (bucket if bucket is not None else old_bucket) if qwen is not None else None,
+        "cudnn_benchmark": bool(cudnn_benchmark),
     }
 
 
@@ -289,6 +308,14 @@ def plan(stack: str) -> list[dict]:
                                  "STYLECAM_BENCH_COMPILE_MODE", "default")}))
     if "stream" in modes and vision and big:
         rest.append(dict(mode="stream", batch=big, refresh=1, inflight=2, extra={"broadcast": True}))
+    # Side-by-side variants of the headline row, e.g. STYLECAM_BENCH_AB='[{"channels_last_unet":
+    # false}, {"text_bucket": 0}]' (engine settings, or the conditioner's text_bucket).
+    # "batch"/"refresh" in a variant set the row's B and N instead of the headline's.
+    for variant in json.loads(os.environ.get("STYLECAM_BENCH_AB", "[]")):
+        if "stream" in modes and big:
+            variant = dict(variant)
+            rest.append(dict(mode="stream", batch=variant.pop("batch", big),
+                             refresh=variant.pop("refresh", head if vision else 1), inflight=2, extra=variant))
     if "latency" in modes:
         for b in lat_batches:
             for n in ((1, 4) if vision else (1,)):

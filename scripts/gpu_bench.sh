@@ -4,6 +4,8 @@
 #   OUT=/some/dir scripts/gpu_bench.sh smoke    # engine tests on CUDA + every mode once, 64 frames
 #   OUT=/some/dir scripts/gpu_bench.sh full     # the whole issue-9 matrix, >= 480 frames each
 #   OUT=/some/dir scripts/gpu_bench.sh compile  # mode=compile (torch.compile + graph), B=16
+#   OUT=/some/dir scripts/gpu_bench.sh ab       # B=16 headline vs each optimisation off, + compile
+#   OUT=/some/dir scripts/gpu_bench.sh diag     # engine CUDA tests + hang bisection
 #
 # Expects the wheels the GPU image lacks in .whl/ (diffusers, platformdirs; see docs/benchmarks.md)
 # and runs stylecam from this checkout without installing it. Everything it writes lands in $OUT.
@@ -38,11 +40,29 @@ case $PHASE in
     STACKS="mllm-edit sd-turbo"; LIMITS="320 160"
     ;;
   compile)
-    export STYLECAM_BENCH_MODES=stream STYLECAM_BENCH_BATCHES=16 STYLECAM_BENCH_REFRESH=4 \
+    export STYLECAM_BENCH_MODES=stream STYLECAM_BENCH_BATCHES=${STYLECAM_BENCH_BATCHES:-16} STYLECAM_BENCH_REFRESH=${STYLECAM_BENCH_REFRESH:-4} \
            STYLECAM_BENCH_COMPILE=1 STYLECAM_BENCH_CHECK=0 STYLECAM_BENCH_MODES=stream
     STACKS="mllm-edit"; LIMITS="290"
     ;;
-  *) echo "unknown phase $PHASE (smoke | full | compile)"; exit 2 ;;
+  ab)
+    # The B=16 headline row with today's defaults, then each optimisation switched off in turn
+    # (side by side in one process on one card), then mode=compile (U-Net + TAESD compiled).
+    export STYLECAM_BENCH_MODES=${STYLECAM_BENCH_MODES:-stream} STYLECAM_BENCH_BATCHES=${STYLECAM_BENCH_BATCHES:-16} STYLECAM_BENCH_REFRESH=${STYLECAM_BENCH_REFRESH:-4} \
+           STYLECAM_BENCH_CHECK=${STYLECAM_BENCH_CHECK:-0} STYLECAM_BENCH_LATENCY_BATCHES=${STYLECAM_BENCH_LATENCY_BATCHES:-1} \
+           STYLECAM_BENCH_COMPILE=${STYLECAM_BENCH_COMPILE:-1} \
+           STYLECAM_BENCH_AB=${STYLECAM_BENCH_AB:-'[{"text_bucket": 0, "channels_last_unet": false}, {"text_bucket": 0}, {"channels_last_unet": false}]'}
+    STACKS="${AB_STACKS:-mllm-edit}"; LIMITS="${AB_LIMIT:-300}"
+    ;;
+  diag)
+    # The engine's CUDA tests, then the hang bisection (each variant in its own process).
+    # CUDA_LAUNCH_BLOCKING: a kernel that never ends shows in the stack at its own launch.
+    timeout 150 python3 -m pytest tests/test_engine.py tests/test_qwen_vl.py tests/test_lllite.py -q -p no:cacheprovider \
+      -k "cuda or gpu" -o faulthandler_timeout=60 2>&1 | tee "$OUT/pytest.log" | grep -v "site-packages" | tail -30
+    DIAG_TIMEOUT=25 timeout "${DIAG_LIMIT:-200}" python3 scripts/engine_hang_bisect.py 2>&1 | tee "$OUT/bisect.log" \
+      | grep -v "site-packages" | cut -c1-300 | tail -80
+    exit 0
+    ;;
+  *) echo "unknown phase $PHASE (smoke | full | compile | ab | diag)"; exit 2 ;;
 esac
 
 # One process per stack: a stack that fails or hangs (the bench's watchdog ends it) leaves the

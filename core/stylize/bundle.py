@@ -115,8 +115,11 @@ STACK_DEFAULTS: dict[str, dict[str, Any]] = {
                     source_scale=1.0 / SD_LATENT_SCALE, timestep_spacing="trailing"),
     # DreamLite-style in-context edit: [noisy | source] side by side along the width, Qwen3-VL
     # hidden states of (frame, instruction) padded to a fixed length, flow matching, 1 step.
+    # ``text_bucket``: the language model runs on the real prompt tokens rounded up to a multiple
+    # of this, not on all ``text_length`` (same conditioning: it is causal and the rest is zero);
+    # 0 runs every prompt at the full length.
     "mllm-edit": dict(size=(512, 512), steps=1, strength=1.0, text_length=256, image_size=256,
-                      concat="width", source_scale=1.0, timestep_spacing="trailing"),
+                      concat="width", source_scale=1.0, timestep_spacing="trailing", text_bucket=64),
 }
 
 _CONCAT_MODES = ("none", "channel", "width")
@@ -138,6 +141,7 @@ class Manifest:
     timestep_spacing: str = "trailing"
     instruction_template: str = "{}"
     lllite_subset: str | None = None
+    text_bucket: int = 0
     components: Mapping[str, ComponentRef] = field(default_factory=dict)
 
     def component(self, name: str) -> ComponentRef:
@@ -150,6 +154,7 @@ class Manifest:
         if self.stack == "mllm-edit":
             d["image_size"] = self.image_size
             d["instruction_template"] = self.instruction_template
+            d["text_bucket"] = self.text_bucket
         if self.lllite_subset is not None:
             d["lllite_subset"] = self.lllite_subset
         comps = {k: v.to_json() for k, v in self.components.items() if v != ComponentRef(path=k)}
@@ -160,7 +165,7 @@ class Manifest:
 
 _MANIFEST_KEYS = {"format", "stack", "size", "steps", "strength", "text_length", "image_size", "concat",
                   "source_scale", "timestep_spacing", "instruction_template", "lllite_subset", "components",
-                  "description", "license"}
+                  "description", "license", "text_bucket"}
 
 
 def default_manifest(stack: str, **overrides) -> Manifest:
@@ -206,6 +211,9 @@ def manifest_from_dict(d: Mapping, origin: str) -> Manifest:
         val = v.get(key, 256)
         if not isinstance(val, int) or isinstance(val, bool) or not lo <= val <= hi:
             raise bad(f"{key!r} must be a whole number from {lo} to {hi}, got {val!r}")
+    bucket = v.get("text_bucket", 0)
+    if not isinstance(bucket, int) or isinstance(bucket, bool) or not 0 <= bucket <= 4096:
+        raise bad(f"'text_bucket' must be a whole number from 0 (off) to 4096, got {bucket!r}")
     if v["concat"] not in _CONCAT_MODES:
         raise bad(f"'concat' must be one of {', '.join(_CONCAT_MODES)}, got {v['concat']!r}")
     expected_concat = {"sd-turbo": ("none",), "pix2pix": ("channel",), "mllm-edit": ("width", "channel")}[stack]
@@ -241,7 +249,7 @@ def manifest_from_dict(d: Mapping, origin: str) -> Manifest:
     return Manifest(stack=stack, size=(int(size[0]), int(size[1])), steps=steps, strength=float(strength),
                     text_length=v["text_length"], image_size=v.get("image_size", 256), concat=v["concat"],
                     source_scale=float(scale), timestep_spacing=v["timestep_spacing"],
-                    instruction_template=template, lllite_subset=subset, components=comps)
+                    instruction_template=template, lllite_subset=subset, text_bucket=bucket, components=comps)
 
 
 def read_manifest(folder: Path) -> Manifest | None:
@@ -793,7 +801,8 @@ def _load_component(name: str, c: _Checked, m: Manifest, dtype: torch.dtype, loa
         from .qwen_vl import QwenVLConditioner
 
         return QwenVLConditioner.from_pretrained(c.path, c.path, image_size=m.image_size, text_length=m.text_length,
-                                                 dtype=dtype, local_files_only=True)
+                                                 pad_to_multiple_of=m.text_bucket or None, dtype=dtype,
+                                                 local_files_only=True)
     if name == "lllite":
         from . import lllite
 
@@ -950,7 +959,8 @@ def build_tiny_bundle(stack: str, *, seed: int = 0, size: tuple[int, int] = TINY
         manifest = default_manifest(stack, size=list(size), image_size=TINY_QWEN_IMAGE_SIZE,
                                     text_length=TINY_QWEN_TEXT_LENGTH)
         model, qtok = build_tiny_qwen3vl(seed=seed)
-        qwen = QwenVLConditioner(model, qtok, image_size=manifest.image_size, text_length=manifest.text_length)
+        qwen = QwenVLConditioner(model, qtok, image_size=manifest.image_size, text_length=manifest.text_length,
+                                 pad_to_multiple_of=manifest.text_bucket or None)
         cross_dim = model.config.text_config.hidden_size
         scheduler = _flow_scheduler()
     else:
@@ -1101,7 +1111,7 @@ def build_full_bundle(stack: str, *, device: str | torch.device = "cpu", dtype: 
     else:
         manifest = default_manifest(stack, size=list(size))
         qwen = QwenVLConditioner(model, full_vocab_qwen_tokenizer(), image_size=manifest.image_size,
-                                 text_length=manifest.text_length)
+                                 text_length=manifest.text_length, pad_to_multiple_of=manifest.text_bucket or None)
         scheduler = _flow_scheduler()
     return Bundle(manifest=manifest, unet=unet, vae=vae, scheduler=scheduler, text_encoder=text_encoder,
                   tokenizer=tokenizer, qwen=qwen, origin=f"full {stack} (random weights)").eval()

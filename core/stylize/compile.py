@@ -99,16 +99,32 @@ class GraphedStep:
 
     ``fn`` reads fixed-address input buffers and returns a tensor (or a list/tuple of tensors)
     allocated inside; after capture those outputs live in the graph's private memory pool and
-    every :meth:`replay` overwrites them in place. Replays run on the caller's current stream.
-    Warm-up runs on a side stream first (cuBLAS/cuDNN workspaces, cudnn.benchmark's search, and
-    the first call of a ``torch.compile``d fn, timed as compile time).
+    every :meth:`replay` overwrites them in place.
+
+    **Capture on the stream it will replay on** (``stream``, default: the current stream; the
+    default stream, which cannot capture, gets a stream of this step's own). cuBLAS takes its
+    workspace per (handle, current stream), and a captured GEMM keeps the workspace address of
+    its capture. Graphs captured on one shared stream (``torch.cuda.graph``'s default) all get
+    the same workspace, so two of them replaying at once on different streams (the engine's
+    encoder on the side stream, the U-Net on the main one) race on it: split-K partial sums and
+    semaphores overwritten, wrong values or kernels that never finish. Measured: the engine hung
+    in ``collect`` on an H200 that way (fp32 GEMMs without TF32, and bf16 at full size). Graphs
+    captured on their replay stream share a workspace only with graphs that replay after them
+    on that same stream.
+
+    Warm-up runs on that stream first (cuBLAS/cuDNN workspaces and heuristics, and the first
+    call of a ``torch.compile``d fn, timed as compile time).
     """
 
     def __init__(self, fn: Callable, *, name: str = "step", warmup: int = 2, report: CompileReport | None = None,
-                 compiled: bool = False):
+                 compiled: bool = False, stream=None):
         self.name = name
-        stream = torch.cuda.Stream()
-        stream.wait_stream(torch.cuda.current_stream())
+        stream = stream if stream is not None else torch.cuda.current_stream()
+        if stream == torch.cuda.default_stream(stream.device):
+            own = torch.cuda.Stream(stream.device)
+            own.wait_stream(stream)
+            stream = own
+        self.stream = stream
         t0 = time.perf_counter()
         with torch.cuda.stream(stream), torch.no_grad():
             fn()
@@ -116,10 +132,9 @@ class GraphedStep:
             t1 = time.perf_counter()
             for _ in range(max(0, warmup - 1)):
                 fn()
-        torch.cuda.current_stream().wait_stream(stream)
         torch.cuda.synchronize()
         self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph), torch.no_grad():
+        with torch.cuda.graph(self.graph, stream=stream), torch.no_grad():
             self.output = fn()
         torch.cuda.synchronize()
         t2 = time.perf_counter()

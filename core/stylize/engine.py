@@ -82,7 +82,10 @@ class EngineSettings:
     difference in 8-bit levels on a 1/16 thumbnail under which a batch reuses the last output
     (0 disables). ``mode``: ``eager``/``graphs``/``compile`` (CUDA; the CPU is always eager).
     ``streams``: the side stream (CUDA). ``fast_encoder``: Qwen3-VL's sync-free forward (None:
-    on for CUDA; graphs need it). ``profile``: CUDA events around every stage.
+    on for CUDA; graphs need it). ``channels_last_vae``/``channels_last_unet``: NHWC convolutions
+    (CUDA; cuDNN's fastest bf16 kernels). ``compile_vae``: under ``mode="compile"`` TAESD's
+    encode/decode steps are compiled too (not only the U-Net). ``profile``: CUDA events around
+    every stage.
     """
 
     batch_size: int = 8
@@ -100,6 +103,10 @@ class EngineSettings:
     streams: bool = True
     fast_encoder: bool | None = None
     channels_last_vae: bool = True
+    channels_last_unet: bool = False
+    compile_vae: bool = True
+    main_priority: bool = False
+    compile_encoder: bool = True
     profile: bool = False
 
     def __post_init__(self):
@@ -160,7 +167,8 @@ class StreamEngine:
         engine.close()
 
     The engine folds the bundle's LLLite adapters into its U-Net (undone by :meth:`close`) and,
-    on CUDA with ``channels_last_vae``, puts TAESD in channels-last memory format.
+    on CUDA with ``channels_last_vae``/``channels_last_unet``, puts TAESD / the U-Net in
+    channels-last memory format (also undone by :meth:`close`).
     """
 
     SLOTS = 2
@@ -227,10 +235,19 @@ class StreamEngine:
         if self.cuda and settings.channels_last_vae:
             self._vae_format = torch.channels_last
             vae.to(memory_format=torch.channels_last)
+        # The U-Net's convolutions in NHWC (off by default: on the H200 in bf16 with graphs it
+        # made the mllm-edit U-Net slower, 67.6 -> 78.4 ms at B=16; see docs/benchmarks.md).
+        self._unet_format = None
+        if self.cuda and settings.channels_last_unet:
+            self._unet_format = torch.channels_last
+            bundle.unet.to(memory_format=torch.channels_last)
 
         # Streams and events (CPU: stand-ins).
         if self.cuda:
-            self._main = torch.cuda.Stream(self.device)
+            # The main stream (U-Net + decode) is the critical path: at high priority its kernels
+            # take free SMs first, and the side stream's encoders fill what is left (they have a
+            # whole U-Net's time to finish before the next batch needs them).
+            self._main = torch.cuda.Stream(self.device, priority=-1 if settings.main_priority else 0)
             self._side = torch.cuda.Stream(self.device) if settings.streams else self._main
             self._copy = torch.cuda.Stream(self.device) if settings.streams else self._main
         # Fixed-address buffers. Host: pinned, two slots (one being filled while one is in flight).
@@ -410,8 +427,13 @@ class StreamEngine:
         with self._on(self._side_stream()), torch.no_grad():
             for name in ("encode", "cond", "lllite"):
                 if name in self._wanted_steps() and name not in self._steps:
-                    self._steps[name] = make_step(getattr(self, f"_{name}_step"), mode, name=name,
-                                                  report=self.report)
+                    fn = getattr(self, f"_{name}_step")
+                    compiled = None
+                    if name == "encode":
+                        compiled = self._compiled_vae(fn)
+                    elif name == "cond" and mode == "compile" and self.settings.compile_encoder:
+                        compiled = compile_step(fn, self.settings.compile_mode or DEFAULT_COMPILE_MODE)
+                    self._steps[name] = make_step(fn, mode, name=name, report=self.report, compile_fn=compiled)
         if "unet" not in self._steps:
             self._sync()
         if self._latent_out is None:
@@ -439,8 +461,17 @@ class StreamEngine:
                 self._latent_out = self._steps["unet"].replay()
         if "decode" not in self._steps:
             with self._on(self._main_stream()), torch.no_grad():
-                self._steps["decode"] = make_step(self._decode_step, mode, name="decode", report=self.report)
+                self._steps["decode"] = make_step(self._decode_step, mode, name="decode", report=self.report,
+                                                  compile_fn=self._compiled_vae(self._decode_step))
         self._sync()
+
+    def _compiled_vae(self, fn):
+        # TAESD is a stack of small 3x3 convs with a ReLU/add after each: Inductor fuses those
+        # epilogues and the uint8<->float conversions around it. Zero-argument closure, so the
+        # same make_step path as the U-Net (warm-up timed as compile, then captured).
+        if self.mode != "compile" or not self.settings.compile_vae:
+            return None
+        return compile_step(fn, self.settings.compile_mode or DEFAULT_COMPILE_MODE)
 
     def _wanted_steps(self) -> set[str]:
         wanted = {"encode", "unet", "decode"}
@@ -736,6 +767,8 @@ class StreamEngine:
             self.bundle.qwen.fast = self._qwen_fast_was
         if self._vae_format is not None:
             self.bundle.vae.to(memory_format=torch.contiguous_format)
+        if self._unet_format is not None:
+            self.bundle.unet.to(memory_format=torch.contiguous_format)
         self.closed = True
         if self.cuda:
             torch.cuda.empty_cache()

@@ -301,9 +301,7 @@ class QwenVLConditioner(torch.nn.Module):
                              f"for this model, got {image_size}")
         self.image_size = int(image_size)
         self.text_length = int(text_length)
-        if pad_to_multiple_of is not None and pad_to_multiple_of < 1:
-            raise ValueError(f"pad_to_multiple_of must be a positive int or None, got "
-                             f"{pad_to_multiple_of}")
+        self._prompts = OrderedDict()
         self.pad_to_multiple_of = pad_to_multiple_of
         self.resize = resize
         self.resample = resample
@@ -427,6 +425,19 @@ class QwenVLConditioner(torch.nn.Module):
         if len(self._prompts) > self._prompt_cache_size:
             self._prompts.popitem(last=False)
         return record
+
+    @property
+    def pad_to_multiple_of(self) -> int | None:
+        """Run the language model on the real tokens rounded up to a multiple of this (None:
+        all ``text_length``). The output is the same either way; only the cost differs."""
+        return self._pad_to_multiple_of
+
+    @pad_to_multiple_of.setter
+    def pad_to_multiple_of(self, value: int | None) -> None:
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+            raise ValueError(f"pad_to_multiple_of must be a positive int or None, got {value!r}")
+        self._pad_to_multiple_of = value
+        self._prompts.clear()  # cached prompts were padded for the old setting
 
     # ------------------------------------------------------------------ preprocessing
 
