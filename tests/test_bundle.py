@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 import shutil
 from pathlib import Path
@@ -242,10 +244,27 @@ def test_folder_without_manifest_or_unet_is_not_a_bundle(tmp_path, offline):
     ({"concat": "width"}, "stack sd-turbo needs concat none"),
     ({"components": {"qwen": "qwen"}}, "component 'qwen' is not part of the sd-turbo stack"),
     ({"format": 7}, "manifest format 7"),
+    ({"text_bucket": -1}, "'text_bucket' must be a whole number from 0"),
+    ({"text_bucket": 8.5}, "'text_bucket' must be"),
 ])
 def test_manifest_validation_messages(change, message):
     with pytest.raises(BundleError, match=message):
         B.manifest_from_dict({"stack": "sd-turbo", **change}, "test.json")
+
+
+def test_text_bucket_defaults_to_64_for_the_edit_stack_and_reaches_the_conditioner(tmp_path, offline):
+    edit = B.default_manifest("mllm-edit")
+    assert edit.text_bucket == 64 and edit.to_dict()["text_bucket"] == 64
+    assert B.default_manifest("sd-turbo").text_bucket == 0
+    # A saved bundle's manifest setting is what the loaded conditioner runs with; 0 is "off".
+    bundle = B.build_tiny_bundle("mllm-edit")
+    assert bundle.qwen.pad_to_multiple_of == 64
+    bundle.manifest = dataclasses.replace(bundle.manifest, text_bucket=8)
+    bundle.save(tmp_path / "b8")
+    assert load_bundle(tmp_path / "b8").qwen.pad_to_multiple_of == 8
+    bundle.manifest = dataclasses.replace(bundle.manifest, text_bucket=0)
+    bundle.save(tmp_path / "b0")
+    assert load_bundle(tmp_path / "b0").qwen.pad_to_multiple_of is None
 
 
 def test_save_refuses_a_folder_that_is_not_empty(tmp_path):

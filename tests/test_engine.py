@@ -20,7 +20,7 @@ from clips import read_clip
 from stylecam.core.frames import fit
 from stylecam.core.stylize import reference
 from stylecam.core.stylize.bundle import build_tiny_bundle
-from stylecam.core.stylize.compile import resolve_mode
+from stylecam.core.stylize.compile import default_mode, resolve_mode
 from stylecam.core.stylize.engine import EngineError, EngineSettings, StreamEngine
 
 STYLE_A = {"prompt": "an oil painting, thick brush strokes", "instruction": "turn it into an oil painting",
@@ -303,6 +303,69 @@ def test_eager_switch_and_modes(monkeypatch):
     assert resolve_mode("compile", cuda) == "eager"
     with pytest.raises(ValueError, match="eager, graphs, compile"):
         resolve_mode("fast", cuda)
+    # The app's mode: graphs, or compile on request; the eager switch still wins.
+    monkeypatch.delenv("STYLECAM_COMPILE", raising=False)
+    assert default_mode() == "graphs"
+    monkeypatch.setenv("STYLECAM_COMPILE", "1")
+    assert default_mode() == "compile"
+    assert resolve_mode(default_mode(), cuda) == "eager"
+    monkeypatch.delenv("STYLECAM_EAGER")
+    assert resolve_mode(default_mode(), cuda) == "compile"
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU")
+def test_graphs_replayed_at_once_on_two_streams_do_not_share_a_workspace():
+    """Two graphs of float32 GEMMs (no TF32: split-K kernels that use cuBLAS's workspace),
+    each captured on the stream it replays on, replayed concurrently over and over: each stays
+    equal to its eager result. With both captured on one shared stream they shared a workspace
+    and the engine hung in ``collect`` (H200)."""
+    from stylecam.core.stylize.compile import GraphedStep
+
+    old = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        g = torch.Generator(device="cuda").manual_seed(0)
+        # Tall-skinny products: few output tiles and a long K, the shapes cuBLAS splits along K.
+        a = [torch.randn(64, 8192, device="cuda", generator=g) for _ in range(2)]
+        b = [torch.randn(8192, 64, device="cuda", generator=g) for _ in range(2)]
+        expected = [a[i] @ b[i] @ b[i].T @ b[i] for i in range(2)]
+        streams = [torch.cuda.Stream(), torch.cuda.Stream()]
+        steps = []
+        for i, s in enumerate(streams):
+            with torch.cuda.stream(s):
+                steps.append(GraphedStep(lambda i=i: a[i] @ b[i] @ b[i].T @ b[i], name=f"mm{i}"))
+            assert steps[-1].stream == s
+        # A captured graph's output holds its values only after a replay: one each, alone.
+        ref = []
+        for s, step in zip(streams, steps):
+            with torch.cuda.stream(s):
+                ref.append(step.replay().clone())
+            torch.cuda.synchronize()
+        for i in range(2):
+            torch.testing.assert_close(ref[i], expected[i], rtol=1e-4, atol=1e-2)
+        for _ in range(200):
+            for s, step in zip(streams, steps):
+                with torch.cuda.stream(s):
+                    step.replay()
+        torch.cuda.synchronize()
+        for i in range(2):
+            torch.testing.assert_close(steps[i].output, ref[i], rtol=0, atol=0)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = old
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU")
+def test_engine_steps_are_captured_on_their_replay_streams(bundles):
+    engine = StreamEngine(bundles("mllm-edit", "cuda"), _settings("cuda", batch_size=2), STYLE_A)
+    try:
+        engine.process([np.zeros((64, 64, 3), np.uint8)] * 2)
+        side = {engine._steps[k].stream for k in ("encode", "cond", "lllite")}
+        main = {engine._steps[k].stream for k in ("unet", "decode")}
+        assert side == {engine._side} and main == {engine._main} and engine._side != engine._main
+    finally:
+        engine.close()
 
 
 @pytest.mark.gpu

@@ -182,6 +182,18 @@ def test_shorter_computed_sequence_gives_the_same_output(tiny, swan, fast):
     assert text[0].shape == (1, 48, 64) and (text[0][0, 16:] == 0).all()
 
 
+def test_changing_the_bucket_drops_prompts_laid_out_for_the_old_one(tiny):
+    cond = conditioner(tiny, pad_to_multiple_of=16)
+    assert cond.prompt("Sketch.", 4).input_ids.shape[1] == 32
+    cond.pad_to_multiple_of = None
+    assert cond.prompt("Sketch.", 4).input_ids.shape[1] == 48  # not the cached 32-token layout
+    cond.pad_to_multiple_of = 8
+    assert cond.prompt("Sketch.", 4).input_ids.shape[1] == 24
+    for bad in (0, -8, 2.5, True):
+        with pytest.raises(ValueError, match="pad_to_multiple_of"):
+            cond.pad_to_multiple_of = bad
+
+
 def test_instruction_tokenisation_is_cached(tiny, swan):
     cond = conditioner(tiny, resize="keep_aspect")
     cond.encode(swan[:1], INSTRUCTION)

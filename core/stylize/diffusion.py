@@ -118,10 +118,11 @@ class DiffusionBackend(Backend):
         self._settings = settings
         self._style = style
         if self._engine is None:
+            from .compile import default_mode
             from .engine import EngineSettings, StreamEngine
 
-            self._engine = StreamEngine(self.bundle, EngineSettings(batch_size=self.batch_size).with_style(style.params),
-                                        folded=self._folded)
+            settings = EngineSettings(batch_size=self.batch_size, mode=default_mode()).with_style(style.params)
+            self._engine = StreamEngine(self.bundle, settings, folded=self._folded)
         self._engine.set_style(style)
 
     def process(self, images: list[np.ndarray]) -> list[np.ndarray]:
