@@ -17,7 +17,32 @@ def load(path: str) -> list[dict]:
     if not p.is_file() and Path(path + ".partial").is_file():
         p = Path(path + ".partial")
     rows = [json.loads(line) for line in p.read_text().splitlines() if line.strip()]
-    return [r for r in rows if r.get("bench") == "diffusion" and "fps" in r]
+    return [r for r in rows if r.get("bench") == "diffusion" and "fps" in r and not _ab_only(r["mode"])]
+
+
+#: Settings that appear only in A/B rows (one optimisation switched off or a knob that gained
+#: nothing): they stay in the JSON and the tables, not in the plot.
+AB_ONLY = ("main_priority", "cudnn_benchmark", "text_bucket", "channels_last_unet")
+
+
+def _ab_only(mode: str) -> bool:
+    return any(k in mode for k in AB_ONLY)
+
+
+def short(mode: str) -> str:
+    """``stream+mode=compile+compile_mode=default+broadcast=True`` -> ``stream compiled, broadcast``."""
+    parts = mode.split("+")
+    words = [parts[0]]
+    for p in parts[1:]:
+        if p == "mode=compile":
+            words.append("compiled")
+        elif p == "broadcast=True":
+            words.append("broadcast")
+        elif p == "compile_encoder=True":
+            words.append("encoder compiled")
+        elif not p.startswith(("compile_mode=", "compile_encoder=")):
+            words.append(p)
+    return words[0] + (" " + ", ".join(words[1:]) if len(words) > 1 else "")
 
 
 def main(src: str, dst: str) -> None:
@@ -34,7 +59,7 @@ def main(src: str, dst: str) -> None:
         ax = row_axes[0]
         series: dict[str, list[tuple[int, float]]] = {}
         for r in mine:
-            label = r["mode"] if r["mode"].startswith("naive") else f"{r['mode']} N={r['refresh']}"
+            label = short(r["mode"]) if r["mode"].startswith("naive") else f"{short(r['mode'])} N={r['refresh']}"
             series.setdefault(label, []).append((r["batch"], r["fps"]))
         for label, pts in sorted(series.items()):
             pts.sort()
@@ -48,7 +73,7 @@ def main(src: str, dst: str) -> None:
         ax = row_axes[1]
         for r in mine:
             ax.scatter(r["fps"], r["latency_p50_ms"], s=20 + 4 * r["batch"])
-            ax.annotate(f"{r['mode']} B={r['batch']} N={r['refresh']}", (r["fps"], r["latency_p50_ms"]),
+            ax.annotate(f"{short(r['mode'])} B={r['batch']} N={r['refresh']}", (r["fps"], r["latency_p50_ms"]),
                         fontsize=6)
         ax.set_xlabel("frames per second")
         ax.set_ylabel("p50 capture→output latency (ms)")
