@@ -400,6 +400,12 @@ def test_style_presets_carry_engine_policies(bundles, clip, monkeypatch):
                         "params": dict(STYLE_A, refresh=2, lllite_refresh=3)})
     with pytest.raises(StyleError, match="refresh"):
         make_style({"name": "bad", "backend": "diffusion", "params": dict(STYLE_A, refresh=0)})
+    with pytest.raises(StyleError, match="'feedback_warp' must be true or false"):
+        make_style({"name": "bad", "backend": "diffusion", "params": dict(STYLE_A, feedback_warp="yes")})
+    from stylecam.core.styles import load_styles
+
+    steady = load_styles()[0]["ai-oil-steady"].params
+    assert EngineSettings().with_style(steady).feedback_warp is True
     bundle = bundles("mllm-edit")
     engine = StreamEngine(bundle, EngineSettings(batch_size=2, refresh=1, lllite_refresh=1))
     try:
@@ -438,3 +444,109 @@ def test_length_bucketed_prompts_equal_the_fixed_length_reference(clip):
     qwen._prompts.clear()
     assert_close(first, reference.stylize_frames(clip[:4], STYLE_A, bundle), "bucketed prompt")
     assert_close(second, reference.stylize_frames(clip[4:], long_b, bundle), "longer bucketed prompt")
+
+
+def _pan(clip, step: int = 3) -> list[np.ndarray]:
+    """A camera pan: 64x64 windows of one frame (upscaled 2x) moving ``step`` pixels right per frame."""
+    import cv2
+
+    big = cv2.resize(clip[0], (128, 128), interpolation=cv2.INTER_CUBIC)
+    return [np.ascontiguousarray(big[32:96, 16 + step * i:80 + step * i]) for i in range(N_FRAMES)]
+
+
+def _warped_moving_average(frames, outs, alpha):
+    """The oracle of ``feedback_warp``, in OpenCV: the previous output remapped along the same DIS
+    flows (``cv2.remap``, edges replicated), then the moving average of the feedback test."""
+    import cv2
+
+    from stylecam.core.stylize.flow import FlowEstimator
+
+    H, W = frames[0].shape[:2]
+    flows = FlowEstimator((W, H)).backward(np.stack(frames))
+    h, w = flows.shape[1:3]
+    prev, expected = None, []
+    for flow, out in zip(flows, outs):
+        y = out.astype(np.float32)
+        if prev is None:
+            prev = y
+        else:
+            full = cv2.resize(flow, (W, H), interpolation=cv2.INTER_LINEAR)
+            mx = (np.arange(W)[None, :] + full[..., 0] * (W / w)).astype(np.float32)
+            my = (np.arange(H)[:, None] + full[..., 1] * (H / h)).astype(np.float32)
+            warped = cv2.remap(prev, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+            prev = y + alpha * (warped - y)
+        expected.append(np.clip(np.round(prev), 0, 255).astype(np.uint8))
+    return expected
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_feedback_warp_equals_the_opencv_oracle(device, bundles, clip):
+    alpha = 0.6
+    pan = _pan(clip)
+    bundle = bundles("sd-turbo", device)
+    ref = reference.stylize_frames(pan, STYLE_A, bundle)  # no feedback: each frame's own output
+    engine = StreamEngine(bundle, _settings(device, batch_size=3, feedback=alpha, feedback_warp=True), STYLE_A)
+    try:
+        out = engine.process(pan)
+    finally:
+        engine.close()
+    d = _diff(out, _warped_moving_average(pan, ref, alpha))
+    # grid_sample (float) against cv2.remap (1/32-pixel fixed point): a few levels at edges, rarely.
+    assert d.max() <= 4 and d.mean() < 0.25, f"max {d.max()}, mean {d.mean():.3f}"
+    # It is not the plain blend: the random tiny U-Net's output keeps a texture fixed to the
+    # screen (the stream's noise does not move), which the warp moves along with the pan.
+    plain = [np.clip(np.round(e), 0, 255).astype(np.uint8) for e in _warped_moving_average([pan[0]] * len(pan), ref, alpha)]
+    assert _diff(out, plain).mean() > 1.0
+
+
+def test_warped_feedback_leaves_no_ghost_behind_a_pan(clip):
+    """The engine's blend (``moving_average``) fed a stylizer that follows the scene exactly (the
+    frames themselves): the plain blend drags the previous frames behind the pan, the warped one
+    stays on the frame (up to the edge that enters the picture)."""
+    from stylecam.core.stylize.engine import moving_average
+    from stylecam.core.stylize.flow import FlowEstimator, flow_grids
+
+    pan = _pan(clip, step=4)
+    frames = torch.from_numpy(np.stack(pan)).float()
+    grids = flow_grids(torch.from_numpy(FlowEstimator((64, 64)).backward(np.stack(pan))), (64, 64))
+    first = torch.zeros(())  # the first frame has no previous one
+    plain = moving_average(frames, frames[0], first, 0.6)
+    warped = moving_average(frames, frames[0], first, 0.6, grids)
+    inner = (slice(1, None), slice(None), slice(0, 40))  # away from the entering right edge
+    ghost_plain = (plain - frames)[inner].abs().mean()
+    ghost_warped = (warped - frames)[inner].abs().mean()
+    assert ghost_plain > 5.0  # a real ghost without the warp
+    assert ghost_warped < 0.3 * ghost_plain, (float(ghost_warped), float(ghost_plain))
+
+
+def test_feedback_warp_on_a_still_scene_is_the_plain_blend(bundles, clip):
+    still = [clip[2]] * 5
+    bundle = bundles("sd-turbo")
+    outs = []
+    for warp in (False, True):
+        engine = StreamEngine(bundle, _settings("cpu", batch_size=2, feedback=0.5, feedback_warp=warp), STYLE_A)
+        try:
+            outs.append(engine.process(still))
+        finally:
+            engine.close()
+    assert_close(outs[1], outs[0], "zero flow")
+
+
+def test_flow_warp_equals_opencv_remap_at_any_scale():
+    import cv2
+
+    from stylecam.core.stylize.flow import flow_grids, flow_size, warp
+
+    rng = np.random.default_rng(1)
+    W, H = 256, 192
+    assert flow_size((W, H)) == (128, 96)
+    image = cv2.GaussianBlur(rng.uniform(0, 255, (H, W, 3)).astype(np.float32), (0, 0), 3)
+    flow = cv2.GaussianBlur(rng.uniform(-4, 4, (96, 128, 2)).astype(np.float32), (0, 0), 5) * 4
+    flow += np.array([2.5, -1.5], np.float32)  # a pan, and local motion around it
+    got = warp(torch.from_numpy(image), flow_grids(torch.from_numpy(flow)[None], (W, H))[0]).numpy()
+    full = cv2.resize(flow, (W, H), interpolation=cv2.INTER_LINEAR)
+    mx = (np.arange(W)[None, :] + full[..., 0] * 2).astype(np.float32)
+    my = (np.arange(H)[:, None] + full[..., 1] * 2).astype(np.float32)
+    expected = cv2.remap(image, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    assert np.abs(got - expected).max() < 0.5
+    assert np.abs(got - image).mean() > 1.0  # the flow did move the picture

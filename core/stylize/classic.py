@@ -14,6 +14,7 @@ frames smaller than it are filtered as they are, with sizes scaled down to match
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -538,6 +539,10 @@ class ClassicBackend(Backend):
             return [self._fn(image, **self._knobs) for image in images]
         if self._pool is None:
             self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="stylecam-classic")
+            # Start every worker now (each waits at the barrier, so no submit finds one idle):
+            # the pool's size must not depend on how fast the first batches happened to finish.
+            barrier = threading.Barrier(self.workers)
+            list(self._pool.map(lambda _: barrier.wait(), range(self.workers)))
         return list(self._pool.map(partial(self._fn, **self._knobs), images))
 
     def close(self) -> None:

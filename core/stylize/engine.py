@@ -30,7 +30,9 @@ refreshed every ``refresh`` batches, per frame or from one representative frame 
 newest) broadcast to all B; between refreshes the last conditioning is reused position by
 position. Temporal stability: the noise is fixed per stream (the style's seed); ``feedback``
 blends each output with the previous one (an exponential moving average in frame order, the same
-for any B); ``skip_threshold`` reuses the last output for a batch whose frames all match the last
+for any B), with ``feedback_warp`` after moving the previous output along the optical flow of the
+input frames (:mod:`.flow`: host-side DIS flow on thumbnails, a ``grid_sample`` in the decode
+step), so that motion does not leave a ghost; ``skip_threshold`` reuses the last output for a batch whose frames all match the last
 processed frame (see :meth:`StreamEngine.submit` for the trade-off).
 
 A style or prompt switch applies from the next submitted batch: a new text is a copy into the
@@ -59,7 +61,7 @@ from .denoiser import Denoiser, decode_latents, encode_frames, latent_size, make
 log = logging.getLogger(__name__)
 
 #: Style-preset parameters the engine reads (validated in :mod:`.params`).
-STYLE_KEYS = ("refresh", "broadcast", "lllite_refresh", "feedback", "skip_threshold")
+STYLE_KEYS = ("refresh", "broadcast", "lllite_refresh", "feedback", "feedback_warp", "skip_threshold")
 #: Side of the thumbnail the similarity skip compares, as a fraction of the frame side.
 SKIP_THUMB_DIVISOR = 16
 
@@ -78,7 +80,8 @@ class EngineSettings:
     ``cache_text``: CLIP text encoded once per prompt (False re-encodes every batch: the naive
     baseline). ``lllite_refresh``/``lllite_hooks``: LLLite conditioning every M batches over this
     hook subset (None: the bundle manifest's ``lllite_subset``, else every adapter).
-    ``feedback``: weight of the previous output in [0, 1). ``skip_threshold``: mean absolute
+    ``feedback``: weight of the previous output in [0, 1); ``feedback_warp``: warp it along the
+    optical flow first. ``skip_threshold``: mean absolute
     difference in 8-bit levels on a 1/16 thumbnail under which a batch reuses the last output
     (0 disables). ``mode``: ``eager``/``graphs``/``compile`` (CUDA; the CPU is always eager).
     ``streams``: the side stream (CUDA). ``fast_encoder``: Qwen3-VL's sync-free forward (None:
@@ -97,6 +100,7 @@ class EngineSettings:
     lllite_hooks: str | None = None
     lllite_multiplier: float = 1.0
     feedback: float = 0.0
+    feedback_warp: bool = False
     skip_threshold: float = 0.0
     mode: str = "graphs"
     compile_mode: str | None = None
@@ -266,6 +270,16 @@ class StreamEngine:
         # the first frame's blend weight, 0 until an output exists.
         self._prev = torch.zeros((H, W, 3), dtype=torch.float32, **dev)
         self._weight = torch.zeros((), dtype=torch.float32, **dev)
+        # Optical flow of each frame to the one before it (feedback_warp), host -> side -> main
+        # like the frames; small (B x 128 x 128 x 2 floats), so always there.
+        from .flow import flow_size
+
+        fw, fh = flow_size(self.size)
+        self._host_flow = [torch.zeros((B, fh, fw, 2), dtype=torch.float32, pin_memory=pin)
+                           for _ in range(self.SLOTS)]
+        self._side_flow = torch.zeros((B, fh, fw, 2), dtype=torch.float32, **dev)
+        self._main_flow = torch.zeros((B, fh, fw, 2), dtype=torch.float32, **dev)
+        self._flow = None  # FlowEstimator, made when warping is first on
 
         self._steps: dict = {}
         self._latent_out: torch.Tensor | None = None
@@ -329,8 +343,8 @@ class StreamEngine:
             self._steps.pop("lllite", None)
             self._cond_due = True
             self._lllite_due = self.folded is not None
-        if new.feedback != self.settings.feedback:
-            self._steps.pop("decode", None)  # the weight is baked into the decode step
+        if new.feedback != self.settings.feedback or new.feedback_warp != self.settings.feedback_warp:
+            self._steps.pop("decode", None)  # the weight and the warp are baked into the decode step
         self.settings = new
         self.broadcast = broadcast
 
@@ -408,13 +422,12 @@ class StreamEngine:
         # An exponential moving average in frame order: frame i blends with frame i-1's output
         # (the previous batch's last for i = 0; weight 0 before any output), so the result does
         # not depend on B. ``feedback`` is baked in; the first frame's weight is a buffer.
-        y = out.float()
-        prev, alpha = self._prev, float(self.settings.feedback)
-        blended = []
-        for i in range(y.shape[0]):
-            prev = torch.lerp(y[i], prev, self._weight if i == 0 else alpha)
-            blended.append(prev)
-        stacked = torch.stack(blended)
+        grids = None
+        if self.settings.feedback_warp:
+            from .flow import flow_grids
+
+            grids = flow_grids(self._main_flow, self.size)
+        stacked = moving_average(out.float(), self._prev, self._weight, float(self.settings.feedback), grids)
         return stacked.round().clamp_(0, 255).to(torch.uint8), stacked
 
     def _build_steps(self) -> None:
@@ -526,6 +539,15 @@ class StreamEngine:
         host = self._host_in[slot].numpy()
         host[:n] = arr
         host[n:] = arr[n - 1]  # pad a short batch with its last frame: fixed shapes
+        warping = self.settings.feedback > 0 and self.settings.feedback_warp
+        if warping:
+            if self._flow is None:
+                from .flow import FlowEstimator
+
+                self._flow = FlowEstimator(self.size)
+            flows = self._host_flow[slot].numpy()
+            self._flow.backward(arr, out=flows[:n])
+            flows[n:] = 0.0
 
         if not self._steps_ready():
             self._side_in.copy_(self._host_in[slot])
@@ -540,9 +562,12 @@ class StreamEngine:
         side = self._side_stream()
         with self._on(side):
             self._side_in.copy_(self._host_in[slot], non_blocking=True)
-            self._h2d_done[slot] = self._record(side)
             if self._consumed is not None and self.cuda:
                 side.wait_event(self._consumed)
+            if warping:
+                # After "consumed": the main stream copies the previous batch's flow out of it.
+                self._side_flow.copy_(self._host_flow[slot], non_blocking=True)
+            self._h2d_done[slot] = self._record(side)
             with self._stage(prof, stages, "vae_encode", side):
                 latent = self._steps["encode"].replay()
             cond = lllite = None
@@ -563,6 +588,8 @@ class StreamEngine:
                         if t is not None:
                             t.record_stream(main)
             self._main_latent.copy_(latent)
+            if warping:
+                self._main_flow.copy_(self._side_flow)
             if cond is not None:
                 self._fill_cond(cond)
                 self._cond_due = False
@@ -774,6 +801,22 @@ class StreamEngine:
             torch.cuda.empty_cache()
 
 
+def moving_average(frames: torch.Tensor, prev: torch.Tensor, first_weight, alpha: float,
+                   grids: torch.Tensor | None = None) -> torch.Tensor:
+    """The feedback blend: frame i of ``frames`` (B, H, W, C) float mixed with the blend of frame
+    i - 1 (``prev`` for i = 0, with weight ``first_weight``; ``alpha`` after), that previous blend
+    first warped along ``grids[i]`` (:func:`.flow.flow_grids`) when given. Returns (B, H, W, C)."""
+    from .flow import warp
+
+    out = []
+    for i in range(frames.shape[0]):
+        if grids is not None:
+            prev = warp(prev, grids[i])  # the previous blend, moved to where this frame is
+        prev = torch.lerp(frames[i], prev, first_weight if i == 0 else alpha)
+        out.append(prev)
+    return torch.stack(out)
+
+
 def _control(frames: torch.Tensor, broadcast: bool) -> torch.Tensor:
     from .lllite import to_control_image
 
@@ -792,4 +835,4 @@ def _overlap(a: list[tuple[float, float]], b: list[tuple[float, float]]) -> floa
     return inside / total
 
 
-__all__ = ["EngineError", "EngineSettings", "STYLE_KEYS", "StreamEngine", "Ticket"]
+__all__ = ["EngineError", "EngineSettings", "STYLE_KEYS", "StreamEngine", "Ticket", "moving_average"]

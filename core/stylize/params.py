@@ -18,6 +18,7 @@ Streaming-engine policies (see ``engine.py``; the engine's settings otherwise):
 ``broadcast``      encode one representative frame per batch and broadcast it (true/false)
 ``lllite_refresh`` LLLite conditioning every M batches (whole number >= 1)
 ``feedback``       weight of the previous output in each frame, [0, 1)
+``feedback_warp``  move the previous output along the optical flow before blending (true/false)
 ``skip_threshold`` reuse the last output while frames change less than this (8-bit levels, >= 0)
 """
 
@@ -29,7 +30,7 @@ STACKS = ("sd-turbo", "pix2pix", "mllm-edit")
 MAX_STEPS = 8
 MAX_TEXT = 2000
 _KEYS = ("prompt", "instruction", "strength", "steps", "seed", "stack",
-         "refresh", "broadcast", "lllite_refresh", "feedback", "skip_threshold")
+         "refresh", "broadcast", "lllite_refresh", "feedback", "feedback_warp", "skip_threshold")
 
 
 def validate(params: dict) -> dict:
@@ -67,8 +68,9 @@ def validate(params: dict) -> dict:
         n = out.get(key, 1)
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise ValueError(f"{key!r} must be a whole number of batches >= 1, got {n!r}")
-    if not isinstance(out.get("broadcast", False), bool):
-        raise ValueError(f"'broadcast' must be true or false, got {out['broadcast']!r}")
+    for key in ("broadcast", "feedback_warp"):
+        if not isinstance(out.get(key, False), bool):
+            raise ValueError(f"{key!r} must be true or false, got {out[key]!r}")
     for key, ok, what in (("feedback", lambda v: 0 <= v < 1, "in [0, 1)"), ("skip_threshold", lambda v: v >= 0, ">= 0")):
         v = out.get(key, 0.0)
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not ok(v):
