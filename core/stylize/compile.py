@@ -10,7 +10,7 @@ Three ways to run a fixed-shape step, picked once per engine (never per frame):
   which is what dominates a 1-step U-Net at B=1.
 * ``compile``: ``torch.compile(fullgraph=True)`` of the U-Net, TAESD and the encoder (Inductor's
   fused kernels, mode ``default``), then the same manual capture: the graph's inputs stay our
-  buffers. The first start compiles — 38-55 s for mllm-edit at B=16 on an H200 — and its time is
+  buffers. The first start compiles — 38-89 s for mllm-edit at B=16 on an H200 — and its time is
   reported apart; Inductor's on-disk cache (``TORCHINDUCTOR_CACHE_DIR``, default under the user
   cache folder) makes later starts fast. Measured on the H200 at B=16: 178 -> 250 fps (mllm-edit),
   237 -> 344 fps (sd-turbo). ``STYLECAM_COMPILE=1`` makes it the app's mode.
