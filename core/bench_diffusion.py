@@ -23,7 +23,10 @@ versions and every setting. The plan comes from environment variables (defaults 
 [naive,naive-graphs,stream,latency], ``STYLECAM_BENCH_BATCHES`` [8,16],
 ``STYLECAM_BENCH_LATENCY_BATCHES`` [1,2], ``STYLECAM_BENCH_REFRESH`` [1,4,8],
 ``STYLECAM_BENCH_FRAMES`` [max(--frames, 480)], ``STYLECAM_BENCH_CHECK`` [1: finiteness and
-engine-vs-reference equivalence rows], ``STYLECAM_BENCH_COMPILE`` [0: also time ``mode=compile``].
+engine-vs-reference equivalence rows], ``STYLECAM_BENCH_COMPILE`` [0: also time ``mode=compile``],
+``STYLECAM_BENCH_COMPILE_MODE`` [default], ``STYLECAM_BENCH_AB`` [[]: a JSON list of variants of
+the B=16 headline row, each a mapping of engine settings, plus ``batch``/``refresh`` for the row,
+``text_bucket`` for the conditioner and ``cudnn_benchmark``; side-by-side A/B in one process].
 """
 
 from __future__ import annotations
