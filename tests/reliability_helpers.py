@@ -172,6 +172,15 @@ class FlakyCamera:
         return self.fourcc
 
 
+def real_virtualcam_works() -> bool:
+    """Whether this machine has a virtual-camera driver pyvirtualcam can open (CI has none)."""
+    try:
+        pyvirtualcam.Camera(64, 48, 30).close()
+        return True
+    except Exception:
+        return False
+
+
 @pytest.fixture
 def flaky_camera():
     FlakyCamera.instances = []

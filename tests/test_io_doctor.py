@@ -10,13 +10,8 @@ import pyvirtualcam
 
 from stylecam.core import cli, doctor
 
+from reliability_helpers import real_virtualcam_works
 
-def _real_virtualcam_works() -> bool:
-    try:
-        pyvirtualcam.Camera(64, 48, 30).close()
-        return True
-    except Exception:
-        return False
 
 
 def run_doctor(capsys, *args):
@@ -38,7 +33,7 @@ def test_report_on_this_machine(capsys, xvfb_display):
     if not glob.glob("/dev/video*"):
         assert "[warn] camera     no camera found" in out
     assert "models     " in out and doctor.hub_cache_dir() in out
-    if not _real_virtualcam_works():
+    if not real_virtualcam_works():
         assert "[FAIL] virtualcam" in out
         # The fix is the very paragraph `stylecam run --sink virtualcam` prints.
         fix = next(line for line in lines if "fix: No virtual camera" in line).split("fix: ", 1)[1]
@@ -56,7 +51,7 @@ def test_required_parts_decide_the_exit_code(capsys, xvfb_display, monkeypatch):
     rc, out = run_doctor(capsys, "--only", "screen", "--require", "screen")
     assert rc == 1 and "[FAIL] screen" in out and "DISPLAY is not set" in out
     assert out.splitlines()[-1].startswith("result: NOT ready")
-    if not _real_virtualcam_works():
+    if not real_virtualcam_works():
         rc, out = run_doctor(capsys, "--require", "virtualcam", "--only", "virtualcam", "--json")
         report = json.loads(out)
         assert rc == 1 and report["ok"] is False and report["required"] == ["default", "virtualcam"]

@@ -27,6 +27,8 @@ from stylecam.core.sources import PatternSource
 from stylecam.core.styles import Style
 from stylecam.core.stylize.base import Backend
 
+from reliability_helpers import real_virtualcam_works
+
 BACKEND = "stylecam-test"
 
 
@@ -222,15 +224,8 @@ def test_spec_grammar(recording_backend):
         open_sink(f"virtualcam:backend={BACKEND},device=busy")
 
 
-def _real_virtualcam_works() -> bool:
-    try:
-        pyvirtualcam.Camera(64, 48, 30).close()
-        return True
-    except Exception:
-        return False
 
-
-@pytest.mark.skipif(_real_virtualcam_works(), reason="this machine has a working virtual camera")
+@pytest.mark.skipif(real_virtualcam_works(), reason="this machine has a working virtual camera")
 def test_without_a_driver_open_sink_says_how_to_fix_it_for_this_os():
     with pytest.raises(SinkError) as err:
         open_sink("virtualcam")
@@ -243,7 +238,7 @@ def test_without_a_driver_open_sink_says_how_to_fix_it_for_this_os():
         assert "OBS Studio 30" in text
 
 
-@pytest.mark.skipif(_real_virtualcam_works(), reason="this machine has a working virtual camera")
+@pytest.mark.skipif(real_virtualcam_works(), reason="this machine has a working virtual camera")
 def test_cli_run_fails_before_any_work_with_one_paragraph_and_doctor_says_the_same(tmp_path):
     out = tmp_path / "out.mp4"
     t0 = time.monotonic()
