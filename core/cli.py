@@ -159,7 +159,7 @@ def cmd_run(args) -> int:
         print(f"stylecam: {e}", file=sys.stderr)
         return 1
     runner = Runner(source, backend, sinks, size=args.size, fps=args.fps, max_frames=args.frames,
-                    batch_size=args.batch, on_event=on_event)
+                    batch_size=args.batch, on_event=on_event, style=style)
     # Ctrl-C stops the stream cleanly (files are finalised) instead of raising mid-write.
     previous = signal.signal(signal.SIGINT, lambda *_: runner.stop())
     try:

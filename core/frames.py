@@ -24,12 +24,17 @@ class Frame:
     """One frame on its way through the pipeline.
 
     ``t_capture`` is ``time.perf_counter()`` when the source produced the pixels; the runner
-    measures capture→output latency against it.
+    measures capture→output latency against it. On the way out the runner also says what made
+    the picture, for a preview that shows both: ``source``, the input frame the stylizer was
+    given (None when the frame passed through unstyled, e.g. paused), and ``style``, the name of
+    the style that painted it.
     """
 
     image: np.ndarray
     index: int
     t_capture: float = field(default_factory=time.perf_counter)
+    source: np.ndarray | None = None
+    style: str = ""
 
     @property
     def size(self) -> tuple[int, int]:

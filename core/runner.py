@@ -128,6 +128,10 @@ class Metrics:
     #: Frames from the source that were not pictures (skipped).
     bad_frames: int = 0
     stalls: int = 0
+    #: CPU seconds of the runner's loop thread and of the capture thread (read, convert, hand
+    #: off), set when each ends: the host cost of the path, per frame in ``summary()``.
+    cpu_loop_s: float | None = None
+    cpu_capture_s: float | None = None
     t_start: float = field(default_factory=time.perf_counter)
     t_first_out: float | None = None
     t_last_out: float | None = None
@@ -157,7 +161,13 @@ class Metrics:
             "sink_errors": self.sink_errors,
             "bad_frames": self.bad_frames,
             "stalls": self.stalls,
+            "cpu_loop_ms_per_frame": _per_frame(self.cpu_loop_s, self.frames_out),
+            "cpu_capture_ms_per_frame": _per_frame(self.cpu_capture_s, self.frames_in),
         }
+
+
+def _per_frame(seconds: float | None, frames: int) -> float | None:
+    return round(seconds * 1000.0 / frames, 3) if seconds is not None and frames else None
 
 
 @dataclass(frozen=True)
@@ -263,7 +273,8 @@ class Runner:
     def __init__(self, source: Source, backend: Backend, sinks: list[Sink], *, size=None, fps=None,
                  max_frames: int | None = None, batch_size: int | None = None,
                  on_event: Callable[[RunnerEvent], None] | None = None,
-                 backend_retries: int = BACKEND_RETRIES, stall_timeout: float = STALL_TIMEOUT):
+                 backend_retries: int = BACKEND_RETRIES, stall_timeout: float = STALL_TIMEOUT,
+                 style: Style | None = None):
         self.source = source
         self.backend = backend
         self.sinks = list(sinks)
@@ -292,6 +303,12 @@ class Runner:
         self._passthrough_streak = 0
         self._t_last_frame: float | None = None
         self._stalled_since: float | None = None
+        #: The style the backend paints with now (``style``: the one it was created with).
+        self.style_name = style.name if style is not None else ""
+        # Frame geometry (one owner): ``size`` is what the sinks get. A backend that ``resizes``
+        # takes frames at the source's own size (``_native``) and returns them at ``size``.
+        self._native: tuple[int, int] | None = None
+        self._backend_sized = False
 
     # -- control, callable from any thread ---------------------------------------------------
 
@@ -341,9 +358,11 @@ class Runner:
         log.debug("stream started: %s -> %s -> %s", self.source.name, self.backend.name,
                   ", ".join(s.name for s in self.sinks))
         self._capture_thread.start()
+        cpu0 = time.thread_time()
         try:
             self._loop()
         finally:
+            self.metrics.cpu_loop_s = time.thread_time() - cpu0
             self.stop()
             self._capture_thread.join(timeout=CAPTURE_JOIN_TIMEOUT)
             if self._capture_thread.is_alive():
@@ -364,6 +383,7 @@ class Runner:
         n = 0
         bad_streak = 0
         connected = True
+        cpu0 = time.thread_time()
         try:
             self.source.open()
             while not self._stop.is_set():
@@ -375,10 +395,7 @@ class Runner:
                     break
                 connected = self._watch_connection(connected)
                 try:
-                    img = as_rgb(raw)
-                    if self.size is None:
-                        self.size = engine_size(img.shape[1], img.shape[0])
-                    img = fit(img, self.size)
+                    img = self._geometry(as_rgb(raw))
                 except (ValueError, TypeError, cv2.error) as e:
                     bad_streak += 1
                     self.metrics.bad_frames += 1
@@ -398,10 +415,25 @@ class Runner:
         except BaseException as e:  # reported by run() in the caller's thread
             self._capture_error = e
         finally:
+            self.metrics.cpu_capture_s = time.thread_time() - cpu0
             try:
                 self.source.close()
             finally:
                 self._handoff.close()
+
+    def _geometry(self, img: np.ndarray) -> np.ndarray:
+        # The one place input frames are sized (capture thread). A backend that resizes gets the
+        # source's own size, except when a source changes size mid-stream (a camera reconnecting
+        # at another resolution): those frames are fitted to the first size on the host, so the
+        # backend's buffers never change under batches in flight.
+        native = (img.shape[1], img.shape[0])
+        if self.size is None:
+            self.size = engine_size(*native)
+        if not getattr(self.backend, "resizes", False):
+            return fit(img, self.size)
+        if self._native is None:
+            self._native = native
+        return img if native == self._native else fit(img, self._native)
 
     def _watch_connection(self, was_connected: bool) -> bool:
         # Sources that keep the stream alive through a loss (CameraSource repeats its last frame
@@ -443,8 +475,12 @@ class Runner:
                 while pending:  # frames leave in order: what is in flight goes first
                     self._finish(*pending.popleft())
                 for frame in batch:
-                    self._emit(frame)
+                    self._emit(Frame(self._to_size(frame.image), frame.index, frame.t_capture))
             else:
+                if not self._backend_sized:
+                    # Before the first batch (the capture thread has set ``size`` by now).
+                    self.backend.set_output_size(self.size)
+                    self._backend_sized = True
                 pending.append(self._submit(batch))
                 while len(pending) >= inflight:
                     self._finish(*pending.popleft())
@@ -452,17 +488,26 @@ class Runner:
 
     def _submit(self, batch: list[Frame]) -> tuple:
         t0 = time.perf_counter()
+        style = self.style_name  # what paints this batch, even if the style changes before it leaves
         try:
-            return batch, self.backend.submit([f.image for f in batch]), None, t0
+            return batch, self.backend.submit([f.image for f in batch]), None, t0, style
         except Exception as e:  # reported when the batch is finished, in order
-            return batch, None, e, t0
+            return batch, None, e, t0, style
 
-    def _finish(self, batch: list[Frame], ticket, error: Exception | None, t0: float) -> None:
+    def _finish(self, batch: list[Frame], ticket, error: Exception | None, t0: float, style: str) -> None:
         images = [f.image for f in batch]
-        outputs = self._collect(images, ticket, error)
+        outputs, styled = self._collect(images, ticket, error)
         self.metrics.batch_times.append(time.perf_counter() - t0)
         for frame, out in zip(batch, outputs):
-            self._emit(Frame(out, frame.index, frame.t_capture))
+            if styled:
+                self._emit(Frame(out, frame.index, frame.t_capture, frame.image, style))
+            else:  # passed through unstyled (the stylizer failed on this batch)
+                self._emit(Frame(self._to_size(out), frame.index, frame.t_capture))
+
+    def _to_size(self, image: np.ndarray) -> np.ndarray:
+        # Frames that skip a resizing backend (paused, passed through) still reach the sinks at
+        # the output size.
+        return fit(image, self.size) if self.size is not None else image
 
     def _watch_stall(self) -> None:
         last = self._t_last_frame
@@ -474,7 +519,8 @@ class Runner:
             self._event("source-stalled", f"no frames from {self.source.name} for {self.stall_timeout:g} s; "
                         "the outputs keep showing the last picture", component=self.source.name)
 
-    def _collect(self, images: list[np.ndarray], ticket, error: Exception | None) -> list[np.ndarray]:
+    def _collect(self, images: list[np.ndarray], ticket, error: Exception | None) -> tuple[list[np.ndarray], bool]:
+        """The batch's output frames, and False when they are its inputs passed through unstyled."""
         if error is None:
             try:
                 outputs = self.backend.collect(ticket)
@@ -483,12 +529,12 @@ class Runner:
             except Exception as e:
                 error = e
         if error is not None:
-            return self._backend_failed(error, images)
+            return self._backend_failed(error, images), False
         if self._backend_streak:
             self._event("backend-recovered", f"the stylizer works again ({self._passthrough_streak} frames "
                         "went out unstyled)", "info", self.backend.name)
             self._backend_streak = self._passthrough_streak = 0
-        return outputs
+        return outputs, True
 
     def _backend_failed(self, error: Exception, images: list[np.ndarray]) -> list[np.ndarray]:
         self._backend_streak += 1
@@ -510,6 +556,7 @@ class Runner:
             return
         try:
             self.backend.set_style(style)
+            self.style_name = style.name
         except Exception as e:
             self._event("style-failed", f"style {style.name!r} cannot be used ({e}); keeping the previous style",
                         component=self.backend.name)

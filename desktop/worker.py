@@ -17,6 +17,7 @@ the last source that worked; a backend that fails gives way to the classic fallb
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import logging
 import threading
@@ -84,7 +85,8 @@ class StreamConfig:
 class FramePair:
     """One output frame with the input it was made from, for the preview and for tests.
 
-    ``input`` is the frame as the stylizer saw it (already at the engine size), ``style`` the
+    ``input`` is the frame as the stylizer got it (the output size for the classic backend, the
+    source's own size for one that resizes on the GPU), ``style`` the
     name of the style that painted it, ``paused`` True when it passed through unstylized.
     """
 
@@ -102,21 +104,24 @@ class BackendFailure(RuntimeError):
 
 
 class TrackingBackend(Backend):
-    """Wraps the real backend to know, for each output, its input and the style that made it.
+    """The worker's handle on the real backend: the style and key it was built for, and its
+    failures turned into :class:`BackendFailure` so the worker can fall back to another style.
 
-    The runner calls ``set_style`` then ``process`` then the sinks, all in its own thread, so
-    what this wrapper records when the sink sees a frame is exactly what made that frame.
-    When paused the runner skips ``process`` and hands the inputs on as outputs: a frame that is
-    not one of the last outputs of ``process`` passed through.
+    Transparent for everything else: ``submit``/``collect``/``max_inflight`` (the diffusion
+    engine keeps two batches in flight on CUDA), ``resizes``/``set_output_size`` (it resizes on
+    the GPU) pass straight through, so the tray runs exactly the path ``stylecam run`` and the
+    benchmark run. What the preview shows beside each output (its input, the style that made
+    it) travels on the :class:`~stylecam.core.frames.Frame` the runner emits.
     """
 
     def __init__(self, inner: Backend, style: Style, key: tuple = ()):
         self.inner = inner
         self.name = inner.name
         self.batch_size = inner.batch_size
+        self.max_inflight = getattr(inner, "max_inflight", 1)
+        self.resizes = getattr(inner, "resizes", False)
         self.style = style
         self.key = key
-        self._last: list[tuple[np.ndarray, np.ndarray]] = []
 
     @property
     def kind(self) -> str:
@@ -126,23 +131,28 @@ class TrackingBackend(Backend):
         self.inner.set_style(style)
         self.style = style
 
+    def set_output_size(self, size) -> None:
+        self.inner.set_output_size(size)
+
     def process(self, images):
+        return self.collect(self.submit(images))
+
+    def submit(self, images):
+        with self._failures():
+            return self.inner.submit(images)
+
+    def collect(self, ticket):
+        with self._failures():
+            return self.inner.collect(ticket)
+
+    @contextlib.contextmanager
+    def _failures(self):
         try:
-            outputs = self.inner.process(images)
+            yield
         except Exception as e:
             raise BackendFailure(f"the {self.style.backend} style {self.style.name!r} failed: {e}") from e
-        # Strong references: identity checks stay valid while the sinks look at these frames.
-        self._last = list(zip(images, outputs))
-        return outputs
-
-    def source_of(self, output: np.ndarray) -> np.ndarray | None:
-        for inp, out in self._last:
-            if out is output:
-                return inp
-        return None
 
     def close(self) -> None:
-        self._last = []
         self.inner.close()
 
 
@@ -301,12 +311,12 @@ class OutputHub(Sink):
         self._publish(frame)
 
     def _publish(self, frame: Frame) -> None:
-        backend = self.backend
-        source = backend.source_of(frame.image) if backend is not None else None
+        # The runner says what made each frame: its input (None when it passed through unstyled)
+        # and the style, fixed when its batch was submitted (two may be in flight).
+        source = frame.source
         pair = FramePair(input=frame.image if source is None else source, output=frame.image,
                          index=frame.index, t_capture=frame.t_capture, t_output=time.perf_counter(),
-                         style=backend.style.name if backend is not None else "",
-                         paused=source is None)
+                         style=frame.style, paused=source is None)
         self._worker._offer(pair)
         now = pair.t_output
         self._recent.append((now, now - pair.t_capture))
@@ -509,7 +519,7 @@ class StreamWorker(QThread):
                 continue
             source = AppSource(inner, cfg.mirror)
             runner = Runner(source, backend, [self.hub], size=cfg.size, fps=cfg.fps,
-                            batch_size=cfg.batch_size, on_event=self._on_runner_event)
+                            batch_size=cfg.batch_size, on_event=self._on_runner_event, style=backend.style)
             with self._lock:
                 if self._quit or self._restart:
                     continue

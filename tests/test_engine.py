@@ -263,7 +263,7 @@ def test_errors_say_what_to_do(bundles, clip):
         with pytest.raises(EngineError, match="set_style"):
             engine.submit(clip[:2])
         engine.set_style(STYLE_A)
-        with pytest.raises(ValueError, match=r"\(64, 64, 3\).*Resize"):
+        with pytest.raises(ValueError, match=r"\(64, 64, 3\).*set_io_size"):
             engine.submit([np.zeros((32, 32, 3), np.uint8)])
         with pytest.raises(ValueError, match="1 to 2 frames"):
             engine.submit(clip[:3])

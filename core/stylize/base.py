@@ -26,6 +26,16 @@ class Backend:
     #: batch k denoises) says 2, and the runner submits the next batch before it collects the
     #: previous one whenever the next batch is already waiting.
     max_inflight: int = 1
+    #: Frame geometry. False: the runner fits every frame to the output size on the host
+    #: (``frames.fit``, cover) and the backend returns frames of the size it was given. True: the
+    #: backend takes frames at the source's own size and returns them at the size given to
+    #: :meth:`set_output_size` (the diffusion backend does both resizes on the GPU, so the host
+    #: copies each frame once each way and never resizes).
+    resizes: bool = False
+
+    def set_output_size(self, size: tuple[int, int] | None) -> None:
+        """The (W, H) of the frames the sinks want (``resizes`` backends; None: the input's).
+        Called by the runner's thread with no batch in flight."""
 
     def set_style(self, style: Style) -> None:
         raise NotImplementedError

@@ -101,8 +101,13 @@ class CompileReport:
                 "graphs": self.graphs}
 
 
-def compile_step(fn: Callable, mode: str = DEFAULT_COMPILE_MODE) -> Callable:
-    """``torch.compile(fn, fullgraph=True)``: a graph break is an error, not a silent slow path."""
+def compile_step(fn: Callable, mode: str = DEFAULT_COMPILE_MODE, backend: str = "inductor") -> Callable:
+    """``torch.compile(fn, fullgraph=True)``: a graph break is an error, not a silent slow path.
+
+    ``backend="eager"`` traces with Dynamo exactly as the app does but runs the captured graph
+    without Inductor: how the tests check, on a CPU, that every step compiles as one graph."""
+    if backend != "inductor":
+        return torch.compile(fn, fullgraph=True, dynamic=False, backend=backend)
     return torch.compile(fn, fullgraph=True, dynamic=False, mode=mode)
 
 
@@ -186,12 +191,14 @@ class EagerStep:
 
 
 def make_step(fn: Callable, mode: str, *, name: str, report: CompileReport | None = None,
-              compile_fn: Callable | None = None):
+              compile_fn: Callable | None = None, graphs: bool = True):
     """A step runner for ``mode``: ``compile_fn`` (the part worth compiling) replaces ``fn``
-    under ``compile``; both are zero-argument closures over the engine's buffers."""
-    if mode == "eager":
-        return EagerStep(fn, name=name)
-    if mode == "compile" and compile_fn is not None:
+    under ``compile``; both are zero-argument closures over the engine's buffers. ``graphs``
+    False (the CPU) runs the step as it is, compiled or not, with no CUDA graph."""
+    compiled = mode == "compile" and compile_fn is not None
+    if mode == "eager" or not graphs:
+        return EagerStep(compile_fn if compiled else fn, name=name, report=report, compiled=compiled)
+    if compiled:
         return GraphedStep(compile_fn, name=name, report=report, compiled=True)
     return GraphedStep(fn, name=name, report=report)
 

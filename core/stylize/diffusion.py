@@ -17,12 +17,12 @@ import logging
 import numpy as np
 import torch
 
-from ..frames import fit
 from ..styles import Style
 from .base import Backend, BackendError
 from .bundle import Bundle, BundleError, check_bundle, describe, load_bundle, resolve_bundle
 from .conditioning import ClipTextConditioner
 from .denoiser import Denoiser, encode_frames, latent_size, make_schedule, stream_noise
+from .engine import EngineError
 from .reference import style_settings
 
 log = logging.getLogger(__name__)
@@ -50,6 +50,7 @@ class DiffusionBackend(Backend):
     """
 
     name = "diffusion"
+    resizes = True
 
     def __init__(self, bundle=None, device=None, *, dtype: torch.dtype | None = None,
                  batch_size: int | None = None, offline: bool | None = None, qwen_fast: bool | None = None,
@@ -89,6 +90,7 @@ class DiffusionBackend(Backend):
         self._noise: torch.Tensor | None = None
         self._noise_seed: int | None = None
         self._engine = None  # the streaming engine runs process(); made at the first style
+        self._out_size: tuple[int, int] | None = None
 
     # -- Backend interface ------------------------------------------------------------------
 
@@ -125,32 +127,35 @@ class DiffusionBackend(Backend):
             self._engine = StreamEngine(self.bundle, settings, folded=self._folded)
         self._engine.set_style(style)
 
+    def set_output_size(self, size: tuple[int, int] | None) -> None:
+        self._out_size = tuple(size) if size is not None else None
+
     def process(self, images: list[np.ndarray]) -> list[np.ndarray]:
         """Any number of frames; the engine keeps two batches in flight."""
-        if self._denoiser is None:
-            raise BackendError("set_style must be called before process")
-        if not images:
-            return []
-        _check_images(images)
-        h, w = images[0].shape[:2]
-        out = self._engine.process([fit(img, self.size, "stretch") for img in images])
-        return [fit(f, (w, h), "stretch") for f in out]
+        self._prepare(images)
+        return self._engine.process(images) if images else []
 
     def submit(self, images: list[np.ndarray]):
         """Queue one batch (at most ``batch_size`` frames) on the streaming engine; returns at once."""
+        self._prepare(images)
+        return self._engine.submit(images) if images else None
+
+    def collect(self, ticket) -> list[np.ndarray]:
+        return [] if ticket is None else self._engine.collect(ticket)
+
+    def _prepare(self, images: list[np.ndarray]) -> None:
+        # Frames come at the source's size and leave at the sinks' (or their own) size; the
+        # engine resizes on the device. A new size re-captures only the resize steps.
         if self._denoiser is None:
             raise BackendError("set_style must be called before process")
         if not images:
-            return None
+            return
         _check_images(images)
         h, w = images[0].shape[:2]
-        return self._engine.submit([fit(img, self.size, "stretch") for img in images]), (w, h)
-
-    def collect(self, ticket) -> list[np.ndarray]:
-        if ticket is None:
-            return []
-        engine_ticket, size = ticket
-        return [fit(f, size, "stretch") for f in self._engine.collect(engine_ticket)]
+        try:
+            self._engine.set_io_size((w, h), self._out_size or (w, h))
+        except EngineError as e:
+            raise BackendError(f"the frame size changed to {w}x{h} with batches in flight: {e}") from None
 
     def close(self) -> None:
         if self._engine is not None:

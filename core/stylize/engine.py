@@ -88,7 +88,9 @@ class EngineSettings:
     on for CUDA; graphs need it). ``channels_last_vae``/``channels_last_unet``: NHWC convolutions
     (CUDA; cuDNN's fastest bf16 kernels). ``compile_vae``: under ``mode="compile"`` TAESD's
     encode/decode steps are compiled too (not only the U-Net). ``profile``: CUDA events around
-    every stage.
+    every stage. ``compile_backend``: ``torch.compile``'s backend under ``mode="compile"``;
+    ``"eager"`` traces every step as one graph (``fullgraph``) but runs it without Inductor, and
+    does so on the CPU too: how CI proves that no step has a graph break.
     """
 
     batch_size: int = 8
@@ -111,6 +113,7 @@ class EngineSettings:
     compile_vae: bool = True
     main_priority: bool = False
     compile_encoder: bool = True
+    compile_backend: str = "inductor"
     profile: bool = False
 
     def __post_init__(self):
@@ -187,6 +190,8 @@ class StreamEngine:
         if self.cuda:
             configure_runtime()
         self.mode = resolve_mode(settings.mode, self.device)
+        if settings.mode == "compile" and settings.compile_backend == "eager":
+            self.mode = "compile"  # Dynamo's tracing without Inductor runs anywhere
         self.report = CompileReport()
         B = self.batch_size = settings.batch_size
         self.size = tuple(m.size)  # (W, H)
@@ -254,16 +259,23 @@ class StreamEngine:
             self._side = torch.cuda.Stream(self.device) if settings.streams else self._main
             self._copy = torch.cuda.Stream(self.device) if settings.streams else self._main
         # Fixed-address buffers. Host: pinned, two slots (one being filled while one is in flight).
+        # Frames arrive and leave at the stream's sizes (a 1280x720 camera, a 1280x720 virtual
+        # camera): :meth:`set_io_size` sizes the host and raw-input buffers; the model-size ones
+        # below never change.
         pin = self.cuda
+        dev = dict(device=self.device)
+        self.in_size = self.out_size = self.size
+        self._box = None  # the input crop (x0, y0, w, h), None while frames come at the model size
         self._host_in = [torch.empty((B, H, W, 3), dtype=torch.uint8, pin_memory=pin) for _ in range(self.SLOTS)]
         self._host_out = ([torch.empty((B, H, W, 3), dtype=torch.uint8, pin_memory=True) for _ in range(self.SLOTS)]
                           if self.cuda else None)
-        dev = dict(device=self.device)
+        self._side_raw = None  # (B, Hin, Win, 3) uint8 on the device when the input is resized
         self._side_in = torch.empty((B, H, W, 3), dtype=torch.uint8, **dev)
         self._main_latent = torch.empty((B, channels, h, w), dtype=self.dtype, **dev)
         self._main_cond = torch.zeros((B, cond_len, cond_dim), dtype=self.dtype, **dev)
         self._noise = torch.empty((1, channels, h, w), dtype=torch.float32, **dev)
         self._ids = None  # token ids (and mask) the side-stream encoder reads
+        self._qwen_tables = None  # Qwen3-VL's per-bucket constants (qwen.fast_tables)
         self._mask = None
         # Feedback state (a style may switch feedback on later): the previous output in float, and
         # the first frame's blend weight, 0 until an output exists.
@@ -333,6 +345,46 @@ class StreamEngine:
             self._text = s["text"]
         self._style_params = params
 
+    def set_io_size(self, in_size: tuple[int, int] | None = None, out_size: tuple[int, int] | None = None) -> None:
+        """Frames of ``in_size`` = (W, H) come in and frames of ``out_size`` go out (each None:
+        the model size). The map between them is :mod:`.geometry`'s: the centre of the input
+        with the output's aspect ratio, stretched to the model size, and the model's output
+        stretched to ``out_size`` — on the device, inside the captured steps, so the host copies
+        each frame once each way. Changing sizes costs a re-capture of the resize steps; call it
+        between streams, with no batch in flight."""
+        from .geometry import crop_box
+
+        self._check_open()
+        in_size = tuple(int(v) for v in (in_size or self.size))
+        out_size = tuple(int(v) for v in (out_size or self.size))
+        if (in_size, out_size) == (self.in_size, self.out_size):
+            return
+        if self._pending:
+            raise EngineError("frame sizes change between streams: collect every batch before set_io_size")
+        for w, h in (in_size, out_size):
+            if w < 1 or h < 1:
+                raise EngineError(f"frame sizes must be positive, got {in_size} -> {out_size}")
+        self._sync()
+        B = self.batch_size
+        if in_size != self.in_size:
+            self._host_in = [torch.empty((B, in_size[1], in_size[0], 3), dtype=torch.uint8, pin_memory=self.cuda)
+                             for _ in range(self.SLOTS)]
+            self._h2d_done = [None] * self.SLOTS
+            self._side_raw = (None if in_size == self.size else
+                              torch.empty((B, in_size[1], in_size[0], 3), dtype=torch.uint8, device=self.device))
+            self._flow = None  # the flow thumbnails follow the input frames
+            self._skip_ref = None
+        if out_size != self.out_size and self.cuda:
+            self._host_out = [torch.empty((B, out_size[1], out_size[0], 3), dtype=torch.uint8, pin_memory=True)
+                              for _ in range(self.SLOTS)]
+            self._last_d2h = None
+        if out_size != self.out_size:
+            self._steps.pop("decode", None)  # the output resize is part of the decode step
+        self.in_size, self.out_size = in_size, out_size
+        box = crop_box(in_size, out_size)
+        self._box = None if box == (0, 0, *in_size) else box
+        self._steps.pop("prep", None)
+
     def _apply_engine_params(self, params: Mapping) -> None:
         new = self.settings.with_style(params)
         broadcast = new.broadcast or (self.bundle.qwen is not None and self.bundle.qwen.broadcast)
@@ -361,6 +413,8 @@ class StreamEngine:
                 self._ids = on["input_ids"].clone()
                 self._mask = on["mask"].clone()
                 self._steps.pop("cond", None)
+                # Per bucket, eagerly, here: never traced into the captured/compiled step.
+                self._qwen_tables = qwen.fast_tables(self.size[1], self.size[0], self._ids.shape[1])
             else:
                 with self._on(self._side_stream()):
                     self._ids.copy_(on["input_ids"])
@@ -390,6 +444,12 @@ class StreamEngine:
 
     # ------------------------------------------------------------------ steps
 
+    def _prep_step(self):
+        # The camera-size frames to the model size (crop to the output's aspect, then resize).
+        from .geometry import resize, to_uint8
+
+        return to_uint8(resize(self._side_raw, self.size, self._box))
+
     def _encode_step(self):
         return encode_frames(self.bundle.vae, self._side_in)
 
@@ -399,7 +459,7 @@ class StreamEngine:
         qwen = self.bundle.qwen
         frames = self._side_in[-1:] if self.broadcast else self._side_in
         if qwen.fast:
-            hidden = qwen.encode_tensors(frames, self._ids)
+            hidden = qwen.encode_tensors(frames, self._ids, self._qwen_tables)
             hidden = hidden * self._mask.unsqueeze(-1).to(hidden.dtype)
         else:
             hidden = qwen.encode(frames, self._text)
@@ -417,7 +477,7 @@ class StreamEngine:
     def _decode_step(self):
         out = decode_latents(self.bundle.vae, self._latent_out)
         if self.settings.feedback <= 0:
-            return out
+            return self._to_out_size(out)
         # An exponential moving average in frame order: frame i blends with frame i-1's output
         # (the previous batch's last for i = 0; weight 0 before any output), so the result does
         # not depend on B. ``feedback`` is baked in; the first frame's weight is a buffer.
@@ -427,7 +487,15 @@ class StreamEngine:
 
             grids = flow_grids(self._main_flow, self.size)
         stacked = moving_average(out.float(), self._prev, self._weight, float(self.settings.feedback), grids)
-        return stacked.round().clamp_(0, 255).to(torch.uint8), stacked
+        return self._to_out_size(stacked), stacked
+
+    def _to_out_size(self, frames: torch.Tensor) -> torch.Tensor:
+        # Model-size pixels (uint8, or the float blend) to the sink size, as uint8.
+        from .geometry import resize, to_uint8
+
+        if self.out_size == self.size:
+            return frames if frames.dtype == torch.uint8 else to_uint8(frames)
+        return to_uint8(resize(frames, self.out_size))
 
     def _build_steps(self) -> None:
         """Make (capture / compile) every step that is missing; eager on the CPU.
@@ -437,11 +505,18 @@ class StreamEngine:
         """
         mode = self.mode
         with self._on(self._side_stream()), torch.no_grad():
+            if "prep" in self._wanted_steps() and "prep" not in self._steps:
+                # A resize is a handful of kernels: a CUDA graph is all it needs, also under
+                # ``compile`` (no compile_fn), and it is captured on real frames.
+                self._steps["prep"] = make_step(self._prep_step, mode, name="prep", graphs=self.cuda,
+                                                report=self.report)
+            if "prep" in self._steps:
+                self._side_in.copy_(self._steps["prep"].replay())
             for name in ("encode", "cond", "lllite"):
                 if name in self._wanted_steps() and name not in self._steps:
                     fn = getattr(self, f"_{name}_step")
                     wanted = {"encode": self.settings.compile_vae, "cond": self.settings.compile_encoder}
-                    self._steps[name] = make_step(fn, mode, name=name, report=self.report,
+                    self._steps[name] = make_step(fn, mode, name=name, graphs=self.cuda, report=self.report,
                                                   compile_fn=self._compiled(fn, wanted.get(name, False)))
         if "unet" not in self._steps:
             self._sync()
@@ -462,17 +537,18 @@ class StreamEngine:
             with self._on(self._main_stream()), torch.no_grad():
                 compiled = None
                 if mode == "compile":
-                    fn = compile_step(self._denoiser, self.settings.compile_mode or DEFAULT_COMPILE_MODE)
+                    fn = compile_step(self._denoiser, self.settings.compile_mode or DEFAULT_COMPILE_MODE,
+                                      self.settings.compile_backend)
                     compiled = lambda: fn(self._main_latent, self._noise, self._main_cond)  # noqa: E731
-                self._steps["unet"] = make_step(self._unet_step, mode, name="unet", report=self.report,
-                                                compile_fn=compiled)
+                self._steps["unet"] = make_step(self._unet_step, mode, name="unet", graphs=self.cuda,
+                                                report=self.report, compile_fn=compiled)
                 # Graph mode: this is the step's static output, which the decode graph reads.
                 self._latent_out = self._steps["unet"].replay()
         if "decode" not in self._steps:
             with self._on(self._main_stream()), torch.no_grad():
                 compiled = self._compiled(self._decode_step, self.settings.compile_vae)
-                self._steps["decode"] = make_step(self._decode_step, mode, name="decode", report=self.report,
-                                                  compile_fn=compiled)
+                self._steps["decode"] = make_step(self._decode_step, mode, name="decode", graphs=self.cuda,
+                                                  report=self.report, compile_fn=compiled)
         self._sync()
 
     def _compiled(self, fn, wanted: bool):
@@ -482,10 +558,12 @@ class StreamEngine:
         # closure, so the same make_step path as the U-Net: warm-up timed as compile, then captured.
         if self.mode != "compile" or not wanted:
             return None
-        return compile_step(fn, self.settings.compile_mode or DEFAULT_COMPILE_MODE)
+        return compile_step(fn, self.settings.compile_mode or DEFAULT_COMPILE_MODE, self.settings.compile_backend)
 
     def _wanted_steps(self) -> set[str]:
         wanted = {"encode", "unet", "decode"}
+        if self._side_raw is not None:
+            wanted.add("prep")
         if self.cond_on_side:
             wanted.add("cond")
         if self.folded is not None:
@@ -517,7 +595,7 @@ class StreamEngine:
             raise EngineError(f"{len(self._pending)} batches are in flight; collect the oldest before "
                               f"submitting more")
         arr = self._check_frames(frames)
-        n = arr.shape[0]
+        n = len(arr)
         now = time.perf_counter()
         times = list(capture_times) if capture_times is not None else [now] * n
         index = self._count
@@ -535,8 +613,12 @@ class StreamEngine:
         if self._h2d_done[slot] is not None:
             self._h2d_done[slot].synchronize()
         host = self._host_in[slot].numpy()
-        host[:n] = arr
-        host[n:] = arr[n - 1]  # pad a short batch with its last frame: fixed shapes
+        if isinstance(arr, np.ndarray):
+            host[:n] = arr
+        else:
+            for i, frame in enumerate(arr):  # straight into pinned memory: one copy per frame
+                host[i] = frame
+        host[n:] = host[n - 1]  # pad a short batch with its last frame: fixed shapes
         warping = self.settings.feedback > 0 and self.settings.feedback_warp
         if warping:
             if self._flow is None:
@@ -544,11 +626,12 @@ class StreamEngine:
 
                 self._flow = FlowEstimator(self.size)
             flows = self._host_flow[slot].numpy()
-            self._flow.backward(arr, out=flows[:n])
+            self._flow.backward(self._cropped(host[:n]), out=flows[:n])
             flows[n:] = 0.0
+        raw = self._side_raw if self._side_raw is not None else self._side_in
 
         if not self._steps_ready():
-            self._side_in.copy_(self._host_in[slot])
+            raw.copy_(self._host_in[slot])
             self._sync()
             self._build_steps()
 
@@ -559,7 +642,9 @@ class StreamEngine:
 
         side = self._side_stream()
         with self._on(side):
-            self._side_in.copy_(self._host_in[slot], non_blocking=True)
+            raw.copy_(self._host_in[slot], non_blocking=True)
+            if raw is not self._side_in:
+                self._side_in.copy_(self._steps["prep"].replay())
             if self._consumed is not None and self.cuda:
                 side.wait_event(self._consumed)
             if warping:
@@ -714,7 +799,7 @@ class StreamEngine:
     def _should_skip(self, arr: np.ndarray) -> bool:
         import cv2
 
-        H, W = arr.shape[1:3]
+        H, W = arr[0].shape[:2]
         size = (max(1, W // SKIP_THUMB_DIVISOR), max(1, H // SKIP_THUMB_DIVISOR))
         thumbs = [cv2.resize(f, size, interpolation=cv2.INTER_AREA).astype(np.int16) for f in arr]
         ref = self._skip_ref
@@ -723,25 +808,30 @@ class StreamEngine:
         self._skip_ref = thumbs[-1]
         return False
 
-    def _check_frames(self, frames) -> np.ndarray:
-        W, H = self.size
+    def _check_frames(self, frames) -> np.ndarray | list[np.ndarray]:
+        # No stacking: the frames are copied once, straight into the pinned host slot.
+        W, H = self.in_size
         if isinstance(frames, np.ndarray) and frames.ndim == 4:
             arr = frames
+            if arr.dtype != np.uint8 or arr.shape[1:] != (H, W, 3):
+                raise ValueError(f"the engine takes RGB uint8 frames (n, {H}, {W}, 3); got {arr.dtype} {arr.shape}")
         else:
-            frames = list(frames)
-            if not frames:
-                raise ValueError("submit needs at least one frame")
-            for f in frames:
+            arr = list(frames)
+            for f in arr:
                 if not isinstance(f, np.ndarray) or f.dtype != np.uint8 or f.shape != (H, W, 3):
                     desc = f"{f.dtype} {f.shape}" if isinstance(f, np.ndarray) else type(f).__name__
-                    raise ValueError(f"the engine takes RGB uint8 frames of its size ({H}, {W}, 3); got {desc}. "
-                                     f"Resize frames to {W}x{H} first (frames.fit)")
-            arr = np.stack(frames)
-        if arr.dtype != np.uint8 or arr.shape[1:] != (H, W, 3):
-            raise ValueError(f"the engine takes RGB uint8 frames (n, {H}, {W}, 3); got {arr.dtype} {arr.shape}")
-        if not 1 <= arr.shape[0] <= self.batch_size:
-            raise ValueError(f"submit takes 1 to {self.batch_size} frames (the batch size), got {arr.shape[0]}")
+                    raise ValueError(f"the engine takes RGB uint8 frames of its input size ({H}, {W}, 3); got "
+                                     f"{desc}. Say the frame size with set_io_size first")
+        if not 1 <= len(arr) <= self.batch_size:
+            raise ValueError(f"submit takes 1 to {self.batch_size} frames (the batch size), got {len(arr)}")
         return arr
+
+    def _cropped(self, frames: np.ndarray) -> np.ndarray:
+        # The part of the input frames the model sees (the flow must follow that part).
+        if self._box is None:
+            return frames
+        x0, y0, w, h = self._box
+        return frames[:, y0:y0 + h, x0:x0 + w]
 
     def _main_stream(self):
         return self._main if self.cuda else None

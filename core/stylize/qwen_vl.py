@@ -626,15 +626,26 @@ class QwenVLConditioner(torch.nn.Module):
             self._static[key] = rope
         return rope
 
-    def encode_tensors(self, frames: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
+    def fast_tables(self, height: int, width: int, length: int) -> dict:
+        """The constants :meth:`encode_tensors` needs for frames of ``height`` x ``width`` and a
+        prompt of ``length`` tokens (rotary tables, M-RoPE positions, interpolation indices).
+        Built eagerly, once per size and length bucket, *outside* any CUDA graph capture or
+        ``torch.compile`` region: the library's ``get_rope_index`` iterates over token types in
+        Python (``itertools.groupby``), which a compiled graph cannot contain."""
+        h, w = self.target_size(height, width)
+        self._normalization(self.device)
+        return self._tables(h // self.patch_size, w // self.patch_size, length)
+
+    def encode_tensors(self, frames: torch.Tensor, input_ids: torch.Tensor, tables: dict | None = None) -> torch.Tensor:
         """The capturable core of ``fast=True``: uint8 frames (B, H, W, 3) on the device and the
         (1 or B, S) token ids of a prompt laid out by ``prompt()`` -> (B, S, hidden) hidden
         states, before pad zeroing and padding to ``text_length``. Pure tensor work with no
-        host sync once the tables exist: call it once eagerly per frame size and sequence
-        length before capturing a CUDA graph."""
+        host sync, given ``tables`` from :meth:`fast_tables` (None: looked up or built here,
+        which is fine eagerly but not inside a capture or a compiled region)."""
         x, gh, gw = self._patch_grid(self._normalized(frames))
         b = x.shape[0]
-        tables = self._tables(gh, gw, input_ids.shape[1])
+        if tables is None:
+            tables = self._tables(gh, gw, input_ids.shape[1])
         image_embeds, deepstack = self._fast_vision(x.reshape(b, gh * gw, -1), tables)
         return self._fast_language(input_ids, image_embeds, deepstack, tables["span"],
                                    tables["text_rope"])

@@ -15,8 +15,8 @@ from typing import Mapping
 import numpy as np
 import torch
 
-from ..frames import fit
 from .bundle import Bundle, load_bundle
+from .geometry import resize, to_uint8
 from .denoiser import flow_shift_mu, flow_sigmas, inference_steps, latent_size, stream_noise
 
 
@@ -49,11 +49,19 @@ def stylize_frames(frames: list[np.ndarray], style, bundle) -> list[np.ndarray]:
 
 @torch.no_grad()
 def stylize_frame(frame: np.ndarray, params: Mapping, bundle: Bundle) -> np.ndarray:
+    # The frame geometry of the engine (:mod:`.geometry`, tested against OpenCV's on its own):
+    # stretched to the model size and back, with the same filters.
     h, w = frame.shape[:2]
-    image = fit(frame, bundle.manifest.size, "stretch")
+    image = _resize(frame, bundle.manifest.size)
     latent = reference_latent(image, params, bundle)
     out = _decode(bundle.vae, latent)
-    return fit(out, (w, h), "stretch")
+    return _resize(out, (w, h))
+
+
+def _resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    if (image.shape[1], image.shape[0]) == tuple(size):
+        return image
+    return to_uint8(resize(torch.from_numpy(np.ascontiguousarray(image))[None], size))[0].numpy()
 
 
 @torch.no_grad()

@@ -1,0 +1,208 @@
+"""The path a user runs: camera-sized frames through the runner and the diffusion backend, resized
+on the device (never on the host), every engine step traceable as one compiled graph.
+
+CPU (CI): the device geometry against OpenCV's host ``fit``; an engine fed 4:3 frames and asked
+for 16:9 output equal to the same engine fed model-size frames, with the output resized by the
+same map; each stack's steps under ``torch.compile(fullgraph=True)`` (Dynamo's tracing, without
+Inductor) equal to the eager steps — the mllm-edit encoder step is the regression case: it
+failed in the app when Qwen3-VL's rope tables were traced; the runner hands the backend frames
+at the source's size with no host resize and the frames it emits say what made them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from clips import read_clip
+from stylecam.core.frames import Frame, fit
+from stylecam.core.runner import Runner
+from stylecam.core.sinks import Sink
+from stylecam.core.sources import Source
+from stylecam.core.styles import Style
+from stylecam.core.stylize.bundle import build_tiny_bundle
+from stylecam.core.stylize.diffusion import DiffusionBackend
+from stylecam.core.stylize.engine import EngineError, EngineSettings, StreamEngine
+from stylecam.core.stylize.geometry import crop_box, resize, to_uint8
+
+DEMO = Path(__file__).resolve().parents[1] / "core" / "data" / "blackswan.mp4"
+STYLE = {"prompt": "an oil painting, thick brush strokes", "instruction": "turn it into an oil painting",
+         "seed": 3}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+@pytest.fixture(scope="module")
+def frames():
+    """Real footage at a camera's 4:3 shape (the bundled clip is 512x512: cropped, then scaled)."""
+    return [fit(f, (96, 72)) for f in read_clip(DEMO, 40)[::8]]
+
+
+def _bundle(stack: str):
+    b = build_tiny_bundle(stack, lllite=stack == "mllm-edit")
+    if stack == "mllm-edit":
+        b.manifest = dataclasses.replace(b.manifest, lllite_subset="down_blocks")
+    return b
+
+
+def _resized(images, size, box=None):
+    x = torch.from_numpy(np.stack(images))
+    return list(to_uint8(resize(x, size, box)).numpy())
+
+
+@pytest.mark.parametrize("in_size, out_size", [((1280, 720), (640, 360)), ((640, 480), (1280, 720)),
+                                               ((512, 512), (320, 180)), ((176, 144), (64, 64))])
+def test_device_geometry_matches_host_cover_fit(in_size, out_size):
+    """The crop keeps what ``frames.fit(cover)`` keeps; the filter is OpenCV's up to a level or two."""
+    frame = fit(read_clip(DEMO, 1)[0], in_size, "stretch")
+    want = fit(frame, out_size, "cover")
+    got = _resized([frame], out_size, crop_box(in_size, out_size))[0]
+    d = np.abs(got.astype(np.int16) - want.astype(np.int16))
+    assert got.shape == want.shape
+    # (OpenCV scales, then crops whole pixels: a sub-pixel shift at small sizes.)
+    assert d.mean() < 2.0 and np.percentile(d, 99) <= 12, (d.mean(), np.percentile(d, 99))
+
+
+def test_crop_box_is_the_whole_frame_when_aspects_match():
+    assert crop_box((1280, 720), (640, 360)) == (0, 0, 1280, 720)
+    assert crop_box((640, 480), (1280, 720)) == (0, 60, 640, 360)
+    assert crop_box((1280, 720), (512, 512)) == (280, 0, 720, 720)
+
+
+@pytest.mark.parametrize("stack", ["sd-turbo", "mllm-edit"])
+def test_engine_resizes_in_and_out_on_the_device(stack, frames):
+    """4:3 frames in, 16:9 out: the same as feeding the model-size crop and resizing its output."""
+    bundle = _bundle(stack)
+    model = bundle.manifest.size
+    out_size = (80, 45)
+    box = crop_box((96, 72), out_size)
+    settings = EngineSettings(batch_size=2, refresh=1, lllite_refresh=1, mode="eager")
+    plain = StreamEngine(bundle, settings, STYLE)
+    try:
+        want = plain.process(_resized(frames, model, box))
+    finally:
+        plain.close()
+    engine = StreamEngine(bundle, settings, STYLE)
+    try:
+        engine.set_io_size((96, 72), out_size)
+        got = engine.process(frames)
+        assert all(g.shape == (45, 80, 3) for g in got)
+        expected = _resized(want, out_size)
+        d = np.stack([np.abs(g.astype(np.int16) - e.astype(np.int16)) for g, e in zip(got, expected)])
+        assert d.max() <= 1 and d.mean() < 0.01, (d.max(), d.mean())
+        # Sizes change between streams only.
+        ticket = engine.submit(frames[:2])
+        with pytest.raises(EngineError, match="collect every batch"):
+            engine.set_io_size((64, 48), out_size)
+        engine.collect(ticket)
+        engine.set_io_size((64, 48), (64, 48))
+        assert engine.process([f[:48, :64].copy() for f in frames[:3]])[0].shape == (48, 64, 3)
+    finally:
+        engine.close()
+
+
+@pytest.mark.parametrize("stack", ["sd-turbo", "pix2pix", "mllm-edit"])
+def test_every_step_compiles_as_one_graph(stack, frames):
+    """``STYLECAM_COMPILE=1`` in the app: each step traced with ``fullgraph=True`` (a graph break
+    is an error) on a fresh engine whose first call is the compiled one, as in the app, and its
+    frames equal to the eager engine's. Before the fix the mllm-edit encoder step broke in
+    Qwen3-VL's ``get_rope_index`` (``itertools.groupby``)."""
+    torch._dynamo.reset()
+    bundle = _bundle(stack)
+    kw = dict(batch_size=2, refresh=1, lllite_refresh=1, fast_encoder=True, feedback=0.3, feedback_warp=True)
+    eager = StreamEngine(bundle, EngineSettings(mode="eager", **kw), STYLE)
+    try:
+        eager.set_io_size((96, 72), (80, 60))
+        want = eager.process(frames[:4])
+    finally:
+        eager.close()
+    # A fresh bundle: nothing cached by an eager run (the app's first call is the compiled one).
+    engine = StreamEngine(_bundle(stack), EngineSettings(mode="compile", compile_backend="eager", **kw), STYLE)
+    try:
+        engine.set_io_size((96, 72), (80, 60))
+        got = engine.process(frames[:4])
+        assert engine.report.compile_s > 0  # the compiled functions ran (and traced)
+    finally:
+        engine.close()
+    d = np.stack([np.abs(g.astype(np.int16) - w.astype(np.int16)) for g, w in zip(got, want)])
+    assert d.max() <= 1, d.max()
+
+
+class _ListSource(Source):
+    name = "frames"
+    live = False
+    fps = 30.0
+
+    def __init__(self, images):
+        self.images = list(images)
+
+    def open(self):
+        pass
+
+    def read(self):
+        return self.images.pop(0) if self.images else None
+
+    def close(self):
+        pass
+
+
+class _Keep(Sink):
+    name = "keep"
+
+    def __init__(self):
+        self.frames: list[Frame] = []
+
+    def open(self, size, fps):
+        self.size = size
+
+    def write(self, frame):
+        self.frames.append(frame)
+
+    def close(self):
+        pass
+
+
+def test_runner_gives_the_diffusion_backend_camera_frames_and_no_host_resize(frames, monkeypatch):
+    bundle = _bundle("sd-turbo")
+    backend = DiffusionBackend(bundle, "cpu", batch_size=2)
+    backend.set_style(Style("ai-test", "diffusion", params=STYLE))
+    calls = []
+    real_resize = cv2.resize
+    monkeypatch.setattr(cv2, "resize", lambda *a, **k: calls.append(a[1] if len(a) > 1 else k) or real_resize(*a, **k))
+    keep = _Keep()
+    runner = Runner(_ListSource(frames), backend, [keep], size=(80, 60), style=Style("ai-test", "diffusion"))
+    summary = runner.run()
+    monkeypatch.undo()
+    backend.close()
+    assert calls == []  # no host resize anywhere on the path
+    assert summary["frames_out"] == len(frames) and keep.size == (80, 60)
+    assert [f.index for f in keep.frames] == list(range(len(frames)))
+    for f, src in zip(keep.frames, frames):
+        assert f.image.shape == (60, 80, 3)
+        assert f.source is src and f.style == "ai-test"  # what the preview shows beside it
+    assert summary["cpu_loop_ms_per_frame"] is not None and summary["cpu_capture_ms_per_frame"] is not None
+
+
+def test_paused_and_passthrough_frames_reach_the_sinks_at_the_output_size(frames):
+    bundle = _bundle("sd-turbo")
+    backend = DiffusionBackend(bundle, "cpu", batch_size=2)
+    backend.set_style(Style("ai-test", "diffusion", params=STYLE))
+    keep = _Keep()
+    runner = Runner(_ListSource(frames), backend, [keep], size=(80, 60))
+    runner.set_paused(True)
+    runner.run()
+    backend.close()
+    assert [f.image.shape for f in keep.frames] == [(60, 80, 3)] * len(frames)
+    assert all(f.source is None for f in keep.frames)
+    assert np.array_equal(keep.frames[0].image, fit(frames[0], (80, 60)))
