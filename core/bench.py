@@ -141,6 +141,9 @@ def configure_parser(p) -> None:
     p.add_argument("--batch", type=_positive_int, default=None,
                    help="frames per call (default: 1 and the backend's own batch)")
     p.add_argument("--json", default=None, help="append one JSON row per configuration to this file")
+    p.add_argument("--e2e", action="store_true",
+                   help="diffusion: beside each engine row, the path a user runs (the runner, a 1280x720 "
+                        "file source, the diffusion backend, a virtual camera and a null sink)")
 
 
 def command(args) -> int:

@@ -306,9 +306,11 @@ def plan(stack: str) -> list[dict]:
                 rest.append(dict(mode="stream", batch=b, refresh=n, inflight=2))
         if os.environ.get("STYLECAM_BENCH_COMPILE", "0") == "1" and big:
             # Inductor's default mode: max-autotune's search takes many minutes per model and B.
-            rest.append(dict(mode="stream", batch=big, refresh=head if vision else 1, inflight=2,
-                             extra={"mode": "compile", "compile_mode": os.environ.get(
-                                 "STYLECAM_BENCH_COMPILE_MODE", "default")}))
+            compiled = {"mode": "compile", "compile_mode": os.environ.get("STYLECAM_BENCH_COMPILE_MODE", "default")}
+            rest.append(dict(mode="stream", batch=big, refresh=head if vision else 1, inflight=2, extra=compiled))
+            if "latency" in modes and lat_batches:
+                rest.append(dict(mode="latency", batch=lat_batches[0], refresh=head if vision else 1, inflight=2,
+                                 extra=dict(compiled)))
     if "stream" in modes and vision and big:
         rest.append(dict(mode="stream", batch=big, refresh=1, inflight=2, extra={"broadcast": True}))
     # Side-by-side variants of the headline row, e.g. STYLECAM_BENCH_AB='[{"channels_last_unet":
@@ -338,6 +340,7 @@ def bench_diffusion(args) -> list[dict]:
     machine = machine_info() | gpu_info()
     frames_total = int(os.environ.get("STYLECAM_BENCH_FRAMES", max(args.frames, MIN_FRAMES)))
     check = os.environ.get("STYLECAM_BENCH_CHECK", "1") == "1"
+    e2e = bool(getattr(args, "e2e", False)) or os.environ.get("STYLECAM_BENCH_E2E", "0") == "1"
     jsonl = getattr(args, "json", None)
     rows = []
 
@@ -386,13 +389,44 @@ def bench_diffusion(args) -> list[dict]:
                 result = {"error": f"{type(e).__name__}: {e}"}
             faulthandler.cancel_dump_traceback_later()
             emit(base | {"mode": label, "batch": cfg["batch"], "refresh": cfg["refresh"],
-                         "inflight": cfg["inflight"], **result})
+                         "inflight": cfg["inflight"], "path": "engine", **result})
             gc.collect()
             torch.cuda.empty_cache()
+            if e2e and cfg["mode"] in ("stream", "latency") and "error" not in result:
+                emit(base | {"mode": label, "batch": cfg["batch"], "refresh": cfg["refresh"],
+                             **_e2e_row(bundle, style_name, params, cfg, frames_total)})
+                gc.collect()
+                torch.cuda.empty_cache()
         del bundle
         gc.collect()
         torch.cuda.empty_cache()
+    if e2e:
+        from .bench_e2e import summarize
+
+        for line in summarize(rows):
+            print(f"stylecam bench: {line}", file=sys.stderr, flush=True)
     return rows
+
+
+def _e2e_row(bundle, style_name: str, params: dict, cfg: dict, frames_total: int) -> dict:
+    """The end-to-end twin of an engine row (:mod:`.bench_e2e`), the same engine settings."""
+    from .bench_e2e import run_e2e
+    from .styles import Style
+
+    extra = dict(cfg.get("extra") or {})
+    extra.pop("text_bucket", None)
+    extra.pop("cudnn_benchmark", None)
+    mode = extra.pop("mode", "graphs")
+    faulthandler.dump_traceback_later(600 if mode == "compile" else 180, exit=True)
+    try:
+        return run_e2e(bundle, Style(style_name, "diffusion", params=params), batch=cfg["batch"],
+                       refresh=cfg["refresh"], frames_total=max(frames_total, 4 * cfg["batch"] * 8), mode=mode,
+                       live=cfg["mode"] == "latency", engine=extra)
+    except Exception as e:  # one failing row must not lose the others
+        log.exception("end-to-end row failed")
+        return {"path": "e2e", "error": f"{type(e).__name__}: {e}"}
+    finally:
+        faulthandler.cancel_dump_traceback_later()
 
 
 BENCHMARKS["diffusion"] = bench_diffusion

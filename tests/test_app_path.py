@@ -206,3 +206,44 @@ def test_paused_and_passthrough_frames_reach_the_sinks_at_the_output_size(frames
     assert [f.image.shape for f in keep.frames] == [(60, 80, 3)] * len(frames)
     assert all(f.source is None for f in keep.frames)
     assert np.array_equal(keep.frames[0].image, fit(frames[0], (80, 60)))
+
+
+def test_bench_e2e_row_runs_the_user_path(tmp_path, monkeypatch):
+    """`stylecam bench --e2e`'s row: a looped video file, the runner, the diffusion backend, a
+    registered virtual camera and a null sink — here on the CPU with a tiny bundle."""
+    import tempfile
+
+    from stylecam.core.bench_e2e import run_e2e, summarize
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # the clip is made in the test's folder
+    style = Style("ai-test", "diffusion", params=STYLE)
+    row = run_e2e(_bundle("sd-turbo"), style, batch=2, refresh=1, frames_total=10, mode="eager", size=(160, 96))
+    assert row["path"] == "e2e" and row["in_size"] == row["out_size"] == [160, 96]
+    assert row["frames_out"] == 10 and row["passthrough"] == 0 and row["fps"] > 0
+    assert row["virtualcam_sent"] > 0  # the camera got frames (paced at 30 fps)
+    assert row["cpu_loop_ms_per_frame"] > 0 and row["latency_p50_ms"] > 0
+    lines = summarize([{"stack": "sd-turbo", "mode": "stream", "batch": 2, "refresh": 1, "fps": 2 * row["fps"]},
+                       {"stack": "sd-turbo", "mode": "stream", "batch": 2, "refresh": 1, **row}])
+    assert lines and "50 % of the engine's" in lines[0]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("stack", ["sd-turbo", "pix2pix", "mllm-edit"])
+def test_app_compile_mode_works_for_every_stack_on_cuda(stack, frames, monkeypatch):
+    """``STYLECAM_COMPILE=1 stylecam run``: Inductor compiles every step of every stack through the
+    app's backend and runner, and paints what CUDA graphs paint (bf16: a few levels)."""
+    outs = {}
+    for mode in ("graphs", "compile"):
+        monkeypatch.setenv("STYLECAM_COMPILE", "1" if mode == "compile" else "0")
+        torch._dynamo.reset()
+        backend = DiffusionBackend(_bundle(stack), "cuda", batch_size=2)
+        backend.set_style(Style("ai-test", "diffusion", params=STYLE))
+        keep = _Keep()
+        Runner(_ListSource(frames), backend, [keep], size=(80, 60)).run()
+        if mode == "compile":
+            assert backend._engine.mode == "compile" and backend._engine.report.compile_s > 0
+        backend.close()
+        outs[mode] = [f.image for f in keep.frames]
+    d = np.stack([np.abs(a.astype(np.int16) - b.astype(np.int16)) for a, b in zip(outs["graphs"], outs["compile"])])
+    assert len(outs["compile"]) == len(frames) and d.mean() < 1.0 and d.max() <= 8, (d.mean(), d.max())

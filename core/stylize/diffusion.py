@@ -46,7 +46,9 @@ class DiffusionBackend(Backend):
     ``bundle``: a folder, hub id, stack alias or loaded :class:`Bundle`; None takes sd-turbo
     from the hub cache (never downloading). ``batch_size``: frames per U-Net call (default 4 on
     a GPU, 1 on the CPU). ``qwen_fast``: the Qwen3-VL conditioner's sync-free forward (default
-    on for CUDA).
+    on for CUDA). ``engine``: :class:`~.engine.EngineSettings` fields for the streaming engine
+    (``mode``, ``refresh``, ...; the benchmark's end-to-end rows use it to match the engine-only
+    rows); a style's own engine keys still apply over them.
     """
 
     name = "diffusion"
@@ -54,7 +56,7 @@ class DiffusionBackend(Backend):
 
     def __init__(self, bundle=None, device=None, *, dtype: torch.dtype | None = None,
                  batch_size: int | None = None, offline: bool | None = None, qwen_fast: bool | None = None,
-                 **options):
+                 engine: dict | None = None, **options):
         if options:
             raise BackendError(f"the diffusion backend has no option(s) {', '.join(sorted(options))}")
         self.device = torch.device(device) if device is not None else default_device()
@@ -90,6 +92,7 @@ class DiffusionBackend(Backend):
         self._noise: torch.Tensor | None = None
         self._noise_seed: int | None = None
         self._engine = None  # the streaming engine runs process(); made at the first style
+        self._engine_options = dict(engine or {})
         self._out_size: tuple[int, int] | None = None
 
     # -- Backend interface ------------------------------------------------------------------
@@ -123,7 +126,8 @@ class DiffusionBackend(Backend):
             from .compile import default_mode
             from .engine import EngineSettings, StreamEngine
 
-            settings = EngineSettings(batch_size=self.batch_size, mode=default_mode()).with_style(style.params)
+            options = {"mode": default_mode(), **self._engine_options, "batch_size": self.batch_size}
+            settings = EngineSettings(**options).with_style(style.params)
             self._engine = StreamEngine(self.bundle, settings, folded=self._folded)
         self._engine.set_style(style)
 

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# One device call that checks and times the path a user runs (the runner at 1280x720 with the
+# diffusion backend and a virtual camera) beside the engine alone, on a CUDA GPU (H100/H200).
+#
+#   OUT=/some/dir scripts/gpu_app_path.sh tests      # the app path's CUDA tests (compile mode per stack)
+#   OUT=/some/dir scripts/gpu_app_path.sh STACK      # engine + e2e rows of one stack (mllm-edit, sd-turbo)
+#
+# Expects the wheels the GPU image lacks in .whl/ (diffusers, platformdirs, pyvirtualcam; see
+# docs/benchmarks.md) and runs stylecam from this checkout without installing it. Rows go to
+# $OUT/rows-STACK.jsonl; TORCHINDUCTOR_CACHE_DIR is /tmp/inductor, so a second call on the same
+# machine measures a second start (the compile rows' setup_s).
+set -uo pipefail
+PHASE=${1:-tests}
+OUT=${OUT:-$PWD/out}
+mkdir -p "$OUT"
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
+# "stylecam" is a namespace package: point stylecam.core / stylecam.desktop at this checkout.
+mkdir -p /tmp/pkg/stylecam && ln -sfn "$PWD/core" /tmp/pkg/stylecam/core && ln -sfn "$PWD/desktop" /tmp/pkg/stylecam/desktop
+export PYTHONPATH=/tmp/pkg:/tmp/site PYTHONUNBUFFERED=1 TORCHINDUCTOR_CACHE_DIR=/tmp/inductor HF_HUB_OFFLINE=1
+
+{ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
+  python3 -c "import torch, diffusers, transformers; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'diffusers', diffusers.__version__, 'transformers', transformers.__version__)"
+  date -u; } 2>&1 | tee -a "$OUT/gpu.txt"
+
+case $PHASE in
+  tests)
+    timeout "${TEST_LIMIT:-240}" python3 -m pytest -q -p no:cacheprovider -o faulthandler_timeout=120 \
+      tests/test_app_path.py tests/test_engine.py -k "cuda or gpu or compile or geometry or io" 2>&1 \
+      | tee "$OUT/pytest.log" | tail -15
+    ;;
+  *)
+    # The headline rows and their twins: B=16 (graphs, compiled) and latency B=1 (graphs, compiled).
+    export STYLECAM_BENCH_STACKS=$PHASE STYLECAM_BENCH_MODES=stream,latency STYLECAM_BENCH_BATCHES=16 \
+           STYLECAM_BENCH_REFRESH=4 STYLECAM_BENCH_LATENCY_BATCHES=1 STYLECAM_BENCH_COMPILE=1 \
+           STYLECAM_BENCH_CHECK=${STYLECAM_BENCH_CHECK:-0} STYLECAM_BENCH_E2E=1 \
+           STYLECAM_BENCH_FRAMES=${STYLECAM_BENCH_FRAMES:-480}
+    timeout "${BENCH_LIMIT:-400}" python3 -m stylecam.core bench --backend diffusion --json "$OUT/rows-$PHASE.jsonl" \
+      2>&1 | grep -v "Warning\|warn(" | tee "$OUT/bench-$PHASE.log" | grep -E "stylecam bench|Error|error" | tail -20
+    [ -f "$OUT/rows-$PHASE.jsonl.partial" ] && cp "$OUT/rows-$PHASE.jsonl.partial" "$OUT/rows-$PHASE.partial.jsonl"
+    ;;
+esac
+exit 0
