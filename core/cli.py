@@ -154,12 +154,15 @@ def cmd_run(args) -> int:
         logging.getLogger("stylecam.core.runner").setLevel(logging.ERROR)
     try:
         # Out of memory at start: retried with a smaller batch, said through on_event.
-        backend = start_backend(style, args.batch, bundle=args.bundle, on_event=on_event)
+        backend = start_backend(style, args.batch, bundle=args.bundle, on_event=on_event, output_size=args.size)
     except BackendError as e:
         print(f"stylecam: {e}", file=sys.stderr)
         return 1
+    # The diffusion engine's batch is fixed when it starts (start_backend may have halved it to
+    # fit the GPU): the runner sends it no more. Other backends take what --batch says.
+    batch = backend.batch_size if getattr(backend, "resizes", False) else args.batch
     runner = Runner(source, backend, sinks, size=args.size, fps=args.fps, max_frames=args.frames,
-                    batch_size=args.batch, on_event=on_event, style=style)
+                    batch_size=batch, on_event=on_event, style=style)
     # Ctrl-C stops the stream cleanly (files are finalised) instead of raising mid-write.
     previous = signal.signal(signal.SIGINT, lambda *_: runner.stop())
     try:

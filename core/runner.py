@@ -640,9 +640,16 @@ class Runner:
         return True
 
 
+#: The frame size a backend that resizes on the device is warmed up at when the stream's size is
+#: not known yet: the usual webcam and virtual-camera size, so the first real batch finds its
+#: resize steps captured (or compiled) already.
+RESIZING_WARMUP_SIZE = (1280, 720)
+
+
 def start_backend(style: Style, batch_size: int | None = None, *,
                   on_event: Callable[[RunnerEvent], None] | None = None,
                   warmup_size: tuple[int, int] | None = (64, 64),
+                  output_size: tuple[int, int] | None = None,
                   factory: Callable[..., Backend] | None = None, **options) -> Backend:
     """Create the backend ``style`` needs and run one warm-up batch; on out-of-memory, retry
     with half the batch size, down to 1, saying so each time.
@@ -654,7 +661,10 @@ def start_backend(style: Style, batch_size: int | None = None, *,
     default) is assumed. Raises :class:`BackendError` when even batch 1 does not fit or the
     warm-up batch fails; errors creating the backend (a missing bundle...) pass as they are.
     ``factory(style, **options)`` builds the backend (default
-    :func:`~.stylize.base.create_backend`); ``batch_size`` reaches it as an option.
+    :func:`~.stylize.base.create_backend`); ``batch_size`` reaches it as an option. A backend
+    that ``resizes`` is warmed up at the stream's ``output_size`` (else
+    :data:`RESIZING_WARMUP_SIZE`) in and out, the sizes its first real batch will most likely
+    have, so that batch costs no second capture or compile.
     """
     factory = factory or _base.create_backend
     attempt = batch_size
@@ -667,6 +677,9 @@ def start_backend(style: Style, batch_size: int | None = None, *,
             backend = factory(style, **opts)
             if warmup_size is not None:
                 w, h = warmup_size
+                if getattr(backend, "resizes", False):
+                    w, h = output_size or RESIZING_WARMUP_SIZE
+                    backend.set_output_size((w, h))
                 grey = np.full((h, w, 3), 128, np.uint8)
                 backend.process([grey] * max(1, backend.batch_size))
             return backend

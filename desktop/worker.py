@@ -590,7 +590,7 @@ class StreamWorker(QThread):
             # to: the diffusion backend creates them inside start_backend, here, never in the
             # UI thread. Latency mode asks for batches of one, so no frame waits for others.
             # A warm-up batch at start: out of memory there retries with half the batch.
-            return start_backend(cfg.style, cfg.batch_size, on_event=self._on_runner_event,
+            return start_backend(cfg.style, cfg.batch_size, on_event=self._on_runner_event, output_size=cfg.size,
                                  device=None if cfg.device == "auto" else cfg.device, bundle=cfg.bundle or None)
         return create_backend(cfg.style)
 
