@@ -28,6 +28,7 @@ import numpy as np
 from PySide6.QtCore import QThread, Signal
 
 from stylecam.core.frames import Frame
+from stylecam.core.realtime import Pace
 from stylecam.core.runner import Runner, start_backend
 from stylecam.core.sinks import Sink, open_sink
 from stylecam.core.sources import Source, open_source
@@ -163,35 +164,22 @@ class AppSource(Source):
         self.mirror = mirror
         self.name = inner.name
         self.fps = inner.fps
-        self._pace = not inner.live
-        self._t0: float | None = None
-        self._n = 0
+        # The schedule is core's (the CLI paces a file for a live sink the same way).
+        self._pace = Pace() if not inner.live else None
 
     def open(self) -> None:
         self.inner.open()
         self.fps = self.inner.fps
-        self._t0, self._n = None, 0
+        if self._pace is not None:
+            self._pace.reset()
 
     def read(self):
-        if self._pace:
-            self._wait_turn()
+        if self._pace is not None:
+            self._pace.wait_turn(self.inner.fps)
         img = self.inner.read()
         if img is not None and self.mirror:
             img = cv2.flip(img, 1)
         return img
-
-    def _wait_turn(self) -> None:
-        fps = self.inner.fps or 30.0
-        now = time.perf_counter()
-        if self._t0 is None:
-            self._t0, self._n = now, 0
-        due = self._t0 + self._n / fps
-        if due > now:
-            time.sleep(due - now)
-        elif now - due > 1.0 / fps:
-            # Running late (a slow decode): restart the schedule rather than burst to catch up.
-            self._t0, self._n = now, 0
-        self._n += 1
 
     def close(self) -> None:
         self.inner.close()
