@@ -189,13 +189,13 @@ def cmd_run(args) -> int:
     from .sources import SourceError, open_source
     from .stylize.base import BackendError
 
+    style = resolve_style(args.style, args.backend)  # a bad style name is said first
     if args.source is None and args.sink is None:
         # Nothing asked for: a run of the test pattern into nothing, forever, helps no one.
         print(build_parser().run_parser.format_usage().rstrip(), file=sys.stderr)
         print("stylecam run: give a --source and a --sink, e.g.\n" + RUN_EXAMPLES.split("\n", 1)[1],
               file=sys.stderr)
         return 2
-    style = resolve_style(args.style, args.backend)
     source_spec = args.source or "pattern"
     sink_specs = args.sink or ["null"]
     _check_input_file(source_spec)
