@@ -118,7 +118,11 @@ def describe_output_problem(name: str, error: BaseException) -> tuple[str, str, 
         try:
             from stylecam.core import doctor
 
-            fix = doctor.virtualcam_fix(text, audience="app")
+            # The driver's own words (the core error already wraps them in the CLI's paragraph).
+            raw = error.__cause__ if error.__cause__ is not None else text
+            if "No virtual camera is available" in str(raw):
+                raw = None
+            fix = doctor.virtualcam_fix(raw, audience="app")
         except Exception as e:  # a broken fix text must not hide the failure itself
             log.warning("the doctor's fix text for the virtual camera failed: %s", e)
         details = (fix or FALLBACK_FIXES["virtual_camera"]) + (

@@ -42,15 +42,13 @@ def no_cli_flags(text: str) -> str:
     return _FLAG.sub("", text)
 
 
-def two_lines(message: str, limit: int = MAX_CHARS) -> tuple[str, bool]:
-    """The first sentence(s) of ``message`` that fit in two lines; True when something was left
-    for Details. Sentences are kept whole where possible, else cut at a word with an ellipsis."""
-    text = " ".join(message.split())
+def _fit(text: str, limit: int) -> tuple[str, bool]:
+    """The leading whole sentences of ``text`` within ``limit`` characters, else its words cut
+    with an ellipsis; True when something was left out."""
     if len(text) <= limit:
         return text, False
-    sentences = re.split(r"(?<=[.;:!?])\s+", text)
     short = ""
-    for sentence in sentences:
+    for sentence in re.split(r"(?<=[.;!?])\s+", text):
         candidate = f"{short} {sentence}".strip()
         if len(candidate) > limit:
             break
@@ -58,6 +56,26 @@ def two_lines(message: str, limit: int = MAX_CHARS) -> tuple[str, bool]:
     if not short:
         short = text[:limit - 1].rsplit(" ", 1)[0].rstrip(",;:") + "…"
     return short, True
+
+
+def two_lines(message: str, limit: int = MAX_CHARS) -> tuple[str, bool]:
+    """What of ``message`` fits in two lines, and True when something was left for Details.
+
+    A message of several paragraphs usually ends with what happens next ("Running the Oil
+    paint style instead."): that last paragraph is kept whole when short, the first shortened.
+    """
+    paragraphs = [" ".join(p.split()) for p in message.splitlines() if p.strip()]
+    if not paragraphs:
+        return "", False
+    text = " ".join(paragraphs)
+    if len(text) <= limit:
+        short, cut = text, False
+    elif len(paragraphs) > 1 and len(paragraphs[-1]) <= limit // 2:
+        head, _ = _fit(" ".join(paragraphs[:-1]), limit - len(paragraphs[-1]) - 1)
+        short, cut = f"{head} {paragraphs[-1]}", True
+    else:
+        short, cut = _fit(text, limit)
+    return short[:1].upper() + short[1:], cut
 
 
 class Toast(QFrame):

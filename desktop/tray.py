@@ -172,6 +172,9 @@ class TrayApp(QObject):
         self.state = "idle"
         self.last_stats: dict = {}
         self.last_notification: tuple[str, str, str] | None = None
+        self.last_details = ""
+        #: The last notifications shown: (title, two lines, details).
+        self.history: list[tuple[str, str, str]] = []
         self._shut_down = False
         self.stopped_cleanly = True
         self._pending_notes: list[tuple[str, str, str]] = []
@@ -846,6 +849,10 @@ class TrayApp(QObject):
         if self.window is not None:
             self.window.message_label.setText(f"<b>{title}</b><br>{short}")
         self.last_notification = (title, short, level)
+        #: The whole text behind the last notification's Details (its message when none).
+        self.last_details = details or short
+        self.history.append((title, short, self.last_details))
+        del self.history[:-50]
         emit(self.notified, title, short, level)
         return True
 
