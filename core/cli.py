@@ -190,8 +190,9 @@ def cmd_run(args) -> int:
     from .stylize.base import BackendError
 
     style = resolve_style(args.style, args.backend)  # a bad style name is said first
-    if args.source is None and args.sink is None:
+    if args.source is None and args.sink is None and args.frames is None:
         # Nothing asked for: a run of the test pattern into nothing, forever, helps no one.
+        # (With --frames it is a finite check of the stylizer, as the tests and scripts use.)
         print(build_parser().run_parser.format_usage().rstrip(), file=sys.stderr)
         print("stylecam run: give a --source and a --sink, e.g.\n" + RUN_EXAMPLES.split("\n", 1)[1],
               file=sys.stderr)
@@ -211,20 +212,6 @@ def cmd_run(args) -> int:
     except (SourceError, SinkError) as e:  # e.g. no virtual-camera driver: said before any work
         print(f"stylecam: {e}", file=sys.stderr)
         return 1
-    what = "the demo clip" if _kind(source_spec) == "demo" else source.name
-    if live and not source.live:
-        # A viewer watches it: the clip plays at its own rate and loops, like a camera.
-        source = RealtimeSource(source)
-        print(f"stylecam: {what} plays at its own rate ({source.fps or 30:g} fps) and loops for {', '.join(live)}; "
-              "Ctrl-C stops", file=sys.stderr, flush=True)
-    if args.sink is None:
-        print(f"stylecam: no --sink given: painting {what} in style {style.name} and discarding "
-              "the frames (as --sink null does); add --sink file:out.mp4, --sink mjpeg or --sink virtualcam "
-              "to see them" + ("; Ctrl-C stops" if source.live and args.frames is None else ""),
-              file=sys.stderr, flush=True)
-    elif args.source is None:
-        print("stylecam: no --source given: painting the test pattern (--source demo, camera, screen "
-              "or file:PATH for a picture of your own)", file=sys.stderr, flush=True)
     for sink in sinks:
         if getattr(sink, "url", None):
             print(f"stylecam: streaming at {sink.url}", flush=True)
@@ -243,8 +230,22 @@ def cmd_run(args) -> int:
     except BackendError as e:
         print(f"stylecam: {e}", file=sys.stderr)
         return 1
+    # What the run does, said once the stylizer has started (a failed start says only why).
+    what = "the demo clip" if _kind(source_spec) == "demo" else source.name
+    if live and not source.live:
+        # A viewer watches it: the clip plays at its own rate and loops, like a camera.
+        source = RealtimeSource(source)
+        print(f"stylecam: {what} plays at its own rate ({source.fps or 30:g} fps) and loops for {', '.join(live)}; "
+              "Ctrl-C stops", file=sys.stderr, flush=True)
+    if args.sink is None:
+        print(f"stylecam: no --sink given: painting {what} in style {style.name} and discarding "
+              "the frames (as --sink null does); add --sink file:out.mp4, --sink mjpeg or --sink virtualcam "
+              "to see them" + ("; Ctrl-C stops" if source.live and args.frames is None else ""),
+              file=sys.stderr, flush=True)
+    # start_backend may have halved the batch (out of memory): never send more than it takes.
+    batch = min(args.batch, backend.batch_size) if args.batch else None
     runner = Runner(source, backend, sinks, size=size, fps=args.fps, max_frames=args.frames,
-                    batch_size=args.batch, on_event=on_event)
+                    batch_size=batch, on_event=on_event)
     # Ctrl-C stops the stream cleanly (files are finalised) instead of raising mid-write.
     previous = signal.signal(signal.SIGINT, lambda *_: runner.stop())
     try:

@@ -75,7 +75,8 @@ def two_lines(message: str, limit: int = MAX_CHARS) -> tuple[str, bool]:
         short, cut = f"{head} {paragraphs[-1]}", True
     else:
         short, cut = _fit(text, limit)
-    return short[:1].upper() + short[1:], cut
+    # A message shortened to its core may start with a runner's lower-case clause.
+    return (short[:1].upper() + short[1:], True) if cut else (short, False)
 
 
 class Toast(QFrame):
