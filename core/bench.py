@@ -66,15 +66,36 @@ def sample_frames(size: tuple[int, int], count: int = 16) -> list[np.ndarray]:
     return frames
 
 
-def time_calls(fn: Callable[[], object], calls: int, warmup: int = 3) -> np.ndarray:
+def time_calls(fn: Callable[[], object], calls: int, warmup: int = 3, progress=None) -> np.ndarray:
+    """Per-call times of ``calls`` timed calls after ``warmup`` untimed ones. ``progress`` (a
+    tqdm bar, or anything with ``update(n)``) advances once per call, warm-up included."""
     for _ in range(warmup):
         fn()
+        if progress is not None:
+            progress.update(1)
     times = np.empty(calls)
     for i in range(calls):
         t0 = time.perf_counter()
         fn()
         times[i] = time.perf_counter() - t0
+        if progress is not None:
+            progress.update(1)
     return times
+
+
+def progress_bar(total: int, desc: str):
+    """The bar ``bench`` shows per configuration (tqdm, on stderr; gone when it is done, the
+    summary line stays)."""
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="call", file=sys.stderr, leave=False, mininterval=0.5,
+                dynamic_ncols=True)
+
+
+def summary_line(row: dict) -> str:
+    """One line per finished configuration, printed as soon as it is measured."""
+    return (f"{row['backend']} {row['style']} {row['width']}x{row['height']} batch {row['batch']}: "
+            f"{row['fps']} fps (p50 {row['ms_p50']} ms, p95 {row['ms_p95']} ms per frame)")
 
 
 def summarize(times: np.ndarray, frames_per_call: int) -> dict:
@@ -97,21 +118,31 @@ def bench_classic(args) -> list[dict]:
     styles, _ = load_styles()
     names = [args.style] if args.style else sorted(n for n, s in styles.items() if s.backend == "classic")
     size = args.size or (1280, 720)
+    # B=1 is the single-frame cost (latency); the backend's own batch (one frame per core) is
+    # what a stream gets.
+    probe = ClassicBackend()
+    own_batch = probe.workers
+    probe.close()
+    batches = sorted({1, own_batch}) if args.batch is None else [args.batch]
+    print(f"stylecam bench: {len(names)} classic style(s) x batch {', '.join(map(str, batches))} at "
+          f"{size[0]}x{size[1]}, {args.frames} frames each", file=sys.stderr, flush=True)
     frames = sample_frames(size)
     machine = machine_info()
     rows = []
-    # B=1 is the single-frame cost (latency); the backend's own batch (one frame per core) is
-    # what a stream gets.
-    for workers in sorted({1, ClassicBackend().workers}) if args.batch is None else [args.batch]:
+    for workers in batches:
         backend = ClassicBackend(workers=workers)
         for name in names:
             backend.set_style(styles[name])
             i = iter(range(1 << 30))
-            times = time_calls(lambda: backend.process([frames[next(i) % len(frames)] for _ in range(workers)]),
-                               max(1, args.frames // workers))
-            rows.append({"bench": "stylize", "backend": "classic", "style": name,
-                         "width": size[0], "height": size[1], "batch": workers, "frames": args.frames,
-                         **summarize(times, workers), "machine": machine})
+            calls = max(1, args.frames // workers)
+            with progress_bar(calls + 3, f"{name} batch {workers}") as bar:
+                times = time_calls(lambda: backend.process([frames[next(i) % len(frames)] for _ in range(workers)]),
+                                   calls, progress=bar)
+            row = {"bench": "stylize", "backend": "classic", "style": name,
+                   "width": size[0], "height": size[1], "batch": workers, "frames": args.frames,
+                   **summarize(times, workers), "machine": machine}
+            print(summary_line(row), flush=True)
+            rows.append(row)
         backend.close()
     return rows
 
@@ -159,6 +190,7 @@ def command(args) -> int:
             known = sorted(n for n, s in styles.items() if s.backend == args.backend)
             raise UsageError(f"unknown {args.backend} style {args.style!r}; known: {', '.join(known)}")
     rows = BENCHMARKS[args.backend](args)
+    print()
     print_table(rows)
     if args.json:
         with open(args.json, "a") as f:

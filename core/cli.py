@@ -25,6 +25,17 @@ EXTERNAL_COMMANDS = {
 }
 
 
+#: What `stylecam run` with nothing to do prints after its usage line.
+RUN_EXAMPLES = """examples:
+  stylecam run --source demo --style oil --sink file:demo-oil.mp4     # paint the bundled clip to a file
+  stylecam run --source demo --style toon --sink mjpeg                # watch it at http://127.0.0.1:8090/
+  stylecam run --source camera --style oil --sink virtualcam          # a painted webcam for Zoom, Meet, OBS
+  stylecam styles                                                     # the style names"""
+
+#: Sinks that are watched as they play: a file source feeding one is played at its own rate.
+LIVE_SINKS = ("virtualcam", "mjpeg")
+
+
 class UsageError(Exception):
     """Bad input from the user: printed as one line, exit code 2."""
 
@@ -65,7 +76,7 @@ def _positive_float(text: str) -> float:
 
 def add_run_arguments(p: argparse.ArgumentParser) -> None:
     """The run options, shared with anything else that starts a stream (bench, the tray)."""
-    p.add_argument("--source", default="pattern",
+    p.add_argument("--source", default=None,
                    help="screen[:N|:X,Y,W,H] | camera[:N|:PATH] | pattern | demo | file:PATH (default: pattern)")
     p.add_argument("--sink", action="append", default=None,
                    help="virtualcam[:WxH@FPS,mirror] | mjpeg[:PORT] | file:OUT.mp4 | file:DIR/ | null "
@@ -78,7 +89,8 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--size", type=_size, default=None, help="engine/output size WxH (default: source size)")
     p.add_argument("--fps", type=_positive_float, default=None, help="output rate (default: the source's)")
     p.add_argument("--batch", type=_positive_int, default=None, help="frames per stylizer batch")
-    p.add_argument("--loop", action="store_true", help="loop a file source")
+    p.add_argument("--loop", action="store_true",
+                   help="loop a file source (implied, at the file's own rate, when an output is live)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -87,8 +99,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug detail")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
-    run = sub.add_parser("run", help="stream a source through a style to sinks")
+    run = sub.add_parser("run", help="stream a source through a style to sinks", epilog=RUN_EXAMPLES,
+                         formatter_class=argparse.RawDescriptionHelpFormatter)
     add_run_arguments(run)
+    parser.run_parser = run
 
     sub.add_parser("styles", help="list style presets")
 
@@ -126,16 +140,73 @@ def resolve_style(style_name: str | None, backend: str | None):
     return style
 
 
+def _kind(spec: str) -> str:
+    return spec.partition(":")[0].strip().lower()
+
+
+def _check_input_file(spec: str) -> None:
+    """A source file that does not exist is bad input (exit 2), said before any work."""
+    kind, _, arg = spec.partition(":")
+    kind, arg = kind.strip().lower(), os.path.expanduser(arg.strip())
+    if kind == "file" and arg and not os.path.exists(arg):
+        raise UsageError(f"video file not found: {arg}")
+    if kind == "camera" and arg and not arg.isdigit() and not arg.startswith("/dev/") and not os.path.exists(arg):
+        raise UsageError(f"camera {arg!r}: no such file or device")
+
+
+def even_size(size, sinks: list[str]):
+    """``size`` with even sides when a video file is among ``sinks`` (its codec needs them),
+    and the one note that says so; (size, None) when nothing changes."""
+    if size is None or not any(s % 2 for s in size):
+        return size, None
+    videos = [s for s in sinks if _kind(s) == "file" and not s.endswith(("/", os.sep))
+              and os.path.splitext(s)[1].lower() in (".mp4", ".avi", ".mkv")]
+    if not videos:
+        return size, None
+    rounded = (size[0] - size[0] % 2, size[1] - size[1] % 2)
+    note = (f"size {size[0]}x{size[1]} becomes {rounded[0]}x{rounded[1]}: the video codec of "
+            f"{videos[0].partition(':')[2]} needs even sides")
+    return rounded, note
+
+
+def format_summary(summary: dict, style: str, outputs: str, live_outputs: bool) -> str:
+    """The run's last line: frames, rate, latency, and what was dropped (only live outputs drop)."""
+    line = (f"stylecam: {summary['frames_out']} frames, style {style}, {summary['fps_out']} fps out, "
+            f"latency p50 {summary['latency_p50_ms']} ms -> {outputs}")
+    dropped = summary.get("dropped") or 0
+    if dropped:
+        why = "the stylizer was slower than the source; live outputs show the newest frame"
+        line += f"; {dropped} frame{'s' if dropped != 1 else ''} dropped ({why})"
+    elif live_outputs:
+        line += "; none dropped"
+    return line
+
+
 def cmd_run(args) -> int:
+    from .realtime import RealtimeSource
     from .runner import Runner, RunnerError, start_backend
     from .sinks import SinkError, open_sink
     from .sources import SourceError, open_source
     from .stylize.base import BackendError
 
-    style = resolve_style(args.style, args.backend)
+    style = resolve_style(args.style, args.backend)  # a bad style name is said first
+    if args.source is None and args.sink is None and args.frames is None:
+        # Nothing asked for: a run of the test pattern into nothing, forever, helps no one.
+        # (With --frames it is a finite check of the stylizer, as the tests and scripts use.)
+        print(build_parser().run_parser.format_usage().rstrip(), file=sys.stderr)
+        print("stylecam run: give a --source and a --sink, e.g.\n" + RUN_EXAMPLES.split("\n", 1)[1],
+              file=sys.stderr)
+        return 2
+    source_spec = args.source or "pattern"
+    sink_specs = args.sink or ["null"]
+    _check_input_file(source_spec)
+    live = [s for s in sink_specs if _kind(s) in LIVE_SINKS]
+    size, note = even_size(args.size, sink_specs)
+    if note:
+        print(f"stylecam: note: {note}", file=sys.stderr)
     try:
-        source = open_source(args.source, size=args.size, fps=args.fps, loop=args.loop)
-        sinks = [open_sink(s, fps=args.fps) for s in (args.sink or ["null"])]
+        source = open_source(source_spec, size=size, fps=args.fps, loop=args.loop or bool(live))
+        sinks = [open_sink(s, fps=args.fps) for s in sink_specs]
     except ValueError as e:
         raise UsageError(str(e)) from None
     except (SourceError, SinkError) as e:  # e.g. no virtual-camera driver: said before any work
@@ -144,6 +215,7 @@ def cmd_run(args) -> int:
     for sink in sinks:
         if getattr(sink, "url", None):
             print(f"stylecam: streaming at {sink.url}", flush=True)
+
     def on_event(event) -> None:
         # What the stream tells the user (an output that failed and came back, a stalled
         # source...): one line each, in the same form as the CLI's other messages.
@@ -154,14 +226,25 @@ def cmd_run(args) -> int:
         logging.getLogger("stylecam.core.runner").setLevel(logging.ERROR)
     try:
         # Out of memory at start: retried with a smaller batch, said through on_event.
-        backend = start_backend(style, args.batch, bundle=args.bundle, on_event=on_event, output_size=args.size)
+        backend = start_backend(style, args.batch, bundle=args.bundle, on_event=on_event, output_size=size)
     except BackendError as e:
         print(f"stylecam: {e}", file=sys.stderr)
         return 1
-    # The diffusion engine's batch is fixed when it starts (start_backend may have halved it to
-    # fit the GPU): the runner sends it no more. Other backends take what --batch says.
-    batch = backend.batch_size if getattr(backend, "resizes", False) else args.batch
-    runner = Runner(source, backend, sinks, size=args.size, fps=args.fps, max_frames=args.frames,
+    # What the run does, said once the stylizer has started (a failed start says only why).
+    what = "the demo clip" if _kind(source_spec) == "demo" else source.name
+    if live and not source.live:
+        # A viewer watches it: the clip plays at its own rate and loops, like a camera.
+        source = RealtimeSource(source)
+        print(f"stylecam: {what} plays at its own rate ({source.fps or 30:g} fps) and loops for {', '.join(live)}; "
+              "Ctrl-C stops", file=sys.stderr, flush=True)
+    if args.sink is None:
+        print(f"stylecam: no --sink given: painting {what} in style {style.name} and discarding "
+              "the frames (as --sink null does); add --sink file:out.mp4, --sink mjpeg or --sink virtualcam "
+              "to see them" + ("; Ctrl-C stops" if source.live and args.frames is None else ""),
+              file=sys.stderr, flush=True)
+    # start_backend may have halved the batch (out of memory): never send more than it takes.
+    batch = min(args.batch, backend.batch_size) if args.batch else None
+    runner = Runner(source, backend, sinks, size=size, fps=args.fps, max_frames=args.frames,
                     batch_size=batch, on_event=on_event, style=style)
     # Ctrl-C stops the stream cleanly (files are finalised) instead of raising mid-write.
     previous = signal.signal(signal.SIGINT, lambda *_: runner.stop())
@@ -174,8 +257,7 @@ def cmd_run(args) -> int:
         signal.signal(signal.SIGINT, previous)
         backend.close()
     outputs = ", ".join(s.name for s in sinks)
-    print(f"stylecam: {summary['frames_out']} frames, style {style.name}, "
-          f"{summary['fps_out']} fps out, latency p50 {summary['latency_p50_ms']} ms -> {outputs}")
+    print(format_summary(summary, style.name, outputs, bool(live)))
     for sink in sinks:
         path = getattr(sink, "path", None)
         if path:
@@ -206,8 +288,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.command is None:
             parser.print_help()
             return 2
+        from .quiet import quiet_decoder_logs
         from .runtime import configure_runtime
 
+        quiet_decoder_logs()
         configure_runtime()
         if args.command == "run":
             return cmd_run(args)

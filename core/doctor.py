@@ -7,8 +7,10 @@ say the same thing: :func:`virtualcam_fix`, :func:`screen_fix`, :func:`camera_fi
 notification body.
 
 Each check is a function returning a :class:`Check`; :func:`run_checks` runs them. The default
-path (classic style to a file or MJPEG) needs nothing but OpenCV, so it decides the exit code;
-``--require PART`` makes a part (virtualcam, screen, camera, gpu, models) count too.
+path (classic style to a file or MJPEG) needs nothing but OpenCV. The exit code is 1 when any
+check fails (a part that does not work here; a missing optional part is a warning, not a failure)
+and ``--require PART`` makes a warning of that part (virtualcam, screen, camera, gpu, models) count
+too.
 """
 
 from __future__ import annotations
@@ -30,6 +32,11 @@ _MARKS = {"ok": "ok  ", "warn": "warn", "fail": "FAIL", "info": "info"}
 
 #: The modprobe line, shared by the fix paragraph, the report and docs/troubleshooting.md.
 MODPROBE_LINE = "sudo modprobe v4l2loopback devices=1 exclusive_caps=1 card_label=stylecam"
+#: The whole command that fetches the default diffusion stack (what the models fix prints).
+MODELS_PULL_COMMAND = "stylecam models pull sd-turbo"
+#: The whole command that puts a CUDA build of torch into stylecam's environment.
+CUDA_TORCH_COMMAND = ('STYLECAM_TORCH="torch==2.11.0 --index-url https://download.pytorch.org/whl/cu130" '
+                      "bash installer/setup_venv.sh")
 
 
 # ---- fix texts ----------------------------------------------------------------------------
@@ -75,14 +82,26 @@ def _first_sentences(error: BaseException | str | None) -> str:
     return "; ".join(parts)
 
 
+#: The way around a missing virtual camera, for a terminal and for the tray app (whose text
+#: names menus, never command-line flags).
+_VIRTUALCAM_FALLBACK = {
+    "cli": ("Until then `--sink mjpeg` streams to OBS (Media Source) or a browser with no driver "
+            "at all; `stylecam doctor` checks again."),
+    "app": ("Until then Output > MJPEG stream sends the picture to OBS (Media Source) or a browser "
+            "with no driver at all."),
+}
+
+
 def virtualcam_fix(error: BaseException | str | None = None, system: str | None = None,
-                   linux_state: dict | None = None) -> str:
-    """One paragraph: why no virtual camera could be opened and how to fix it on ``system``."""
+                   linux_state: dict | None = None, audience: str = "cli") -> str:
+    """One paragraph: why no virtual camera could be opened and how to fix it on ``system``.
+
+    ``audience`` ``app`` words the way around it for the tray app (menus, not flags).
+    """
     system = _system(system)
     said = _first_sentences(error)
     said = f" (pyvirtualcam: {said})" if said else ""
-    fallback = ("Until then `--sink mjpeg` streams to OBS (Media Source) or a browser with no driver "
-                "at all; `stylecam doctor` checks again.")
+    fallback = _VIRTUALCAM_FALLBACK[audience]
     if system == "Linux":
         state = linux_state if linux_state is not None else linux_v4l2loopback_state()
         why_caps = ("(exclusive_caps=1 makes the device advertise capture-only caps, which Chrome, Meet "
@@ -114,7 +133,9 @@ def virtualcam_fix(error: BaseException | str | None = None, system: str | None 
                 "virtual camera: install OBS Studio 30 or newer (https://obsproject.com), open it, "
                 "click Start Virtual Camera once (this registers the camera), then stop it and quit "
                 "OBS (OBS has one virtual camera; while OBS itself uses it, stylecam cannot; the "
-                "Unity Capture driver is an alternative: virtualcam:backend=unitycapture). "
+                "Unity Capture driver is an alternative"
+                + (": virtualcam:backend=unitycapture). " if audience == "cli" else "). ")
+                + 
                 f"{fallback}")
     return f"No virtual camera is available{said}: pyvirtualcam has no backend for {system}. {fallback}"
 
@@ -178,9 +199,9 @@ def gpu_fix(system: str | None = None) -> str:
                 "diffusion styles run on the CPU, slowly.")
     return ("torch sees no CUDA GPU. Classic styles need none; diffusion styles run on the CPU, far "
             "below camera rate. With an NVIDIA card: install its driver (`nvidia-smi` should list "
-            "the card), then a CUDA build of torch into stylecam's environment (the command for your "
-            "driver is on https://pytorch.org/get-started; installer/setup_venv.sh takes it in "
-            "STYLECAM_TORCH).")
+            "the card), then a CUDA build of torch into stylecam's environment, e.g. for a CUDA 13 "
+            f"driver: `{CUDA_TORCH_COMMAND}` in the stylecam folder (other builds: "
+            "https://pytorch.org/get-started).")
 
 
 # ---- checks -------------------------------------------------------------------------------
@@ -421,7 +442,8 @@ def check_models() -> Check:
     if len(have) == len(rows):
         return Check("models", "ok", summary, details)
     return Check("models", "info", summary + " (classic styles need none)", details,
-                 "Diffusion styles need weights: fetch them with `stylecam models` (see docs/models.md).")
+                 f"Diffusion styles need weights: fetch the default ones with `{MODELS_PULL_COMMAND}` (into "
+                 "the Hugging Face cache; other stacks: `stylecam models list`).")
 
 
 #: part -> check, in report order.
@@ -446,9 +468,9 @@ def run_checks(parts: list[str] | None = None) -> list[Check]:
 
 
 def exit_code(results: list[Check], required: list[str]) -> int:
-    """0 when the default path works and every required part is ok, else 1."""
+    """0 when no check fails and every required part is ok (the default path always is), else 1."""
     need = {"default", *required}
-    return 1 if any(c.part in need and c.status != "ok" for c in results) else 0
+    return 1 if any(c.status == "fail" or (c.part in need and c.status != "ok") for c in results) else 0
 
 
 def format_report(results: list[Check], required: list[str]) -> str:
@@ -458,9 +480,16 @@ def format_report(results: list[Check], required: list[str]) -> str:
         lines.extend(f"       {d}" for d in c.details)
         if c.fix and c.status != "ok":
             lines.append(f"       fix: {c.fix}")
-    code = exit_code(results, required)
-    wanted = ", ".join(["default", *required])
-    lines.append(f"result: {'ready' if code == 0 else 'NOT ready'} ({wanted} checked as required)")
+    need = {"default", *required}
+    failing = [c.part for c in results if c.status == "fail" or (c.part in need and c.status != "ok")]
+    default_ok = all(c.status == "ok" for c in results if c.part == "default")
+    if not failing:
+        wanted = ", ".join(["default", *required])
+        lines.append(f"result: ready ({wanted} checked as required)")
+    else:
+        works = ("; classic styles to a file or MJPEG still work" if default_ok and "default" not in failing
+                 else "")
+        lines.append(f"result: NOT ready: {', '.join(failing)} failed (see the fix above){works}")
     return "\n".join(lines)
 
 
@@ -469,7 +498,7 @@ def format_report(results: list[Check], required: list[str]) -> str:
 def configure_parser(p: argparse.ArgumentParser) -> None:
     optional = [k for k in CHECKS if k != "default"]
     p.add_argument("--require", action="append", default=[], choices=optional, metavar="PART",
-                   help=f"also fail (exit 1) unless PART works: {', '.join(optional)} (repeatable)")
+                   help=f"also fail (exit 1) when PART only warns: {', '.join(optional)} (repeatable)")
     p.add_argument("--only", action="append", default=None, choices=list(CHECKS), metavar="PART",
                    help="run only these checks (the default path is always checked)")
     p.add_argument("--json", action="store_true", help="print the results as JSON")

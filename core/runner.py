@@ -39,7 +39,7 @@ import cv2
 import numpy as np
 
 from .frames import MAX_SIDE, MIN_SIDE, Frame, as_rgb, fit
-from .sinks import Sink
+from .sinks import FileSink, Sink
 from .sources import Source
 from .styles import Style
 from .stylize import base as _base
@@ -302,8 +302,11 @@ class Runner:
         self._pending_style: Style | None = None
         self._style_lock = threading.Lock()
         # Capacity: one batch being filled plus one waiting, so the backend never starves and a
-        # live source never builds a backlog of stale frames.
-        self._handoff = Handoff(2 * self.batch_size, lossy=source.live)
+        # live source never builds a backlog of stale frames. A file among the outputs keeps
+        # every frame: then even a live source waits for the stylizer instead of dropping here
+        # (``max_frames`` frames read are ``max_frames`` frames written).
+        keeps_all = any(isinstance(s, FileSink) for s in self.sinks)
+        self._handoff = Handoff(2 * self.batch_size, lossy=source.live and not keeps_all)
         self._capture_error: BaseException | None = None
         self._capture_thread: threading.Thread | None = None
         self._outputs = [_Output(s) for s in self.sinks]
@@ -487,7 +490,7 @@ class Runner:
                 for frame in batch:
                     self._emit(Frame(self._to_size(frame.image), frame.index, frame.t_capture))
             else:
-                if not self._backend_sized:
+                if not self._backend_sized and getattr(self.backend, "resizes", False):
                     # Before the first batch (the capture thread has set ``size`` by now).
                     self.backend.set_output_size(self.size)
                     self._backend_sized = True

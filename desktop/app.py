@@ -37,8 +37,10 @@ def main(argv: list[str] | None = None) -> int:
     if fixed:
         log.info("no console: %s go to the log", " and ".join(fixed))
     log.info("stylecam-tray starting; log file %s", log_file)
+    from stylecam.core.quiet import quiet_decoder_logs
     from stylecam.core.runtime import configure_runtime
 
+    quiet_decoder_logs()
     configure_runtime()
 
     from PySide6.QtCore import QTimer

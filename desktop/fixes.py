@@ -95,3 +95,45 @@ def describe_failure(what: str, error: BaseException, spec: str | None = None) -
         message += ("\nThe stream goes on to the preview and the other outputs; switch Output > Virtual "
                     "camera on again once the driver is loaded.")
     return TITLES.get(kind, "stylecam"), message
+
+
+#: One line per output problem kind, for the status line and the notification.
+def describe_output_problem(name: str, error: BaseException) -> tuple[str, str, str]:
+    """(title, reason, details) for an output that failed, in the app's words (no flags).
+
+    ``reason`` is one short line (the menu, Settings and the guide show it); ``details`` the
+    whole fix (Details, the log).
+    """
+    from .notify import no_cli_flags
+
+    text = str(_core_error(error) or error).strip() or type(error).__name__
+    first = text.splitlines()[0]
+    if name == "virtual_camera":
+        lowered = text.lower()
+        if "loopback" in lowered or "no virtual camera" in lowered or "backend" in lowered:
+            reason = "no virtual-camera driver is loaded"
+        else:
+            reason = "the virtual camera could not be opened"
+        fix = None
+        try:
+            from stylecam.core import doctor
+
+            # The driver's own words (the core error already wraps them in the CLI's paragraph).
+            raw = error.__cause__ if error.__cause__ is not None else text
+            if "No virtual camera is available" in str(raw):
+                raw = None
+            fix = doctor.virtualcam_fix(raw, audience="app")
+        except Exception as e:  # a broken fix text must not hide the failure itself
+            log.warning("the doctor's fix text for the virtual camera failed: %s", e)
+        details = (fix or FALLBACK_FIXES["virtual_camera"]) + (
+            "\n\nThe stream goes on to the preview and the other outputs. Once the driver is loaded, "
+            "press Try again in the stylecam window (Show preview).")
+        return TITLES["virtual_camera"], reason, no_cli_flags(details)
+    if name == "mjpeg":
+        reason = no_cli_flags(first)
+        details = no_cli_flags(text) + "\n\nPick another port in Settings; the stream goes on to the other outputs."
+        return TITLES["mjpeg"], reason, details
+    if name == "record":
+        reason = no_cli_flags(first)
+        return "Recording stopped", reason, no_cli_flags(text) + "\n\nWhat was recorded until then is kept."
+    return TITLES.get(name, "stylecam"), no_cli_flags(first), no_cli_flags(text)

@@ -14,7 +14,7 @@ from pathlib import Path
 from PySide6.QtCore import QRect, Qt
 from PySide6.QtGui import QColor, QFont, QIcon, QPainter, QPixmap
 
-STATES = ("idle", "running", "paused", "error")
+STATES = ("idle", "running", "paused", "error", "warning")
 PNG_SIZES = (16, 22, 24, 32, 48, 64, 128, 256)
 STYLE_ICON_SIZE = 96
 
@@ -51,7 +51,7 @@ def state_icon(state: str) -> QIcon:
             icon = QIcon(str(svg))
     if icon.isNull():
         icon = _swatch_icon(state, {"idle": "#6b717c", "running": "#3aa757", "paused": "#e0a100",
-                                    "error": "#d93025"}.get(state, "#6b717c"))
+                                    "error": "#d93025", "warning": "#f29900"}.get(state, "#6b717c"))
     return icon
 
 

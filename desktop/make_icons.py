@@ -31,6 +31,11 @@ _LENS = {
                 '<circle cx="32" cy="31" r="14" fill="url(#paint)"/>'),
     "paused": '<circle cx="32" cy="31" r="14" fill="#8a96a8"/>',
     "error": '<circle cx="32" cy="31" r="14" fill="#7d8590"/>',
+    # Still painting (the lens keeps its colours), but a chosen output does not work.
+    "warning": ('<defs><linearGradient id="paint" x1="0" y1="0" x2="1" y2="1">'
+                '<stop offset="0" stop-color="#ff8a3d"/><stop offset="0.5" stop-color="#e84a8a"/>'
+                '<stop offset="1" stop-color="#3db4ff"/></linearGradient></defs>'
+                '<circle cx="32" cy="31" r="14" fill="url(#paint)"/>'),
 }
 
 _BADGE = {
@@ -42,6 +47,11 @@ _BADGE = {
     "error": ('<circle cx="50" cy="50" r="11" fill="#d93025" stroke="#ffffff" stroke-width="2.5"/>'
               '<rect x="48.2" y="42.5" width="3.6" height="9" rx="1.2" fill="#ffffff"/>'
               '<circle cx="50" cy="56" r="2" fill="#ffffff"/>'),
+    # Amber triangle with "!": unlike the round amber pause badge at a glance.
+    "warning": ('<path d="M50 37 L63 60 L37 60 Z" fill="#f29900" stroke="#ffffff" stroke-width="2.5" '
+                'stroke-linejoin="round"/>'
+                '<rect x="48.3" y="44" width="3.4" height="9" rx="1.2" fill="#ffffff"/>'
+                '<circle cx="50" cy="56.5" r="1.9" fill="#ffffff"/>'),
 }
 
 

@@ -9,12 +9,12 @@ from __future__ import annotations
 import numpy as np
 from PySide6.QtCore import QRectF, Qt, Signal
 from PySide6.QtGui import QColor, QFont, QImage, QKeySequence, QPainter, QShortcut
-from PySide6.QtWidgets import QWidget
+from PySide6.QtWidgets import QHBoxLayout, QLabel, QSlider, QVBoxLayout, QWidget
 
 from .qtcompat import emit
 from .worker import FramePair
 
-#: Keys that work in the preview and the main window (a global hotkey is not registered).
+#: Keys that work in the preview and the main window (the global shortcut is in hotkey.py).
 CYCLE_STYLE_KEYS = ("S", "Ctrl+Right")
 CYCLE_STYLE_BACK_KEYS = ("Shift+S", "Ctrl+Left")
 PAUSE_KEYS = ("Space",)
@@ -40,10 +40,14 @@ def add_style_shortcuts(widget: QWidget, forward, back, pause) -> list[QShortcut
 
 
 class PreviewWindow(QWidget):
-    """Input | output, scaled to fit, with the live numbers drawn over the output."""
+    """Input | output, scaled to fit, with the live numbers drawn over the output; above it the
+    guide (the source, each output's status, what is missing and its fix: :mod:`.guide`), below
+    it the strength slider of the running style."""
 
     cycle_style = Signal(int)
     toggle_pause = Signal()
+    #: The strength slider moved: 0..1 for the style shown.
+    strength_changed = Signal(float)
 
     def __init__(self, parent=None):
         super().__init__(parent)
@@ -53,6 +57,33 @@ class PreviewWindow(QWidget):
         self.setMinimumSize(320, 160)
         # Keyboard focus of its own, so the window shortcuts work as soon as it is shown.
         self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
+        self.canvas = _Canvas(self)
+        self.guide_slot = QVBoxLayout()
+        self.guide_slot.setContentsMargins(0, 0, 0, 0)
+        strength_row = QHBoxLayout()
+        strength_row.setContentsMargins(8, 0, 8, 4)
+        self.strength_title = QLabel("Strength")
+        self.strength_slider = QSlider(Qt.Orientation.Horizontal)
+        self.strength_slider.setObjectName("stylecam-strength")
+        self.strength_slider.setRange(0, 100)
+        self.strength_slider.setValue(100)
+        self.strength_slider.setFocusPolicy(Qt.FocusPolicy.ClickFocus)  # S and Space stay shortcuts
+        self.strength_slider.setToolTip("How much of the style is laid over the original picture")
+        self.strength_label = QLabel("100 %")
+        self.strength_label.setMinimumWidth(self.strength_label.fontMetrics().horizontalAdvance("100 %") + 6)
+        strength_row.addWidget(self.strength_title)
+        strength_row.addWidget(self.strength_slider, 1)
+        strength_row.addWidget(self.strength_label)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.setSpacing(2)
+        layout.addLayout(self.guide_slot)
+        layout.addWidget(self.canvas, 1)
+        layout.addLayout(strength_row)
+        self.setStyleSheet("#stylecam-preview { background: rgb(24, 24, 28); } "
+                           "#stylecam-preview QLabel { color: #dcdcdc; }")
+        self.setAttribute(Qt.WidgetAttribute.WA_StyledBackground, True)
+        self.strength_slider.valueChanged.connect(self._on_slider)
         self._input: QImage | None = None
         self._output: QImage | None = None
         self._pair: FramePair | None = None
@@ -68,6 +99,22 @@ class PreviewWindow(QWidget):
     def pair(self) -> FramePair | None:
         return self._pair
 
+    def set_guide(self, widget: QWidget) -> None:
+        """Put the guide panel above the picture (once)."""
+        self.guide_slot.addWidget(widget)
+
+    def set_strength(self, style_title: str, value: float) -> None:
+        """Show ``value`` (0..1) for ``style_title`` without reporting it back as a change."""
+        self.strength_title.setText(f"Strength of {style_title}")
+        self.strength_slider.blockSignals(True)
+        self.strength_slider.setValue(round(value * 100))
+        self.strength_slider.blockSignals(False)
+        self.strength_label.setText(f"{round(value * 100)} %")
+
+    def _on_slider(self, value: int) -> None:
+        self.strength_label.setText(f"{value} %")
+        emit(self.strength_changed, value / 100.0)
+
     def show_pair(self, pair: FramePair) -> None:
         if not self.isVisible():
             return
@@ -75,17 +122,17 @@ class PreviewWindow(QWidget):
         self._input = to_qimage(pair.input)
         self._output = to_qimage(pair.output)
         self.frames_shown += 1
-        self.update()
+        self.canvas.update()
 
     def set_stats(self, stats: dict) -> None:
         self._stats = dict(stats)
         if self.isVisible():
-            self.update()
+            self.canvas.update()
 
     def set_status(self, text: str) -> None:
         self._status = text
         if self.isVisible():
-            self.update()
+            self.canvas.update()
 
     def overlay_text(self) -> str:
         s = self._stats
@@ -102,17 +149,9 @@ class PreviewWindow(QWidget):
             parts.append(f"{s['dropped']} dropped")
         return "  ·  ".join(parts) if parts else "measuring…"
 
-    def paintEvent(self, event):  # noqa: N802 (Qt override)
-        painter = QPainter(self)
-        try:
-            self._paint(painter)
-        finally:
-            painter.end()
-
-    def _paint(self, painter: QPainter) -> None:
-        painter.fillRect(self.rect(), QColor(24, 24, 28))
+    def _paint(self, painter: QPainter, w: int, h: int) -> None:
+        painter.fillRect(0, 0, w, h, QColor(24, 24, 28))
         painter.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform)
-        w, h = self.width(), self.height()
         pad, bar = 8, 26
         half = (w - 3 * pad) / 2
         boxes = [QRectF(pad, bar + pad, half, h - bar - 2 * pad),
@@ -122,7 +161,7 @@ class PreviewWindow(QWidget):
         painter.setFont(font)
         painter.setPen(QColor(220, 220, 220))
         if self._pair is None:
-            painter.drawText(self.rect(), Qt.AlignmentFlag.AlignCenter, self._status)
+            painter.drawText(QRectF(0, 0, w, h), Qt.AlignmentFlag.AlignCenter, self._status)
             return
         style = self.style_titles.get(self._pair.style, self._pair.style)
         titles = ["input", "paused: passthrough" if self._pair.paused else f"output: {style}"]
@@ -140,6 +179,22 @@ class PreviewWindow(QWidget):
         painter.fillRect(band, QColor(0, 0, 0, 160))
         painter.setPen(QColor(255, 255, 255))
         painter.drawText(band, Qt.AlignmentFlag.AlignCenter, text)
+
+
+class _Canvas(QWidget):
+    """Where the preview paints the two pictures (the window around it holds the controls)."""
+
+    def __init__(self, preview: PreviewWindow):
+        super().__init__(preview)
+        self._preview = preview
+        self.setMinimumHeight(120)
+
+    def paintEvent(self, event):  # noqa: N802 (Qt override)
+        painter = QPainter(self)
+        try:
+            self._preview._paint(painter, self.width(), self.height())
+        finally:
+            painter.end()
 
 
 def _fit_rect(box: QRectF, iw: int, ih: int) -> QRectF:

@@ -3,7 +3,8 @@
 ``python -m stylecam.desktop.screenshots --out docs/images`` starts its own Xvfb screen and
 ``trayer`` tray host, runs the app on the bundled clip, then: right-clicks the tray icon and
 photographs the menu, clicks a style in it, opens the Source submenu, clicks "Show preview" and
-photographs the preview. Every click is checked (the menu opened, the style changed, the preview
+photographs the preview (with the first-run guide above it), drags the strength slider and
+photographs it again. Every click is checked (the menu opened, the style changed, the preview
 shows frames of the new style), so the script fails rather than save a misleading picture. The
 desktop tests run the same :func:`run_scenario` on their own screen.
 
@@ -98,11 +99,13 @@ def _union(*rects):
     return out
 
 
-def run_scenario(app, out_dir: Path, pad: int = 24, expect_notification: bool = False) -> dict:
+def run_scenario(app, out_dir: Path, pad: int = 24, expect_notification: bool = False,
+                 strength_shot: bool = False) -> dict:
     """Click through the running ``app``'s tray menu; returns what happened and the screenshots.
 
     ``expect_notification``: the app was started with an output that cannot open; the
-    notification balloon is photographed and dismissed with a click first.
+    notification is photographed and closed with a click first. ``strength_shot``: the
+    strength slider is dragged to about 40 % and the preview photographed again.
     """
     from PySide6.QtCore import QRect
     from PySide6.QtWidgets import QApplication
@@ -117,24 +120,19 @@ def run_scenario(app, out_dir: Path, pad: int = 24, expect_notification: bool = 
         raise ScenarioError("the tray icon has no geometry (no tray host?)")
     screen = app.menu.screen().geometry()
 
-    # 0. The virtual camera cannot open here (no v4l2loopback): a notification with the fix.
+    # 0. The virtual camera cannot open here (no v4l2loopback): a short notification with Details.
     if expect_notification:
-        def balloon_geometry():
-            # Qt's own notification widget when no notification service runs. Only its
-            # geometry is kept: it deletes itself when it closes, and a Python wrapper kept
-            # past that upsets PySide's reference counts at exit.
-            for w in QApplication.topLevelWidgets():
-                if w.metaObject().className() == "QBalloonTip" and w.isVisible():
-                    return w.frameGeometry()
-            return None
-
-        wait_until(lambda: balloon_geometry() is not None, 10, "the virtual-camera notification")
+        toast = app.toast
+        wait_until(toast.isVisible, 10, "the virtual-camera notification")
         result["notification"] = app.last_notification
-        geo = balloon_geometry()
+        result["notification_lines"] = toast.body_lines()
+        geo = toast.frameGeometry()
         result["shots"]["notification"] = screenshot(out_dir / "notification.png",
                                                      _clip(geo.adjusted(-pad, -pad, pad, pad), screen))
-        click_at(geo.center().x(), geo.center().y())
-        wait_until(lambda: balloon_geometry() is None, 5, "the notification to close when clicked")
+        close = toast.close_button
+        point = close.mapToGlobal(close.rect().center())
+        click_at(point.x(), point.y())
+        wait_until(lambda: not toast.isVisible(), 5, "the notification to close when its Close is clicked")
         result["notification_closed_by_click"] = True
 
     # 1. Right-click the tray icon: the menu opens.
@@ -172,7 +170,39 @@ def run_scenario(app, out_dir: Path, pad: int = 24, expect_notification: bool = 
     result["overlay"] = preview.overlay_text()
     geo = preview.frameGeometry()
     # JPEG: a photo-like picture, a tenth of the PNG's size.
-    result["shots"]["preview"] = screenshot(out_dir / "preview.jpg", _clip(QRect(geo), screen))
+    result["guide_shown"] = app.guide.isVisible()
+    name = "first-run.jpg" if result["guide_shown"] else "preview.jpg"
+    result["shots"]["preview"] = screenshot(out_dir / name, _clip(QRect(geo), screen))
+    result["preview_canvas"] = _clip(QRect(preview.canvas.mapTo(preview, preview.canvas.rect().topLeft()),
+                                           preview.canvas.size()), QRect(0, 0, geo.width(), geo.height()))
+
+    # 5. The strength slider at 40 %: a drag on the slider, then the blended picture.
+    if strength_shot:
+        if app.guide.isVisible():
+            hide = app.guide.hide_button
+            point = hide.mapToGlobal(hide.rect().center())
+            click_at(point.x(), point.y())
+            wait_until(lambda: not app.guide.isVisible(), 5, "the guide to hide when Hide is clicked")
+            pump(300)
+        slider = preview.strength_slider
+        y = slider.mapToGlobal(slider.rect().center()).y()
+        x0 = slider.mapToGlobal(slider.rect().topLeft()).x()
+        handle = slider.mapToGlobal(slider.rect().topRight()).x() - 6
+        xdotool("mousemove", str(handle), str(y))
+        pump(100)
+        xdotool("mousedown", "1")
+        target = x0 + 6 + int(0.4 * (slider.width() - 12))
+        for x in range(handle, target - 1, -20):
+            xdotool("mousemove", str(x), str(y))
+            pump(20)
+        xdotool("mousemove", str(target), str(y))
+        pump(100)
+        xdotool("mouseup", "1")
+        wait_until(lambda: slider.value() < 60, 5, "the slider to follow the drag")
+        result["strength_after_drag"] = slider.value()
+        count = preview.frames_shown
+        wait_until(lambda: preview.frames_shown > count + 10, 15, "frames at the new strength")
+        result["shots"]["strength"] = screenshot(out_dir / "strength.jpg", _clip(QRect(preview.frameGeometry()), screen))
     return result
 
 
@@ -231,14 +261,17 @@ def main(argv: list[str] | None = None) -> int:
         qapp = QApplication(["stylecam"])
         qapp.setQuitOnLastWindowClosed(False)
         wait_until(QSystemTrayIcon.isSystemTrayAvailable, 10, "the tray host")
+        # A first start: no settings file, so the preview opens with the guide; the style the
+        # scenario starts from is the default one.
         store = SettingsStore(tmp / "settings.ini")
-        store.save(AppSettings(source="demo", style=START_STYLE, output_size=None, virtual_camera=True))
+        assert AppSettings().style == START_STYLE
         app = TrayApp(store, probe_diffusion=False)
-        app.preview.resize(1060, 560)
-        app.preview.move(110, 80)
+        app.preview.resize(1060, 640)
+        app.preview.move(110, 60)
         app.start()
         try:
-            result = run_scenario(app, args.out, expect_notification=not _virtual_camera_works())
+            result = run_scenario(app, args.out, expect_notification=not _virtual_camera_works(),
+                                  strength_shot=True)
         finally:
             app.shutdown()
         for name, path in result["shots"].items():

@@ -69,10 +69,25 @@ class AppSettings:
     virtual_camera: bool = True
     mjpeg: bool = False
     mjpeg_port: int = 8090  # the MJPEG sink's own default
+    #: Per style, how much of the style is blended over the original: ((name, 0..1), ...);
+    #: a style not listed runs at full strength.
+    strengths: tuple[tuple[str, float], ...] = ()
 
     @property
     def batch_size(self) -> int | None:
         return 1 if self.mode == "latency" else None
+
+    def strength(self, style: str) -> float:
+        return dict(self.strengths).get(style, 1.0)
+
+    def with_strength(self, style: str, value: float) -> "AppSettings":
+        table = dict(self.strengths)
+        value = round(min(1.0, max(0.0, float(value))), 2)
+        if value >= 1.0:
+            table.pop(style, None)  # full strength is the default: nothing to store
+        else:
+            table[style] = value
+        return dataclasses.replace(self, strengths=tuple(sorted(table.items())))
 
 
 # ---- parsers: raw QSettings value -> typed value, ValueError when it does not fit -------------
@@ -171,6 +186,26 @@ def _to_port(raw: Any) -> int:
     return value
 
 
+def _to_strengths(raw: Any) -> tuple[tuple[str, float], ...]:
+    if isinstance(raw, (tuple, list)) and all(isinstance(p, (tuple, list)) for p in raw):
+        raw = ",".join(f"{n}:{v}" for n, v in raw)
+    if isinstance(raw, (tuple, list)):  # QSettings reads "a:1,b:2" back as a list of strings
+        raw = ",".join(str(p) for p in raw)
+    table = {}
+    for part in str(raw).split(","):
+        part = part.strip()
+        if not part:
+            continue
+        name, colon, value = part.partition(":")
+        if not colon:
+            raise ValueError("expected style:strength pairs, e.g. oil:0.7,toon:0.5")
+        value = float(value)
+        if not 0.0 <= value <= 1.0:
+            raise ValueError(f"the strength of {name.strip()} must be between 0 and 1")
+        table[_to_style(name)] = round(value, 2)
+    return tuple(sorted(table.items()))
+
+
 PARSERS: dict[str, Callable[[Any], Any]] = {
     "style": _to_style,
     "source": _to_source,
@@ -184,6 +219,7 @@ PARSERS: dict[str, Callable[[Any], Any]] = {
     "virtual_camera": _to_bool,
     "mjpeg": _to_bool,
     "mjpeg_port": _to_port,
+    "strengths": _to_strengths,
 }
 assert set(PARSERS) == {f.name for f in dataclasses.fields(AppSettings)}
 
@@ -194,6 +230,8 @@ def _to_text(key: str, value: Any) -> str:
         return "true" if value else "false"
     if key == "output_size":
         return "source" if value is None else f"{value[0]}x{value[1]}"
+    if key == "strengths":
+        return ",".join(f"{n}:{v:g}" for n, v in value)
     if isinstance(value, float):
         return f"{value:g}"
     return str(value)
@@ -259,6 +297,8 @@ class SettingsStore:
             self.qsettings = QSettings(QSettings.Format.IniFormat, QSettings.Scope.UserScope,
                                        "stylecam", "stylecam")
         self.warnings: list[str] = []
+        #: True once a load found no settings file: the app's first start on this account.
+        self.first_start = False
 
     @property
     def path(self) -> str:
@@ -374,6 +414,7 @@ class SettingsStore:
             # as this schema's from the start.
             qs.setValue(VERSION_KEY, str(SCHEMA_VERSION))
             qs.sync()
+            self.first_start = True
             return AppSettings()
         reason = self._copy_reason(data)
         copy = self._keep_copy(data, reason) if reason else None

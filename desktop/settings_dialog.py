@@ -29,7 +29,12 @@ def cuda_devices() -> list[str]:
 
 
 class SettingsDialog(QDialog):
-    def __init__(self, settings: AppSettings, styles: list[Style], sources: list[tuple[str, str]], parent=None):
+    """``status`` (the app's :class:`~.status.StatusModel`) adds each output's state beside its
+    switch, in the words the menu and the guide use; ``hotkey_text`` says what the global
+    shortcut is (or why there is none)."""
+
+    def __init__(self, settings: AppSettings, styles: list[Style], sources: list[tuple[str, str]], parent=None,
+                 *, status=None, hotkey_text: str = ""):
         super().__init__(parent)
         self.setObjectName("stylecam-settings")
         self.setWindowTitle("stylecam settings")
@@ -84,7 +89,14 @@ class SettingsDialog(QDialog):
         form.addRow("Login", self.login_box)
 
         self.virtualcam_box = QCheckBox("Send to the virtual camera")
-        form.addRow("Virtual camera", self.virtualcam_box)
+        self.virtualcam_status = QLabel("")
+        self.virtualcam_status.setWordWrap(True)
+        vc_row = QWidget()
+        vc_layout = QVBoxLayout(vc_row)
+        vc_layout.setContentsMargins(0, 0, 0, 0)
+        vc_layout.addWidget(self.virtualcam_box)
+        vc_layout.addWidget(self.virtualcam_status)
+        form.addRow("Virtual camera", vc_row)
         mjpeg_row = QWidget()
         row = QHBoxLayout(mjpeg_row)
         row.setContentsMargins(0, 0, 0, 0)
@@ -94,7 +106,18 @@ class SettingsDialog(QDialog):
         row.addWidget(self.mjpeg_box)
         row.addWidget(self.port_box)
         row.addStretch(1)
-        form.addRow("MJPEG stream", mjpeg_row)
+        self.mjpeg_status = QLabel("")
+        self.mjpeg_status.setWordWrap(True)
+        mjpeg_box = QWidget()
+        mjpeg_layout = QVBoxLayout(mjpeg_box)
+        mjpeg_layout.setContentsMargins(0, 0, 0, 0)
+        mjpeg_layout.addWidget(mjpeg_row)
+        mjpeg_layout.addWidget(self.mjpeg_status)
+        form.addRow("MJPEG stream", mjpeg_box)
+        self.hotkey_label = QLabel(hotkey_text.partition(": ")[2] or hotkey_text)
+        self.hotkey_label.setWordWrap(True)
+        if hotkey_text:
+            form.addRow("Global shortcut", self.hotkey_label)
 
         self.error_label = QLabel("")
         self.error_label.setStyleSheet("color: #c62828")
@@ -107,6 +130,16 @@ class SettingsDialog(QDialog):
         layout.addWidget(self.error_label)
         layout.addWidget(buttons)
         self.load(settings)
+        if status is not None:
+            self.show_status(status)
+
+    def show_status(self, status) -> None:
+        """Each output's state under its switch: the same line as the menu's tooltip and the guide."""
+        for name, label in (("virtual_camera", self.virtualcam_status), ("mjpeg", self.mjpeg_status)):
+            out = status.output(name)
+            label.setText(f"{out.line()[:1].upper()}{out.line()[1:]}" if out.chosen else "")
+            label.setStyleSheet("color: #b26a00" if out.failing else "")
+            label.setVisible(out.chosen)
 
     # -- settings <-> widgets ----------------------------------------------------------------------
 
@@ -143,6 +176,8 @@ class SettingsDialog(QDialog):
             "virtual_camera": self.virtualcam_box.isChecked(),
             "mjpeg": self.mjpeg_box.isChecked(),
             "mjpeg_port": self.port_box.value(),
+            # Set with the preview's slider, not here: kept as loaded.
+            "strengths": self._base.strengths,
         }
         values = {}
         for key, value in raw.items():

@@ -13,27 +13,50 @@ import logging
 import threading
 import time
 
-from PySide6.QtCore import QObject, Qt, Signal
-from PySide6.QtGui import QAction, QActionGroup, QGuiApplication
+from PySide6.QtCore import QObject, Qt, QUrl, Signal
+from PySide6.QtGui import QAction, QActionGroup, QDesktopServices, QGuiApplication
 from PySide6.QtWidgets import (QFileDialog, QHBoxLayout, QLabel, QMainWindow, QMenu,
                                QPushButton, QSystemTrayIcon, QVBoxLayout, QWidget)
 
 from stylecam.core.styles import Style, load_styles
 
 from . import devices
+from .fixes import describe_output_problem
+from .hotkey import GlobalHotkey
 from .icons import state_icon, style_icon
+from .logs import log_dir
+from .notify import DetailsDialog, Toast, no_cli_flags, two_lines
 from .preview import PreviewWindow, add_style_shortcuts
 from .qtcompat import emit
 from .region import RegionPicker, region_spec
 from .settings import AppSettings, SettingsStore, set_autostart
+from .status import OUTPUT_LABELS, StatusModel
 from .worker import FramePair, StreamConfig, StreamWorker
 
 log = logging.getLogger(__name__)
 
 #: Quit must finish within this (the issue's bound); the worker gets most of it.
 QUIT_TIMEOUT_S = 2.0
-NOTIFY_MS = 8000
 DEMO_SPEC = "demo"
+#: What marks the running style in menus (a radio mark alone is faint next to an icon).
+ACTIVE_MARK = "  ✓"
+
+
+def open_folder(path) -> bool:
+    """Open ``path`` in the desktop's file manager (tests patch this)."""
+    return QDesktopServices.openUrl(QUrl.fromLocalFile(str(path)))
+
+
+def ask_record_path(parent=None) -> str:
+    """Ask where to record; '' when cancelled (tests patch this)."""
+    from pathlib import Path
+
+    folder = Path.home() / "Videos"
+    default = folder if folder.is_dir() else Path.home()
+    name = time.strftime("stylecam-%Y%m%d-%H%M%S.mp4")
+    path, _ = QFileDialog.getSaveFileName(parent, "Record to a video file", str(default / name),
+                                          "Video (*.mp4 *.mkv *.avi)")
+    return path
 
 
 def diffusion_runnable(bundle: str = "") -> tuple[bool, str]:
@@ -82,6 +105,7 @@ class MainWindow(QMainWindow):
         self.style_menu.addActions(app.style_group.actions())
         bar.addMenu(app.source_menu)
         bar.addMenu(app.output_menu)
+        bar.addMenu(app.help_menu)
         central = QWidget()
         layout = QVBoxLayout(central)
         self.status_label = QLabel("starting…")
@@ -129,14 +153,28 @@ class TrayApp(QObject):
     diffusion_checked = Signal(bool, str)
 
     def __init__(self, store: SettingsStore, *, use_tray: bool | None = None, styles: dict | None = None,
-                 probe_diffusion: bool = True):
+                 probe_diffusion: bool = True, first_start: bool | None = None):
         super().__init__()
         self.store = store
         self.settings = store.load()
+        #: No settings file was found: the preview opens with the guide at start.
+        self.first_start = store.first_start if first_start is None else first_start
+        #: One status for the icon, the menus, Settings and the guide.
+        self.status = StatusModel(self)
+        self.status.choose("virtual_camera", self.settings.virtual_camera)
+        self.status.choose("mjpeg", self.settings.mjpeg)
+        self.details: dict[str, tuple[str, str]] = {}
+        self.toast = Toast()
+        self.toast.details_requested.connect(lambda: self.show_details(self._toast_key))
+        self._toast_key = ""
+        self.hotkey: GlobalHotkey | None = None
         self.worker: StreamWorker | None = None
         self.state = "idle"
         self.last_stats: dict = {}
         self.last_notification: tuple[str, str, str] | None = None
+        self.last_details = ""
+        #: The last notifications shown: (title, two lines, details).
+        self.history: list[tuple[str, str, str]] = []
         self._shut_down = False
         self.stopped_cleanly = True
         self._pending_notes: list[tuple[str, str, str]] = []
@@ -168,7 +206,15 @@ class TrayApp(QObject):
         self.preview = PreviewWindow()
         self.preview.cycle_style.connect(self.cycle_style)
         self.preview.toggle_pause.connect(self.pause_action.toggle)
+        self.preview.strength_changed.connect(self.set_strength)
+        from .guide import GuidePanel
+
+        self.guide = GuidePanel(self)
+        self.preview.set_guide(self.guide)
+        self.guide.setVisible(self.first_start)
+        self._sync_strength()
         self.picker: RegionPicker | None = None
+        self.status.changed.connect(self._on_status_changed)
 
         if use_tray is None:
             use_tray = QSystemTrayIcon.isSystemTrayAvailable()
@@ -183,8 +229,10 @@ class TrayApp(QObject):
         else:
             log.info("no system tray on this desktop: showing the main window")
             self.window = MainWindow(self)
-            self.window.resize(420, 160)
+            self.window.resize(480, 180)
             self.window.show()
+        self._mark_active_style()
+        self._on_status_changed()
 
     # -- actions and menus -----------------------------------------------------------------------
 
@@ -201,6 +249,7 @@ class TrayApp(QObject):
             self.menu.addAction(self._style_action(style))
         self.ai_hint_action = self.menu.addAction("AI styles: checking…")
         self.ai_hint_action.setEnabled(False)
+        self.ai_hint_action.triggered.connect(self.show_guide)
         self.ai_hint_action.setVisible(bool(self.diffusion_styles) and self.probe_diffusion)
         self.style_group.triggered.connect(lambda a: self.select_style(a.data()))
         self.menu.addSeparator()
@@ -229,6 +278,8 @@ class TrayApp(QObject):
         self.copy_url_action.triggered.connect(self.copy_mjpeg_url)
         self.copy_url_action.setEnabled(self.settings.mjpeg)
         self.menu.addMenu(self.output_menu)
+        self.record_action = self.menu.addAction("&Record to file…")
+        self.record_action.triggered.connect(self.toggle_recording)
         self.menu.addSeparator()
 
         self.pause_action = self.menu.addAction("&Pause")
@@ -238,6 +289,15 @@ class TrayApp(QObject):
         self.preview_action.triggered.connect(self.show_preview)
         self.settings_action = self.menu.addAction("&Settings…")
         self.settings_action.triggered.connect(self.show_settings)
+        self.help_menu = QMenu("&Help", self.menu)
+        self.help_menu.setObjectName("stylecam-help-menu")
+        self.guide_action = self.help_menu.addAction("What works and what is missing…")
+        self.guide_action.triggered.connect(self.show_guide)
+        self.log_folder_action = self.help_menu.addAction("Open log folder")
+        self.log_folder_action.triggered.connect(self.open_log_folder)
+        self.hotkey_action = self.help_menu.addAction("Global shortcut: checking…")
+        self.hotkey_action.setEnabled(False)
+        self.menu.addMenu(self.help_menu)
         self.menu.addSeparator()
         self.quit_action = self.menu.addAction("&Quit")
         self.quit_action.triggered.connect(self.quit)
@@ -339,12 +399,17 @@ class TrayApp(QObject):
         worker.style_fallback.connect(self._on_style_fallback)
         worker.source_fallback.connect(self._on_source_fallback)
         worker.output_changed.connect(self._on_output_changed)
+        worker.output_failed.connect(self._on_output_failed)
         self.worker = worker
+        worker.strengths.update(self.settings.strengths)
         self._apply_outputs()
         worker.set_paused(self.pause_action.isChecked())
         worker.start()
         if self.diffusion_styles and self.probe_diffusion:
             self.check_diffusion()
+        if self.first_start:
+            self.show_guide()
+        self.start_hotkey()
 
     def check_diffusion(self) -> None:
         """Check in the background whether diffusion styles can run; they join the menu if so."""
@@ -371,15 +436,18 @@ class TrayApp(QObject):
                 if style.name not in self.styles:
                     self.styles[style.name] = style
                     self.menu.insertAction(self.ai_hint_action, self._style_action(style))
+                    self._mark_active_style()
                     if self.window is not None:
                         self.window.style_menu.addAction(self.style_actions[style.name])
             log.info("diffusion styles offered: %s", ", ".join(s.name for s in self.diffusion_styles))
             if self.settings.style in self.styles and self.settings.style != self.style_name:
                 self.select_style(self.settings.style)  # the saved style was waiting for this check
         else:
-            self.ai_hint_action.setText("AI styles need a model (stylecam models)")
+            self.ai_hint_action.setText("AI styles: get a model…")
+            self.ai_hint_action.setEnabled(True)
             self.ai_hint_action.setToolTip(why)
             log.info("diffusion styles not offered: %s", why)
+        self.guide.refresh()
         emit(self.diffusion_checked, ok, why)
 
     def _virtualcam_spec(self) -> str:
@@ -401,6 +469,8 @@ class TrayApp(QObject):
         self.style_actions[name].setChecked(True)
         self.style_name = name
         self._save(style=name)
+        self._mark_active_style()
+        self._sync_strength()
         self._update_status()
         if self.worker is not None:
             self.worker.set_style(style)
@@ -414,6 +484,7 @@ class TrayApp(QObject):
         self.source_spec = spec
         self._mark_source(spec)
         self._save(source=spec)
+        self.guide.refresh()
         if self.worker is not None:
             self.worker.set_source(spec)
 
@@ -450,7 +521,8 @@ class TrayApp(QObject):
         from .settings_dialog import SettingsDialog
 
         shown = dataclasses.replace(self.settings, style=self.style_name)
-        dialog = SettingsDialog(shown, list(self.styles.values()), self.source_actions_specs())
+        dialog = SettingsDialog(shown, list(self.styles.values()), self.source_actions_specs(), status=self.status,
+                                hotkey_text=self.hotkey_action.text())
         dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
         dialog.accepted.connect(lambda: self.apply_settings(dialog.result_settings()))
         self.settings_dialog = dialog
@@ -479,9 +551,12 @@ class TrayApp(QObject):
                                     bundle=new.bundle or None)
         if new.bundle != old.bundle and self.diffusion_styles and self.probe_diffusion and self.worker is not None:
             self.check_diffusion()
+        # The outputs' actions carry the choice to the status and the worker (toggled); an
+        # unchanged choice is not applied again, so OK never re-announces a known problem.
         self.virtualcam_action.setChecked(new.virtual_camera)
         self.mjpeg_action.setChecked(new.mjpeg)
-        self._apply_outputs()
+        if new.mjpeg_port != old.mjpeg_port:
+            self._apply_outputs()
         if new.start_on_login != old.start_on_login:
             self.set_start_on_login(new.start_on_login)
 
@@ -494,21 +569,162 @@ class TrayApp(QObject):
             self.notify("Start on login", f"Could not change the login entry: {e}", "warning")
             self._save(start_on_login=False)
 
-    def copy_mjpeg_url(self) -> str:
+    def mjpeg_url(self) -> str:
         sink = self.worker.hub.sink("mjpeg") if self.worker is not None else None
-        url = getattr(sink, "url", None) or f"http://127.0.0.1:{self.settings.mjpeg_port}/stream.mjpg"
+        return getattr(sink, "url", None) or f"http://127.0.0.1:{self.settings.mjpeg_port}/stream.mjpg"
+
+    def copy_mjpeg_url(self) -> str:
+        url = self.mjpeg_url()
         QGuiApplication.clipboard().setText(url)
         self.notify("MJPEG URL copied", url, "info")
         return url
 
     def _on_virtualcam_toggled(self, on: bool) -> None:
         self._save(virtual_camera=on)
+        self.status.choose("virtual_camera", on)
         self._apply_outputs()
 
     def _on_mjpeg_toggled(self, on: bool) -> None:
         self.copy_url_action.setEnabled(on)
         self._save(mjpeg=on)
+        self.status.choose("mjpeg", on)
         self._apply_outputs()
+
+    def retry_output(self, name: str) -> None:
+        """Open a failing output again (the guide's Try again)."""
+        if self.worker is None:
+            return
+        spec = {"virtual_camera": self._virtualcam_spec(),
+                "mjpeg": f"mjpeg:{self.settings.mjpeg_port}"}.get(name)
+        if spec is not None and self.status.output(name).chosen:
+            self.worker.set_output(name, None)
+            self.worker.set_output(name, spec)
+
+    # -- recording ---------------------------------------------------------------------------
+
+    def toggle_recording(self) -> None:
+        if self.status.output("record").chosen:
+            self.stop_recording()
+        else:
+            path = ask_record_path()
+            if path:
+                self.start_recording(path)
+
+    def start_recording(self, path: str) -> None:
+        """Record the painted stream to ``path`` (the file sink's format for its extension)."""
+        import os
+
+        if not os.path.splitext(path)[1]:
+            path += ".mp4"
+        self.recording_path = path
+        self.status.choose("record", True)
+        self.record_action.setText("Stop &recording")
+        if self.worker is not None:
+            self.worker.set_output("record", f"file:{path}")
+
+    def stop_recording(self) -> None:
+        if not self.status.output("record").chosen:
+            return
+        sink = self.worker.hub.sink("record") if self.worker is not None else None
+        frames = getattr(sink, "count", None)
+        if self.worker is not None:
+            self.worker.set_output("record", None)
+        self.status.choose("record", False)
+        self.record_action.setText("&Record to file…")
+        path = getattr(self, "recording_path", "")
+        what = f"{frames} frames" if frames is not None else "the recording"
+        self.notify("Recording saved", f"{what} in {path}", "info")
+
+    def record_format(self) -> str:
+        """What the recording is written as: the codec the file sink names, else 'video file'."""
+        sink = self.worker.hub.sink("record") if self.worker is not None else None
+        codec = getattr(sink, "codec", None)
+        return f"{codec} video" if codec else "video file"
+
+    # -- strength ---------------------------------------------------------------------------
+
+    def set_strength(self, value: float) -> None:
+        """The running style's strength (0..1), kept per style."""
+        self.settings = self.settings.with_strength(self.style_name, value)
+        self.store.save(self.settings)
+        if self.worker is not None:
+            self.worker.set_strength(self.style_name, self.settings.strength(self.style_name))
+
+    def _sync_strength(self) -> None:
+        style = self.styles.get(self.style_name)
+        if style is not None:
+            self.preview.set_strength(style.title, self.settings.strength(style.name))
+
+    # -- help --------------------------------------------------------------------------------
+
+    def open_log_folder(self) -> bool:
+        folder = log_dir()
+        folder.mkdir(parents=True, exist_ok=True)
+        ok = open_folder(folder)
+        if not ok:
+            self.notify("Log folder", f"The logs are in {folder}", "info")
+        return ok
+
+    def show_guide(self) -> None:
+        self.guide.dismissed = False
+        self.guide.refresh()
+        self.guide.show()
+        self.show_preview()
+
+    def show_details(self, key: str) -> None:
+        title, text = self.details.get(key) or (OUTPUT_LABELS.get(key, key), self.status.output(key).details
+                                                if key in OUTPUT_LABELS else "")
+        self.details_dialog = DetailsDialog(title, text or "Nothing more to say.")
+        self.details_dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        self.details_dialog.show()
+
+    def start_hotkey(self) -> None:
+        """The global shortcut that cycles styles, where the desktop lets an app have one."""
+        if self.hotkey is not None:
+            return
+        self.hotkey = GlobalHotkey(self)
+        self.hotkey.activated.connect(lambda: self.cycle_style(1))
+        ok, why = self.hotkey.start()
+        self.hotkey_action.setText(f"Global shortcut: {self.hotkey.keys} cycles styles" if ok
+                                   else f"Global shortcut: not available ({why})")
+
+    # -- the one status ----------------------------------------------------------------------
+
+    def _mark_active_style(self) -> None:
+        for name, action in self.style_actions.items():
+            style = self.styles.get(name)
+            title = style.title if style is not None else name
+            active = name == self.style_name
+            action.setText(title + (ACTIVE_MARK if active else ""))
+            font = action.font()
+            font.setBold(active)
+            action.setFont(font)
+
+    def _on_status_changed(self) -> None:
+        status = self.status
+        icon = state_icon(status.icon_state())
+        if self.tray is not None:
+            self.tray.setIcon(icon)
+        if self.window is not None:
+            self.window.setWindowIcon(icon)
+        for name, action in (("virtual_camera", self.virtualcam_action), ("mjpeg", self.mjpeg_action)):
+            out = status.output(name)
+            action.blockSignals(True)
+            action.setChecked(out.chosen)
+            action.blockSignals(False)
+            action.setText(out.label + (" (not available)" if out.failing else ""))
+            action.setToolTip(out.line())
+        self.copy_url_action.setEnabled(status.output("mjpeg").state == "on")
+        if status.failing() and not self.guide.dismissed:
+            self.guide.show()
+        self.guide.refresh()
+        dialog = getattr(self, "settings_dialog", None)
+        try:
+            if dialog is not None and dialog.isVisible():
+                dialog.show_status(status)
+        except RuntimeError:  # the dialog was deleted on close
+            self.settings_dialog = None
+        self._update_status()
 
     def _save(self, **changes) -> None:
         self.settings = dataclasses.replace(self.settings, **changes)
@@ -541,17 +757,16 @@ class TrayApp(QObject):
 
     def _on_state(self, state: str) -> None:
         self.state = state
-        icon_state = {"starting": "idle", "stopped": "idle"}.get(state, state)
-        if self.tray is not None:
-            self.tray.setIcon(state_icon(icon_state))
-        if self.window is not None:
-            self.window.setWindowIcon(state_icon(icon_state))
+        self.status.set_stream(state)  # the icon follows through _on_status_changed
         self._update_status()
         emit(self.state_changed, state)
 
     def _update_status(self) -> None:
         style = self.styles.get(self.style_name)
         text = f"stylecam · {self.state}" + (f" · {style.title}" if style else "")
+        failing = self.status.failing()
+        if failing:
+            text += " · " + ", ".join(f"{o.label} not available" for o in failing)
         self.status_action.setText(text)
         if self.window is not None:
             self.window.status_label.setText(text)
@@ -567,6 +782,8 @@ class TrayApp(QObject):
             self.style_actions[name].setChecked(True)
             self.style_name = name
             self._save(style=name)
+            self._mark_active_style()
+            self._sync_strength()
         self._update_status()
 
     def _on_source_fallback(self, spec: str) -> None:
@@ -574,32 +791,70 @@ class TrayApp(QObject):
         self.source_spec = spec
         self._mark_source(spec)
         self._save(source=spec)
+        self.guide.refresh()
 
     def _on_output_changed(self, name: str, on: bool) -> None:
-        action = {"virtual_camera": self.virtualcam_action, "mjpeg": self.mjpeg_action}.get(name)
-        if action is not None and action.isChecked() != on:
-            # The failure is not the user's choice: the setting stays, only the menu shows it is off.
-            action.blockSignals(True)
-            action.setChecked(on)
-            action.blockSignals(False)
-            if name == "mjpeg":
-                self.copy_url_action.setEnabled(on)
+        if name not in OUTPUT_LABELS:
+            return
+        if on:
+            what = {"mjpeg": self.mjpeg_url, "record": lambda: f"{getattr(self, 'recording_path', '')} "
+                    f"({self.record_format()})"}.get(name, lambda: "")()
+            self.status.set_on(name, what)
+            if name == "record":
+                self.notify("Recording", f"Recording to {what}", "info")
+        elif self.status.output(name).state != "failing":
+            self.status.set_off(name)
+            if name == "record" and self.status.output("record").chosen:
+                # Closed by the stream (a size change): the file is complete; say so once.
+                self.stop_recording()
+
+    def _on_output_failed(self, name: str, error) -> None:
+        # The failure is not the user's choice: the setting stays, the status says it fails.
+        title, reason, details = describe_output_problem(name, error)
+        self.status.set_failing(name, reason, details)
+        self.details[name] = (title, details)
+        short = f"{reason[:1].upper()}{reason[1:]}. The stream goes on to the preview and the other outputs."
+        self.notify(title, short, "warning", details=details, key=(name, reason), details_key=name)
+        if name == "record":
+            self.status.choose("record", False)
+            self.record_action.setText("&Record to file…")
 
     def _on_tray_activated(self, reason) -> None:
         if reason in (QSystemTrayIcon.ActivationReason.Trigger, QSystemTrayIcon.ActivationReason.DoubleClick):
             self.show_preview()
 
-    def notify(self, title: str, message: str, level: str = "info") -> None:
+    def notify(self, title: str, message: str, level: str = "info", *, details: str | None = None,
+               key: tuple | None = None, details_key: str | None = None) -> bool:
+        """Show a notification: a title and at most two lines, with Details for the rest.
+
+        A warning or error is shown once: the same problem (``key``, by default title and
+        text) again is only logged. Returns whether it was shown.
+        """
+        message = no_cli_flags(message)
+        details = no_cli_flags(details) if details else None
         log.log({"error": logging.ERROR, "warning": logging.WARNING}.get(level, logging.INFO),
-                "notification: %s: %s", title, message.replace("\n", " "))
-        icon = {"error": QSystemTrayIcon.MessageIcon.Critical,
-                "warning": QSystemTrayIcon.MessageIcon.Warning}.get(level, QSystemTrayIcon.MessageIcon.Information)
-        if self.tray is not None and self.tray.isVisible():
-            self.tray.showMessage(title, message, icon, NOTIFY_MS)
+                "notification: %s: %s", title, (details or message).replace("\n", " "))
+        short, cut = two_lines(message)
+        if cut and not details:
+            details = message
+        if level in ("warning", "error"):
+            key = (key[0], *key[1:]) if key else ("note", title, short)
+            if not self.status.first_time(key):
+                log.info("not shown again: %s", title)
+                return False
+        self._toast_key = details_key or f"note:{title}"
+        if details:
+            self.details[self._toast_key] = (title, details)
+        self.toast.show_message(title, short, bool(details))
         if self.window is not None:
-            self.window.message_label.setText(f"<b>{title}</b><br>{message}".replace("\n", "<br>"))
-        self.last_notification = (title, message, level)
-        emit(self.notified, title, message, level)
+            self.window.message_label.setText(f"<b>{title}</b><br>{short}")
+        self.last_notification = (title, short, level)
+        #: The whole text behind the last notification's Details (its message when none).
+        self.last_details = details or short
+        self.history.append((title, short, self.last_details))
+        del self.history[:-50]
+        emit(self.notified, title, short, level)
+        return True
 
     # -- ending ----------------------------------------------------------------------------------
 
@@ -618,12 +873,16 @@ class TrayApp(QObject):
                 log.error("the stream worker did not stop within %.1f s", timeout)
             for sig in (worker.frame_ready, worker.stats, worker.notify, worker.state_changed,
                         worker.run_started, worker.style_fallback, worker.source_fallback,
-                        worker.output_changed):
+                        worker.output_changed, worker.output_failed):
                 try:
                     sig.disconnect()
                 except (RuntimeError, TypeError):
                     pass
         self.preview.close()
+        self.toast.hide()
+        self.guide.stop()
+        if self.hotkey is not None:
+            self.hotkey.stop()
         if self.picker is not None:
             self.picker.close()
         if self.tray is not None:

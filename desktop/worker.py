@@ -29,11 +29,13 @@ import numpy as np
 from PySide6.QtCore import QThread, Signal
 
 from stylecam.core.frames import Frame
+from stylecam.core.realtime import Pace
 from stylecam.core.runner import Runner, start_backend
 from stylecam.core.sinks import Sink, open_sink
 from stylecam.core.sources import Source, open_source
 from stylecam.core.styles import Style
 from stylecam.core.stylize.base import Backend, create_backend
+from stylecam.core.stylize.strength import StrengthBackend
 
 from .fixes import describe_failure
 from .qtcompat import emit
@@ -173,38 +175,30 @@ class AppSource(Source):
         self.mirror = mirror
         self.name = inner.name
         self.fps = inner.fps
-        self._pace = not inner.live
-        self._t0: float | None = None
-        self._n = 0
+        # The schedule is core's (the CLI paces a file for a live sink the same way).
+        self._pace = Pace() if not inner.live else None
 
     def open(self) -> None:
         self.inner.open()
         self.fps = self.inner.fps
-        self._t0, self._n = None, 0
+        if self._pace is not None:
+            self._pace.reset()
 
     def read(self):
-        if self._pace:
-            self._wait_turn()
+        if self._pace is not None:
+            self._pace.wait_turn(self.inner.fps)
         img = self.inner.read()
         if img is not None and self.mirror:
             img = cv2.flip(img, 1)
         return img
 
-    def _wait_turn(self) -> None:
-        fps = self.inner.fps or 30.0
-        now = time.perf_counter()
-        if self._t0 is None:
-            self._t0, self._n = now, 0
-        due = self._t0 + self._n / fps
-        if due > now:
-            time.sleep(due - now)
-        elif now - due > 1.0 / fps:
-            # Running late (a slow decode): restart the schedule rather than burst to catch up.
-            self._t0, self._n = now, 0
-        self._n += 1
-
     def close(self) -> None:
         self.inner.close()
+
+
+#: Outputs that are opened once: a recording is not reopened after it closes (that would
+#: overwrite its file).
+ONCE_OUTPUTS = ("record",)
 
 
 class OutputHub(Sink):
@@ -230,6 +224,8 @@ class OutputHub(Sink):
         self.runner: Runner | None = None
         self._last_stats = 0.0
         self._recent: collections.deque = collections.deque(maxlen=512)
+        #: Specs of once-only outputs (recordings) that were opened: never reopened.
+        self._written: set[str] = set()
 
     # -- UI thread ----------------------------------------------------------------------------
 
@@ -263,6 +259,14 @@ class OutputHub(Sink):
         for name, spec in wanted.items():
             if name in self._open:
                 continue
+            if name in ONCE_OUTPUTS and spec in self._written:
+                # A recording closed by a size or rate change is finished: reopening its file
+                # would write over what was recorded.
+                with self._lock:
+                    if self._wanted.get(name) == spec:
+                        del self._wanted[name]
+                emit(self._worker.output_changed, name, False)
+                continue
             try:
                 sink = open_sink(spec, fps=self._fps)
                 sink.open(self._size, self._fps)
@@ -271,6 +275,8 @@ class OutputHub(Sink):
                 continue
             sink._stylecam_spec = spec
             self._open[name] = sink
+            if name in ONCE_OUTPUTS:
+                self._written.add(spec)
             log.info("output %s (%s) open at %dx%d, %g fps", name, spec, *self._size, self._fps)
             emit(self._worker.output_changed, name, True)
 
@@ -280,8 +286,8 @@ class OutputHub(Sink):
             if self._wanted.get(name) == spec:
                 del self._wanted[name]
         emit(self._worker.output_changed, name, False)
-        title, message = describe_failure(name, error)
-        emit(self._worker.notify, title, message, "warning")
+        # The UI turns it into its status line and, once per problem, a notification.
+        emit(self._worker.output_failed, name, error)
 
     def _close_one(self, name: str) -> None:
         sink = self._open.pop(name)
@@ -364,6 +370,8 @@ class StreamWorker(QThread):
     source_fallback = Signal(str)
     #: An output (by name) went on or off (off also after a failure).
     output_changed = Signal(str, bool)
+    #: An output (by name) failed to open or write; the exception says why.
+    output_failed = Signal(str, object)
 
     def __init__(self, config: StreamConfig, fallback_style: Style, parent=None):
         super().__init__(parent)
@@ -382,6 +390,9 @@ class StreamWorker(QThread):
         self._slot_lock = threading.Lock()
         self.hub = OutputHub(self)
         self.state = "idle"
+        #: style name -> strength (0..1) of the style over the original; set from the UI thread,
+        #: read by the stylizer's wrapper at each batch.
+        self.strengths: dict[str, float] = {}
 
     # -- requests from the UI thread ----------------------------------------------------------
 
@@ -429,6 +440,10 @@ class StreamWorker(QThread):
             runner = self._runner
             if runner is not None and isinstance(runner.source, AppSource):
                 runner.source.mirror = bool(mirror)
+
+    def set_strength(self, style: str, value: float) -> None:
+        """How much of ``style`` is blended over the original (1 = the style alone); live."""
+        self.strengths[style] = float(value)
 
     def set_output(self, name: str, spec: str | None) -> None:
         """Turn an output on (``spec`` is a ``--sink`` spec) or off (None)."""
@@ -585,6 +600,12 @@ class StreamWorker(QThread):
         emit(self.style_fallback, fallback.name)
 
     def _create_backend(self, cfg: StreamConfig) -> Backend:
+        # Every style gets the strength control: its output blended with the original.
+        backend = StrengthBackend(self._create_stylizer(cfg), lambda name: self.strengths.get(name, 1.0))
+        backend.style_name = cfg.style.name
+        return backend
+
+    def _create_stylizer(self, cfg: StreamConfig) -> Backend:
         if cfg.style.backend == "diffusion":
             # This is the thread the model, its CUDA context and its side/main streams belong
             # to: the diffusion backend creates them inside start_backend, here, never in the

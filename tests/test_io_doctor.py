@@ -40,8 +40,14 @@ def test_report_on_this_machine(capsys, xvfb_display):
         assert fix.startswith("No virtual camera is available (pyvirtualcam: ")
         if doctor.platform.system() == "Linux":
             assert doctor.MODPROBE_LINE in fix
-    # Classic styles to a file or MJPEG need nothing else: ready, whatever the optional parts say.
-    assert rc == 0 and lines[-1].startswith("result: ready")
+    # A part that does not work here fails the report (exit 1) and the last line names it; a
+    # missing optional part (no camera, no GPU) only warns.
+    failed = [line.split()[1] for line in lines if line.startswith("[FAIL]")]
+    if failed:
+        assert rc == 1 and lines[-1] == (f"result: NOT ready: {', '.join(failed)} failed (see the fix above); "
+                                         "classic styles to a file or MJPEG still work")
+    else:
+        assert rc == 0 and lines[-1].startswith("result: ready")
 
 
 def test_required_parts_decide_the_exit_code(capsys, xvfb_display, monkeypatch):

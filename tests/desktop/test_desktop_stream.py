@@ -105,12 +105,14 @@ def test_unavailable_virtual_camera_notifies_with_fix_and_stream_goes_on(qtbot, 
                           check_params_cb=lambda t, m, lvl: t == "Virtual camera unavailable"):
         app.start()
     title, message, level = notes[-1]
-    assert level == "warning"
-    # The doctor's own words, for this machine (no v4l2loopback device here).
-    assert doctor.virtualcam_fix().split(".")[0] in message
-    assert "v4l2loopback" in message
-    assert not app.virtualcam_action.isChecked()
-    assert app.store.load().virtual_camera is True  # the user's choice stays for the next start
+    assert level == "warning" and message.startswith("No virtual-camera driver is loaded.")
+    # Details: the doctor's own words, for this machine (no v4l2loopback device here), for the app.
+    details = app.last_details
+    assert doctor.virtualcam_fix(audience="app").split(".")[0] in details
+    assert "v4l2loopback" in details and "Output > MJPEG stream" in details and "--sink" not in details
+    # The choice stays (menu and the next start); the menu says it is not available.
+    assert app.virtualcam_action.isChecked() and app.virtualcam_action.text() == "Virtual camera (not available)"
+    assert app.store.load().virtual_camera is True
     first = next_pair(qtbot, app)
     later = next_pair(qtbot, app, lambda p: p.index >= first.index + 5)
     assert later.style == "toon" and app.worker.state == "running"
@@ -128,8 +130,9 @@ def test_unavailable_camera_notifies_and_previous_source_comes_back(qtbot, make_
             app.select_source("camera:/dev/video42")
     title, message, _ = notes[0]
     assert title == "Camera unavailable"
-    assert "/dev/video42" in message and "stylecam doctor" in message
-    assert "Back to the previous source (pattern)" in message
+    assert "/dev/video42" in message and message.count("\n") == 0
+    assert "stylecam doctor" in app.last_details
+    assert "Back to the previous source (pattern)" in app.last_details
     pair = next_pair(qtbot, app)
     assert np.array_equal(pair.input, pattern_frame(pair.index))
     assert app.source_actions["pattern"].isChecked()
@@ -150,8 +153,8 @@ def test_busy_mjpeg_port_notifies_and_stream_goes_on(qtbot, make_app):
             app.start()
         title, message, level = blocker.args
         assert title == "MJPEG stream unavailable" and str(port) in message
-        assert "another port in Settings" in message
-        assert not app.mjpeg_action.isChecked() and not app.copy_url_action.isEnabled()
+        assert "another port in Settings" in app.last_details
+        assert app.mjpeg_action.text() == "MJPEG stream (not available)" and not app.copy_url_action.isEnabled()
         first = next_pair(qtbot, app)
         next_pair(qtbot, app, lambda p: p.index > first.index + 3)
 
@@ -179,10 +182,10 @@ def test_failing_style_falls_back_to_classic_default(qtbot, make_app, monkeypatc
     app.notified.connect(lambda *n: notes.append(n))
     with qtbot.waitSignal(app.style_changed, timeout=5000, check_params_cb=lambda n: n == "oil"):
         app.style_actions["sketch"].trigger()
-    fallback = [n for n in notes if "Oil paint style instead" in n[1]]
-    assert fallback and "sketch" in fallback[0][1] and "injected" in fallback[0][1]
+    fallback = [n for n in app.history if "Oil paint style instead" in n[1]]
+    assert fallback and "sketch" in fallback[0][2] and "injected" in fallback[0][2]
     # The runner passes frames through while it retries, and says so.
-    assert notes[0][0] == "The stylizer failed" and "injected" in notes[0][1]
+    assert notes[0][0] == "The stylizer failed" and "injected" in app.history[-len(notes)][2]
     pair = next_pair(qtbot, app, styled("oil"))
     assert np.array_equal(pair.output, classic_reference("oil", pair.input))
     assert app.style_actions["oil"].isChecked()

@@ -19,9 +19,11 @@ def test_tray_menu_has_every_control(qtbot, make_app):
     assert QSystemTrayIcon.isSystemTrayAvailable()
     assert app.tray is not None and app.tray.isVisible() and app.window is None
     texts = [a.text() for a in app.menu.actions()]
-    for expected in ("Cartoon", "Pencil sketch", "Oil paint", "&Source", "&Output", "&Pause",
-                     "Show &preview", "&Settings…", "&Quit"):
+    for expected in ("Cartoon  ✓", "Pencil sketch", "Oil paint", "&Source", "&Output", "&Record to file…",
+                     "&Pause", "Show &preview", "&Settings…", "&Help", "&Quit"):
         assert expected in texts, expected
+    # The running style is marked in words and in bold, not only by a radio mark.
+    assert app.style_actions["toon"].font().bold() and not app.style_actions["sketch"].font().bold()
     # Styles: one exclusive radio group, each with an icon.
     assert app.style_group.isExclusive()
     assert all(a.isCheckable() and not a.icon().isNull() for a in app.style_group.actions())
@@ -135,7 +137,7 @@ def test_main_window_stands_in_without_tray(qtbot, make_app, monkeypatch):
     assert app.tray is None and isinstance(app.window, QMainWindow)
     _activate(qtbot, app.window)
     menus = {a.text(): a.menu() for a in app.window.menuBar().actions()}
-    assert set(menus) == {"&Stream", "St&yle", "&Source", "&Output"}
+    assert set(menus) == {"&Stream", "St&yle", "&Source", "&Output", "&Help"}
     assert menus["St&yle"].actions() == app.style_group.actions()
     app.start()
     menus["St&yle"].actions()[[a.data() for a in app.style_group.actions()].index("sketch")].trigger()
@@ -180,7 +182,7 @@ def test_diffusion_styles_join_the_menu_only_when_they_can_run(qtbot, make_app, 
     ok, why = blocker.args
     assert not ok and "no-such-bundle" in why
     assert not any(s.backend == "diffusion" for s in app.styles.values())
-    assert app.ai_hint_action.isVisible() and app.ai_hint_action.text() == "AI styles need a model (stylecam models)"
+    assert app.ai_hint_action.isVisible() and app.ai_hint_action.text() == "AI styles: get a model…"
 
     from stylecam.core.stylize.bundle import write_tiny_bundle
 
@@ -195,8 +197,8 @@ def test_diffusion_styles_join_the_menu_only_when_they_can_run(qtbot, make_app, 
     assert pair.output.shape == pair.input.shape and not np.array_equal(pair.output, pair.input)
     worker = app.worker
     assert worker.backend_thread is not None and worker.backend_thread != threading.get_ident()
-    assert type(worker._backend.inner).__name__ == "DiffusionBackend"
+    assert type(worker._backend.inner.inner).__name__ == "DiffusionBackend"
     # Back to a classic style: a new backend, made in the worker thread too.
     app.style_actions["toon"].trigger()
     next_pair(qtbot, app, lambda p: p.style == "toon")
-    assert type(worker._backend.inner).__name__ == "ClassicBackend"
+    assert type(worker._backend.inner.inner).__name__ == "ClassicBackend"
