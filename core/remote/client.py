@@ -90,9 +90,9 @@ class _Sent:
 
 
 class _Connection:
-    def __init__(self, pc, track, channel, location: str):
+    def __init__(self, pc, track, channel, location: str, fps: float | None = None):
         self.pc, self.track, self.channel, self.location = pc, track, channel, location
-        self.clock = PtsClock()
+        self.clock = PtsClock(fps=fps)
         self.matcher = FrameMatcher()
         self.t0 = time.perf_counter()
         self.t_inbound = time.monotonic()
@@ -112,7 +112,7 @@ class RemoteBackend(Backend):
     def __init__(self, server: str, *, style: Style, token: str | None = None, token_file: str | None = None,
                  exact: bool = False, on_event: Callable | None = None, connect_timeout: float = 10.0,
                  stall_timeout: float = 3.0, frame_timeout: float = 5.0, backoff: tuple = BACKOFF,
-                 ice_servers: list | None = None, styles: dict[str, Style] | None = None):
+                 ice_servers: list | None = None, styles: dict[str, Style] | None = None, fps: float = 30.0):
         try:
             import aiohttp  # noqa: F401
             import aiortc  # noqa: F401
@@ -130,6 +130,7 @@ class RemoteBackend(Backend):
             except TokenError as e:
                 raise BackendError(str(e)) from None
         self.exact = exact
+        self.fps = fps
         # Live: one batch in flight, never waited for. Exact: a few, each waited for.
         self.max_inflight = 4 if exact else 1
         self._depth = MAX_DEPTH if exact else 2
@@ -146,7 +147,8 @@ class RemoteBackend(Backend):
         self._fid = 0
         self._newest: tuple[float, np.ndarray] | None = None
         self._rt: collections.deque = collections.deque(maxlen=512)
-        self.frames_sent = self.frames_back = self.frames_local = self.frames_lost = 0
+        self.frames_sent = self.frames_back = self.frames_local = self.frames_lost = self.out_of_order = 0
+        self._last_back = 0
         self.server_metrics: dict = {}
         self.server_info: dict = {}
         self.server_errors: collections.deque = collections.deque(maxlen=16)
@@ -155,6 +157,7 @@ class RemoteBackend(Backend):
         self._closing = False
         self._first = threading.Event()
         self._first_error: BaseException | None = None
+        self._task: asyncio.Task | None = None
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="stylecam-remote", daemon=True)
         self._thread.start()
@@ -260,6 +263,7 @@ class RemoteBackend(Backend):
                 "round_trip_p95_ms": round(float(np.percentile(rt, 95)), 1) if rt.size else None,
                 "frames_sent": self.frames_sent, "frames_back": self.frames_back,
                 "frames_local": self.frames_local, "frames_lost": self.frames_lost,
+                "out_of_order": self.out_of_order,
                 "server_metrics": dict(self.server_metrics),
             }
 
@@ -298,6 +302,7 @@ class RemoteBackend(Backend):
             self._loop.call_soon_threadsafe(send)
 
     async def _maintain(self) -> None:
+        self._task = asyncio.current_task()
         delay = self.backoff[0]
         first = True
         while not self._closing:
@@ -341,7 +346,7 @@ class RemoteBackend(Backend):
         import aiohttp
         from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 
-        from .media import FrameQueueTrack
+        from .media import FrameQueueTrack, tune_aiortc
 
         token = self._token
         if self._token_file:
@@ -349,11 +354,12 @@ class RemoteBackend(Backend):
                 token = read_token(self._token_file)
             except TokenError as e:
                 raise RemoteRefused(str(e)) from None
+        tune_aiortc()
         pc = RTCPeerConnection(RTCConfiguration(iceServers=self._ice or None))
         track = FrameQueueTrack(depth=self._depth)
         pc.addTrack(track)
         channel = pc.createDataChannel(CHANNEL)
-        conn = _Connection(pc, track, channel, "")
+        conn = _Connection(pc, track, channel, "", fps=self.fps if self.exact else None)
         self._pending = conn  # torn down if this attempt fails half-way
         incoming: asyncio.Future = asyncio.get_running_loop().create_future()
 
@@ -431,16 +437,20 @@ class RemoteBackend(Backend):
                 if rec is None:
                     conn.unmatched.append((frame.pts, image, now))
                 else:
-                    self._arrived(rec, image, now)
                     if not known:  # the offset was just found: place the frames that came before
                         for pts, img, t in conn.unmatched:
                             earlier = conn.matcher.match(pts)
                             if earlier is not None:
                                 self._arrived(earlier, img, t)
                         conn.unmatched.clear()
+                    self._arrived(rec, image, now)
                 self._lock.notify_all()
 
     def _arrived(self, rec: _Sent, image: np.ndarray, t: float) -> None:
+        # Frames come back in the order they were sent; count any that do not.
+        if rec.fid < self._last_back:
+            self.out_of_order += 1
+        self._last_back = max(self._last_back, rec.fid)
         if rec.output is None:
             rec.output, rec.t_back = image, t
             self._rt.append(t - rec.t_send)
@@ -489,12 +499,18 @@ class RemoteBackend(Backend):
         await conn.pc.close()
 
     async def _shutdown(self) -> None:
-        self._main.cancel()
-        try:
-            await asyncio.wrap_future(self._main)
-        except BaseException:
-            pass
+        task = self._task
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
         await self._teardown()
+        # aiortc leaves a few tasks of a closed connection finishing; let them end here rather
+        # than be destroyed pending with the loop.
+        others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for t in others:
+            t.cancel()
+        if others:
+            await asyncio.wait(others, timeout=2)
 
 
 def _describe(error: BaseException) -> str:

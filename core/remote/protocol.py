@@ -63,20 +63,31 @@ def decode(text) -> dict:
 
 
 class PtsClock:
-    """Timestamps for the frames a client sends: 90 kHz, increasing, with a random jitter of up
-    to a few milliseconds so that :class:`FrameMatcher` can tell frames apart."""
+    """Timestamps for the frames a client sends: 90 kHz, increasing by at least
+    :data:`MIN_STEP` plus a random jitter of up to 10 ms, so that :class:`FrameMatcher` can
+    tell frames apart even after the decoders' rounding (PyAV's VP8 decoder may return a
+    timestamp one tick early: up to two ticks over a round trip)."""
 
     JITTER = 900  # 10 ms at 90 kHz: invisible to the encoder's rate control
+    MIN_STEP = 32
 
-    def __init__(self, seed: int | None = None):
+    def __init__(self, seed: int | None = None, fps: float | None = None):
         self._rng = random.Random(seed)
-        self._last = -1
+        self._last = -self.MIN_STEP
+        #: With ``fps``, timestamps advance by one frame at that rate per frame whatever the
+        #: clock says: a file sent in bursts must still look like video at its own rate to the
+        #: encoder's rate control, which otherwise starves frames that seem to come too fast.
+        self._step = int(CLOCK / fps) if fps else None
 
     def next(self, t: float) -> int:
         """The timestamp of a frame captured at ``t`` seconds (any monotonic clock)."""
-        # The jitter is added to the later of "now" and "the last one": frames sent in a burst
-        # (a file read as fast as it goes) still differ by random steps, never by a regular 1.
-        pts = max(int(t * CLOCK), self._last) + 1 + self._rng.randrange(self.JITTER)
+        if self._step is not None:
+            now = self._last + self._step
+        else:
+            # The jitter is added to the later of "now" and "the last one": frames that come
+            # in a burst still differ by random steps, never by a regular one.
+            now = max(int(t * CLOCK), self._last + self.MIN_STEP)
+        pts = now + self._rng.randrange(self.JITTER)
         self._last = pts
         return pts
 
@@ -84,10 +95,11 @@ class PtsClock:
 class FrameMatcher:
     """Remembers the last ``window`` sent timestamps and finds, for each returned timestamp,
     the sent frame it belongs to (or None while the offset is not yet known, or for a frame the
-    matcher has forgotten)."""
+    matcher has forgotten). Timestamps match within :data:`TOLERANCE` ticks."""
 
-    #: Votes the winning offset needs, and how far ahead of the runner-up it must be.
+    #: Votes the winning offset needs; it must also have twice the votes of any other.
     MIN_VOTES = 3
+    TOLERANCE = 4
 
     def __init__(self, window: int = 256):
         self._sent: collections.OrderedDict[int, object] = collections.OrderedDict()
@@ -102,10 +114,20 @@ class FrameMatcher:
         while len(self._sent) > self._window:
             self._sent.popitem(last=False)
 
+    def _lookup(self, p: int):
+        for d in (0, -1, 1, -2, 2, -3, 3, -4, 4):
+            payload = self._sent.get((p + d) % _WRAP)
+            if payload is not None:
+                return payload
+        return None
+
+    def _score(self, c: int) -> int:
+        return sum(self._votes.get((c + d) % _WRAP, 0) for d in range(-self.TOLERANCE, self.TOLERANCE + 1))
+
     def match(self, returned_pts: int):
         v = returned_pts % _WRAP
         if self.offset is not None:
-            payload = self._sent.get((v - self.offset) % _WRAP)
+            payload = self._lookup((v - self.offset) % _WRAP)
             if payload is not None:
                 self._misses = 0
                 return payload
@@ -115,15 +137,18 @@ class FrameMatcher:
             # Several misses in a row: the offset changed (a new sender); learn it again.
             self.offset, self._votes, self._voters = None, collections.Counter(), 0
         # Candidates from the most recent sent frames only: old ones have long come back.
-        recent = list(self._sent)[-64:]
-        self._votes.update({(v - p) % _WRAP for p in recent})
+        candidates = {(v - p) % _WRAP for p in list(self._sent)[-64:]}
+        self._votes.update(candidates)
         self._voters += 1
-        (best, n), *rest = self._votes.most_common(2) + [(None, 0)]
-        runner_up = rest[0][1]
-        if n >= self.MIN_VOTES and n >= 2 * runner_up:
-            self.offset = best
-            self._votes.clear()
-            return self._sent.get((v - best) % _WRAP)
+        scored = sorted(((self._score(c), c) for c in candidates), reverse=True)
+        if scored:
+            best_score, best = scored[0]
+            runner_up = max((s for s, c in scored[1:] if abs(((c - best + _WRAP // 2) % _WRAP) - _WRAP // 2)
+                             > 2 * self.TOLERANCE), default=0)
+            if best_score >= self.MIN_VOTES and best_score >= 2 * runner_up:
+                self.offset = best
+                self._votes.clear()
+                return self._lookup((v - best) % _WRAP)
         if self._voters > 64:  # keep the tally bounded while nothing wins
             self._votes, self._voters = collections.Counter(), 0
         return None

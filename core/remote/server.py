@@ -257,6 +257,9 @@ class StylecamServer:
         receives = video[0].direction in (None, "sendrecv")
 
         sid = secrets.token_urlsafe(12)
+        from .media import tune_aiortc
+
+        tune_aiortc()
         pc = RTCPeerConnection(RTCConfiguration(iceServers=self.config.ice_servers or None))
         session = Session(sid, pc, receives)
         session.remote = request.remote or ""
