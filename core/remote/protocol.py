@@ -141,6 +141,11 @@ class FrameMatcher:
         self._votes.update(candidates)
         self._voters += 1
         scored = sorted(((self._score(c), c) for c in candidates), reverse=True)
+        if len(candidates) == 1 and self._voters == 1:
+            # The first frame back while one frame was ever sent: it can only be that one.
+            (self.offset,) = candidates
+            self._votes.clear()
+            return self._lookup((v - self.offset) % _WRAP)
         if scored:
             best_score, best = scored[0]
             runner_up = max((s for s, c in scored[1:] if abs(((c - best + _WRAP // 2) % _WRAP) - _WRAP // 2)
