@@ -238,9 +238,8 @@ def test_killing_the_server_falls_back_to_local_and_recovers_when_it_returns():
     frames = demo_frames(8)
     events = []
     server = Server("--style", "sketch", "--port", str(port))
-    backend = remote(f"http://127.0.0.1:{port}", "ai-sketch", on_event=events.append, stall_timeout=1.5,
+    backend = remote(f"http://127.0.0.1:{port}", "sketch", on_event=events.append, stall_timeout=2.5,
                      backoff=(0.5, 2.0))
-    assert backend.fallback.name == "sketch"  # the classic style of the ai-sketch family
     try:
         def pump(until, timeout):
             deadline = time.monotonic() + timeout
@@ -349,3 +348,27 @@ def test_an_unreachable_server_paints_locally_and_says_so():
     assert np.array_equal(out, local("toon", [frame])[0])
     assert [e.kind for e in events] == ["remote-lost"]
     assert "cannot be reached" in events[0].message and "Cartoon" in events[0].message
+
+
+def test_stylecam_run_with_the_remote_backend_writes_every_frame_of_a_file(tmp_path):
+    import subprocess
+    import sys
+
+    out = tmp_path / "frames"
+    with Server("--style", "oil") as server:
+        result = subprocess.run([sys.executable, "-m", "stylecam.core", "run", "--source", "demo", "--frames", "20",
+                                 "--size", "320x180", "--backend", "remote", "--server", server.url, "--style",
+                                 "toon", "--sink", f"file:{out}/"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "round trip p50" in result.stdout and "0 frames painted here" in result.stdout, result.stdout
+    assert len(list(out.glob("*.png"))) == 20
+
+
+def test_remote_options_are_checked(tmp_path):
+    from stylecam.core.cli import main
+
+    assert main(["run", "--backend", "remote"]) == 2
+    assert main(["run", "--backend", "classic", "--server", "http://127.0.0.1:1"]) == 2
+    assert main(["run", "--token-file", str(tmp_path / "t")]) == 2
+    assert main(["run", "--server", "http://127.0.0.1:1", "--token-file", str(tmp_path / "missing"),
+                 "--frames", "1"]) == 1

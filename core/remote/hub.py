@@ -29,7 +29,7 @@ import numpy as np
 from ..frames import fit
 from ..runner import engine_size
 from ..styles import Style
-from ..stylize.base import Backend
+from ..stylize.base import Backend, BackendError
 
 log = logging.getLogger(__name__)
 
@@ -113,6 +113,8 @@ class Hub:
         self._sessions: dict[str, HubSession] = {}
         self._backends: dict[str, Backend] = {}
         self._backend_style: dict[str, str] = {}
+        self._unavailable: dict[str, str] = {}
+        self.default_style: Style | None = None
         self._cond = threading.Condition()
         self._closed = False
         self._thread: threading.Thread | None = None
@@ -126,6 +128,7 @@ class Hub:
     def start(self, style: Style, timeout: float | None = None) -> None:
         """Start the hub thread and create the backend ``style`` needs there; raises what
         creating it raised (a missing bundle, no GPU memory...)."""
+        self.default_style = style
         self._thread = threading.Thread(target=self._run, name="stylecam-hub", daemon=True)
         self._thread.start()
         done = threading.Event()
@@ -245,10 +248,21 @@ class Hub:
     def _ready(self) -> bool:
         return any(s.slot or s.pending_style is not None for s in self._sessions.values())
 
+    def unavailable(self, style: Style) -> str | None:
+        """Why ``style`` cannot run here (its backend failed to start before), or None."""
+        return self._unavailable.get(style.backend)
+
     def _backend_for(self, style: Style) -> Backend:
         backend = self._backends.get(style.backend)
         if backend is None:
-            backend = self._factory(style)
+            if style.backend in self._unavailable:
+                raise BackendError(self._unavailable[style.backend])
+            try:
+                backend = self._factory(style)
+            except Exception as e:
+                # Remembered: a missing bundle or GPU does not appear between two batches.
+                self._unavailable[style.backend] = f"the {style.backend} stylizer cannot start here: {e}"
+                raise BackendError(self._unavailable[style.backend]) from e
             self._backends[style.backend] = backend
             self._backend_style[style.backend] = style.name
         return backend
@@ -323,6 +337,18 @@ class Hub:
         t0 = time.perf_counter()
         try:
             backend = self._backend_for(style)
+        except BackendError as e:
+            # The style's stylizer cannot run here: its sessions go on with the server's default
+            # style (this batch goes back unpainted).
+            for session in {id(s): s for s, _, _, _ in batch}.values():
+                if session.style is style and self.default_style is not None:
+                    session.style = self.default_style
+                    session.notify({"type": "error", "message": f"{e}; using {self.default_style.name!r}"})
+                    session.notify({"type": "style", "name": self.default_style.name})
+            for session, image, tag, t_in in batch:
+                self._deliver(session, image, tag, t_in)
+            return
+        try:
             if self._backend_style.get(style.backend) != style.name:
                 backend.set_style(style)
                 self._backend_style[style.backend] = style.name

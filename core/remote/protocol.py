@@ -98,7 +98,7 @@ class FrameMatcher:
     matcher has forgotten). Timestamps match within :data:`TOLERANCE` ticks."""
 
     #: Votes the winning offset needs; it must also have twice the votes of any other.
-    MIN_VOTES = 3
+    MIN_VOTES = 2
     TOLERANCE = 4
 
     def __init__(self, window: int = 256):

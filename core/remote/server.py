@@ -242,6 +242,9 @@ class StylecamServer:
             if style is None:
                 return web.Response(status=400, text=f"unknown style {name!r}; this server has: "
                                     f"{', '.join(sorted(self.config.styles))}\n")
+        reason = self.hub.unavailable(style)
+        if reason:
+            return web.Response(status=400, text=f"style {style.name!r} cannot run on this server: {reason}\n")
         try:
             depth = int(request.query.get("depth", DEFAULT_DEPTH))
         except ValueError:
