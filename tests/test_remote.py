@@ -372,3 +372,25 @@ def test_remote_options_are_checked(tmp_path):
     assert main(["run", "--token-file", str(tmp_path / "t")]) == 2
     assert main(["run", "--server", "http://127.0.0.1:1", "--token-file", str(tmp_path / "missing"),
                  "--frames", "1"]) == 1
+
+
+def test_doctor_checks_a_configured_server(tmp_path, monkeypatch):
+    from stylecam.core import doctor
+
+    token_file, wrong_file = tmp_path / "token", tmp_path / "wrong"
+    token_file.write_text(TOKEN)
+    wrong_file.write_text("wrong-token-9876543210fedcba")
+    monkeypatch.setattr(doctor, "REMOTE_TARGET", {})
+    monkeypatch.delenv("STYLECAM_SERVER", raising=False)
+    assert doctor.check_remote().status == "info"
+    with Server("--token-file", str(token_file)) as server:
+        doctor.REMOTE_TARGET.update(server=server.url, token_file=str(token_file))
+        check = doctor.check_remote()
+        assert check.status == "ok", check
+        assert any("there and back" in d for d in check.details)
+        doctor.REMOTE_TARGET.update(token_file=str(wrong_file))
+        check = doctor.check_remote()
+        assert check.status == "fail" and "refused the token" in check.summary
+    doctor.REMOTE_TARGET.update(server=f"http://127.0.0.1:{free_port()}")
+    check = doctor.check_remote()
+    assert check.status == "fail" and "cannot reach" in check.summary and "stylecam serve" in check.fix
