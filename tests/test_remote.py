@@ -68,6 +68,10 @@ def make_offer(direction: str = "sendrecv") -> str:
 
 
 def remote(url: str, style: str = "oil", **kw) -> RemoteBackend:
+    # Generous waits: a loaded 2-core machine can hold a frame (or the server's heartbeat) for
+    # seconds; the tests that are about time set their own.
+    kw.setdefault("frame_timeout", 60.0)
+    kw.setdefault("stall_timeout", 30.0)
     return create_backend(STYLES[style], server=url, **kw)
 
 
@@ -238,7 +242,7 @@ def test_killing_the_server_falls_back_to_local_and_recovers_when_it_returns():
     frames = demo_frames(8)
     events = []
     server = Server("--style", "sketch", "--port", str(port))
-    backend = remote(f"http://127.0.0.1:{port}", "sketch", on_event=events.append, stall_timeout=2.5,
+    backend = remote(f"http://127.0.0.1:{port}", "sketch", on_event=events.append, stall_timeout=5.0,
                      backoff=(0.5, 2.0))
     try:
         def pump(until, timeout):
