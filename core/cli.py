@@ -22,6 +22,7 @@ EXTERNAL_COMMANDS = {
     "gallery": ("stylecam.core.gallery", "render the input beside each style into one picture"),
     "doctor": ("stylecam.core.doctor", "check GPU, capture, cameras and virtual-camera drivers"),
     "models": ("stylecam.core.stylize.models_cli", "pull, list and build model bundles"),
+    "serve": ("stylecam.core.remote.server", "stylize other machines' video over WebRTC (a GPU box)"),
 }
 
 
@@ -82,8 +83,10 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
                    help="virtualcam[:WxH@FPS,mirror] | mjpeg[:PORT] | file:OUT.mp4 | file:DIR/ | null "
                         "(repeat for several; default: null)")
     p.add_argument("--style", default=None, help="style preset name (see `stylecam styles`)")
-    p.add_argument("--backend", choices=["classic", "diffusion"], default=None,
-                   help="stylizer backend (default: the style's)")
+    p.add_argument("--backend", choices=["classic", "diffusion", "remote"], default=None,
+                   help="stylizer backend (default: the style's; remote: a `stylecam serve` at --server)")
+    p.add_argument("--server", default=None, help="remote backend: URL of a `stylecam serve`, e.g. http://gpu-box:8890")
+    p.add_argument("--token-file", default=None, help="remote backend: file holding the server's token")
     p.add_argument("--bundle", default=None, help="diffusion model bundle: folder or hub id")
     p.add_argument("--frames", type=_positive_int, default=None, help="stop after N source frames")
     p.add_argument("--size", type=_size, default=None, help="engine/output size WxH (default: source size)")
@@ -189,7 +192,8 @@ def cmd_run(args) -> int:
     from .sources import SourceError, open_source
     from .stylize.base import BackendError
 
-    style = resolve_style(args.style, args.backend)  # a bad style name is said first
+    remote = _remote_wanted(args)
+    style = resolve_style(args.style, None if remote else args.backend)  # a bad style name is said first
     if args.source is None and args.sink is None and args.frames is None:
         # Nothing asked for: a run of the test pattern into nothing, forever, helps no one.
         # (With --frames it is a finite check of the stylizer, as the tests and scripts use.)
@@ -225,8 +229,14 @@ def cmd_run(args) -> int:
         # The runner also logs each event; the lines above already said it.
         logging.getLogger("stylecam.core.runner").setLevel(logging.ERROR)
     try:
-        # Out of memory at start: retried with a smaller batch, said through on_event.
-        backend = start_backend(style, args.batch, bundle=args.bundle, on_event=on_event, output_size=size)
+        if remote:  # painted on a server; a local classic style while it cannot be reached
+            from .stylize.base import create_backend
+
+            backend = create_backend(style, server=args.server, token_file=args.token_file,
+                                     exact=not source.live, on_event=on_event)
+        else:
+            # Out of memory at start: retried with a smaller batch, said through on_event.
+            backend = start_backend(style, args.batch, bundle=args.bundle, on_event=on_event, output_size=size)
     except BackendError as e:
         print(f"stylecam: {e}", file=sys.stderr)
         return 1
@@ -262,7 +272,22 @@ def cmd_run(args) -> int:
         path = getattr(sink, "path", None)
         if path:
             print(f"stylecam: output written to {os.path.abspath(path)}")
+    if remote:
+        r = backend.stats()
+        print(f"stylecam: remote {r['server']}: round trip p50 {r['round_trip_p50_ms']} ms, "
+              f"p95 {r['round_trip_p95_ms']} ms; {r['frames_local']} frames painted here")
     return 0
+
+
+def _remote_wanted(args) -> bool:
+    """True for ``--backend remote`` (which needs ``--server``) or a bare ``--server``."""
+    if args.backend == "remote" and not args.server:
+        raise UsageError("--backend remote needs --server URL (the address `stylecam serve` prints)")
+    if args.server and args.backend not in (None, "remote"):
+        raise UsageError(f"--server paints on a remote machine; it does not go with --backend {args.backend}")
+    if args.token_file and not args.server:
+        raise UsageError("--token-file goes with --server")
+    return bool(args.server)
 
 
 def cmd_styles(args) -> int:

@@ -446,6 +446,77 @@ def check_models() -> Check:
                  "the Hugging Face cache; other stacks: `stylecam models list`).")
 
 
+# -- a remote stylizer (stylecam serve) -----------------------------------------------------
+
+#: The server to check: set from ``doctor --server/--token-file``, else the environment.
+REMOTE_TARGET: dict = {}
+
+
+def check_remote() -> Check:
+    """A configured ``stylecam serve``: reachable, token accepted, what it runs on, and one
+    frame there and back (which needs the UDP path WebRTC uses, not only HTTP)."""
+    server = REMOTE_TARGET.get("server") or os.environ.get("STYLECAM_SERVER")
+    token_file = REMOTE_TARGET.get("token_file") or os.environ.get("STYLECAM_TOKEN_FILE")
+    if not server:
+        return Check("remote", "info", "no remote stylizer configured (stylecam doctor --server URL checks one)")
+    import urllib.error
+    import urllib.request
+
+    from .remote.auth import TokenError, read_token
+    from .remote.client import whip_url
+
+    fix = ("start it on the GPU machine with `stylecam serve` (see docs/remote.md); across networks use "
+           "--tls-cert/--tls-key or an SSH tunnel")
+    try:
+        url = whip_url(server)
+        token = read_token(token_file) if token_file else None
+    except (ValueError, TokenError) as e:
+        return Check("remote", "fail", str(e), fix="give the address `stylecam serve` printed and a readable token file")
+    request = urllib.request.Request(url.rsplit("/whip", 1)[0] + "/status")
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=5) as resp:
+            status = json.loads(resp.read(65536).decode("utf-8"))
+    except urllib.error.HTTPError as e:
+        if e.code == 401:
+            return Check("remote", "fail", f"{server} refused the token (401)",
+                         fix="use the same token file as the server's --token-file")
+        return Check("remote", "fail", f"{server} answered {e.code}", fix=fix)
+    except (OSError, ValueError) as e:
+        reason = getattr(e, "reason", e)
+        return Check("remote", "fail", f"cannot reach {server}: {reason}", fix=fix)
+    details = [f"device: {status.get('device')}", f"sessions: {status.get('sessions')} of {status.get('max_sessions')}",
+               f"default style: {status.get('style')}"]
+    try:
+        rt = _remote_round_trip(url, token_file)
+        details.append(f"one 320x180 frame there and back: {rt:.0f} ms")
+    except Exception as e:
+        return Check("remote", "warn", f"{server} answers but no video came back: {e}", details,
+                     "WebRTC needs a UDP path between the machines: same network or VPN, or a TURN server "
+                     "(docs/remote.md)")
+    return Check("remote", "ok", f"{server}: stylecam {status.get('version')} on {status.get('device')}", details)
+
+
+def _remote_round_trip(url: str, token_file: str | None) -> float:
+    import numpy as np
+
+    from .styles import load_styles
+    from .stylize.base import create_backend
+
+    styles, _ = load_styles()
+    backend = create_backend(styles["oil"], server=url, token_file=token_file, exact=True, frame_timeout=10)
+    try:
+        frame = np.full((180, 320, 3), 128, np.uint8)
+        backend.process([frame])
+        stats = backend.stats()
+    finally:
+        backend.close()
+    if stats["frames_local"] or stats["round_trip_p50_ms"] is None:
+        raise RuntimeError("the frame did not come back in 10 s")
+    return stats["round_trip_p50_ms"]
+
+
 #: part -> check, in report order.
 CHECKS = {
     "default": check_default_path,
@@ -454,6 +525,7 @@ CHECKS = {
     "camera": check_cameras,
     "virtualcam": check_virtualcam,
     "models": check_models,
+    "remote": check_remote,
 }
 
 
@@ -502,10 +574,14 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--only", action="append", default=None, choices=list(CHECKS), metavar="PART",
                    help="run only these checks (the default path is always checked)")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
+    p.add_argument("--server", default=None, help="check this remote stylizer (`stylecam serve` URL)")
+    p.add_argument("--token-file", default=None, help="token file for --server")
 
 
 def command(args) -> int:
     required = list(dict.fromkeys(args.require))
+    if getattr(args, "server", None):
+        REMOTE_TARGET.update(server=args.server, token_file=args.token_file)
     parts = None
     if args.only:
         parts = list(dict.fromkeys(["default", *args.only, *required]))

@@ -147,6 +147,8 @@ class PreviewWindow(QWidget):
             parts.append(f"p95 {s['latency_p95_ms']:.0f} ms")
         if s.get("dropped"):
             parts.append(f"{s['dropped']} dropped")
+        if s.get("remote_round_trip_ms") is not None:
+            parts.append(f"remote: {s['remote_round_trip_ms']:.0f} ms round trip")
         return "  ·  ".join(parts) if parts else "measuring…"
 
     def _paint(self, painter: QPainter, w: int, h: int) -> None:

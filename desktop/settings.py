@@ -72,6 +72,11 @@ class AppSettings:
     #: Per style, how much of the style is blended over the original: ((name, 0..1), ...);
     #: a style not listed runs at full strength.
     strengths: tuple[tuple[str, float], ...] = ()
+    #: Where styles are painted: ``this-computer``, or ``remote``: the `stylecam serve` at
+    #: ``remote_url`` (with the token in ``remote_token_file``, if it needs one).
+    stylize_on: str = "this-computer"
+    remote_url: str = ""
+    remote_token_file: str = ""
 
     @property
     def batch_size(self) -> int | None:
@@ -88,6 +93,10 @@ class AppSettings:
         else:
             table[style] = value
         return dataclasses.replace(self, strengths=tuple(sorted(table.items())))
+    @property
+    def remote_server(self) -> str | None:
+        """The server to paint on, or None for this computer."""
+        return self.remote_url if self.stylize_on == "remote" and self.remote_url else None
 
 
 # ---- parsers: raw QSettings value -> typed value, ValueError when it does not fit -------------
@@ -204,6 +213,26 @@ def _to_strengths(raw: Any) -> tuple[tuple[str, float], ...]:
             raise ValueError(f"the strength of {name.strip()} must be between 0 and 1")
         table[_to_style(name)] = round(value, 2)
     return tuple(sorted(table.items()))
+STYLIZE_ON = ("this-computer", "remote")
+
+
+def _to_stylize_on(raw: Any) -> str:
+    text = str(raw).strip().lower()
+    if text not in STYLIZE_ON:
+        raise ValueError(f"expected {' or '.join(STYLIZE_ON)}")
+    return text
+
+
+def _to_remote_url(raw: Any) -> str:
+    text = str(raw).strip()
+    if not text:
+        return ""
+    from stylecam.core.remote.client import whip_url
+
+    if len(text) > 500 or any(c in text for c in "\n\r\0 "):
+        raise ValueError("expected an address such as http://gpu-box:8890")
+    whip_url(text)  # ValueError with the expected form
+    return text
 
 
 PARSERS: dict[str, Callable[[Any], Any]] = {
@@ -220,6 +249,9 @@ PARSERS: dict[str, Callable[[Any], Any]] = {
     "mjpeg": _to_bool,
     "mjpeg_port": _to_port,
     "strengths": _to_strengths,
+    "stylize_on": _to_stylize_on,
+    "remote_url": _to_remote_url,
+    "remote_token_file": _to_bundle,  # a path: the same rules as a bundle folder
 }
 assert set(PARSERS) == {f.name for f in dataclasses.fields(AppSettings)}
 

@@ -119,6 +119,21 @@ class SettingsDialog(QDialog):
         if hotkey_text:
             form.addRow("Global shortcut", self.hotkey_label)
 
+        # Where styles are painted: here, or on a GPU machine running `stylecam serve`.
+        self.stylize_box = QComboBox()
+        self.stylize_box.addItem("This computer", "this-computer")
+        self.stylize_box.addItem("A remote GPU", "remote")
+        form.addRow("Stylize on", self.stylize_box)
+        self.remote_edit = QLineEdit()
+        self.remote_edit.setPlaceholderText("http://gpu-box:8890")
+        self.remote_edit.setToolTip("The address the GPU machine's stylecam server shows when it starts")
+        form.addRow("Remote GPU address", self.remote_edit)
+        self.token_edit = QLineEdit()
+        self.token_edit.setPlaceholderText("none (a server on this computer or through a tunnel)")
+        self.token_edit.setToolTip("A file holding the server's access token")
+        form.addRow("Remote GPU token file", self.token_edit)
+        self.stylize_box.currentIndexChanged.connect(self._remote_changed)
+
         self.error_label = QLabel("")
         self.error_label.setStyleSheet("color: #c62828")
         self.error_label.setWordWrap(True)
@@ -157,6 +172,15 @@ class SettingsDialog(QDialog):
         self.virtualcam_box.setChecked(s.virtual_camera)
         self.mjpeg_box.setChecked(s.mjpeg)
         self.port_box.setValue(s.mjpeg_port)
+        _select(self.stylize_box, s.stylize_on)
+        self.remote_edit.setText(s.remote_url)
+        self.token_edit.setText(s.remote_token_file)
+        self._remote_changed()
+
+    def _remote_changed(self) -> None:
+        remote = self.stylize_box.currentData() == "remote"
+        self.remote_edit.setEnabled(remote)
+        self.token_edit.setEnabled(remote)
 
     def read(self) -> AppSettings:
         """The settings the widgets show; raises ValueError naming the field that does not parse."""
@@ -178,6 +202,9 @@ class SettingsDialog(QDialog):
             "mjpeg_port": self.port_box.value(),
             # Set with the preview's slider, not here: kept as loaded.
             "strengths": self._base.strengths,
+            "stylize_on": self.stylize_box.currentData(),
+            "remote_url": self.remote_edit.text(),
+            "remote_token_file": self.token_edit.text(),
         }
         values = {}
         for key, value in raw.items():
@@ -185,6 +212,8 @@ class SettingsDialog(QDialog):
                 values[key] = PARSERS[key](value)
             except (ValueError, TypeError) as e:
                 raise ValueError(f"{key.replace('_', ' ')}: {value!r} is not valid ({e})") from None
+        if values["stylize_on"] == "remote" and not values["remote_url"]:
+            raise ValueError("remote GPU address: give the address of the GPU machine, e.g. http://gpu-box:8890")
         return AppSettings(**values)
 
     def result_settings(self) -> AppSettings | None:

@@ -385,7 +385,8 @@ class TrayApp(QObject):
         s = self.settings
         return StreamConfig(source=self.source_spec, style=self.styles[self.style_name], size=s.output_size,
                             fps=s.fps, mirror=s.mirror, batch_size=s.batch_size, device=s.device,
-                            bundle=s.bundle or None)
+                            bundle=s.bundle or None, remote=s.remote_server,
+                            remote_token_file=s.remote_token_file or None)
 
     def start(self) -> None:
         if self.worker is not None:
@@ -405,7 +406,9 @@ class TrayApp(QObject):
         self._apply_outputs()
         worker.set_paused(self.pause_action.isChecked())
         worker.start()
-        if self.diffusion_styles and self.probe_diffusion:
+        if self.diffusion_styles and self.settings.remote_server:
+            self._on_diffusion_result(True, "painted on the remote GPU")  # the server runs them
+        elif self.diffusion_styles and self.probe_diffusion:
             self.check_diffusion()
         if self.first_start:
             self.show_guide()
@@ -549,6 +552,11 @@ class TrayApp(QObject):
                 != (old.output_size, old.fps, old.batch_size, old.device, old.bundle) and self.worker is not None:
             self.worker.reconfigure(size=new.output_size, fps=new.fps, batch_size=new.batch_size, device=new.device,
                                     bundle=new.bundle or None)
+        if (new.remote_server, new.remote_token_file) != (old.remote_server, old.remote_token_file) \
+                and self.worker is not None:
+            self.worker.reconfigure(remote=new.remote_server, remote_token_file=new.remote_token_file or None)
+            if new.remote_server and self.diffusion_styles:
+                self._on_diffusion_result(True, "painted on the remote GPU")
         if new.bundle != old.bundle and self.diffusion_styles and self.probe_diffusion and self.worker is not None:
             self.check_diffusion()
         # The outputs' actions carry the choice to the status and the worker (toggled); an

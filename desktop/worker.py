@@ -59,6 +59,9 @@ RUNNER_EVENT_TITLES = {
     "source-back": "The source is back",
     "capture-stuck": "The source does not answer",
     "batch-reduced": "Smaller batches",
+    "remote-lost": "The remote GPU is unreachable",
+    "remote-back": "The remote GPU is back",
+    "remote-error": "The remote GPU",
 }
 
 
@@ -75,9 +78,14 @@ class StreamConfig:
     device: str = "auto"
     #: Diffusion model bundle (folder or hub id); None: the backend's default.
     bundle: str | None = None
+    #: Paint on this `stylecam serve` (any style), with this token file; None: here.
+    remote: str | None = None
+    remote_token_file: str | None = None
 
     def backend_key(self) -> tuple:
         """What a backend is built from: a change of any of these needs a new backend."""
+        if self.remote:
+            return ("remote", self.remote, self.remote_token_file)
         if self.style.backend == "diffusion":
             return (self.style.backend, self.device, self.bundle, self.batch_size)
         return (self.style.backend,)
@@ -330,6 +338,11 @@ class OutputHub(Sink):
             self._last_stats = now
             stats = self.runner.metrics.summary()
             stats.update(style=pair.style, paused=pair.paused, size=list(frame.size), **self._recent_rates(now))
+            # A remote stylizer: the painted frames lag by the network round trip, which the
+            # runner's latency (capture -> output here) does not see.
+            rt = getattr(getattr(backend, "inner", None), "round_trip_ms", None)
+            if rt is not None:
+                stats["remote_round_trip_ms"] = rt
             emit(self._worker.stats, stats)
 
     def _recent_rates(self, now: float) -> dict:
@@ -583,6 +596,11 @@ class StreamWorker(QThread):
             return self._backend
         except Exception as e:
             log.exception("cannot start the %s backend for style %s", cfg.style.backend, cfg.style.name)
+            if cfg.remote:  # refused (a wrong token...): paint here until the settings change
+                emit(self.notify, "Cannot use the remote GPU", f"{e}\nPainting on this computer instead.", "warning")
+                with self._lock:
+                    self._config = dataclasses.replace(self._config, remote=None)
+                return self._ensure_backend(dataclasses.replace(cfg, remote=None))
             fallback = self.fallback_style
             if cfg.style.backend == fallback.backend:
                 emit(self.notify, "Cannot start the stylizer", str(e), "error")
@@ -606,6 +624,11 @@ class StreamWorker(QThread):
         return backend
 
     def _create_stylizer(self, cfg: StreamConfig) -> Backend:
+        if cfg.remote:
+            # Painted on the GPU machine; while it cannot be reached, the classic style of the
+            # same family paints here and a notification says so (remote-lost / remote-back).
+            return create_backend(cfg.style, server=cfg.remote, token_file=cfg.remote_token_file or None,
+                                  on_event=self._on_runner_event)
         if cfg.style.backend == "diffusion":
             # This is the thread the model, its CUDA context and its side/main streams belong
             # to: the diffusion backend creates them inside start_backend, here, never in the

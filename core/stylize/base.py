@@ -59,7 +59,14 @@ class Backend:
 
 
 def create_backend(style: Style, **options) -> Backend:
-    """Build the backend a style needs. ``options`` pass through (``bundle``, ``device``, …)."""
+    """Build the backend a style needs. ``options`` pass through (``bundle``, ``device``, …).
+
+    With a ``server`` option the style is painted by that ``stylecam serve`` instead, whatever its
+    backend (:class:`~..remote.client.RemoteBackend`; its other options pass through)."""
+    if options.get("server"):
+        from ..remote.client import RemoteBackend
+
+        return RemoteBackend(style=style, **options)
     if style.backend == "classic":
         from .classic import ClassicBackend
 

@@ -1,0 +1,393 @@
+"""The server's stylizer: one thread that owns the backends and paints every session's frames.
+
+Contract: :meth:`Hub.put` takes a session's frame (any thread) into that session's own bounded
+slot — when the slot is full its oldest frame is dropped and counted, so a session that sends
+faster than the GPU paints only ever waits for its newest frames and never delays another
+session. The hub thread takes frames of sessions that share a style (and frame size) into one
+batch, up to the backend's batch size, round-robin over those sessions; it runs the batch
+through the same :class:`~..stylize.base.Backend` ``stylecam run`` uses and hands each output to
+its own session's ``deliver(image, tag)``, in the order that session's frames arrived. A paused
+session's frames go back unpainted, in order. Style switches are applied by the hub thread
+between batches; one that cannot be applied keeps the previous style and is reported to the
+session through ``notify``.
+
+Backends are created in the hub thread (a diffusion backend's CUDA context and streams belong
+to the thread that made them), one per backend kind, and switched between styles per batch.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from ..frames import fit
+from ..runner import engine_size
+from ..styles import Style
+from ..stylize.base import Backend, BackendError
+
+log = logging.getLogger(__name__)
+
+#: Frames a session's slot holds: one being painted's successor plus the newest.
+DEFAULT_DEPTH = 2
+#: The most a client may ask for (a client that sends a file waits for its frames).
+MAX_DEPTH = 16
+
+
+@dataclass
+class SessionStats:
+    frames_in: int = 0
+    frames_out: int = 0
+    dropped: int = 0
+    errors: int = 0
+    #: (time out, seconds from arrival to output) of recent frames.
+    recent: collections.deque = field(default_factory=lambda: collections.deque(maxlen=240))
+    batch_ms: collections.deque = field(default_factory=lambda: collections.deque(maxlen=64))
+    #: Sizes of the recent batches this session's frames were in, and how many of them held
+    #: frames of other sessions too.
+    batch_sizes: collections.deque = field(default_factory=lambda: collections.deque(maxlen=64))
+    shared_batches: int = 0
+
+    def summary(self, queue: int) -> dict:
+        now = time.perf_counter()
+        window = [(t, lat) for t, lat in self.recent if now - t <= 2.0]
+        fps = 0.0
+        if len(window) > 1:
+            span = window[-1][0] - window[0][0]
+            fps = (len(window) - 1) / span if span > 0 else 0.0
+        lat = [lat for _, lat in window] or [lat for _, lat in list(self.recent)[-30:]]
+        return {
+            "fps": round(fps, 1),
+            "gpu_ms": round(float(np.median(self.batch_ms)), 2) if self.batch_ms else None,
+            "queue": queue,
+            "latency_ms": round(1000 * float(np.median(lat)), 1) if lat else None,
+            "batch": round(float(np.mean(self.batch_sizes)), 2) if self.batch_sizes else None,
+            "shared_batches": self.shared_batches,
+            "frames_in": self.frames_in,
+            "frames_out": self.frames_out,
+            "dropped": self.dropped,
+            "errors": self.errors,
+        }
+
+
+class HubSession:
+    """A session as the hub sees it. ``deliver`` and ``notify`` are called from the hub thread."""
+
+    def __init__(self, sid: str, style: Style, deliver: Callable[[np.ndarray, object], None],
+                 notify: Callable[[dict], None] | None, depth: int):
+        self.id = sid
+        self.style = style
+        self.deliver = deliver
+        self.notify = notify or (lambda message: None)
+        self.depth = max(1, min(MAX_DEPTH, depth))
+        self.paused = False
+        self.size: tuple[int, int] | None = None
+        self.pending_style: Style | None = None
+        #: (image, tag, arrival time), oldest first.
+        self.slot: collections.deque = collections.deque()
+        self.stats = SessionStats()
+        self.failing = False
+
+    @property
+    def key(self) -> tuple:
+        return (self.style.name, self.size)
+
+
+class Hub:
+    """See the module docstring. ``backend_factory(style)`` returns a ready backend for
+    ``style.backend`` (the server passes :func:`~..runner.start_backend`). ``size`` fixes the
+    engine size of every session (None: each session's from its first frame). ``gather``: how
+    long, in seconds, a batch waits for the other sessions of its style to deliver a frame."""
+
+    def __init__(self, backend_factory: Callable[[Style], Backend], *, size: tuple[int, int] | None = None,
+                 batch_size: int | None = None, gather: float = 0.01):
+        self._factory = backend_factory
+        self.size = size
+        self.batch_size = batch_size
+        self.gather = max(0.0, gather)
+        self._sessions: dict[str, HubSession] = {}
+        self._backends: dict[str, Backend] = {}
+        self._backend_style: dict[str, str] = {}
+        self._unavailable: dict[str, str] = {}
+        self.default_style: Style | None = None
+        self._cond = threading.Condition()
+        self._closed = False
+        self._thread: threading.Thread | None = None
+        self._work: collections.deque = collections.deque()  # callables for the hub thread
+        self.batches = 0
+        self.shared_batches = 0
+        self.max_batch = 0
+
+    # -- life cycle --------------------------------------------------------------------------
+
+    def start(self, style: Style, timeout: float | None = None) -> None:
+        """Start the hub thread and create the backend ``style`` needs there; raises what
+        creating it raised (a missing bundle, no GPU memory...)."""
+        self.default_style = style
+        self._thread = threading.Thread(target=self._run, name="stylecam-hub", daemon=True)
+        self._thread.start()
+        done = threading.Event()
+        result: list = [None]
+
+        def make():
+            try:
+                self._backend_for(style)
+            except BaseException as e:  # handed to the caller's thread
+                result[0] = e
+            done.set()
+
+        self._call(make)
+        if not done.wait(timeout):
+            raise TimeoutError("the stylizer did not start in time")
+        if result[0] is not None:
+            raise result[0]
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    # -- sessions (any thread) ---------------------------------------------------------------
+
+    def add(self, sid: str, style: Style, deliver, notify=None, depth: int = DEFAULT_DEPTH) -> HubSession:
+        session = HubSession(sid, style, deliver, notify, depth)
+        with self._cond:
+            self._sessions[sid] = session
+        return session
+
+    def remove(self, sid: str) -> None:
+        with self._cond:
+            self._sessions.pop(sid, None)
+            self._cond.notify_all()
+
+    def put(self, sid: str, image: np.ndarray, tag) -> None:
+        with self._cond:
+            session = self._sessions.get(sid)
+            if session is None:
+                return
+            if session.size is None:
+                session.size = self.size or engine_size(image.shape[1], image.shape[0])
+        if (image.shape[1], image.shape[0]) != session.size:
+            image = fit(image, session.size)  # outside the lock: it costs a resize
+        with self._cond:
+            session.stats.frames_in += 1
+            if len(session.slot) >= session.depth:
+                session.slot.popleft()
+                session.stats.dropped += 1
+            session.slot.append((image, tag, time.perf_counter()))
+            self._cond.notify_all()
+
+    def set_style(self, sid: str, style: Style) -> None:
+        """Applied by the hub thread before the session's next batch."""
+        with self._cond:
+            session = self._sessions.get(sid)
+            if session is not None:
+                session.pending_style = style
+                self._cond.notify_all()
+
+    def set_paused(self, sid: str, paused: bool) -> None:
+        with self._cond:
+            session = self._sessions.get(sid)
+            if session is not None:
+                session.paused = bool(paused)
+                self._cond.notify_all()
+
+    def session_stats(self, sid: str) -> dict | None:
+        with self._cond:
+            session = self._sessions.get(sid)
+            if session is None:
+                return None
+            out = session.stats.summary(len(session.slot))
+            out["style"] = session.style.name
+            out["paused"] = session.paused
+            return out
+
+    def stats(self) -> dict:
+        with self._cond:
+            return {"sessions": len(self._sessions), "batches": self.batches,
+                    "shared_batches": self.shared_batches, "max_batch": self.max_batch,
+                    "backends": sorted(self._backends)}
+
+    # -- the hub thread ----------------------------------------------------------------------
+
+    def _call(self, fn) -> None:
+        with self._cond:
+            self._work.append(fn)
+            self._cond.notify_all()
+
+    def _run(self) -> None:
+        try:
+            while True:
+                with self._cond:
+                    while not self._closed and not self._work and not self._ready():
+                        self._cond.wait(0.25)
+                    if self._closed:
+                        return
+                    work = list(self._work)
+                    self._work.clear()
+                for fn in work:
+                    fn()
+                self._apply_styles()
+                self._pass_paused()
+                self._paint_one_batch()
+        finally:
+            for backend in self._backends.values():
+                try:
+                    backend.close()
+                except Exception:
+                    log.warning("closing the %s backend failed", backend.name, exc_info=True)
+            self._backends.clear()
+
+    def _ready(self) -> bool:
+        return any(s.slot or s.pending_style is not None for s in self._sessions.values())
+
+    def unavailable(self, style: Style) -> str | None:
+        """Why ``style`` cannot run here (its backend failed to start before), or None."""
+        return self._unavailable.get(style.backend)
+
+    def _backend_for(self, style: Style) -> Backend:
+        backend = self._backends.get(style.backend)
+        if backend is None:
+            if style.backend in self._unavailable:
+                raise BackendError(self._unavailable[style.backend])
+            try:
+                backend = self._factory(style)
+            except Exception as e:
+                # Remembered: a missing bundle or GPU does not appear between two batches.
+                self._unavailable[style.backend] = f"the {style.backend} stylizer cannot start here: {e}"
+                raise BackendError(self._unavailable[style.backend]) from e
+            self._backends[style.backend] = backend
+            self._backend_style[style.backend] = style.name
+        return backend
+
+    def _apply_styles(self) -> None:
+        with self._cond:
+            pending = [(s, s.pending_style) for s in self._sessions.values() if s.pending_style is not None]
+            for s, _ in pending:
+                s.pending_style = None
+        for session, style in pending:
+            try:
+                backend = self._backend_for(style)
+                backend.set_style(style)  # fails here, not mid-stream, for params it cannot run
+                self._backend_style[style.backend] = style.name
+            except Exception as e:
+                log.warning("session %s: style %s cannot be used: %s", session.id, style.name, e)
+                session.notify({"type": "error", "message": f"style {style.name!r} cannot be used here ({e}); "
+                                f"keeping {session.style.name!r}"})
+                continue
+            session.style = style
+            session.notify({"type": "style", "name": style.name})
+
+    def _pass_paused(self) -> None:
+        with self._cond:
+            items = []
+            for s in self._sessions.values():
+                if s.paused and s.slot:
+                    items.append((s, list(s.slot)))
+                    s.slot.clear()
+        for session, frames in items:
+            for image, tag, t_in in frames:
+                self._deliver(session, image, tag, t_in)
+
+    def _take_batch(self) -> tuple[Style, list[tuple[HubSession, np.ndarray, object, float]]] | None:
+        with self._cond:
+            waiting = [s for s in self._sessions.values() if s.slot and not s.paused]
+            if not waiting:
+                return None
+            first = min(waiting, key=lambda s: s.slot[0][2])  # the oldest frame goes first
+            key, style = first.key, first.style
+            backend = self._backends.get(style.backend)
+            limit = self.batch_size or (backend.batch_size if backend is not None else 1)
+            group = [s for s in self._sessions.values() if s.key == key and not s.paused]
+            # Wait a moment for the other sessions of this style, so their frames share the
+            # batch instead of each paying a batch of its own.
+            deadline = first.slot[0][2] + self.gather
+            while (len(group) > 1 and any(not s.slot for s in group) and sum(len(s.slot) for s in group) < limit
+                   and not self._closed):
+                remaining = deadline - time.perf_counter()
+                if remaining <= 0:
+                    break
+                self._cond.wait(remaining)
+                group = [s for s in self._sessions.values() if s.key == key and not s.paused]
+            batch = []
+            while len(batch) < limit:
+                took = False
+                for s in group:
+                    if s.slot and len(batch) < limit:
+                        image, tag, t_in = s.slot.popleft()
+                        batch.append((s, image, tag, t_in))
+                        took = True
+                if not took:
+                    break
+            return (style, batch) if batch else None
+
+    def _paint_one_batch(self) -> None:
+        taken = self._take_batch()
+        if taken is None:
+            return
+        style, batch = taken
+        images = [image for _, image, _, _ in batch]
+        t0 = time.perf_counter()
+        try:
+            backend = self._backend_for(style)
+        except BackendError as e:
+            # The style's stylizer cannot run here: its sessions go on with the server's default
+            # style (this batch goes back unpainted).
+            for session in {id(s): s for s, _, _, _ in batch}.values():
+                if session.style is style and self.default_style is not None:
+                    session.style = self.default_style
+                    session.notify({"type": "error", "message": f"{e}; using {self.default_style.name!r}"})
+                    session.notify({"type": "style", "name": self.default_style.name})
+            for session, image, tag, t_in in batch:
+                self._deliver(session, image, tag, t_in)
+            return
+        try:
+            if self._backend_style.get(style.backend) != style.name:
+                backend.set_style(style)
+                self._backend_style[style.backend] = style.name
+            outputs = backend.collect(backend.submit(images))
+            if len(outputs) != len(images):
+                raise RuntimeError(f"the {backend.name} backend returned {len(outputs)} frames for {len(images)}")
+            error = None
+        except Exception as e:  # the frames go back unpainted; the next batch tries again
+            log.warning("a batch of %d frames failed (%s); sending them back unpainted", len(images), e)
+            outputs, error = images, e
+        ms = 1000 * (time.perf_counter() - t0)
+        sessions = {id(s) for s, _, _, _ in batch}
+        with self._cond:
+            self.batches += 1
+            self.max_batch = max(self.max_batch, len(batch))
+            if len(sessions) > 1:
+                self.shared_batches += 1
+        seen = set()
+        for (session, _, tag, t_in), out in zip(batch, outputs):
+            st = session.stats
+            if id(session) not in seen:
+                seen.add(id(session))
+                st.batch_ms.append(ms)
+                st.batch_sizes.append(len(batch))
+                if len(sessions) > 1:
+                    st.shared_batches += 1
+                if error is not None:
+                    st.errors += 1
+                    if not session.failing:
+                        session.notify({"type": "error", "message": f"the stylizer failed ({error}); "
+                                        "frames come back unpainted while it is retried"})
+                session.failing = error is not None
+            self._deliver(session, out, tag, t_in)
+
+    def _deliver(self, session: HubSession, image: np.ndarray, tag, t_in: float) -> None:
+        now = time.perf_counter()
+        session.stats.frames_out += 1
+        session.stats.recent.append((now, now - t_in))
+        try:
+            session.deliver(image, tag)
+        except Exception:  # a closed session's track: nothing to do
+            log.debug("delivering to session %s failed", session.id, exc_info=True)

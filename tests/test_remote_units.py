@@ -1,0 +1,95 @@
+"""The parts of remote stylizing that need no network: token, timestamps, URLs, fallback."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from stylecam.core.remote.auth import TokenError, bearer_ok, is_loopback, read_token
+from stylecam.core.remote.client import fallback_style, whip_url
+from stylecam.core.remote.protocol import FrameMatcher, ProtocolError, PtsClock, decode, encode, unwrap
+from stylecam.core.styles import load_styles
+
+STYLES, _ = load_styles()
+
+
+def test_bearer_token_checks():
+    token = "a" * 20 + "Z"
+    assert bearer_ok(f"Bearer {token}", token)
+    assert bearer_ok(f"bearer   {token} ", token)
+    assert not bearer_ok(f"Bearer {token[:-1]}", token)
+    assert not bearer_ok(f"Basic {token}", token)
+    assert not bearer_ok(None, token) and not bearer_ok("", token)
+    assert bearer_ok(None, None)  # a server without a token takes anyone (it listens on loopback)
+
+
+def test_token_file_errors_are_one_clear_line(tmp_path):
+    with pytest.raises(TokenError, match="not found"):
+        read_token(tmp_path / "missing")
+    (tmp_path / "short").write_text("abc\n")
+    with pytest.raises(TokenError, match="at least 16"):
+        read_token(tmp_path / "short")
+    (tmp_path / "bin").write_bytes(b"\xff\xfe" * 20)
+    with pytest.raises(TokenError, match="not a text file"):
+        read_token(tmp_path / "bin")
+    (tmp_path / "ok").write_text("  0123456789abcdefXYZ  \nsecond line\n")
+    assert read_token(tmp_path / "ok") == "0123456789abcdefXYZ"
+
+
+def test_loopback_addresses():
+    assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost") and is_loopback("127.1.2.3")
+    assert not is_loopback("0.0.0.0") and not is_loopback("::") and not is_loopback("192.0.2.7")
+
+
+def test_whip_url_forms():
+    assert whip_url("gpu-box:8890") == "http://gpu-box:8890/whip"
+    assert whip_url("https://gpu.example.org:8890/") == "https://gpu.example.org:8890/whip"
+    assert whip_url("http://127.0.0.1:8890/whip") == "http://127.0.0.1:8890/whip"
+    with pytest.raises(ValueError):
+        whip_url("ftp://x")
+
+
+def test_fallback_is_the_classic_style_of_the_same_family():
+    assert fallback_style(STYLES["ai-sketch"], STYLES).name == "sketch"
+    assert fallback_style(STYLES["ai-anime"], STYLES).name == "toon"
+    assert fallback_style(STYLES["ai-oil"], STYLES).name == "oil"
+    assert fallback_style(STYLES["ai-neon"], STYLES).name == "oil"  # no family word: oil
+    assert fallback_style(STYLES["toon-comic"], STYLES).name == "toon-comic"  # classic: itself
+
+
+def test_messages_round_trip_and_bad_ones_are_refused():
+    assert decode(encode({"type": "style", "name": "oil"})) == {"type": "style", "name": "oil"}
+    for bad in (b"\xff", "not json", "[1, 2]", '{"name": "x"}', "x" * 5000):
+        with pytest.raises(ProtocolError):
+            decode(bad)
+
+
+@pytest.mark.parametrize("burst,lag", [(False, 3), (True, 4), (False, 16)])
+def test_frame_matcher_finds_each_returned_frame_despite_offsets_drops_and_rounding(burst, lag):
+    rng = random.Random(7)
+    clock = PtsClock(seed=1, fps=30.0 if burst else None)
+    matcher = FrameMatcher()
+    offset = rng.randrange(1 << 32)  # the two random RTP origins together
+    sent, found = [], {}
+    for i in range(200 + lag):
+        if i < 200:
+            pts = clock.next(0.0 if burst else i / 30)
+            matcher.sent(pts, i)
+            sent.append(pts)
+        j = i - lag  # frames come back ``lag`` frames later
+        if j < 0 or j % 7 == 3:
+            continue  # j was dropped on the way (the server's slot, the network)
+        returned = (sent[j] + offset - rng.randrange(3)) % (1 << 32)  # decoders round down a tick each way
+        got = matcher.match(returned)
+        if got is not None:
+            found[j] = got
+    assert all(found[j] == j for j in found)  # never the wrong frame
+    assert len(found) >= len([j for j in range(200) if j % 7 != 3]) - 2  # all but the first one or two
+
+
+def test_unwrap_keeps_timestamps_increasing_past_the_wrap():
+    a = unwrap(None, (1 << 32) - 10)
+    b = unwrap(a, 5)
+    assert b == a + 15
+    assert unwrap(b, 20) == b + 15
