@@ -26,7 +26,7 @@ STACK_INFO = {
 
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
-    from ..cli import _size
+    from ..cli_args import size as _size
 
     sub = p.add_subparsers(dest="models_command", metavar="ACTION", parser_class=type(p))
     sub.add_parser("list", help="the stacks, where their weights come from, what is in the cache")
