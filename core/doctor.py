@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass, field
 
 from .fix_texts import (MODELS_FIX, MODPROBE_LINE, REINSTALL_FIX, camera_fix, first_sentences,  # noqa: F401
                         gpu_fix, linux_v4l2loopback_state, screen_fix, virtualcam_fix)
+from .stylize.stacks import hub_repos
 
 #: What the report prints per status.
 _MARKS = {"ok": "ok  ", "warn": "warn", "fail": "FAIL", "info": "info"}
@@ -216,13 +217,11 @@ def check_virtualcam(size: tuple[int, int] = (1280, 720), fps: float = 30.0) -> 
                  virtualcam_fix(error="\n".join(errors)))
 
 
-# -- model cache: the diffusion work registers its bundles here ----------------------------
+# -- model cache: the hub repositories of the stacks' public weights ----------------------
 
-#: Hub repositories stylecam knows how to use: repo id -> what it is for.
-KNOWN_BUNDLES: dict[str, str] = {
-    "stabilityai/sd-turbo": "sd-turbo denoiser + CLIP text encoder (the GPU default stack)",
-    "madebyollin/taesd": "TAESD tiny VAE (fast encode/decode)",
-}
+#: Hub repositories stylecam knows how to use: repo id -> what it is for (from the stack
+#: records, so every stack with public weights is listed).
+KNOWN_BUNDLES: dict[str, str] = hub_repos()
 
 
 def register_known_bundle(repo_id: str, description: str) -> None:

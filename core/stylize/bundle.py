@@ -44,41 +44,21 @@ from typing import Any, Iterator, Mapping
 
 import torch
 
+from . import stacks as _stacks
+from .stacks import OPTIONAL, SD_LATENT_SCALE  # noqa: F401  (bundle.SD_LATENT_SCALE: older imports)
+
 log = logging.getLogger(__name__)
 
-STACKS = ("sd-turbo", "pix2pix", "mllm-edit")
+#: Stack names, in listing order. Each stack's facts: ``stacks.STACKS`` (the record).
+STACKS = tuple(_stacks.STACKS)
 MANIFEST_NAMES = ("stylecam.json", "stylecam.toml")
 MANIFEST_FORMAT = 1
 
-#: Components each stack needs, in load order. ``lllite`` is optional for every stack.
-REQUIRED = {
-    "sd-turbo": ("unet", "vae", "text_encoder", "tokenizer", "scheduler"),
-    "pix2pix": ("unet", "vae", "text_encoder", "tokenizer", "scheduler"),
-    "mllm-edit": ("unet", "vae", "qwen", "scheduler"),
-}
-OPTIONAL = ("lllite",)
-
-#: Stable Diffusion's latent scaling: pix2pix U-Nets see the source latent unscaled, while
-#: TAESD (and our scaled AutoencoderKL path) hand out latents already multiplied by it.
-SD_LATENT_SCALE = 0.18215
-
-#: Bundles that live on the hub as plain diffusers repos: stack -> component -> (repo, subfolder).
-HUB_BUNDLES: dict[str, dict[str, tuple[str, str]]] = {
-    "sd-turbo": {
-        "unet": ("stabilityai/sd-turbo", "unet"),
-        "text_encoder": ("stabilityai/sd-turbo", "text_encoder"),
-        "tokenizer": ("stabilityai/sd-turbo", "tokenizer"),
-        "scheduler": ("stabilityai/sd-turbo", "scheduler"),
-        "vae": ("madebyollin/taesd", ""),
-    },
-    "pix2pix": {
-        "unet": ("timbrooks/instruct-pix2pix", "unet"),
-        "text_encoder": ("timbrooks/instruct-pix2pix", "text_encoder"),
-        "tokenizer": ("timbrooks/instruct-pix2pix", "tokenizer"),
-        "scheduler": ("timbrooks/instruct-pix2pix", "scheduler"),
-        "vae": ("madebyollin/taesd", ""),
-    },
-}
+#: Views of the stack records, for older imports: components each stack needs (in load order),
+#: its manifest defaults, and its public hub weights (stack -> component -> (repo, subfolder)).
+REQUIRED = {name: st.components for name, st in _stacks.STACKS.items()}
+STACK_DEFAULTS = {name: st.defaults for name, st in _stacks.STACKS.items()}
+HUB_BUNDLES = {name: st.hub for name, st in _stacks.STACKS.items() if st.hub}
 
 
 class BundleError(ValueError):
@@ -102,25 +82,6 @@ class ComponentRef:
             return self.path
         return {"repo": self.repo, "subfolder": self.subfolder} if self.subfolder else {"repo": self.repo}
 
-
-#: Per-stack defaults for the manifest settings.
-STACK_DEFAULTS: dict[str, dict[str, Any]] = {
-    # img2img: noise the frame's latent to `strength`, denoise in `steps` (SD-Turbo is distilled
-    # for 1-4 steps); epsilon prediction on the DDPM schedule, trailing spacing.
-    "sd-turbo": dict(size=(512, 512), steps=1, strength=0.5, text_length=77, concat="none",
-                     source_scale=1.0, timestep_spacing="trailing"),
-    # InstructPix2Pix: start from noise, the source latent rides along in 4 extra input channels
-    # (unscaled, as the model was trained).
-    "pix2pix": dict(size=(512, 512), steps=4, strength=1.0, text_length=77, concat="channel",
-                    source_scale=1.0 / SD_LATENT_SCALE, timestep_spacing="trailing"),
-    # DreamLite-style in-context edit: [noisy | source] side by side along the width, Qwen3-VL
-    # hidden states of (frame, instruction) padded to a fixed length, flow matching, 1 step.
-    # ``text_bucket``: the language model runs on the real prompt tokens rounded up to a multiple
-    # of this, not on all ``text_length`` (same conditioning: it is causal and the rest is zero);
-    # 0 runs every prompt at the full length.
-    "mllm-edit": dict(size=(512, 512), steps=1, strength=1.0, text_length=256, image_size=256,
-                      concat="width", source_scale=1.0, timestep_spacing="trailing", text_bucket=64),
-}
 
 _CONCAT_MODES = ("none", "channel", "width")
 _SPACINGS = ("trailing", "leading", "linspace")
@@ -151,7 +112,7 @@ class Manifest:
         d = {"format": MANIFEST_FORMAT, "stack": self.stack, "size": list(self.size), "steps": self.steps,
              "strength": self.strength, "text_length": self.text_length, "concat": self.concat,
              "source_scale": self.source_scale, "timestep_spacing": self.timestep_spacing}
-        if self.stack == "mllm-edit":
+        if _stacks.STACKS[self.stack].vision:  # the MLLM's settings
             d["image_size"] = self.image_size
             d["instruction_template"] = self.instruction_template
             d["text_bucket"] = self.text_bucket
@@ -216,7 +177,7 @@ def manifest_from_dict(d: Mapping, origin: str) -> Manifest:
         raise bad(f"'text_bucket' must be a whole number from 0 (off) to 4096, got {bucket!r}")
     if v["concat"] not in _CONCAT_MODES:
         raise bad(f"'concat' must be one of {', '.join(_CONCAT_MODES)}, got {v['concat']!r}")
-    expected_concat = {"sd-turbo": ("none",), "pix2pix": ("channel",), "mllm-edit": ("width", "channel")}[stack]
+    expected_concat = _stacks.STACKS[stack].concat_modes
     if v["concat"] not in expected_concat:
         raise bad(f"stack {stack} needs concat {' or '.join(expected_concat)}, got {v['concat']!r}")
     scale = v["source_scale"]
@@ -368,15 +329,16 @@ def _resolve_folder(folder: Path, offline: bool, progress: bool, origin: str | N
 
 def _infer_manifest(folder: Path) -> Manifest:
     """The stack of a plain diffusers folder without a manifest, from its U-Net's input channels."""
-    if (folder / "qwen").is_dir():
-        stack = "mllm-edit"
-    else:
-        config = folder / "unet" / "config.json"
-        if not config.is_file():
-            raise BundleError(f"{folder} has no manifest ({' or '.join(MANIFEST_NAMES)}) and no unet/config.json; "
-                              f"it is not a bundle (`stylecam models tiny --stack sd-turbo --out DIR` writes one)")
-        cfg = _read_json(config)
-        stack = "pix2pix" if cfg.get("in_channels") == 8 else "sd-turbo"
+    config = folder / "unet" / "config.json"
+    if not (folder / "qwen").is_dir() and not config.is_file():
+        raise BundleError(f"{folder} has no manifest ({' or '.join(MANIFEST_NAMES)}) and no unet/config.json; "
+                          f"it is not a bundle (`stylecam models tiny --stack sd-turbo --out DIR` writes one)")
+    # A qwen/ folder means a vision-aware stack; otherwise 8 U-Net input channels mean the
+    # frame's latent rides in extra channels (4 of noise + 4 of source).
+    vision = (folder / "qwen").is_dir()
+    channel = not vision and _read_json(config).get("in_channels") == 8
+    stack = next(st.name for st in _stacks.STACKS.values()
+                 if st.vision == vision and (vision or (st.concat_modes[0] == "channel") == channel))
     log.info("%s has no manifest; using the default %s settings", folder, stack)
     return default_manifest(stack)
 
@@ -611,8 +573,8 @@ def _cross_check(m: Manifest, c: Mapping[str, _Checked]) -> list[str]:
                             f"{c['qwen'].path / 'config.json'} has hidden size {width}")
     sched = c["scheduler"].config.get("_class_name")
     flow = sched in _FLOW_SCHEDULERS
-    if flow != (m.stack == "mllm-edit"):
-        want = "a flow-matching scheduler" if m.stack == "mllm-edit" else "a DDPM-family (Euler/LCM/DDIM) scheduler"
+    if flow != _stacks.STACKS[m.stack].flow:
+        want = "a flow-matching scheduler" if _stacks.STACKS[m.stack].flow else "a DDPM-family (Euler/LCM/DDIM) scheduler"
         problems.append(f"{c['scheduler'].path / 'scheduler_config.json'}: {sched} but the {m.stack} stack needs {want}")
     levels = len(unet.get("block_out_channels", ())) - 1
     vae_factor = 8
@@ -876,13 +838,13 @@ def _tiny_unet(stack: str, cross_dim: int, concat: str):
     common = dict(block_out_channels=(16, 32), layers_per_block=1, sample_size=8, out_channels=4,
                   norm_num_groups=8, cross_attention_dim=cross_dim, attention_head_dim=(2, 4),
                   use_linear_projection=True)
-    if stack == "mllm-edit":
+    if _stacks.STACKS[stack].vision:
         # The full edit U-Net's shape at toy size: no mid block, cross-attention at every level.
         return UNet2DConditionModel(**common, in_channels=8 if concat == "channel" else 4,
                                     down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
                                     up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
                                     mid_block_type=None)
-    return UNet2DConditionModel(**common, in_channels=8 if stack == "pix2pix" else 4,
+    return UNet2DConditionModel(**common, in_channels=8 if concat == "channel" else 4,
                                 down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
                                 up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"))
 
@@ -953,7 +915,7 @@ def build_tiny_bundle(stack: str, *, seed: int = 0, size: tuple[int, int] = TINY
     if stack not in STACKS:
         raise BundleError(f"unknown stack {stack!r} (known: {', '.join(STACKS)})")
     text_encoder = tokenizer = qwen = None
-    if stack == "mllm-edit":
+    if _stacks.STACKS[stack].vision:
         from .qwen_vl import QwenVLConditioner, build_tiny_qwen3vl
 
         manifest = default_manifest(stack, size=list(size), image_size=TINY_QWEN_IMAGE_SIZE,

@@ -25,8 +25,10 @@ Streaming-engine policies (see ``engine.py``; the engine's settings otherwise):
 from __future__ import annotations
 
 from ..styles import register_backend_params
+from .stacks import STACKS as _STACKS
 
-STACKS = ("sd-turbo", "pix2pix", "mllm-edit")
+#: The stack names a style may ask for (the records: ``stacks.STACKS``).
+STACKS = tuple(_STACKS)
 MAX_STEPS = 8
 MAX_TEXT = 2000
 _KEYS = ("prompt", "instruction", "strength", "steps", "seed", "stack",
