@@ -10,10 +10,9 @@ import torch
 from PIL import Image
 
 from clips import clip_path, read_clip
-from stylecam.core.stylize.qwen_vl import (QWEN_SPECIAL_TOKENS, QwenVLConditioner,
-                                           build_qwen3vl, build_tiny_qwen3vl,
-                                           build_tiny_tokenizer, full_qwen3vl_config,
-                                           make_image_processor)
+from stylecam.core.stylize.bundle.build_qwen import (build_qwen3vl, build_tiny_qwen3vl, build_tiny_tokenizer,
+                                                     full_qwen3vl_config)
+from stylecam.core.stylize.qwen_vl import QWEN_SPECIAL_TOKENS, QwenVLConditioner, make_image_processor
 
 INSTRUCTION = "Turn this frame into an oil painting with thick brush strokes."
 # One 8-bit level after the [-1, 1] normalisation (std 0.5).
