@@ -15,10 +15,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .stacks import STACKS, hub_stacks
-
-#: stack -> (what it is, whose weights under which licence): a view of the stack records.
-STACK_INFO = {name: (st.summary, st.licence) for name, st in STACKS.items()}
+# What each stack is, where its weights come from and under which licence: the stack records.
+from . import stacks as _stacks
 
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
@@ -27,9 +25,9 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="models_command", metavar="ACTION", parser_class=type(p))
     sub.add_parser("list", help="the stacks, where their weights come from, what is in the cache")
     pull = sub.add_parser("pull", help="download a stack's public weights into the hub cache")
-    pull.add_argument("stack", help=" | ".join(hub_stacks()))
+    pull.add_argument("stack", help=" | ".join(_stacks.hub_stacks()))
     tiny = sub.add_parser("tiny", help="write a tiny random-weight bundle (tests, demos without weights)")
-    tiny.add_argument("--stack", required=True, choices=list(STACKS), help="which stack")
+    tiny.add_argument("--stack", required=True, choices=list(_stacks.STACKS), help="which stack")
     tiny.add_argument("--out", required=True, help="folder to create (must not exist or be empty)")
     tiny.add_argument("--seed", type=int, default=0, help="weight seed (default 0)")
     tiny.add_argument("--size", type=_size, default=None, help="engine size WxH (default 64x64)")
@@ -55,7 +53,7 @@ def _error(message: str, code: int = 1) -> int:
 def _list(args) -> int:
     from .bundle import BundleError, check_bundle, resolve_bundle
 
-    for stack, record in STACKS.items():
+    for stack, record in _stacks.STACKS.items():
         print(f"{stack:<10} {record.summary}")
         if record.hub:
             try:
@@ -77,11 +75,11 @@ def _pull(args) -> int:
     from .bundle import BundleError, check_bundle, offline_requested, resolve_bundle
 
     stack = args.stack
-    record = STACKS.get(stack)
+    record = _stacks.STACKS.get(stack)
     if record is None or not record.hub:
         if record is not None:
             return _error(record.no_hub, 2)
-        return _error(f"unknown stack {stack!r}; pull one of: {', '.join(hub_stacks())}", 2)
+        return _error(f"unknown stack {stack!r}; pull one of: {', '.join(_stacks.hub_stacks())}", 2)
     repos = record.repos
     if offline_requested():
         try:

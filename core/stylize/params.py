@@ -25,10 +25,7 @@ Streaming-engine policies (see ``engine.py``; the engine's settings otherwise):
 from __future__ import annotations
 
 from ..styles import register_backend_params
-from .stacks import STACKS as _STACKS
-
-#: The stack names a style may ask for (the records: ``stacks.STACKS``).
-STACKS = tuple(_STACKS)
+from . import stacks as _stacks
 MAX_STEPS = 8
 MAX_TEXT = 2000
 _KEYS = ("prompt", "instruction", "strength", "steps", "seed", "stack",
@@ -79,8 +76,8 @@ def validate(params: dict) -> dict:
             raise ValueError(f"{key!r} must be a number {what}, got {v!r}")
         if key in out:
             out[key] = float(v)
-    if "stack" in out and out["stack"] not in STACKS:
-        raise ValueError(f"unknown stack {out['stack']!r} (known: {', '.join(STACKS)})")
+    if "stack" in out and out["stack"] not in _stacks.STACKS:  # the records, read now: one table
+        raise ValueError(f"unknown stack {out['stack']!r} (known: {', '.join(_stacks.STACKS)})")
     return out
 
 

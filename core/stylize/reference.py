@@ -17,20 +17,20 @@ import torch
 
 from ..frames import fit
 from .bundle import Bundle, load_bundle
-from .stacks import STACKS
+from . import stacks
 from .denoiser import flow_shift_mu, flow_sigmas, inference_steps, latent_size, stream_noise
 
 
 def style_settings(params: Mapping, bundle: Bundle) -> dict:
     """The text, steps, strength and seed a style asks of ``bundle`` (defaults from its manifest)."""
     m = bundle.manifest
-    stack = STACKS[m.stack]
+    record = stacks.STACKS[m.stack]
     prompt, instruction = params.get("prompt"), params.get("instruction")
-    if stack.prefers == "prompt":
+    if record.prefers == "prompt":
         text = prompt or instruction
     else:
         text = instruction or prompt
-    if stack.vision:  # the MLLM reads the instruction inside the bundle's template
+    if record.vision:  # the MLLM reads the instruction inside the bundle's template
         text = m.instruction_template.format(text)
     return {"text": text, "steps": int(params.get("steps") or m.steps),
             "strength": float(params.get("strength") or m.strength), "seed": int(params.get("seed", 0))}
@@ -76,7 +76,7 @@ def reference_latent(image: np.ndarray, params: Mapping, bundle: Bundle) -> torc
         lllite = attach_reference(bundle.unet, bundle.lllite, hooks=m.lllite_subset)
         lllite.set_cond_image(to_control_image(pixels).to(dtype))
     try:
-        if STACKS[m.stack].flow:
+        if stacks.STACKS[m.stack].flow:
             return _flow_loop(bundle, source, noise, cond, s)
         return _euler_loop(bundle, source, noise, cond, s)
     finally:
