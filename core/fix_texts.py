@@ -140,7 +140,8 @@ def camera_fix(device: int | str, reason: str, system: str | None = None) -> str
     listing = "`stylecam doctor` lists the cameras it finds"
     if isinstance(device, str) and not device.startswith("/dev/"):
         if reason == "missing":
-            return f"Cannot open {what}: no such file or device. Give a camera number (camera:0) or an existing path; {listing}."
+            return (f"Cannot open {what}: no such file or device. Give a camera number (camera:0) or an "
+                    f"existing path; {listing}.")
         return f"Cannot open {what}: OpenCV cannot read it as video (unsupported or corrupt file)."
     if reason == "missing":
         return (f"Cannot open {what}: no such camera on this machine. Plug it in, or pick another "
@@ -154,7 +155,8 @@ def camera_fix(device: int | str, reason: str, system: str | None = None) -> str
     elif system == "Windows":
         perm = " On Windows allow desktop apps to use the camera in Settings > Privacy > Camera."
     if reason == "no-frames":
-        return f"{what.capitalize()} opened but sends no frames: another app is probably using it; {busy}.{perm} {listing.capitalize()}."
+        return (f"{what.capitalize()} opened but sends no frames: another app is probably using it; "
+                f"{busy}.{perm} {listing.capitalize()}.")
     return f"Cannot open {what}: it is busy or not accessible; {busy}.{perm} {listing.capitalize()}."
 
 

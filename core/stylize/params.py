@@ -70,7 +70,8 @@ def validate(params: dict) -> dict:
     for key in ("broadcast", "feedback_warp"):
         if not isinstance(out.get(key, False), bool):
             raise ValueError(f"{key!r} must be true or false, got {out[key]!r}")
-    for key, ok, what in (("feedback", lambda v: 0 <= v < 1, "in [0, 1)"), ("skip_threshold", lambda v: v >= 0, ">= 0")):
+    for key, ok, what in (("feedback", lambda v: 0 <= v < 1, "in [0, 1)"),
+                          ("skip_threshold", lambda v: v >= 0, ">= 0")):
         v = out.get(key, 0.0)
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not ok(v):
             raise ValueError(f"{key!r} must be a number {what}, got {v!r}")

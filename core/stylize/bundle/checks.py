@@ -261,7 +261,8 @@ def _cross_check(m: Manifest, c: Mapping[str, _Checked]) -> list[str]:
     needs_flow = _stacks.STACKS[m.stack].flow
     if flow != needs_flow:
         want = "a flow-matching scheduler" if needs_flow else "a DDPM-family (Euler/LCM/DDIM) scheduler"
-        problems.append(f"{c['scheduler'].path / 'scheduler_config.json'}: {sched} but the {m.stack} stack needs {want}")
+        problems.append(f"{c['scheduler'].path / 'scheduler_config.json'}: {sched} but the {m.stack} stack "
+                        f"needs {want}")
     levels = len(unet.get("block_out_channels", ())) - 1
     vae_factor = 8
     w, h = m.size

@@ -154,13 +154,21 @@ def manifest_from_dict(d: Mapping, origin: str) -> Manifest:
     if subset is not None and not isinstance(subset, str):
         raise bad(f"'lllite_subset' must be a block name such as 'down_blocks', got {subset!r}")
 
-    comps: dict[str, ComponentRef] = {}
-    raw = d.get("components", {})
+    comps = _components(d.get("components", {}), record, bad)
+    return Manifest(stack=stack, size=(int(size[0]), int(size[1])), steps=steps, strength=float(strength),
+                    text_length=v["text_length"], image_size=v.get("image_size", 256), concat=v["concat"],
+                    source_scale=float(scale), timestep_spacing=v["timestep_spacing"],
+                    instruction_template=template, lllite_subset=subset, text_bucket=bucket, components=comps)
+
+
+def _components(raw: object, record: _stacks.Stack, bad) -> dict[str, ComponentRef]:
+    """The manifest's ``components`` table: name -> folder, or {repo, subfolder} on the hub."""
     if not isinstance(raw, Mapping):
         raise bad("'components' must be a table of component name -> folder or {repo, subfolder}")
+    comps: dict[str, ComponentRef] = {}
     for name, ref in raw.items():
         if name not in record.components and name not in _stacks.OPTIONAL:
-            raise bad(f"component {name!r} is not part of the {stack} stack "
+            raise bad(f"component {name!r} is not part of the {record.name} stack "
                       f"(expected: {', '.join(record.components + _stacks.OPTIONAL)})")
         if isinstance(ref, str):
             comps[name] = ComponentRef(path=ref)
@@ -171,11 +179,7 @@ def manifest_from_dict(d: Mapping, origin: str) -> Manifest:
             comps[name] = ComponentRef(repo=ref["repo"], subfolder=sub)
         else:
             raise bad(f"component {name!r} must be a folder name or {{repo = \"owner/name\", subfolder = \"...\"}}")
-
-    return Manifest(stack=stack, size=(int(size[0]), int(size[1])), steps=steps, strength=float(strength),
-                    text_length=v["text_length"], image_size=v.get("image_size", 256), concat=v["concat"],
-                    source_scale=float(scale), timestep_spacing=v["timestep_spacing"],
-                    instruction_template=template, lllite_subset=subset, text_bucket=bucket, components=comps)
+    return comps
 
 
 def read_manifest(folder: Path) -> Manifest | None:
