@@ -7,6 +7,7 @@ Backends other than ``classic`` register their own benchmark through :data:`BENC
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import platform
@@ -19,6 +20,22 @@ import numpy as np
 
 #: backend -> function(args) -> list of row dicts. Later backends add theirs here.
 BENCHMARKS: dict[str, Callable] = {}
+
+#: Benchmarks in modules of their own, by backend: imported by name on first use (the module adds
+#: itself to BENCHMARKS), so this module never imports them back.
+BENCHMARK_MODULES = {"diffusion": "stylecam.core.bench_diffusion"}
+
+
+def benchmarks() -> dict[str, Callable]:
+    """BENCHMARKS with every module of BENCHMARK_MODULES that this build has loaded."""
+    for backend, module in BENCHMARK_MODULES.items():
+        if backend not in BENCHMARKS:
+            try:
+                importlib.import_module(module)
+            except ImportError as e:
+                if not (e.name and module.startswith(e.name)):
+                    raise  # the module is there but broken: say so
+    return BENCHMARKS
 
 
 def machine_info() -> dict:
@@ -163,7 +180,8 @@ def print_table(rows: list[dict]) -> None:
 
 
 def configure_parser(p) -> None:
-    from .cli import _positive_int, _size
+    from .cli_args import positive_int as _positive_int
+    from .cli_args import size as _size
 
     p.add_argument("--backend", default="classic", help="classic | diffusion")
     p.add_argument("--style", default=None, help="one style (default: every style of the backend)")
@@ -178,10 +196,11 @@ def configure_parser(p) -> None:
 
 
 def command(args) -> int:
-    from .cli import UsageError
+    from .cli_args import UsageError
 
-    if args.backend not in BENCHMARKS:
-        raise UsageError(f"no benchmark for backend {args.backend!r} (known: {', '.join(sorted(BENCHMARKS))})")
+    table = benchmarks()
+    if args.backend not in table:
+        raise UsageError(f"no benchmark for backend {args.backend!r} (known: {', '.join(sorted(table))})")
     if args.style:
         from .styles import load_styles
 
@@ -189,7 +208,7 @@ def command(args) -> int:
         if args.style not in styles or styles[args.style].backend != args.backend:
             known = sorted(n for n, s in styles.items() if s.backend == args.backend)
             raise UsageError(f"unknown {args.backend} style {args.style!r}; known: {', '.join(known)}")
-    rows = BENCHMARKS[args.backend](args)
+    rows = table[args.backend](args)
     print()
     print_table(rows)
     if args.json:
@@ -198,5 +217,3 @@ def command(args) -> int:
                 f.write(json.dumps(r) + "\n")
         print(f"rows appended to {args.json}", file=sys.stderr)
     return 0
-
-from . import bench_diffusion  # noqa: E402,F401  (registers BENCHMARKS["diffusion"])

@@ -331,7 +331,7 @@ def plan(stack: str) -> list[dict]:
 def bench_diffusion(args) -> list[dict]:
     import torch
 
-    from .cli import UsageError
+    from .cli_args import UsageError
 
     if not torch.cuda.is_available():
         raise UsageError("the diffusion benchmark needs a CUDA GPU (full-size models); on the CPU use "

@@ -14,6 +14,12 @@ import signal
 import sys
 
 from . import __version__
+# The helpers subcommands share live in cli_args, so no subcommand imports this module back.
+from .cli_args import OneLineParser as _Parser
+from .cli_args import UsageError, resolve_style  # noqa: F401  (cli.UsageError, cli.resolve_style: public)
+from .cli_args import positive_float as _positive_float
+from .cli_args import positive_int as _positive_int
+from .cli_args import size as _size
 
 #: Sub-commands that live in their own module: name -> module with ``configure_parser(p)`` and
 #: ``command(args) -> int``. Modules that are absent in a build are simply not offered.
@@ -35,44 +41,6 @@ RUN_EXAMPLES = """examples:
 
 #: Sinks that are watched as they play: a file source feeding one is played at its own rate.
 LIVE_SINKS = ("virtualcam", "mjpeg")
-
-
-class UsageError(Exception):
-    """Bad input from the user: printed as one line, exit code 2."""
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # one line, not usage + error
-        raise UsageError(message)
-
-
-def _size(text: str):
-    from .frames import parse_size
-
-    try:
-        return parse_size(text)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a number of 1 or more, got {value}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not 0 < value <= 1000:
-        raise argparse.ArgumentTypeError(f"expected a rate between 0 and 1000, got {value}")
-    return value
 
 
 def add_run_arguments(p: argparse.ArgumentParser) -> None:
@@ -118,29 +86,6 @@ def build_parser() -> argparse.ArgumentParser:
             raise
         mod.configure_parser(sub.add_parser(name, help=help_text))
     return parser
-
-
-def resolve_style(style_name: str | None, backend: str | None):
-    """The Style to run: by name, or the default for the backend. Raises UsageError."""
-    from .styles import StyleError, find_style, load_styles
-
-    styles, warnings = load_styles()
-    for w in warnings:
-        print(f"stylecam: warning: {w}", file=sys.stderr)
-    if style_name is None:
-        wanted = backend or "classic"
-        candidates = [s for s in styles.values() if s.backend == wanted]
-        if not candidates:
-            raise UsageError(f"no style uses the {wanted} backend")
-        style_name = "oil" if wanted == "classic" and "oil" in styles else candidates[0].name
-    try:
-        style = find_style(style_name, styles)
-    except StyleError as e:
-        raise UsageError(str(e)) from None
-    if backend and style.backend != backend:
-        raise UsageError(f"style {style.name!r} uses the {style.backend} backend, not {backend}; "
-                         f"pick a {backend} style (see `stylecam styles`)")
-    return style
 
 
 def _kind(spec: str) -> str:

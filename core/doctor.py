@@ -1,10 +1,8 @@
 """`stylecam doctor`: what works on this machine, and for what does not, the exact fix.
 
-The fix texts live here, in one place, so the CLI's errors (a SinkError from the virtual camera,
-a SourceError from a camera or the screen), this report and the desktop app's notifications all
-say the same thing: :func:`virtualcam_fix`, :func:`screen_fix`, :func:`camera_fix`,
-:func:`gpu_fix`. They are plain one-paragraph strings (no newlines), fit for a terminal line or a
-notification body.
+The fix texts it prints live in :mod:`stylecam.core.fix_texts` (re-exported here:
+``doctor.virtualcam_fix`` and friends), so the CLI's errors, this report and the desktop app's
+notifications all say the same thing.
 
 Each check is a function returning a :class:`Check`; :func:`run_checks` runs them. The default
 path (classic style to a file or MJPEG) needs nothing but OpenCV. The exit code is 1 when any
@@ -20,188 +18,18 @@ import glob
 import json
 import os
 import platform
-import shutil
-import subprocess
 import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 
+from .fix_texts import (CUDA_TORCH_COMMAND, MODELS_FIX, MODELS_PULL_COMMAND, MODPROBE_LINE,  # noqa: F401
+                        REINSTALL_FIX, camera_fix, first_sentences, gpu_fix, linux_v4l2loopback_state,
+                        screen_fix, virtualcam_fix)
+from .stylize.stacks import hub_repos
+
 #: What the report prints per status.
 _MARKS = {"ok": "ok  ", "warn": "warn", "fail": "FAIL", "info": "info"}
-
-#: The modprobe line, shared by the fix paragraph, the report and docs/troubleshooting.md.
-MODPROBE_LINE = "sudo modprobe v4l2loopback devices=1 exclusive_caps=1 card_label=stylecam"
-#: The whole command that fetches the default diffusion stack (what the models fix prints).
-MODELS_PULL_COMMAND = "stylecam models pull sd-turbo"
-#: The whole command that puts a CUDA build of torch into stylecam's environment.
-CUDA_TORCH_COMMAND = ('STYLECAM_TORCH="torch==2.11.0 --index-url https://download.pytorch.org/whl/cu130" '
-                      "bash installer/setup_venv.sh")
-
-
-# ---- fix texts ----------------------------------------------------------------------------
-
-def _system(system: str | None) -> str:
-    return system or platform.system()
-
-
-def _one_line(error: BaseException | str | None) -> str:
-    text = str(error or "").strip()
-    return "; ".join(line.strip() for line in text.splitlines() if line.strip())
-
-
-def linux_v4l2loopback_state() -> dict:
-    """What a Linux machine has of v4l2loopback: devices, module loaded, modules loadable at all."""
-    release = platform.release()
-    state = {
-        "devices": sorted(glob.glob("/dev/video*"), key=lambda p: (len(p), p)),
-        "loaded": os.path.isdir("/sys/module/v4l2loopback"),
-        # Without /lib/modules/<release> no module can load: a container, or a VM booted with a
-        # kernel that ships no modules. The driver must then be loaded on the host.
-        "modules_loadable": os.path.isdir(f"/lib/modules/{release}"),
-        "installed": None,
-    }
-    if state["modules_loadable"] and shutil.which("modinfo"):
-        try:
-            done = subprocess.run(["modinfo", "-n", "v4l2loopback"], capture_output=True, timeout=3)
-            state["installed"] = done.returncode == 0
-        except (OSError, subprocess.TimeoutExpired):
-            pass
-    return state
-
-
-def _first_sentences(error: BaseException | str | None) -> str:
-    """pyvirtualcam's error, one line per backend cut to its first sentence (the rest is advice
-    that the fix paragraph gives better)."""
-    parts = []
-    for line in str(error or "").splitlines():
-        line = line.strip()
-        if line:
-            head, dot, _ = line.partition(". ")
-            parts.append(head.rstrip("."))
-    return "; ".join(parts)
-
-
-#: The way around a missing virtual camera, for a terminal and for the tray app (whose text
-#: names menus, never command-line flags).
-_VIRTUALCAM_FALLBACK = {
-    "cli": ("Until then `--sink mjpeg` streams to OBS (Media Source) or a browser with no driver "
-            "at all; `stylecam doctor` checks again."),
-    "app": ("Until then Output > MJPEG stream sends the picture to OBS (Media Source) or a browser "
-            "with no driver at all."),
-}
-
-
-def virtualcam_fix(error: BaseException | str | None = None, system: str | None = None,
-                   linux_state: dict | None = None, audience: str = "cli") -> str:
-    """One paragraph: why no virtual camera could be opened and how to fix it on ``system``.
-
-    ``audience`` ``app`` words the way around it for the tray app (menus, not flags).
-    """
-    system = _system(system)
-    said = _first_sentences(error)
-    said = f" (pyvirtualcam: {said})" if said else ""
-    fallback = _VIRTUALCAM_FALLBACK[audience]
-    if system == "Linux":
-        state = linux_state if linux_state is not None else linux_v4l2loopback_state()
-        why_caps = ("(exclusive_caps=1 makes the device advertise capture-only caps, which Chrome, Meet "
-                    "and other WebRTC apps require before they list a camera; card_label is the name "
-                    "apps show)")
-        if state.get("loaded"):
-            text = ("On Linux the virtual camera is a v4l2loopback device; the module is loaded but no "
-                    "device could be opened for writing: another program may hold it, you may lack "
-                    "permission (join the 'video' group), or it was loaded without devices. Reload it "
-                    f"with `sudo modprobe -r v4l2loopback && {MODPROBE_LINE}` {why_caps}.")
-        else:
-            text = ("On Linux the virtual camera is a v4l2loopback device and its kernel module is not "
-                    + ("loaded (it is installed)" if state.get("installed") else "loaded")
-                    + ": install it (Debian/Ubuntu: `sudo apt install v4l2loopback-dkms v4l2loopback-utils`; "
-                    "Fedora: `sudo dnf install v4l2loopback`; Arch: `sudo pacman -S v4l2loopback-dkms`), "
-                    f"then run `{MODPROBE_LINE}` {why_caps}.")
-            if not state.get("modules_loadable", True):
-                text += (f" This machine cannot load kernel modules (no /lib/modules/{platform.release()}: "
-                         "a container or minimal VM): load the module on the host and pass /dev/videoN in.")
-        return f"No virtual camera is available{said}. {text} {fallback}"
-    if system == "Darwin":
-        return (f"No virtual camera is available{said}. On macOS stylecam sends frames to the OBS "
-                "virtual camera: install OBS Studio 30 or newer (https://obsproject.com), open it, "
-                "click Start Virtual Camera once and allow the camera extension in System Settings > "
-                "Privacy & Security, then stop the virtual camera and quit OBS (OBS has one virtual "
-                f"camera; while OBS itself uses it, stylecam cannot). {fallback}")
-    if system == "Windows":
-        return (f"No virtual camera is available{said}. On Windows stylecam sends frames to the OBS "
-                "virtual camera: install OBS Studio 30 or newer (https://obsproject.com), open it, "
-                "click Start Virtual Camera once (this registers the camera), then stop it and quit "
-                "OBS (OBS has one virtual camera; while OBS itself uses it, stylecam cannot; the "
-                "Unity Capture driver is an alternative"
-                + (": virtualcam:backend=unitycapture). " if audience == "cli" else "). ")
-                + 
-                f"{fallback}")
-    return f"No virtual camera is available{said}: pyvirtualcam has no backend for {system}. {fallback}"
-
-
-def screen_fix(error: BaseException | str | None = None, system: str | None = None) -> str:
-    """One paragraph: why the screen cannot be captured and what to do."""
-    system = _system(system)
-    said = _one_line(error)
-    said = f" ({said})" if said else ""
-    if system == "Linux":
-        if not os.environ.get("DISPLAY"):
-            wayland = " (this is a Wayland session without XWayland)" if os.environ.get("WAYLAND_DISPLAY") else ""
-            return (f"Cannot capture the screen{said}: no X display, DISPLAY is not set{wayland}. Run "
-                    "stylecam inside your desktop session (on Wayland, through XWayland, which most "
-                    "desktops start by itself; it sees X11 windows only), or start a virtual screen "
-                    "with `xvfb-run -a stylecam ...`; `--source camera` or `--source file:PATH` need "
-                    "no screen.")
-        return (f"Cannot capture the screen on DISPLAY={os.environ.get('DISPLAY')}{said}. Check that "
-                "the display is running and that this user may connect to it (`xdpyinfo` should "
-                "work; over ssh use `ssh -X` or `xhost +SI:localuser:$USER`); the screen must have "
-                "24-bit colour (Xvfb: `-screen 0 1280x720x24`).")
-    if system == "Darwin":
-        return (f"Cannot capture the screen{said}. Allow screen recording for your terminal or "
-                "stylecam in System Settings > Privacy & Security > Screen Recording, then restart it.")
-    return f"Cannot capture the screen{said}. Make sure a desktop session is running and unlocked."
-
-
-def camera_fix(device: int | str, reason: str, system: str | None = None) -> str:
-    """One paragraph for a camera that cannot be opened at start.
-
-    ``reason``: ``missing`` (no such device or file), ``unopenable`` (OpenCV cannot open it) or
-    ``no-frames`` (opened but delivers nothing: usually another app holds it).
-    """
-    system = _system(system)
-    what = f"camera {device}" if isinstance(device, int) else f"camera {device!r}"
-    listing = "`stylecam doctor` lists the cameras it finds"
-    if isinstance(device, str) and not device.startswith("/dev/"):
-        if reason == "missing":
-            return f"Cannot open {what}: no such file or device. Give a camera number (camera:0) or an existing path; {listing}."
-        return f"Cannot open {what}: OpenCV cannot read it as video (unsupported or corrupt file)."
-    if reason == "missing":
-        return (f"Cannot open {what}: no such camera on this machine. Plug it in, or pick another "
-                f"(camera:1, camera:/dev/video2); {listing}.")
-    busy = ("close other apps that may use it (Zoom, Teams, a browser tab, OBS), then try again")
-    perm = ""
-    if system == "Linux":
-        perm = " On Linux also check that you may read the device (`ls -l /dev/video*`; join the 'video' group)."
-    elif system == "Darwin":
-        perm = " On macOS allow camera access for your terminal in System Settings > Privacy & Security > Camera."
-    elif system == "Windows":
-        perm = " On Windows allow desktop apps to use the camera in Settings > Privacy > Camera."
-    if reason == "no-frames":
-        return f"{what.capitalize()} opened but sends no frames: another app is probably using it; {busy}.{perm} {listing.capitalize()}."
-    return f"Cannot open {what}: it is busy or not accessible; {busy}.{perm} {listing.capitalize()}."
-
-
-def gpu_fix(system: str | None = None) -> str:
-    system = _system(system)
-    if system == "Darwin":
-        return ("torch sees no Apple GPU (MPS): update macOS and torch. Classic styles need no GPU; "
-                "diffusion styles run on the CPU, slowly.")
-    return ("torch sees no CUDA GPU. Classic styles need none; diffusion styles run on the CPU, far "
-            "below camera rate. With an NVIDIA card: install its driver (`nvidia-smi` should list "
-            "the card), then a CUDA build of torch into stylecam's environment, e.g. for a CUDA 13 "
-            f"driver: `{CUDA_TORCH_COMMAND}` in the stylecam folder (other builds: "
-            "https://pytorch.org/get-started).")
 
 
 # ---- checks -------------------------------------------------------------------------------
@@ -224,7 +52,7 @@ def check_default_path() -> Check:
         import cv2
         import numpy as np
 
-        from .cli import resolve_style
+        from .cli_args import resolve_style
         from .frames import Frame
         from .sinks import FileSink
         from .sources import PatternSource
@@ -252,7 +80,7 @@ def check_default_path() -> Check:
                 raise RuntimeError("OpenCV wrote an empty video file")
     except Exception as e:
         return Check("default", "fail", f"the default path (classic style to a file) fails: {e}",
-                     fix="Reinstall stylecam's environment: `bash installer/setup_venv.sh` (or `make venv`).")
+                     fix=REINSTALL_FIX)
     return Check("default", "ok", f"classic style '{style.name}' -> video file and MJPEG work (no GPU needed)")
 
 
@@ -261,7 +89,7 @@ def check_gpu() -> Check:
         import torch
     except Exception as e:  # torch missing or broken: only diffusion styles need it
         return Check("gpu", "warn", f"torch does not import ({e}); diffusion styles are unavailable",
-                     fix="Reinstall stylecam's environment: `bash installer/setup_venv.sh`.")
+                     fix=REINSTALL_FIX)
     details = [f"torch {torch.__version__}, built for CUDA {torch.version.cuda or '-'}"]
     if torch.cuda.is_available():
         for i in range(torch.cuda.device_count()):
@@ -367,7 +195,7 @@ def check_virtualcam(size: tuple[int, int] = (1280, 720), fps: float = 30.0) -> 
         import pyvirtualcam
     except Exception as e:
         return Check("virtualcam", "fail", f"pyvirtualcam does not import: {e}",
-                     fix="Reinstall stylecam's environment: `bash installer/setup_venv.sh`.")
+                     fix=REINSTALL_FIX)
     backends = dict(pyvirtualcam.camera.BACKENDS)
     if not backends:
         return Check("virtualcam", "fail", f"pyvirtualcam has no backend on {platform.system()}",
@@ -377,7 +205,7 @@ def check_virtualcam(size: tuple[int, int] = (1280, 720), fps: float = 30.0) -> 
         try:
             cam = pyvirtualcam.Camera(size[0], size[1], fps, backend=name)
         except Exception as e:
-            details.append(f"backend {name}: not available ({_first_sentences(e)})")
+            details.append(f"backend {name}: not available ({first_sentences(e)})")
             errors.append(str(e))
             continue
         try:
@@ -392,13 +220,11 @@ def check_virtualcam(size: tuple[int, int] = (1280, 720), fps: float = 30.0) -> 
                  virtualcam_fix(error="\n".join(errors)))
 
 
-# -- model cache: the diffusion work registers its bundles here ----------------------------
+# -- model cache: the hub repositories of the stacks' public weights ----------------------
 
-#: Hub repositories stylecam knows how to use: repo id -> what it is for.
-KNOWN_BUNDLES: dict[str, str] = {
-    "stabilityai/sd-turbo": "sd-turbo denoiser + CLIP text encoder (the GPU default stack)",
-    "madebyollin/taesd": "TAESD tiny VAE (fast encode/decode)",
-}
+#: Hub repositories stylecam knows how to use: repo id -> what it is for (from the stack
+#: records, so every stack with public weights is listed).
+KNOWN_BUNDLES: dict[str, str] = hub_repos()
 
 
 def register_known_bundle(repo_id: str, description: str) -> None:
@@ -442,8 +268,7 @@ def check_models() -> Check:
     if len(have) == len(rows):
         return Check("models", "ok", summary, details)
     return Check("models", "info", summary + " (classic styles need none)", details,
-                 f"Diffusion styles need weights: fetch the default ones with `{MODELS_PULL_COMMAND}` (into "
-                 "the Hugging Face cache; other stacks: `stylecam models list`).")
+                 MODELS_FIX)
 
 
 # -- a remote stylizer (stylecam serve) -----------------------------------------------------
@@ -471,7 +296,8 @@ def check_remote() -> Check:
         url = whip_url(server)
         token = read_token(token_file) if token_file else None
     except (ValueError, TokenError) as e:
-        return Check("remote", "fail", str(e), fix="give the address `stylecam serve` printed and a readable token file")
+        return Check("remote", "fail", str(e),
+                     fix="give the address `stylecam serve` printed and a readable token file")
     request = urllib.request.Request(url.rsplit("/whip", 1)[0] + "/status")
     if token:
         request.add_header("Authorization", f"Bearer {token}")

@@ -48,7 +48,7 @@ def _label(img: np.ndarray, text: str) -> np.ndarray:
 
 
 def configure_parser(p) -> None:
-    from .cli import _size
+    from .cli_args import size as _size
 
     p.add_argument("--source", action="append", default=None,
                    help="file:PATH or demo; repeat for several rows (default: demo)")
@@ -59,7 +59,7 @@ def configure_parser(p) -> None:
 
 
 def command(args) -> int:
-    from .cli import UsageError
+    from .cli_args import UsageError
     from .sources import SourceError, open_source
     from .styles import find_style, load_styles
 

@@ -184,7 +184,7 @@ class VirtualCameraSink(Sink):
     def _create_camera(self):
         import pyvirtualcam
 
-        from .doctor import virtualcam_fix
+        from .fix_texts import virtualcam_fix
 
         if self.backend is not None and self.backend not in pyvirtualcam.camera.BACKENDS:
             known = ", ".join(sorted(pyvirtualcam.camera.BACKENDS)) or "none"

@@ -176,7 +176,7 @@ class ScreenSource(Source):
     def open(self) -> None:
         import mss
 
-        from .doctor import screen_fix
+        from .fix_texts import screen_fix
 
         try:
             # mss >= 10.2 spells it MSS; older releases only have the mss() factory.
@@ -284,7 +284,7 @@ class CameraSource(Source):
         return self._cap is not None
 
     def open(self) -> None:
-        from .doctor import camera_fix
+        from .fix_texts import camera_fix
 
         error = self._try_open()
         if error is not None:

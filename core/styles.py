@@ -16,6 +16,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Callable, Mapping
 
+from .stylize import registry as _registry
+
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
 
 
@@ -129,13 +131,8 @@ def find_style(name: str, styles: Mapping[str, Style]) -> Style:
 
 
 def _ensure_backends_registered() -> None:
-    # Backends register their parameter validators on import; import the light ones here so
-    # that validating a preset never depends on import order. The diffusion backend's validator
-    # lives in a module that does not import torch.
-    if "classic" not in _VALIDATORS:
-        from .stylize import classic  # noqa: F401
-    if "diffusion" not in _VALIDATORS:
-        try:
-            from .stylize import params as _diffusion_params  # noqa: F401
-        except ImportError:
-            pass
+    # Backends register their parameter validators on import; import the light params modules
+    # (declared in stylize/registry.py, by name) here so that validating a preset never depends
+    # on import order. The diffusion backend's validator lives in a module without torch.
+    if len(_VALIDATORS) < len(_registry.BACKENDS):
+        _registry.import_params_modules(set(_VALIDATORS))

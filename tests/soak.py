@@ -82,7 +82,7 @@ def judge(samples: list[tuple[int, int]], warmup: int) -> dict:
 
 def soak_in_process(name: str, style_name: str | None, backend_kind: str | None, frames: int, size,
                     warmup: int, bundle: str | None = None, batch: int | None = None) -> dict:
-    from stylecam.core.cli import resolve_style
+    from stylecam.core.cli_args import resolve_style
 
     threads_before = threading.active_count()
     fds_before = len(os.listdir("/proc/self/fd"))

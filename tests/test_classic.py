@@ -9,6 +9,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from clips import clip_path
 
 from stylecam.core.styles import Style, StyleError, builtin_styles, make_style
 from stylecam.core.stylize import classic
@@ -32,11 +33,11 @@ def _read(path: Path, indices: tuple[int, ...]) -> list[np.ndarray]:
 
 
 @pytest.fixture(scope="module")
-def clips(media_dir) -> dict[str, np.ndarray]:
+def clips() -> dict[str, np.ndarray]:
     """One frame each of a face, a street with cyclists, and water; native sizes."""
-    face, = _read(media_dir / "carphone_pristine.mp4", (40,))
-    bikes, = _read(media_dir / "bikes.mp4", (125,))
-    swan, = _read(media_dir / "davis_blackswan.mp4", (10,))
+    face, = _read(clip_path("carphone_pristine.mp4"), (40,))
+    bikes, = _read(clip_path("bikes.mp4"), (125,))
+    swan, = _read(clip_path("davis_blackswan.mp4"), (10,))
     return {"face": face, "bikes": bikes, "swan": swan}
 
 

@@ -12,7 +12,7 @@ import pytest
 
 from stylecam.core import cli
 
-from clips import read_clip
+from clips import clip_path, read_clip
 
 
 def run_cli(*args):
@@ -31,10 +31,10 @@ def _frames(path):
         out.append(img)
 
 
-def test_run_oil_on_a_720p_clip_keeps_every_frame_and_the_scene(tmp_path, media_dir):
+def test_run_oil_on_a_720p_clip_keeps_every_frame_and_the_scene(tmp_path):
     # A 1280x720 clip made from a real one (bikes is 640x272): the acceptance case of the issue.
     src = tmp_path / "bikes720.mp4"
-    frames = read_clip(media_dir / "bikes.mp4", 24)
+    frames = read_clip(clip_path("bikes.mp4"), 24)
     w = cv2.VideoWriter(str(src), cv2.VideoWriter_fourcc(*"mp4v"), 25, (1280, 720))
     for f in frames:
         w.write(cv2.cvtColor(cv2.resize(f, (1280, 720)), cv2.COLOR_RGB2BGR))
@@ -55,9 +55,9 @@ def test_run_oil_on_a_720p_clip_keeps_every_frame_and_the_scene(tmp_path, media_
     assert np.abs(a - b).mean() > 4
 
 
-def test_run_to_png_folder_with_size_and_frames(tmp_path, media_dir):
+def test_run_to_png_folder_with_size_and_frames(tmp_path):
     out = tmp_path / "frames"
-    rc = cli.main(["run", "--source", f"file:{media_dir / 'carphone_pristine.mp4'}", "--sink", f"file:{out}/",
+    rc = cli.main(["run", "--source", f"file:{clip_path('carphone_pristine.mp4')}", "--sink", f"file:{out}/",
                    "--style", "toon", "--frames", "5", "--size", "320x240"])
     assert rc == 0
     files = sorted(out.glob("*.png"))
@@ -142,9 +142,9 @@ def test_bench_writes_json_rows(tmp_path):
     assert "toon" in out
 
 
-def test_gallery(tmp_path, media_dir):
+def test_gallery(tmp_path):
     out = tmp_path / "g.png"
-    rc = cli.main(["gallery", "--source", f"file:{media_dir / 'carphone_pristine.mp4'}",
+    rc = cli.main(["gallery", "--source", f"file:{clip_path('carphone_pristine.mp4')}",
                    "--styles", "oil,toon", "--tile", "160x120", "--out", str(out)])
     assert rc == 0
     img = cv2.imread(str(out))

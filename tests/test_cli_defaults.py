@@ -15,7 +15,6 @@ import urllib.request
 
 import cv2
 import numpy as np
-import pytest
 
 from stylecam.core import cli, doctor
 from stylecam.core.runner import Runner

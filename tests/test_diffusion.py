@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from clips import read_clip
+from clips import clip_path, read_clip
 from stylecam.core import cli
 from stylecam.core.styles import Style, StyleError, builtin_styles, make_style
 from stylecam.core.stylize import bundle as B
@@ -29,8 +29,8 @@ def bundles(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def clip_frames(media_dir):
-    return read_clip(media_dir / "carphone_pristine.mp4", 3)  # 176x144: the backend resizes to 64x64
+def clip_frames():
+    return read_clip(clip_path("carphone_pristine.mp4"), 3)  # 176x144: the backend resizes to 64x64
 
 
 @pytest.fixture(autouse=True)
@@ -59,9 +59,9 @@ def backend(folder, **kw) -> DiffusionBackend:
 
 
 @pytest.mark.parametrize("case", CASES)
-def test_run_writes_eight_frames(case, bundles, media_dir, tmp_path, capsys):
+def test_run_writes_eight_frames(case, bundles, tmp_path, capsys):
     out = tmp_path / "out"
-    clip = media_dir / "carphone_pristine.mp4"
+    clip = clip_path("carphone_pristine.mp4")
     rc = cli.main(["run", "--backend", "diffusion", "--bundle", str(bundles[case]), "--source", f"file:{clip}",
                    "--sink", f"file:{out}/", "--frames", "8"])
     assert rc == 0, capsys.readouterr().err
@@ -270,8 +270,8 @@ def test_no_bundle_and_nothing_cached_says_what_to_do():
                             "or pass --bundle DIR")
 
 
-def test_cli_run_without_weights_prints_one_line(media_dir, capsys):
-    clip = media_dir / "carphone_pristine.mp4"
+def test_cli_run_without_weights_prints_one_line(capsys):
+    clip = clip_path("carphone_pristine.mp4")
     assert cli.main(["run", "--backend", "diffusion", "--source", f"file:{clip}", "--frames", "1"]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "stylecam models pull sd-turbo" in err
@@ -337,7 +337,7 @@ def test_builtin_diffusion_presets_load_and_the_first_runs_on_any_stack():
     assert all(s.params.get("prompt") or s.params.get("instruction") for s in presets)
 
 
-def test_runner_with_two_batches_in_flight_equals_process(bundles, media_dir):
+def test_runner_with_two_batches_in_flight_equals_process(bundles):
     """The runner's submit/collect path (two batches in flight, as on CUDA) gives the frames that
     ``process`` gives, in order, none lost: the overlap changes when work runs, not what it makes."""
     from stylecam.core.runner import Runner
@@ -351,7 +351,7 @@ def test_runner_with_two_batches_in_flight_equals_process(bundles, media_dir):
         def write(self, frame):
             self.frames.append(frame)
 
-    clip = media_dir / "carphone_pristine.mp4"
+    clip = clip_path("carphone_pristine.mp4")
     expected_be = backend(bundles["mllm-edit+lllite"], batch_size=2)
     expected_be.set_style(style("ai-oil"))
     frames = read_clip(clip, 7)

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from clips import read_clip
+from clips import clip_path, read_clip
 from stylecam.core.frames import fit
 from stylecam.core.stylize import reference
 from stylecam.core.stylize.bundle import build_tiny_bundle
@@ -50,9 +50,9 @@ def one_thread():
 
 
 @pytest.fixture(scope="module")
-def clip(media_dir):
+def clip():
     # Frames far apart in the clip, so that every frame's output differs from the others'.
-    frames = read_clip(media_dir / "davis_blackswan.mp4", 7 * N_FRAMES)[::7]
+    frames = read_clip(clip_path("davis_blackswan.mp4"), 7 * N_FRAMES)[::7]
     return [fit(f, (64, 64), "stretch") for f in frames]
 
 

@@ -356,7 +356,7 @@ def test_scripts_pass_shellcheck():
         assert syntax.returncode == 0, f"{script}: {syntax.stderr}"
     tool = shutil.which("shellcheck")
     if tool is None:
-        pytest.skip("shellcheck is not installed (bash -n passed)")
+        pytest.skip("shellcheck is not installed (apt-get install shellcheck; bash -n passed)")
     # setup_venv.sh's "$here[test]" is a false positive (SC1087: it reads as an array index).
     checked = [s for s in scripts if s.name != "setup_venv.sh"]
     done = subprocess.run([tool, "-x", "-S", "warning", *map(str, checked)], cwd=REPO, capture_output=True,

@@ -108,7 +108,7 @@ def test_opencv_reads_the_stream_and_frames_match_what_was_sent(sink):
     assert sink.frames_written >= 6
 
 
-@pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg is not installed")
+@pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg is not installed (apt-get install ffmpeg)")
 def test_ffmpeg_reads_the_stream(sink):
     with Feeder(sink):
         p = subprocess.run(["ffmpeg", "-loglevel", "error", "-f", "mpjpeg", "-i", sink.url,

@@ -39,7 +39,7 @@ def make_pattern() -> np.ndarray:
 @pytest.fixture(scope="module")
 def pattern_window(xvfb_display, tmp_path_factory):
     if shutil.which("display") is None:
-        pytest.skip("imagemagick's display is not installed")
+        pytest.skip("imagemagick's display is not installed (apt-get install imagemagick)")
     pattern = make_pattern()
     path = tmp_path_factory.mktemp("screen") / "stylecam-pattern.png"
     cv2.imwrite(str(path), cv2.cvtColor(pattern, cv2.COLOR_RGB2BGR))

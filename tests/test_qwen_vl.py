@@ -9,11 +9,10 @@ import pytest
 import torch
 from PIL import Image
 
-from clips import read_clip
-from stylecam.core.stylize.qwen_vl import (QWEN_SPECIAL_TOKENS, QwenVLConditioner,
-                                           build_qwen3vl, build_tiny_qwen3vl,
-                                           build_tiny_tokenizer, full_qwen3vl_config,
-                                           make_image_processor)
+from clips import clip_path, read_clip
+from stylecam.core.stylize.bundle.build_qwen import (build_qwen3vl, build_tiny_qwen3vl, build_tiny_tokenizer,
+                                                     full_qwen3vl_config)
+from stylecam.core.stylize.qwen_vl import QWEN_SPECIAL_TOKENS, QwenVLConditioner, make_image_processor
 
 INSTRUCTION = "Turn this frame into an oil painting with thick brush strokes."
 # One 8-bit level after the [-1, 1] normalisation (std 0.5).
@@ -26,8 +25,8 @@ def tiny():
 
 
 @pytest.fixture(scope="module")
-def swan(media_dir):
-    return torch.from_numpy(np.stack(read_clip(media_dir / "davis_blackswan.mp4", 3)))
+def swan():
+    return torch.from_numpy(np.stack(read_clip(clip_path("davis_blackswan.mp4"), 3)))
 
 
 def conditioner(tiny, **kw):
@@ -105,13 +104,13 @@ def test_broadcast_encodes_the_newest_frame_for_all(tiny, swan):
     ("bikes.mp4", "keep_aspect", 128),          # 640x272 -> 352x160 (smart resize)
     ("carphone_pristine.mp4", "keep_aspect", 128),  # 176x144 -> 128x160: upscale
 ])
-def test_preprocessing_matches_library_image_processor(tiny, media_dir, clip, resize, image_size):
+def test_preprocessing_matches_library_image_processor(tiny, clip, resize, image_size):
     """Reference: transformers' Qwen2VLImageProcessor (PIL backend: no torchvision) with the
     same mean/std, patch 16, merge 2 and min_pixels = max_pixels = image_size². Our resize is
     torch's antialiased bicubic in PIL's two rounded 8-bit passes; PIL's fixed-point filter
     weights still flip a rounding now and then, so: at most 1 level per value, under 0.02
     levels on average, identical grid; the hidden states agree to ~1e-2."""
-    frames = read_clip(media_dir / clip, 2)
+    frames = read_clip(clip_path(clip), 2)
     cond = conditioner(tiny, image_size=image_size, text_length=160, resize=resize)
     ref = make_image_processor(image_size)(images=frames, return_tensors="pt")
     pixels, grid = cond.preprocess(torch.from_numpy(np.stack(frames)))
@@ -130,10 +129,10 @@ def test_preprocessing_matches_library_image_processor(tiny, media_dir, clip, re
     assert (ours - other).abs().mean() > 20 * (ours - theirs).abs().mean()
 
 
-def test_square_resize_of_non_square_frames_matches_pil(tiny, media_dir):
+def test_square_resize_of_non_square_frames_matches_pil(tiny):
     """The paper's default squashes any frame to image_size²: reference = PIL bicubic resize
     to 64x64, then the library processor without its own resize."""
-    frames = read_clip(media_dir / "bikes.mp4", 2)
+    frames = read_clip(clip_path("bikes.mp4"), 2)
     squashed = [np.asarray(Image.fromarray(f).resize((64, 64), Image.BICUBIC)) for f in frames]
     ref = make_image_processor(64)(images=squashed, do_resize=False, return_tensors="pt")
     pixels, grid = conditioner(tiny).preprocess(torch.from_numpy(np.stack(frames)))

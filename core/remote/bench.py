@@ -24,7 +24,6 @@ import sys
 import threading
 import time
 
-import numpy as np
 
 
 def _proc_cpu(pid: int) -> float:
@@ -140,7 +139,7 @@ def _feed(backends, frames, fps: float, seconds: float) -> None:
 
 
 def main(argv=None) -> int:
-    from ..cli import _size
+    from ..cli_args import size as _size
     from ..runtime import configure_runtime
 
     p = argparse.ArgumentParser(prog="python -m stylecam.core.remote.bench", description=__doc__.split("\n\n")[0])

@@ -387,7 +387,8 @@ class RemoteBackend(Backend):
                 if resp.status == 503:
                     raise ConnectionError(f"is busy ({body.strip() or '503'})")
                 if resp.status in (400, 403, 404, 413, 415):
-                    raise RemoteRefused(f"the server at {self.host} refused the session ({resp.status}): {body.strip()}")
+                    raise RemoteRefused(f"the server at {self.host} refused the session ({resp.status}): "
+                                        f"{body.strip()}")
                 if resp.status != 201:
                     raise ConnectionError(f"answered {resp.status}: {body.strip()}")
                 conn.location = resp.headers.get("Location", "")

@@ -448,7 +448,7 @@ class StylecamServer:
 
 
 def configure_parser(p) -> None:
-    from ..cli import _positive_float, _positive_int, _size
+    from ..cli_args import positive_float as _positive_float, positive_int as _positive_int, size as _size
 
     p.add_argument("--bind", default="127.0.0.1",
                    help="address to listen on (default 127.0.0.1; any other needs --token-file)")
@@ -493,7 +493,7 @@ def parse_ice_server(text: str):
 
 
 def _check_bind(bind: str, token: str | None) -> None:
-    from ..cli import UsageError
+    from ..cli_args import UsageError
 
     if token is None and not is_loopback(bind):
         raise UsageError(f"--bind {bind} lets other machines connect: give --token-file with a secret token "
@@ -502,7 +502,7 @@ def _check_bind(bind: str, token: str | None) -> None:
 
 
 def command(args) -> int:
-    from ..cli import UsageError, resolve_style
+    from ..cli_args import UsageError, resolve_style
     from ..runner import start_backend
     from ..sinks import SinkError, open_sink
     from ..styles import load_styles

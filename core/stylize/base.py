@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..styles import Style
+from . import registry
 
 
 class BackendError(RuntimeError):
@@ -59,25 +60,19 @@ class Backend:
 
 
 def create_backend(style: Style, **options) -> Backend:
-    """Build the backend a style needs. ``options`` pass through (``bundle``, ``device``, …).
+    """Build the backend a style needs (see ``registry.BACKENDS``). ``options`` pass through to
+    backends that take them (``bundle``, ``device``, …).
 
     With a ``server`` option the style is painted by that ``stylecam serve`` instead, whatever its
     backend (:class:`~..remote.client.RemoteBackend`; its other options pass through)."""
     if options.get("server"):
-        from ..remote.client import RemoteBackend
-
-        return RemoteBackend(style=style, **options)
-    if style.backend == "classic":
-        from .classic import ClassicBackend
-
-        backend = ClassicBackend()
-    elif style.backend == "diffusion":
-        try:
-            from .diffusion import DiffusionBackend
-        except ImportError as e:  # the diffusion issue has not landed in this build
-            raise BackendError(f"the diffusion backend is not available: {e}") from e
-        backend = DiffusionBackend(**options)
-    else:
-        raise BackendError(f"unknown backend {style.backend!r}")
+        return registry.remote_backend_class()(style=style, **options)
+    try:
+        cls = registry.backend_class(style.backend)
+    except KeyError:
+        raise BackendError(f"unknown backend {style.backend!r}") from None
+    except ImportError as e:  # e.g. torch missing: the classic styles still run
+        raise BackendError(f"the {style.backend} backend is not available: {e}") from e
+    backend = cls(**options) if registry.BACKENDS[style.backend].takes_options else cls()
     backend.set_style(style)
     return backend

@@ -60,7 +60,7 @@ class ClipTextConditioner:
 
 def __getattr__(name: str):
     # Imported lazily: the Qwen3-VL module pulls in transformers' Qwen classes.
-    if name in ("QwenVLConditioner", "build_tiny_qwen3vl", "full_qwen3vl_config"):
+    if name == "QwenVLConditioner":  # its builders: bundle/build_qwen.py
         from . import qwen_vl
 
         return getattr(qwen_vl, name)

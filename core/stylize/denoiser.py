@@ -27,6 +27,7 @@ from typing import Callable
 import torch
 
 from .bundle import Bundle, Manifest
+from . import stacks
 
 #: Model outputs and latents are clamped to this magnitude (finite in float16, whose largest
 #: value is 65504): a random-weight U-Net in half precision can overflow to inf, and one inf
@@ -125,7 +126,7 @@ def make_schedule(bundle: Bundle, steps: int | None = None, strength: float | No
     if not 0.0 < strength <= 1.0:
         raise ValueError(f"strength must be in (0, 1], got {strength}")
     n = inference_steps(steps, strength)
-    if m.stack == "mllm-edit":
+    if stacks.STACKS[m.stack].flow:
         sched = flow_scheduler(bundle)
         sched.set_timesteps(sigmas=flow_sigmas(n), mu=flow_shift_mu(sched.config, latent_size(m, bundle.vae)))
         kind, init_sigma = "flow", 1.0
@@ -262,10 +263,11 @@ class Denoiser(torch.nn.Module):
         self.source_scale = float(manifest.source_scale)
         fn = unet_function(unet)
         kind = schedule.kind
-        # Pick the step once here: nothing string-valued is tested per frame.
-        if self.stack == "sd-turbo":
+        # Pick the step once here: nothing string-valued is tested per frame. The stack's
+        # scheduler family and how the frame enters the U-Net decide it.
+        if not stacks.STACKS[self.stack].flow and self.concat == "none":
             self._step = lambda s, t, c, src, a, b: sd_turbo_step(fn, s, t, c, sigma=a, sigma_next=b, kind=kind)
-        elif self.stack == "pix2pix":
+        elif not stacks.STACKS[self.stack].flow:
             self._step = lambda s, t, c, src, a, b: pix2pix_step(fn, s, t, c, src, sigma=a, sigma_next=b, kind=kind)
         else:
             concat = self.concat

@@ -27,7 +27,7 @@ from .reference import style_settings
 
 log = logging.getLogger(__name__)
 
-DEFAULT_STACK = "sd-turbo"
+from .stacks import DEFAULT_STACK  # noqa: E402  (the record's module says which stack is the default)
 
 
 def default_device() -> torch.device:

@@ -15,25 +15,19 @@ from __future__ import annotations
 import argparse
 import sys
 
-STACK_INFO = {
-    "sd-turbo": ("img2img on SD-Turbo (1-4 steps), CLIP text; the GPU default",
-                 "Stability AI Non-Commercial Research Community licence"),
-    "pix2pix": ("InstructPix2Pix edit U-Net (8-channel concat), CLIP text",
-                "MIT licence of its model card (fine-tuned from Stable Diffusion 1.5, CreativeML Open RAIL-M)"),
-    "mllm-edit": ("the paper's regime: width-concat edit U-Net on Qwen3-VL hidden states, 1 step",
-                  "your own weights (e.g. DreamLite-mobile, gated, non-commercial)"),
-}
+# What each stack is, where its weights come from and under which licence: the stack records.
+from . import stacks as _stacks
 
 
 def configure_parser(p: argparse.ArgumentParser) -> None:
-    from ..cli import _size
+    from ..cli_args import size as _size
 
     sub = p.add_subparsers(dest="models_command", metavar="ACTION", parser_class=type(p))
     sub.add_parser("list", help="the stacks, where their weights come from, what is in the cache")
     pull = sub.add_parser("pull", help="download a stack's public weights into the hub cache")
-    pull.add_argument("stack", help="sd-turbo | pix2pix")
+    pull.add_argument("stack", help=" | ".join(_stacks.hub_stacks()))
     tiny = sub.add_parser("tiny", help="write a tiny random-weight bundle (tests, demos without weights)")
-    tiny.add_argument("--stack", required=True, choices=list(STACK_INFO), help="which stack")
+    tiny.add_argument("--stack", required=True, choices=list(_stacks.STACKS), help="which stack")
     tiny.add_argument("--out", required=True, help="folder to create (must not exist or be empty)")
     tiny.add_argument("--seed", type=int, default=0, help="weight seed (default 0)")
     tiny.add_argument("--size", type=_size, default=None, help="engine size WxH (default 64x64)")
@@ -57,12 +51,11 @@ def _error(message: str, code: int = 1) -> int:
 
 
 def _list(args) -> int:
-    from .bundle import HUB_BUNDLES, BundleError, check_bundle, resolve_bundle
+    from .bundle import BundleError, check_bundle, resolve_bundle
 
-    for stack, (what, licence) in STACK_INFO.items():
-        print(f"{stack:<10} {what}")
-        if stack in HUB_BUNDLES:
-            repos = sorted({repo for repo, _ in HUB_BUNDLES[stack].values()})
+    for stack, record in _stacks.STACKS.items():
+        print(f"{stack:<10} {record.summary}")
+        if record.hub:
             try:
                 resolved = resolve_bundle(stack, offline=True)
                 check_bundle(resolved)
@@ -70,25 +63,24 @@ def _list(args) -> int:
                 status = f"in the cache ({where})"
             except BundleError:
                 status = f"not downloaded (`stylecam models pull {stack}`)"
-            print(f"{'':<10} weights: {', '.join(repos)}; {status}")
+            print(f"{'':<10} weights: {', '.join(record.repos)}; {status}")
         else:
             print(f"{'':<10} weights: none public; pass your own bundle folder with --bundle")
-        print(f"{'':<10} licence: {licence}")
+        print(f"{'':<10} licence: {record.licence}")
     print("\n(tiny random-weight bundles for any stack: `stylecam models tiny --stack STACK --out DIR`)")
     return 0
 
 
 def _pull(args) -> int:
-    from .bundle import HUB_BUNDLES, BundleError, check_bundle, offline_requested, resolve_bundle
+    from .bundle import BundleError, check_bundle, offline_requested, resolve_bundle
 
     stack = args.stack
-    if stack not in HUB_BUNDLES:
-        if stack == "mllm-edit":
-            return _error("the mllm-edit stack has no public weights (DreamLite-mobile is gated and "
-                          "non-commercial); build your own bundle folder (see docs/models.md) and pass it "
-                          "with --bundle", 2)
-        return _error(f"unknown stack {stack!r}; pull one of: {', '.join(HUB_BUNDLES)}", 2)
-    repos = sorted({repo for repo, _ in HUB_BUNDLES[stack].values()})
+    record = _stacks.STACKS.get(stack)
+    if record is None or not record.hub:
+        if record is not None:
+            return _error(record.no_hub, 2)
+        return _error(f"unknown stack {stack!r}; pull one of: {', '.join(_stacks.hub_stacks())}", 2)
+    repos = record.repos
     if offline_requested():
         try:
             check_bundle(resolve_bundle(stack, offline=True))
@@ -98,10 +90,10 @@ def _pull(args) -> int:
                           f"a bundle folder with --bundle")
         print(f"stylecam: {stack} is already in the cache (HF_HUB_OFFLINE is set, nothing downloaded)")
         return 0
-    licence = STACK_INFO[stack][1]
+    licence = record.licence
     print(f"stylecam: pulling {stack} from {', '.join(repos)} (safetensors, configs and tokenizer files only)")
     print(f"stylecam: these weights come under the {licence}; by downloading them you accept it "
-          f"(https://huggingface.co/{HUB_BUNDLES[stack]['unet'][0]})")
+          f"(https://huggingface.co/{record.hub['unet'][0]})")
     try:
         resolved = resolve_bundle(stack, offline=False, progress=True)
         check_bundle(resolved)

@@ -25,8 +25,7 @@ Streaming-engine policies (see ``engine.py``; the engine's settings otherwise):
 from __future__ import annotations
 
 from ..styles import register_backend_params
-
-STACKS = ("sd-turbo", "pix2pix", "mllm-edit")
+from . import stacks as _stacks
 MAX_STEPS = 8
 MAX_TEXT = 2000
 _KEYS = ("prompt", "instruction", "strength", "steps", "seed", "stack",
@@ -71,14 +70,15 @@ def validate(params: dict) -> dict:
     for key in ("broadcast", "feedback_warp"):
         if not isinstance(out.get(key, False), bool):
             raise ValueError(f"{key!r} must be true or false, got {out[key]!r}")
-    for key, ok, what in (("feedback", lambda v: 0 <= v < 1, "in [0, 1)"), ("skip_threshold", lambda v: v >= 0, ">= 0")):
+    for key, ok, what in (("feedback", lambda v: 0 <= v < 1, "in [0, 1)"),
+                          ("skip_threshold", lambda v: v >= 0, ">= 0")):
         v = out.get(key, 0.0)
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not ok(v):
             raise ValueError(f"{key!r} must be a number {what}, got {v!r}")
         if key in out:
             out[key] = float(v)
-    if "stack" in out and out["stack"] not in STACKS:
-        raise ValueError(f"unknown stack {out['stack']!r} (known: {', '.join(STACKS)})")
+    if "stack" in out and out["stack"] not in _stacks.STACKS:  # the records, read now: one table
+        raise ValueError(f"unknown stack {out['stack']!r} (known: {', '.join(_stacks.STACKS)})")
     return out
 
 

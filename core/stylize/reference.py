@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from .bundle import Bundle, load_bundle
+from . import stacks
 from .geometry import resize, to_uint8
 from .denoiser import flow_shift_mu, flow_sigmas, inference_steps, latent_size, stream_noise
 
@@ -23,12 +24,13 @@ from .denoiser import flow_shift_mu, flow_sigmas, inference_steps, latent_size, 
 def style_settings(params: Mapping, bundle: Bundle) -> dict:
     """The text, steps, strength and seed a style asks of ``bundle`` (defaults from its manifest)."""
     m = bundle.manifest
+    record = stacks.STACKS[m.stack]
     prompt, instruction = params.get("prompt"), params.get("instruction")
-    if m.stack == "sd-turbo":
+    if record.prefers == "prompt":
         text = prompt or instruction
     else:
         text = instruction or prompt
-    if m.stack == "mllm-edit":
+    if record.vision:  # the MLLM reads the instruction inside the bundle's template
         text = m.instruction_template.format(text)
     return {"text": text, "steps": int(params.get("steps") or m.steps),
             "strength": float(params.get("strength") or m.strength), "seed": int(params.get("seed", 0))}
@@ -82,7 +84,7 @@ def reference_latent(image: np.ndarray, params: Mapping, bundle: Bundle) -> torc
         lllite = attach_reference(bundle.unet, bundle.lllite, hooks=m.lllite_subset)
         lllite.set_cond_image(to_control_image(pixels).to(dtype))
     try:
-        if m.stack == "mllm-edit":
+        if stacks.STACKS[m.stack].flow:
             return _flow_loop(bundle, source, noise, cond, s)
         return _euler_loop(bundle, source, noise, cond, s)
     finally:
@@ -130,7 +132,7 @@ def _euler_loop(bundle: Bundle, source, noise, cond, s: dict) -> torch.Tensor:
         latents = scheduler.add_noise(source.float(), noise, timesteps[:1])
     for t in timesteps:
         model_input = scheduler.scale_model_input(latents, t).to(bundle.dtype)
-        if m.stack == "pix2pix":
+        if m.concat == "channel":
             model_input = torch.cat([model_input, (source * m.source_scale).to(bundle.dtype)], dim=1)
         out = bundle.unet(model_input, t, encoder_hidden_states=cond).sample
         latents = scheduler.step(out, t, latents).prev_sample

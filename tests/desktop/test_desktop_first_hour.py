@@ -12,7 +12,6 @@ import subprocess
 import cv2
 import numpy as np
 import pytest
-from PySide6.QtCore import Qt
 
 from desktop_helpers import next_pair
 from reliability_helpers import real_virtualcam_works
