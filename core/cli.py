@@ -22,6 +22,7 @@ EXTERNAL_COMMANDS = {
     "gallery": ("stylecam.core.gallery", "render the input beside each style into one picture"),
     "doctor": ("stylecam.core.doctor", "check GPU, capture, cameras and virtual-camera drivers"),
     "models": ("stylecam.core.stylize.models_cli", "pull, list and build model bundles"),
+    "quality": ("stylecam.core.quality", "measure flicker, shimmer, edges and strength of styles on clips"),
 }
 
 

@@ -50,10 +50,16 @@ class Backend:
 
 def create_backend(style: Style, **options) -> Backend:
     """Build the backend a style needs. ``options`` pass through (``bundle``, ``device``, …)."""
+    # ``steady=False`` turns the CPU backends' temporal stabilizer off (before/after measures).
+    steady = options.pop("steady", True)
     if style.backend == "classic":
         from .classic import ClassicBackend
 
-        backend = ClassicBackend()
+        backend = ClassicBackend(steady=steady)
+    elif style.backend == "neural":
+        from .neural import NeuralBackend
+
+        backend = NeuralBackend(steady=steady, device=options.get("device"))
     elif style.backend == "diffusion":
         try:
             from .diffusion import DiffusionBackend
