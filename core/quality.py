@@ -195,7 +195,7 @@ def read_clip_spec(spec: str, frames: int | None = None, size: tuple[int, int] |
     out: list[np.ndarray] = []
     names = []
     for part in parts:
-        path = demo_clip_path() if part == "demo" else Path(part[5:] if part.startswith("file:") else part)
+        path = Path(demo_clip_path()) if part == "demo" else Path(part[5:] if part.startswith("file:") else part)
         if not path.is_file():
             raise ValueError(f"no such clip: {path}")
         names.append("demo" if part == "demo" else path.stem)

@@ -92,6 +92,7 @@ class Motion:
     maps_half: tuple | None = None   # the same at half size
     trust: np.ndarray | None = None  # flow consistency at half size, float32 in [0, 1]
     flow: np.ndarray | None = None   # the backward flow itself, thumbnail pixels
+    fresh: np.ndarray | None = None  # bool, thumbnail: nothing continues here (texture anchors reset)
     consistent: float = 0.0          # share of thumbnail pixels with a consistent flow
     error: float = 0.0               # mean grey error of the warped previous thumbnail
 
@@ -164,15 +165,17 @@ def warp_maps(flow: np.ndarray, w: int, h: int, fixed: bool = True):
     return cv2.convertMaps(mx, my, cv2.CV_16SC2)
 
 
-#: Flow under this (thumbnail px) is set to zero where not moving explains the frame as well.
-SNAP_PX = 1.0
+#: Flow is set to zero where not moving explains the frame as well, within this (grey levels).
+SNAP_LEVELS = 1.0
+#: Texture anchors start afresh where the frame differs from the moved one by this (grey levels).
+ANCHOR_RESET = 12.0
 
 
-def _snap_still(a: np.ndarray, b: np.ndarray, back: np.ndarray) -> np.ndarray:
+def _snap_still(a: np.ndarray, b: np.ndarray, back: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The backward flow with the sub-pixel jitter of still areas removed.
 
     DIS on a still, noisy area (water, sensor noise, compression blocks) returns small random
-    vectors; warping along them moves fine lines by a fraction of a pixel every frame, which is
+    vectors, and next to a moving object it smears the object's motion over the still scene; warping along them moves fine lines by a fraction of a pixel every frame, which is
     itself shimmer, and the texture anchor would wander. Where the unmoved previous thumbnail
     matches this one as well as the moved one does, the area is still: its flow becomes zero.
     """
@@ -181,11 +184,14 @@ def _snap_still(a: np.ndarray, b: np.ndarray, back: np.ndarray) -> np.ndarray:
     moved = cv2.remap(a, xs + back[..., 0], ys + back[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     e_still = cv2.blur(cv2.absdiff(a, b).astype(np.float32), (5, 5))
     e_moved = cv2.blur(cv2.absdiff(moved, b).astype(np.float32), (5, 5))
-    small = cv2.magnitude(back[..., 0], back[..., 1]) < SNAP_PX
-    still = small & (e_still <= e_moved + 1.0)
+    # No limit on the flow's size: DIS smears a moving object's motion over the still background
+    # behind it, and warping that background along it would drag its texture (a ghost).
+    still = e_still <= e_moved + SNAP_LEVELS
     out = back.copy()
     out[still] = 0.0
-    return out
+    # Where even the moved frame does not match (an object arrived or left), nothing on the
+    # picture continues: textures are laid anew there.
+    return out, np.minimum(e_still, e_moved) > ANCHOR_RESET
 
 
 def scene_cut(prev: np.ndarray, image: np.ndarray) -> tuple[bool, float, float]:
@@ -255,8 +261,11 @@ class Stabilizer:
         xs, ys = _grid(w, h)
         moved = cv2.remap(self._offset, xs + motion.flow[..., 0], ys + motion.flow[..., 1], cv2.INTER_LINEAR,
                           borderMode=cv2.BORDER_REPLICATE)
-        self._offset = cv2.add(moved, motion.flow)
-        return Anchor(self._offset)
+        offset = cv2.add(moved, motion.flow)
+        if motion.fresh is not None:
+            offset[motion.fresh] = 0.0
+        self._offset = offset
+        return Anchor(offset)
 
     def prepare(self, prev_input: np.ndarray | None, image: np.ndarray) -> Motion:
         h, w = image.shape[:2]
@@ -270,13 +279,14 @@ class Stabilizer:
         share, err = _cut_stats(a, b, back, ok)
         if share < CUT_CONSISTENT or err > CUT_ERROR:
             return Motion((w, h), luma_half, cut=True, consistent=share, error=err, flow=back)
-        back = _snap_still(a, b, back)
+        back, fresh = _snap_still(a, b, back)
+        fresh |= ~ok
         hw, hh = luma_half.shape[1], luma_half.shape[0]
         # Soft edges on the trust mask: a hard 0/1 mask upsampled draws seams.
         trust = cv2.resize(ok.astype(np.float32), (hw, hh), interpolation=cv2.INTER_LINEAR)
         trust = cv2.erode(trust, np.ones((3, 3), np.uint8))
         return Motion((w, h), luma_half, cut=False, maps=warp_maps(back, w, h), maps_half=warp_maps(back, hw, hh),
-                      trust=trust, consistent=share, error=err, flow=back)
+                      trust=trust, consistent=share, error=err, flow=back, fresh=fresh)
 
     # ----------------------------------------------------------------------------------------
     # Mixing: in frame order
