@@ -49,7 +49,7 @@ PREDICT_SIDE = 256
 
 
 def _t(a: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(a, np.float32))
+    return torch.from_numpy(np.array(a, np.float32, copy=True))  # a writable copy: the file's stay read-only
 
 
 class PadConv(nn.Module):
