@@ -29,6 +29,7 @@ EXTERNAL_COMMANDS = {
     "doctor": ("stylecam.core.doctor", "check GPU, capture, cameras and virtual-camera drivers"),
     "models": ("stylecam.core.stylize.models_cli", "pull, list and build model bundles"),
     "serve": ("stylecam.core.remote.server", "stylize other machines' video over WebRTC (a GPU box)"),
+    "quality": ("stylecam.core.quality", "measure flicker, shimmer, edges and strength of styles on clips"),
 }
 
 
@@ -51,7 +52,7 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
                    help="virtualcam[:WxH@FPS,mirror] | mjpeg[:PORT] | file:OUT.mp4 | file:DIR/ | null "
                         "(repeat for several; default: null)")
     p.add_argument("--style", default=None, help="style preset name (see `stylecam styles`)")
-    p.add_argument("--backend", choices=["classic", "diffusion", "remote"], default=None,
+    p.add_argument("--backend", choices=["classic", "neural", "diffusion", "remote"], default=None,
                    help="stylizer backend (default: the style's; remote: a `stylecam serve` at --server)")
     p.add_argument("--server", default=None, help="remote backend: URL of a `stylecam serve`, e.g. http://gpu-box:8890")
     p.add_argument("--token-file", default=None, help="remote backend: file holding the server's token")
@@ -242,9 +243,16 @@ def cmd_styles(args) -> int:
     for w in warnings:
         print(f"stylecam: warning: {w}", file=sys.stderr)
     width = max(len(n) for n in styles)
+    from .stylize.onnx_weights import unavailable_reason
+
+    # Neural styles need a package that may not be installed: listed, marked, and the fix said once.
+    neural_missing = unavailable_reason() if any(s.backend == "neural" for s in styles.values()) else None
     for style in sorted(styles.values(), key=lambda s: (s.backend, s.name)):
         desc = f" - {style.description}" if style.description else ""
-        print(f"{style.name:<{width}}  {style.backend:<9}  {style.title}{desc}")
+        mark = " [unavailable]" if neural_missing and style.backend == "neural" else ""
+        print(f"{style.name:<{width}}  {style.backend:<9}  {style.title}{desc}{mark}")
+    if neural_missing:
+        print(f"\n[unavailable]: {neural_missing}")
     print(f"\n(add your own as *.toml files in {user_style_dir()})")
     return 0
 

@@ -215,7 +215,7 @@ def test_bad_frames_are_refused_with_a_message(bad, words):
 
 def test_defaults_are_filled_in():
     assert validate_params({"effect": "oil"}) == {"effect": "oil", "radius": 4, "saturation": 1.25,
-                                                  "texture": 0.5}
+                                                  "texture": 0.5, "steady": 0.7}
     got = validate_params({"effect": "toon", "levels": 4.0, "edges": 1})
     assert got["levels"] == 4 and isinstance(got["levels"], int)
     assert got["edges"] == 1.0 and isinstance(got["edges"], float)

@@ -61,11 +61,13 @@ class Backend:
 
 def create_backend(style: Style, **options) -> Backend:
     """Build the backend a style needs (see ``registry.BACKENDS``). ``options`` pass through to
-    backends that take them (``bundle``, ``device``, …).
+    backends that take them (``bundle``, ``device``, …); ``steady=False`` turns the CPU
+    backends' temporal stabilizer off (before/after measures).
 
     With a ``server`` option the style is painted by that ``stylecam serve`` instead, whatever its
     backend (:class:`~..remote.client.RemoteBackend`; its other options pass through)."""
     if options.get("server"):
+        options.pop("steady", None)
         return registry.remote_backend_class()(style=style, **options)
     try:
         cls = registry.backend_class(style.backend)
@@ -73,6 +75,6 @@ def create_backend(style: Style, **options) -> Backend:
         raise BackendError(f"unknown backend {style.backend!r}") from None
     except ImportError as e:  # e.g. torch missing: the classic styles still run
         raise BackendError(f"the {style.backend} backend is not available: {e}") from e
-    backend = cls(**options) if registry.BACKENDS[style.backend].takes_options else cls()
+    backend = cls(**registry.options_for(style.backend, options))
     backend.set_style(style)
     return backend

@@ -18,13 +18,14 @@ import threading
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from functools import lru_cache, partial, wraps
+from functools import lru_cache, wraps
 from typing import Callable
 
 import cv2
 import numpy as np
 
 from ..styles import Style, register_backend_params
+from ..temporal import Stabilizer, Steadiness
 from .base import Backend, BackendError
 
 #: The short side, in pixels, at which the filters do their work.
@@ -33,6 +34,9 @@ WORK_SIDE = 360
 
 # --------------------------------------------------------------------------------------------
 # Parameters
+
+
+STEADY_HELP = "temporal steadiness: weight of the previous frame, moved along the motion (0 = off)"
 
 
 @dataclass(frozen=True)
@@ -52,20 +56,28 @@ EFFECTS: dict[str, dict[str, Knob]] = {
         "radius": Knob(4, 1, 12, "brush radius in pixels at the working size (larger = coarser strokes)"),
         "saturation": Knob(1.25, 0.0, 3.0, "colour saturation multiplier"),
         "texture": Knob(0.5, 0.0, 1.0, "strength of the brush-stroke and canvas texture"),
+        "steady": Knob(0.7, 0.0, 0.95, STEADY_HELP),
     },
     "toon": {
         "levels": Knob(6, 2, 16, "brightness bands of the flat colour regions"),
         "edges": Knob(1.0, 0.0, 2.0, "strength of the ink outlines (0 = none)"),
         "smoothing": Knob(2, 1, 4, "edge-preserving smoothing passes before flattening"),
         "saturation": Knob(1.2, 0.0, 3.0, "colour saturation multiplier"),
+        "steady": Knob(0.95, 0.0, 0.95, STEADY_HELP),
     },
     "sketch": {
         "blur": Knob(6.0, 1.0, 30.0, "pencil softness: blur radius of the colour dodge"),
         "darkness": Knob(1.0, 0.2, 3.0, "how dark the pencil lines are"),
         "hatching": Knob(0.6, 0.0, 1.0, "cross-hatching in the dark areas (0 = none)"),
         "paper": Knob(0.5, 0.0, 1.0, "paper tone and grain (0 = plain white)"),
+        "steady": Knob(0.9, 0.0, 0.95, STEADY_HELP),
     },
 }
+
+#: How each effect is steadied over time (core/temporal.py): painterly effects blend the previous
+#: output in; toon, whose flat bands toggle at their edges, holds a colour until the input leaves
+#: a hysteresis band (mode, input change in grey levels at which the past stops counting).
+STEADY_MODE: dict[str, tuple[str, float]] = {"oil": ("blend", 24.0), "toon": ("hold", 14.0), "sketch": ("blend", 40.0)}
 
 
 def validate_params(params: dict) -> dict:
@@ -125,17 +137,21 @@ MIN_SIDE = 8
 
 
 def _effect(fn: Callable[..., np.ndarray]) -> Callable[..., np.ndarray]:
-    """Check the input frame and handle frames too small to filter (pad, filter, crop)."""
+    """Check the input frame and handle frames too small to filter (pad, filter, crop).
+
+    Every effect takes ``anchor=`` (a :class:`~stylecam.core.temporal.Anchor` or None): where its
+    picture-bound textures are read, so that they move with the picture across frames.
+    """
 
     @wraps(fn)
-    def wrapper(image: np.ndarray, *args, **knobs) -> np.ndarray:
+    def wrapper(image: np.ndarray, *args, anchor=None, **knobs) -> np.ndarray:
         image = _check_image(image)
         h, w = image.shape[:2]
         if h >= MIN_SIDE and w >= MIN_SIDE:
-            return fn(image, *args, **knobs)
+            return fn(image, *args, anchor=anchor, **knobs)
         pad_y, pad_x = max(0, MIN_SIDE - h), max(0, MIN_SIDE - w)
         big = cv2.copyMakeBorder(image, 0, pad_y, 0, pad_x, cv2.BORDER_REPLICATE)
-        return np.ascontiguousarray(fn(big, *args, **knobs)[:h, :w])
+        return np.ascontiguousarray(fn(big, *args, **knobs)[:h, :w])  # too small to anchor
 
     return wrapper
 
@@ -210,7 +226,7 @@ def _stroke_textures(h: int, w: int, length: int) -> tuple[np.ndarray, ...]:
 
 
 @_effect
-def oil(image: np.ndarray, radius: int = 4, saturation: float = 1.25, texture: float = 0.5) -> np.ndarray:
+def oil(image: np.ndarray, radius: int = 4, saturation: float = 1.25, texture: float = 0.5, anchor=None) -> np.ndarray:
     """Oil paint: a generalized Kuwahara filter with brush strokes that follow the image's edges.
 
     Each pixel becomes a blend of the mean colours of eight round sectors around it, weighted
@@ -226,7 +242,7 @@ def oil(image: np.ndarray, radius: int = 4, saturation: float = 1.25, texture: f
     small = _down(image, wh, ww).astype(np.float32) * (1.0 / 255.0)
     painted = _kuwahara(small, r)
     painted = _kuwahara(painted, max(1, r // 2))
-    painted = _brush(painted, r, texture)
+    painted = _brush(painted, r, texture, anchor)
     painted = _saturate(painted, saturation)
     out = cv2.convertScaleAbs(painted, alpha=255.0)
     return _up(out, h, w)
@@ -274,12 +290,14 @@ def _ring_kernel(d: int) -> np.ndarray:
     return k
 
 
-def _brush(img: np.ndarray, r: int, strength: float) -> np.ndarray:
+def _brush(img: np.ndarray, r: int, strength: float, anchor=None) -> np.ndarray:
     """Brush strokes: stroke-shaped noise laid along the local edge direction, lit as relief."""
     if strength <= 0:
         return img
     wh, ww = img.shape[:2]
     t0, t45, t90, t135, canvas = _stroke_textures(wh, ww, max(3, 2 * r + 1))
+    if anchor is not None:  # the strokes and the canvas move with the picture
+        t0, t45, t90, t135, canvas = (anchor.sample(t) for t in (t0, t45, t90, t135, canvas))
     # Stroke direction from the structure tensor, computed at half size: it only needs to be
     # smooth, and the blur that smooths it is the costly part.
     grey = cv2.cvtColor(img, cv2.COLOR_RGB2GRAY)
@@ -328,7 +346,7 @@ CHROMA_STEP = 6.0
 
 @_effect
 def toon(image: np.ndarray, levels: int = 6, edges: float = 1.0, smoothing: int = 2,
-         saturation: float = 1.2) -> np.ndarray:
+         saturation: float = 1.2, anchor=None) -> np.ndarray:
     """Cartoon: flat colour regions with dark ink outlines.
 
     Bilateral smoothing at two thirds of the working size (a third of 720p) removes texture
@@ -402,7 +420,7 @@ PAPER_RGB = (246.0, 239.0, 224.0)
 
 @_effect
 def sketch(image: np.ndarray, blur: float = 6.0, darkness: float = 1.0, hatching: float = 0.6,
-           paper: float = 0.5) -> np.ndarray:
+           paper: float = 0.5, anchor=None) -> np.ndarray:
     """Pencil drawing: colour-dodged luma for the lines, hatching for the shadows, on paper.
 
     Dividing the luma by its blur leaves white wherever the picture is flat and grey strokes
@@ -425,6 +443,8 @@ def sketch(image: np.ndarray, blur: float = 6.0, darkness: float = 1.0, hatching
     out = lines
     if hatching > 0:
         one, two = _hatch_textures(dh, dw, max(1.0, 2.0 * scale))
+        if anchor is not None:  # hatching is drawn on the picture, not on the screen
+            one, two = anchor.sample(one), anchor.sample(two)
         # Amount of hatching per tone level: none on light areas, one direction in the
         # mid-darks, crossed in the darkest.
         a1 = cv2.LUT(tone, _ramp_lut(150, 60, hatching))
@@ -437,7 +457,7 @@ def sketch(image: np.ndarray, blur: float = 6.0, darkness: float = 1.0, hatching
         out = cv2.multiply(out, shade, scale=1.0 / 255.0)
     out = _up(out, h, w)
     if paper > 0:
-        grain = _paper_grain(h, w)
+        grain = _paper_grain(h, w) if anchor is None else anchor.sample(_paper_grain(h, w))
         grain = cv2.convertScaleAbs(grain, alpha=paper, beta=255.0 * (1.0 - paper))
         out = cv2.multiply(out, grain, scale=1.0 / 255.0)
         rgb = cv2.cvtColor(out, cv2.COLOR_GRAY2RGB)
@@ -508,42 +528,79 @@ FUNCTIONS: dict[str, Callable[..., np.ndarray]] = {"oil": oil, "toon": toon, "sk
 
 
 class ClassicBackend(Backend):
-    """Runs one effect; frames of a batch are painted in parallel, one per worker thread.
+    """Runs one effect; frames of a batch are painted in parallel, one per worker thread, then
+    steadied in frame order (``core/temporal.py``).
 
     Every effect is a chain of OpenCV calls on a small working image, which release the GIL,
     so one frame per core scales almost linearly where OpenCV's own threads do not (see
     ``core/runtime.py`` and docs/benchmarks.md). ``batch_size`` equals the worker count; the
     runner never waits to fill a batch, so a live source gains throughput, not latency.
+
+    Each worker also measures its frame's motion against the frame before it (inputs only); the
+    mixing with the previous output, which needs the frames in order, is split over the same
+    workers in horizontal strips. ``steady=False`` turns the stabilizer off whatever the style
+    says (the benchmark's and the quality harness's "before").
     """
 
     name = "classic"
 
-    def __init__(self, workers: int | None = None) -> None:
+    def __init__(self, workers: int | None = None, steady: bool = True) -> None:
         self.workers = max(1, workers if workers is not None else min(4, os.cpu_count() or 1))
         self.batch_size = self.workers
+        self.steady = steady
         self._pool: ThreadPoolExecutor | None = None
         self._fn: Callable[..., np.ndarray] | None = None
         self._knobs: dict = {}
+        self.stabilizer = Stabilizer()
+        self._last_input: np.ndarray | None = None
 
     def set_style(self, style: Style) -> None:
         if style.backend != "classic":
             raise BackendError(f"style {style.name!r} is for the {style.backend!r} backend, not 'classic'")
         params = validate_params(dict(style.params))
-        self._fn = FUNCTIONS[params.pop("effect")]
+        effect = params.pop("effect")
+        strength = params.pop("steady")
+        strength = strength if self.steady else 0.0
+        mode, threshold = STEADY_MODE[effect]
+        self._fn = FUNCTIONS[effect]
         self._knobs = params
+        # A new style starts afresh: its first frame must not be mixed with another style's.
+        self.stabilizer.set_steadiness(Steadiness(strength, mode, threshold))
+        self.stabilizer.reset()
+
+    def _paint(self, image: np.ndarray, anchor) -> np.ndarray:
+        return self._fn(image, anchor=anchor, **self._knobs)
 
     def process(self, images: list[np.ndarray]) -> list[np.ndarray]:
         if self._fn is None:
             raise BackendError("ClassicBackend.process called before set_style")
-        if len(images) < 2 or self.workers < 2:
-            return [self._fn(image, **self._knobs) for image in images]
+        if not images:
+            return []
+        prevs = [self._last_input] + list(images[:-1])
+        stab = self.stabilizer
+        parallel = len(images) >= 2 and self.workers >= 2
+        pool = self._ensure_pool() if self.workers >= 2 else None
+        # 1. the motion of each input against the one before (inputs only: in parallel);
+        # 2. where each frame's textures sit (a chain over the flows, on thumbnails: cheap);
+        # 3. the paintings (in parallel); 4. the mix with the previous output (in order).
+        motions = list(pool.map(stab.prepare, prevs, images)) if parallel else list(map(stab.prepare, prevs, images))
+        anchors = [stab.anchor(m) for m in motions]
+        if parallel:
+            painted = list(pool.map(self._paint, images, anchors))
+        else:
+            painted = [self._paint(image, anchor) for image, anchor in zip(images, anchors)]
+        # Keep a copy: the caller may reuse its buffers for the next batch.
+        self._last_input = np.array(images[-1], copy=True)
+        return [stab.apply(out, motion, pool, self.workers) for out, motion in zip(painted, motions)]
+
+    def _ensure_pool(self) -> ThreadPoolExecutor:
         if self._pool is None:
             self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="stylecam-classic")
             # Start every worker now (each waits at the barrier, so no submit finds one idle):
             # the pool's size must not depend on how fast the first batches happened to finish.
             barrier = threading.Barrier(self.workers)
             list(self._pool.map(lambda _: barrier.wait(), range(self.workers)))
-        return list(self._pool.map(partial(self._fn, **self._knobs), images))
+        return self._pool
 
     def close(self) -> None:
         if self._pool is not None:

@@ -83,3 +83,99 @@ def validate(params: dict) -> dict:
 
 
 register_backend_params("diffusion", validate)
+
+
+# --------------------------------------------------------------------------------------------
+# Neural styles (core/stylize/neural.py), validated here too so that presets load without torch.
+#
+# ``style``   which of the 26 built-in styles, by index (0-25) or name (see NEURAL_STYLES)
+# ``blend``   a second built-in style to blend with the first, and ``mix`` its weight (0-1,
+#             default 0.5): the networks' conditional norms are mixed, not the pictures
+# ``image``   instead of a built-in style: any picture (JPEG/PNG path) as the style
+# ``size``    the short side, in pixels, the network paints at (64-1080; the frame is scaled back)
+# ``steady``  temporal steadiness, as the classic styles' (0 = off, at most 0.95)
+
+#: The 26 styles of multistyle26.onnx, in the file's order: (name, label). The file comes
+#: without names; these describe what each one paints (looked at on the bundled clip).
+NEURAL_STYLES: tuple[tuple[str, str], ...] = (
+    ("pastel-wash", "Pastel wash"),
+    ("yellow-ink", "Yellow ink"),
+    ("charcoal", "Charcoal"),
+    ("confetti", "Confetti shards"),
+    ("crimson-impasto", "Crimson impasto"),
+    ("autumn-mosaic", "Autumn mosaic"),
+    ("indigo-cells", "Indigo cells"),
+    ("blaze-bands", "Blaze bands"),
+    ("rose-sketch", "Rose sketch"),
+    ("teal-scales", "Teal scales"),
+    ("sepia-oil", "Sepia oil"),
+    ("cream-etching", "Cream etching"),
+    ("lilac-haze", "Lilac haze"),
+    ("verdant-glass", "Verdant glass"),
+    ("ice-wash", "Ice wash"),
+    ("stained-glass", "Stained glass"),
+    ("starry-blue", "Starry blue"),
+    ("woven-grid", "Woven grid"),
+    ("sand-dune", "Sand dune"),
+    ("night-swirl", "Night swirl"),
+    ("red-fresco", "Red fresco"),
+    ("cutout-collage", "Cut-out collage"),
+    ("blue-cubist", "Blue cubist"),
+    ("dusk", "Dusk"),
+    ("harbour-print", "Harbour print"),
+    ("blue-mosaic", "Blue mosaic"),
+)
+#: Default working short side: measured to keep >= 15 fps on the 2-core CPU (docs/quality.md).
+NEURAL_DEFAULT_SIDE = 240
+_NEURAL_KEYS = ("style", "blend", "mix", "image", "size", "steady")
+
+
+def _style_index(value, key: str) -> int:
+    names = [n for n, _ in NEURAL_STYLES]
+    if isinstance(value, str) and value in names:
+        return names.index(value)
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < len(NEURAL_STYLES):
+        raise ValueError(f"{key!r} must be a built-in neural style, 0-{len(NEURAL_STYLES) - 1} or one of "
+                         f"{', '.join(names)}; got {value!r}")
+    return value
+
+
+def validate_neural(params: dict) -> dict:
+    """Check a neural style's params; return them with ``style``/``blend`` as indices."""
+    if not isinstance(params, dict):
+        raise ValueError(f"neural params must be a table, got {type(params).__name__}")
+    unknown = sorted(set(params) - set(_NEURAL_KEYS))
+    if unknown:
+        raise ValueError(f"neural styles have no parameter(s) {', '.join(map(repr, unknown))} "
+                         f"(known: {', '.join(_NEURAL_KEYS)})")
+    out = dict(params)
+    if "image" in out:
+        if not isinstance(out["image"], str) or not out["image"].strip():
+            raise ValueError("'image' must be the path of a picture")
+        if "style" in out or "blend" in out:
+            raise ValueError("a neural style takes either 'image' or 'style' (and 'blend'), not both")
+    elif "style" not in out:
+        raise ValueError("a neural style needs a 'style' (a built-in one) or an 'image' (any picture)")
+    for key in ("style", "blend"):
+        if key in out:
+            out[key] = _style_index(out[key], key)
+    if "mix" in out:
+        if "blend" not in out:
+            raise ValueError("'mix' is the weight of the 'blend' style; give a 'blend' too")
+        m = out["mix"]
+        if isinstance(m, bool) or not isinstance(m, (int, float)) or not 0 <= m <= 1:
+            raise ValueError(f"'mix' must be a number from 0 to 1, got {m!r}")
+        out["mix"] = float(m)
+    if "size" in out:
+        n = out["size"]
+        if isinstance(n, bool) or not isinstance(n, int) or not 64 <= n <= 1080:
+            raise ValueError(f"'size' must be a whole number of pixels from 64 to 1080, got {n!r}")
+    if "steady" in out:
+        v = out["steady"]
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 0.95:
+            raise ValueError(f"'steady' must be a number from 0 to 0.95, got {v!r}")
+        out["steady"] = float(v)
+    return out
+
+
+register_backend_params("neural", validate_neural)

@@ -22,16 +22,26 @@ class BackendEntry:
     backend: str
     #: The module that registers the backend's params validator on import.
     params: str
-    #: Whether the class takes ``create_backend``'s options (``bundle``, ``device``,
-    #: ``batch_size``...); a backend that does not is built with no arguments.
-    takes_options: bool = True
+    #: Which of ``create_backend``'s options the class takes: None, all of them (``bundle``,
+    #: ``device``, ``batch_size``...); else only these names (the rest are not its business).
+    options: tuple[str, ...] | None = None
 
 
 BACKENDS: dict[str, BackendEntry] = {
     "classic": BackendEntry("stylecam.core.stylize.classic:ClassicBackend", "stylecam.core.stylize.classic",
-                            takes_options=False),
+                            options=("steady",)),
+    "neural": BackendEntry("stylecam.core.stylize.neural:NeuralBackend", "stylecam.core.stylize.params",
+                           options=("steady", "device")),
     "diffusion": BackendEntry("stylecam.core.stylize.diffusion:DiffusionBackend", "stylecam.core.stylize.params"),
 }
+
+
+def options_for(name: str, options: dict) -> dict:
+    """The part of ``options`` the backend ``name`` takes (``steady`` only for the CPU backends)."""
+    wanted = BACKENDS[name].options
+    if wanted is None:
+        return {k: v for k, v in options.items() if k != "steady"}
+    return {k: v for k, v in options.items() if k in wanted}
 
 
 #: The backend that paints any style on a ``stylecam serve`` (``create_backend(..., server=URL)``);

