@@ -7,12 +7,16 @@ opened with the output size and rate, then gets frames one by one in order.
 
 from __future__ import annotations
 
+import collections
 import errno
+import io
 import ipaddress
 import logging
 import os
 import re
 import shutil
+import socket
+import sys
 import threading
 import time
 from fractions import Fraction
@@ -504,18 +508,43 @@ class MjpegSink(Sink):
     ``send_timeout`` seconds is dropped. JPEG encoding happens once per frame, lazily, in the
     first client thread that needs it: with nobody watching, ``write`` costs one copy.
 
+    Any local process can connect, so nothing a client does may lock others out: a request must
+    arrive whole within ``header_timeout`` seconds (a client that dribbles a byte at a time is
+    dropped); at most ``max_pending`` connections may be sending their request at once, and a
+    new one pushes out the oldest of them (a real viewer sends its request at once, a slow one
+    is the one that waits); at most ``max_viewers`` watch at once (the next gets 503). So the
+    server holds a bounded number of sockets and threads whatever arrives, and never runs out
+    of file descriptors. Connections that end abnormally are one debug line, never a traceback.
+
     ``port`` 0 picks a free port; :attr:`port` and :attr:`url` tell the real one once started.
     """
 
     #: After a failure the runner may close and open it again (clients reconnect to the same port).
     reopenable = True
 
+    #: Connections the kernel keeps waiting for ``accept`` (Python's default of 5 resets bursts).
+    BACKLOG = 512
+    #: The longest request head read (browsers send 1-2 KiB).
+    MAX_HEAD = 16 << 10
+
     def __init__(self, port: int = 8090, *, host: str = "127.0.0.1", quality: int = 80,
-                 send_timeout: float = 5.0):
+                 send_timeout: float = 5.0, max_viewers: int = 16, header_timeout: float = 5.0,
+                 max_pending: int = 64):
         if not 0 <= port <= 65535:
             raise ValueError(f"mjpeg port {port}: give 1-65535, or 0 for any free port")
         if not 10 <= quality <= 100:
             raise ValueError(f"mjpeg quality {quality}: give 10-100")
+        if not 1 <= max_viewers <= 1000:
+            raise ValueError(f"mjpeg viewers={max_viewers}: give 1-1000")
+        self.max_viewers = max_viewers
+        self.header_timeout = header_timeout
+        self.max_pending = max(1, max_pending)
+        self._conn_lock = threading.Lock()
+        self._pending: collections.OrderedDict = collections.OrderedDict()  # sending their request
+        self._viewers: set = set()
+        #: Connections pushed out while still sending their request, and viewers turned away.
+        self.evicted = 0
+        self.refused = 0
         self.host = host
         self.port = port
         self.quality = quality
@@ -541,16 +570,53 @@ class MjpegSink(Sink):
 
     @property
     def clients(self) -> int:
+        """Open connections (viewers and requests still arriving)."""
         return len(self._clients)
+
+    @property
+    def viewers(self) -> int:
+        return len(self._viewers)
+
+    def _admit(self, conn) -> None:
+        """A new connection: it may send its request; past ``max_pending`` the oldest that is
+        still sending one is pushed out (its thread sees the socket end and leaves)."""
+        with self._conn_lock:
+            self._pending[conn] = None
+            while len(self._pending) > self.max_pending:
+                old, _ = self._pending.popitem(last=False)
+                self.evicted += 1
+                try:
+                    old.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def _request_done(self, conn) -> None:
+        with self._conn_lock:
+            self._pending.pop(conn, None)
+
+    def _add_viewer(self, conn) -> bool:
+        with self._conn_lock:
+            if len(self._viewers) >= self.max_viewers:
+                self.refused += 1
+                return False
+            self._viewers.add(conn)
+            return True
+
+    def _forget(self, conn) -> None:
+        with self._conn_lock:
+            self._pending.pop(conn, None)
+            self._viewers.discard(conn)
+        self._clients.discard(conn)
 
     def start(self) -> None:
         """Bind the port and start serving (idempotent). Raises SinkError if the port is taken."""
         if self._server is not None:
             return
         import http.server
-        import socket
 
         handler = _mjpeg_handler(self)
+
+        sink = self
 
         class Server(http.server.ThreadingHTTPServer):
             daemon_threads = True
@@ -558,6 +624,16 @@ class MjpegSink(Sink):
             # a second process bind the same port, so it stays off there.
             allow_reuse_address = os.name != "nt"
             address_family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+            request_queue_size = self.BACKLOG
+
+            def process_request(self, request, client_address):
+                sink._clients.add(request)
+                sink._admit(request)
+                super().process_request(request, client_address)
+
+            def handle_error(self, request, client_address):
+                # A client that vanished mid-request is normal on a network: one debug line.
+                log.debug("mjpeg %s: connection ended: %s", client_address[0], sys.exc_info()[1])
 
         try:
             self._server = Server((self.host, self.port), handler)
@@ -586,11 +662,16 @@ class MjpegSink(Sink):
             self._cond.notify_all()
         self.frames_written += 1
 
-    def _wait_frame(self, after: int) -> tuple[int, bytes] | None:
-        """Block until a frame newer than ``after`` exists; return (seq, jpeg), or None on close."""
+    def _wait_frame(self, after: int, timeout: float | None = None) -> tuple[int, bytes] | None | bool:
+        """Block until a frame newer than ``after`` exists; return (seq, jpeg), None on close,
+        or False when ``timeout`` passed first."""
+        deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
             while self._seq <= after and not self._closing:
-                self._cond.wait(0.5)
+                remaining = 0.5 if deadline is None else min(0.5, deadline - time.monotonic())
+                if remaining <= 0:
+                    return False
+                self._cond.wait(remaining)
             if self._closing:
                 return None
             seq, image = self._seq, self._image
@@ -606,8 +687,6 @@ class MjpegSink(Sink):
     def close(self) -> None:
         if self._server is None:
             return
-        import socket
-
         with self._cond:
             self._closing = True
             self._cond.notify_all()
@@ -658,7 +737,6 @@ def _host_allowed(host_header: str | None, bind_host: str) -> bool:
 
 def _mjpeg_handler(sink: MjpegSink):
     import http.server
-    import socket
 
     class Handler(http.server.BaseHTTPRequestHandler):
         server_version = "stylecam"
@@ -669,12 +747,57 @@ def _mjpeg_handler(sink: MjpegSink):
 
         def setup(self):
             super().setup()
-            sink._clients.add(self.connection)
             # A stalled reader makes send() raise after this long instead of blocking forever.
             self.connection.settimeout(sink.send_timeout)
 
+        def handle(self):
+            # One request per connection, read whole within the deadline before http.server
+            # parses it (its line-by-line reads have no overall deadline).
+            head = self._read_head()
+            if head is None:
+                self.close_connection = True
+                return
+            self.rfile = io.BytesIO(head)
+            self.handle_one_request()
+
+        def _read_head(self) -> bytes | None:
+            conn = self.connection
+            deadline = time.monotonic() + sink.header_timeout
+            data = b""
+            try:
+                while b"\r\n\r\n" not in data and b"\n\n" not in data:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        log.debug("mjpeg %s: request not complete within %g s; dropped",
+                                  self.client_address[0], sink.header_timeout)
+                        return None
+                    if len(data) > sink.MAX_HEAD:
+                        log.debug("mjpeg %s: request head over %d bytes; dropped", self.client_address[0],
+                                  sink.MAX_HEAD)
+                        return None
+                    conn.settimeout(remaining)
+                    chunk = conn.recv(4096)
+                    if not chunk:
+                        log.debug("mjpeg %s: connection closed before a whole request", self.client_address[0])
+                        return None
+                    data += chunk
+            except TimeoutError:  # socket.timeout: the deadline passed inside recv
+                log.debug("mjpeg %s: request not complete within %g s; dropped", self.client_address[0],
+                          sink.header_timeout)
+                return None
+            except OSError as e:
+                log.debug("mjpeg %s: connection ended before a whole request: %s", self.client_address[0], e)
+                return None
+            finally:
+                sink._request_done(conn)
+                try:
+                    conn.settimeout(sink.send_timeout)
+                except OSError:
+                    pass
+            return data
+
         def finish(self):
-            sink._clients.discard(self.connection)
+            sink._forget(self.connection)
             try:
                 super().finish()
             except OSError:
@@ -701,6 +824,14 @@ def _mjpeg_handler(sink: MjpegSink):
                 self._reply(404, b"not found: the stream is at /stream.mjpg\n")
 
         def _stream(self):
+            if not sink._add_viewer(self.connection):
+                self.send_response(503)
+                self.send_header("Content-Type", "text/plain; charset=utf-8")
+                self.send_header("Retry-After", "5")
+                self.send_header("Cache-Control", "no-store")
+                self.end_headers()
+                self.wfile.write(f"busy: {sink.max_viewers} viewers are watching already\n".encode())
+                return
             self.send_response(200)
             self.send_header("Content-Type", f"multipart/x-mixed-replace; boundary={_MJPEG_BOUNDARY}")
             self.send_header("Cache-Control", "no-store")
@@ -709,9 +840,14 @@ def _mjpeg_handler(sink: MjpegSink):
             seq = 0
             try:
                 while True:
-                    got = sink._wait_frame(seq)
+                    got = sink._wait_frame(seq, timeout=1.0)
                     if got is None:
                         return
+                    if got is False:  # no new frame: a viewer that left must not keep its place
+                        if _peer_gone(self.connection):
+                            log.debug("mjpeg %s: viewer left", self.client_address[0])
+                            break
+                        continue
                     seq, jpeg = got
                     head = (f"--{_MJPEG_BOUNDARY}\r\nContent-Type: image/jpeg\r\n"
                             f"Content-Length: {len(jpeg)}\r\n\r\n").encode()
@@ -722,6 +858,16 @@ def _mjpeg_handler(sink: MjpegSink):
             self.close_connection = True
 
     return Handler
+
+
+def _peer_gone(conn) -> bool:
+    """True when the other end closed ``conn`` (without reading or waiting)."""
+    try:
+        return conn.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+    except (BlockingIOError, InterruptedError):
+        return False
+    except OSError:
+        return True
 
 
 # ---- the --sink grammar -------------------------------------------------------------------
@@ -749,7 +895,7 @@ def open_sink(spec: str, **options) -> Sink:
 def _sink_forms() -> list[str]:
     forms = {"null": "null", "file": "file:PATH.mp4 | file:DIR/",
              "virtualcam": "virtualcam[:WxH@FPS,mirror,backend=NAME,device=DEV]",
-             "mjpeg": "mjpeg[:PORT,bind=ADDR,quality=Q]"}
+             "mjpeg": "mjpeg[:PORT,bind=ADDR,quality=Q,viewers=N]"}
     return [forms.get(k, k) for k in sink_kinds()]
 
 
@@ -811,20 +957,23 @@ def _virtualcam(arg: str | None, options: dict) -> Sink:
 
 
 def _mjpeg(arg: str | None, options: dict) -> Sink:
-    usage = "mjpeg[:PORT,bind=ADDR,quality=Q], e.g. mjpeg:8090 (0 = any free port)"
+    usage = "mjpeg[:PORT,bind=ADDR,quality=Q,viewers=N], e.g. mjpeg:8090 (0 = any free port)"
     words, pairs = _spec_options("mjpeg", arg, usage)
     port = 8090
     for word in words:
         if not word.isdigit():
             raise ValueError(f"unknown mjpeg option {word!r}; usage: {usage}")
         port = int(word)
-    unknown = set(pairs) - {"bind", "quality"}
+    unknown = set(pairs) - {"bind", "quality", "viewers"}
     if unknown:
         raise ValueError(f"unknown mjpeg option {sorted(unknown)[0]}=; usage: {usage}")
     quality = pairs.get("quality", "80")
     if not quality.isdigit():
         raise ValueError(f"mjpeg quality={quality}: give a number 10-100")
-    sink = MjpegSink(port, host=pairs.get("bind", "127.0.0.1"), quality=int(quality))
+    viewers = pairs.get("viewers", "16")
+    if not viewers.isdigit():
+        raise ValueError(f"mjpeg viewers={viewers}: give a number 1-1000 (viewers watching at once)")
+    sink = MjpegSink(port, host=pairs.get("bind", "127.0.0.1"), quality=int(quality), max_viewers=int(viewers))
     if options.get("start", True):
         sink.start()  # bind now: a taken port is reported before any work starts
     return sink

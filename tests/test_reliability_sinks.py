@@ -97,7 +97,7 @@ def _read_headers(sock) -> bytes:
 def test_mjpeg_client_that_leaves_mid_frame_does_not_disturb_the_stream(figures):
     source = PatternSource(size=(320, 240), fps=30, realtime=True)
     sink, log = Recorder(keep_images=False), EventLog()
-    mjpeg = MjpegSink(0, send_timeout=1.0)
+    mjpeg = MjpegSink(0, send_timeout=1.0, header_timeout=1.0)
     mjpeg.start()
     runner = Runner(source, Identity(), [sink, mjpeg], on_event=log)
     with Background(runner) as bg:
@@ -111,7 +111,7 @@ def test_mjpeg_client_that_leaves_mid_frame_does_not_disturb_the_stream(figures)
         quitter.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
         t_left = time.monotonic()
         quitter.close()  # RST, mid-frame
-        # A client that connects and never asks for anything is let go after send_timeout.
+        # A client that connects and never asks for anything is let go after header_timeout.
         idle = socket.create_connection(("127.0.0.1", mjpeg.port))
         assert wait_until(lambda: mjpeg.clients == 1, 2)
         t_idle = time.monotonic()
