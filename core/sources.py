@@ -351,6 +351,11 @@ class CameraSource(Source):
             raise SourceError(camera_fix(self.device, error))
         self._t0, self._n = None, 0
 
+    def present(self) -> bool | None:
+        """Whether the device (or file) is there now, without opening it; None when that cannot
+        be known cheaply (camera indices on Windows and macOS)."""
+        return self._exists()
+
     def _exists(self) -> bool | None:
         """Cheap presence test before the (possibly slow) open; None when it cannot be known."""
         if isinstance(self.device, str):
