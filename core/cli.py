@@ -212,6 +212,10 @@ def cmd_run(args) -> int:
         # The runner also logs each event; the lines above already said it.
         for name in ("stylecam.core.runner", "stylecam.core.sources"):
             logging.getLogger(name).setLevel(logging.ERROR)
+        # OpenCV's own warnings name its backends, not the user's problem; ours say it.
+        import cv2
+
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
     try:
         # Out of memory at start: retried with a smaller batch, said through on_event.
         backend = start_backend(style, args.batch, bundle=args.bundle, on_event=on_event)

@@ -146,7 +146,9 @@ class FileSource(Source):
         if os.path.isfile(self.path) and cv2.haveImageReader(self.path):
             raise SourceError(f"{self.path} is a still image, not a video; give a video file (or demo "
                               "for the bundled clip)")
-        cap = cv2.VideoCapture(self.path)
+        # FFmpeg only: OpenCV would otherwise try one backend after another, each opening the
+        # path again, and a pipe whose writer has left blocks the next open for ever.
+        cap = cv2.VideoCapture(self.path, cv2.CAP_FFMPEG)
         if not cap.isOpened():
             cap.release()
             raise SourceError(f"cannot read {self.path} as video (unsupported or corrupt file)")

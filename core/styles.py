@@ -32,6 +32,9 @@ MAX_FILES = 200
 #: Characters that would let a label steer a terminal or reorder text: C0/C1 controls (ANSI
 #: escapes start with ESC) and the bidirectional overrides.
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+#: Whole terminal escape sequences (CSI "ESC [ ... letter" and OSC "ESC ] ... BEL/ST"), removed
+#: before single control characters so that no "[31m" is left behind.
+_ESCAPE = re.compile("\x1b\\[[0-?]*[ -/]*[@-~]|\x1b\\][^\x07\x1b]*(?:\x07|\x1b\\\\)?|\x9b[0-?]*[ -/]*[@-~]")
 _TOML_TYPES = {str: "a string", bool: "true or false", int: "a number", float: "a number",
                list: "an array", dict: "a table"}
 
@@ -42,7 +45,7 @@ def _toml_type(value) -> str:
 
 def clean_text(text: str) -> str:
     """``text`` without control characters (see :data:`_CONTROL`)."""
-    return _CONTROL.sub("", text)
+    return _CONTROL.sub("", _ESCAPE.sub("", text))
 
 
 class StyleError(ValueError):
