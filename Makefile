@@ -21,7 +21,7 @@ run: $(STAMP)
 		$(VENV)/bin/stylecam-tray; \
 	else \
 		echo "stylecam: no display; painting the bundled clip to $(OUT)"; \
-		$(VENV)/bin/stylecam run --source demo --sink file:$(OUT) --style oil $(ARGS); \
+		$(VENV)/bin/stylecam run --source demo --sink file:$(OUT) --overwrite --style oil $(ARGS); \
 	fi
 
 test: $(STAMP)

@@ -63,6 +63,9 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch", type=_positive_int, default=None, help="frames per stylizer batch")
     p.add_argument("--loop", action="store_true",
                    help="loop a file source (implied, at the file's own rate, when an output is live)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing output file or folder, or write through a symbolic link "
+                        "(never the input itself)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -131,10 +134,61 @@ def format_summary(summary: dict, style: str, outputs: str, live_outputs: bool) 
     return line
 
 
+#: Signals that end a run the way Ctrl-C does: the file is finished and the outputs closed
+#: (SIGTERM: logout, ``kill``, systemd, ``timeout``; SIGHUP: the terminal closed).
+STOP_SIGNALS = tuple(getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, n))
+
+
+def _input_path(source) -> str | None:
+    """The file a source reads, if it reads one (a clip, or a file played as a camera)."""
+    path = getattr(source, "path", None) or getattr(source, "device", None)
+    return path if isinstance(path, str) else None
+
+
+def _check_not_input(source, sinks) -> None:
+    """An output that is the input (symlinks followed) would destroy the clip while reading it:
+    refused always, --overwrite or not."""
+    src = _input_path(source)
+    if src is None or not os.path.exists(src):
+        return
+    for sink in sinks:
+        out = getattr(sink, "path", None)
+        if not out:
+            continue
+        same = os.path.realpath(out) == os.path.realpath(src)
+        if not same and os.path.exists(out):
+            try:
+                same = os.path.samefile(out, src)
+            except OSError:
+                pass
+        if same:
+            raise UsageError(f"output {out} is the input {src}; write the result somewhere else")
+
+
+def _stop_on_signals(runner):
+    """Install handlers that stop ``runner`` cleanly; a second signal leaves at once (the MP4 is
+    fragmented, so what was written still plays). Returns the previous handlers."""
+    received: list[int] = []
+
+    def handler(signum, frame):
+        received.append(signum)
+        if len(received) > 1:
+            os._exit(128 + signum)
+        runner.stop()
+
+    previous = {}
+    for sig in STOP_SIGNALS:
+        try:
+            previous[sig] = signal.signal(sig, handler)
+        except (ValueError, OSError):  # not the main thread (tests calling main() from a thread)
+            pass
+    return previous, received
+
+
 def cmd_run(args) -> int:
     from .realtime import RealtimeSource
     from .runner import Runner, RunnerError, start_backend
-    from .sinks import SinkError, open_sink
+    from .sinks import OutputRefused, SinkError, open_sink
     from .sources import SourceError, open_source
     from .stylize.base import BackendError
 
@@ -156,7 +210,10 @@ def cmd_run(args) -> int:
         print(f"stylecam: note: {note}", file=sys.stderr)
     try:
         source = open_source(source_spec, size=size, fps=args.fps, loop=args.loop or bool(live))
-        sinks = [open_sink(s, fps=args.fps) for s in sink_specs]
+        _check_not_input(source, [_PathOnly(s) for s in sink_specs])
+        sinks = [open_sink(s, fps=args.fps, overwrite=args.overwrite) for s in sink_specs]
+    except OutputRefused as e:
+        raise UsageError(f"{e}; pass --overwrite to replace it") from None
     except ValueError as e:
         raise UsageError(str(e)) from None
     except (SourceError, SinkError) as e:  # e.g. no virtual-camera driver: said before any work
@@ -171,9 +228,16 @@ def cmd_run(args) -> int:
         # source...): one line each, in the same form as the CLI's other messages.
         print(f"stylecam: {event.level}: {event.message}", file=sys.stderr, flush=True)
 
+    # A decode error mid-clip and the like: the source says so and goes on.
+    source.on_warning = lambda message: print(f"stylecam: warning: {message}", file=sys.stderr, flush=True)
     if not args.verbose:
         # The runner also logs each event; the lines above already said it.
-        logging.getLogger("stylecam.core.runner").setLevel(logging.ERROR)
+        for name in ("stylecam.core.runner", "stylecam.core.sources"):
+            logging.getLogger(name).setLevel(logging.ERROR)
+        # OpenCV's own warnings name its backends, not the user's problem; ours say it.
+        import cv2
+
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
     try:
         if remote:  # painted on a server; a local classic style while it cannot be reached
             from .stylize.base import create_backend
@@ -202,27 +266,53 @@ def cmd_run(args) -> int:
     batch = min(args.batch, backend.batch_size) if args.batch else None
     runner = Runner(source, backend, sinks, size=size, fps=args.fps, max_frames=args.frames,
                     batch_size=batch, on_event=on_event, style=style)
-    # Ctrl-C stops the stream cleanly (files are finalised) instead of raising mid-write.
-    previous = signal.signal(signal.SIGINT, lambda *_: runner.stop())
+    # Ctrl-C, SIGTERM and SIGHUP stop the stream cleanly (files are finished) instead of
+    # killing it mid-write.
+    previous, received = _stop_on_signals(runner)
     try:
         summary = runner.run()
     except (RunnerError, SourceError, SinkError, BackendError) as e:
         print(f"stylecam: {e}", file=sys.stderr)
         return 1
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        remote_stats = backend.stats() if remote else None
         backend.close()
+    if received:
+        print(f"stylecam: stopped by {signal.Signals(received[0]).name}; outputs finished", file=sys.stderr)
+    failed = set(map(id, runner.failed_sinks))
+    code = 0
+    for sink in sinks:
+        failure = getattr(sink, "failure", None)
+        if failure and id(sink) not in failed:  # a failure at close: the runner did not say it
+            print(f"stylecam: output {sink.name} failed: {failure}", file=sys.stderr)
+        if failure or (id(sink) in failed and not getattr(sink, "reopenable", False)):
+            code = 1  # a recording that stopped early: scripts must not take it as complete
+    if summary["frames_out"] == 0 and not received:
+        print(f"stylecam: {source.name} gave no frame; nothing was written (is it a video, and does it "
+              "have frames?)", file=sys.stderr)
+        return 1
     outputs = ", ".join(s.name for s in sinks)
     print(format_summary(summary, style.name, outputs, bool(live)))
     for sink in sinks:
         path = getattr(sink, "path", None)
-        if path:
+        if path and os.path.exists(path) and not getattr(sink, "failure", None):
             print(f"stylecam: output written to {os.path.abspath(path)}")
-    if remote:
-        r = backend.stats()
+    if remote_stats:
+        r = remote_stats
         print(f"stylecam: remote {r['server']}: round trip p50 {r['round_trip_p50_ms']} ms, "
               f"p95 {r['round_trip_p95_ms']} ms; {r['frames_local']} frames painted here")
-    return 0
+    return code
+
+
+class _PathOnly:
+    """The path a ``file:`` sink spec names, before the sink is built (the input check comes
+    first: building the sink would refuse an existing file with a less useful message)."""
+
+    def __init__(self, spec: str):
+        kind, _, arg = spec.partition(":")
+        self.path = os.path.expanduser(arg) if kind.strip().lower() == "file" and arg else None
 
 
 def _remote_wanted(args) -> bool:

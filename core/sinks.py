@@ -7,13 +7,19 @@ opened with the output size and rate, then gets frames one by one in order.
 
 from __future__ import annotations
 
+import collections
+import errno
+import io
 import ipaddress
 import logging
 import os
 import re
 import shutil
+import socket
+import sys
 import threading
 import time
+from fractions import Fraction
 from typing import Callable
 
 import cv2
@@ -59,36 +65,198 @@ class NullSink(Sink):
         self.count += 1
 
 
-class FileSink(Sink):
-    """An ``.mp4`` (or ``.avi``) video, or a folder of lossless PNG frames (a path ending in /).
+class OutputRefused(SinkError):
+    """An output that would overwrite something by surprise (an existing file, a non-empty
+    folder, a symbolic link, the input itself). The message says what is there."""
 
-    Writing stops with a :class:`SinkError` when the disk is nearly full, leaving
-    ``RESERVE_BYTES`` (plus a few bytes per frame written) free: OpenCV's video writer does not
-    report failed writes, and a video whose index (written at close) finds no room is
-    unreadable from the first frame; stopping early keeps what was written playable.
-    """
 
-    RESERVE_BYTES = 1 << 20  # the writer flushes up to 256 KiB at a time, then the index
-    RESERVE_PER_FRAME = 64  # the index grows with every frame
+#: errno values that mean "no more room here" (full disk, quota, file-size limit).
+_NO_ROOM = {errno.ENOSPC, errno.EFBIG, getattr(errno, "EDQUOT", errno.ENOSPC)}
+
+
+def _why(e: OSError) -> str:
+    if e.errno in _NO_ROOM:
+        return "disk full"
+    return e.strerror or str(e)
+
+
+class _FullWriter:
+    """A raw file that writes every byte or raises: PyAV drops the rest of a short write
+    (a disk filling up mid-fragment), which would leave a fragment with a hole in it."""
 
     def __init__(self, path: str):
+        self._f = open(path, "wb", buffering=0)
+        self.written = 0
+
+    def write(self, data) -> int:
+        view = memoryview(data)
+        while view:
+            n = self._f.write(view)
+            if not n:  # a raw write that stored nothing raises nowhere else
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            view = view[n:]
+            self.written += n
+        return len(data)
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self._f.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._f.tell()
+
+    def fileno(self) -> int:
+        return self._f.fileno()
+
+    def close(self) -> None:
+        self._f.close()
+
+
+class _Mp4Writer:
+    """H.264 in fragmented MP4 through PyAV: an empty ``moov`` first, then a self-contained
+    fragment (``moof`` + ``mdat``) per keyframe, one keyframe a second. Whatever stops the
+    writer (a kill, a crash, a full disk), the file up to its last whole fragment plays.
+
+    ``flush_packets`` hands every fragment to the kernel as soon as it is complete, so a killed
+    process loses at most the fragment it was filling. ``zerolatency`` makes x264 emit each
+    frame's packet at once (no lookahead, no B-frames): frames muxed = frames encoded.
+    """
+
+    def __init__(self, path: str, size: tuple[int, int], fps: float):
+        import av
+
+        self.path = path
+        # yuv420p stores colour per 2x2 block: an odd side loses its last row or column.
+        self.size = (size[0] - size[0] % 2, size[1] - size[1] % 2)
+        rate = Fraction(fps).limit_denominator(1001)
+        self.fps = float(rate)
+        self.frames = 0  # frames handed to the muxer
+        self.kept = 0  # frames in whole fragments already in the file
+        self._boundary = 0  # file size at the end of the last whole fragment
+        self._muxed = 0  # packets (one a frame) handed to the muxer
+        self._file = _FullWriter(path)
+        try:
+            self._container = av.open(self._file, "w", format="mp4", container_options={
+                "movflags": "frag_keyframe+empty_moov+default_base_moof", "flush_packets": "1"})
+            stream = self._container.add_stream("libx264", rate=rate)
+            stream.width, stream.height = self.size
+            stream.pix_fmt = "yuv420p"
+            stream.codec_context.gop_size = max(1, round(self.fps))  # a fragment a second
+            stream.options = {"preset": "veryfast", "tune": "zerolatency", "crf": "21"}
+        except Exception:
+            self._file.close()
+            raise
+        self._stream = stream
+
+    def write(self, rgb: np.ndarray) -> None:
+        import av
+
+        w, h = self.size
+        if rgb.shape[1] != w or rgb.shape[0] != h:
+            rgb = np.ascontiguousarray(rgb[:h, :w])
+        frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+        frame.pts = self.frames
+        self._mux(self._stream.encode(frame))
+        self.frames += 1
+
+    def _mux(self, packets) -> None:
+        for packet in packets:
+            key = packet.is_keyframe
+            self._container.mux(packet)
+            if key:
+                # Muxing a keyframe wrote out the fragment before it, whole, or raised.
+                self._boundary = self._file.tell()
+                self.kept = self._muxed
+            self._muxed += 1
+
+    def close(self) -> None:
+        """Flush the last fragment and close; raises OSError if that write failed (the file
+        is then cut back to its last whole fragment)."""
+        try:
+            self._mux(self._stream.encode(None))
+            self._container.close()
+        except Exception:
+            self.abort()
+            raise
+        self.kept = self._muxed
+        self._file.close()
+
+    def abort(self) -> None:
+        """Cut the file back to its last whole fragment and release it."""
+        try:
+            self._container.close()
+        except Exception:  # the muxer's last writes fail the same way; the cut below decides
+            pass
+        try:
+            os.ftruncate(self._file.fileno(), self._boundary)
+        except OSError as e:
+            log.warning("cannot cut %s back to its last whole fragment: %s", self.path, e)
+        self._file.close()
+
+
+class FileSink(Sink):
+    """A video file, or a folder of lossless PNG frames (a path ending in /).
+
+    ``.mp4`` is H.264 in fragmented MP4 (:class:`_Mp4Writer`, through PyAV): it plays in
+    browsers and players, and every moment of it is playable however the run ends (Ctrl-C,
+    SIGTERM, SIGKILL, a crash, a full disk). Without PyAV, and for ``.avi``/``.mkv``, OpenCV's
+    writer is used (MPEG-4 part 2 / MJPG), which writes its index only at close; it stops
+    while ``RESERVE_BYTES`` are still free so that the index finds room.
+
+    PNG frames are written under a temporary name and renamed, so a folder never holds a
+    half-written frame. Nothing is overwritten by surprise: an existing file, a folder that
+    holds files, or a symbolic link is refused (:class:`OutputRefused`) unless ``overwrite``.
+
+    On a full disk (or quota, or file-size limit) the sink raises :class:`SinkError` saying how
+    much was kept; the MP4 is cut back to its last whole fragment.
+    """
+
+    RESERVE_BYTES = 1 << 20  # OpenCV's writer flushes up to 256 KiB at a time, then the index
+    RESERVE_PER_FRAME = 64  # its index grows with every frame
+
+    def __init__(self, path: str, overwrite: bool = False):
         self.path = path
         self.name = f"file:{path}"
+        self.overwrite = overwrite
         self.is_dir = path.endswith(("/", os.sep)) or os.path.isdir(path)
         ext = os.path.splitext(path)[1].lower()
         if not self.is_dir and ext not in (".mp4", ".avi", ".mkv"):
             raise ValueError(f"file sink {path!r}: give a video path ending in .mp4 or a folder ending in /")
-        self._writer: cv2.VideoWriter | None = None
+        self._writer = None
+        self._mp4: _Mp4Writer | None = None
         self.count = 0
+        #: What went wrong with the file, for the user (None while all is well).
+        self.failure: str | None = None
+        self.check_target()
+
+    def check_target(self) -> None:
+        """Refuse (:class:`OutputRefused`) to replace what is already at the path, unless
+        ``overwrite``. Called at construction, so the user hears it before any work starts."""
+        if self.overwrite:
+            return
+        bare = self.path.rstrip("/" + os.sep) or self.path
+        if os.path.islink(bare):
+            raise OutputRefused(f"output {self.path} is a symbolic link (to {os.readlink(bare)}); "
+                                "writing would replace what it points to")
+        if self.is_dir:
+            try:
+                entries = os.listdir(bare) if os.path.isdir(bare) else []
+            except OSError:
+                entries = []  # open() says why the folder cannot be used
+            if entries:
+                raise OutputRefused(f"output folder {self.path} is not empty ({len(entries)} entries)")
+        elif os.path.lexists(self.path):
+            kind = "a folder" if os.path.isdir(self.path) else "a file"
+            raise OutputRefused(f"output {self.path} already exists ({kind})")
 
     def open(self, size: tuple[int, int], fps: float) -> None:
         self.size = size
+        self.fps = float(fps)
         if self.is_dir:
             try:
                 os.makedirs(self.path, exist_ok=True)
             except OSError as e:
                 raise SinkError(f"cannot create output folder {self.path}: {e.strerror}") from e
-            self._check_space(0)
+            self._clear_partial_frames()
             return
         parent = os.path.dirname(os.path.abspath(self.path))
         if not os.path.isdir(parent):
@@ -96,34 +264,83 @@ class FileSink(Sink):
                 os.makedirs(parent, exist_ok=True)
             except OSError as e:
                 raise SinkError(f"cannot create folder {parent}: {e.strerror}") from e
-        self._check_space(0)
         ext = os.path.splitext(self.path)[1].lower()
+        if ext == ".mp4" and _have_pyav():
+            try:
+                self._mp4 = _Mp4Writer(self.path, size, fps)
+            except OSError as e:
+                raise SinkError(f"cannot write video {self.path}: {_why(e)}") from e
+            return
+        if ext == ".mp4":
+            log.warning("PyAV is not installed: %s is written with OpenCV (MPEG-4 part 2, not fragmented: "
+                        "a run that is killed leaves it unplayable); pip install av", self.path)
+        self._check_space(0)
         # mp4v (MPEG-4 part 2) is the codec OpenCV's bundled FFmpeg can always write; MJPG in AVI.
         fourcc = cv2.VideoWriter_fourcc(*("MJPG" if ext == ".avi" else "mp4v"))
         writer = cv2.VideoWriter(self.path, fourcc, float(fps), size)
         if not writer.isOpened():
-            raise SinkError(f"cannot write video {self.path} (is the folder writable?)")
+            raise SinkError(f"cannot write video {self.path} (is the folder writable, and the name "
+                            "short enough?)")
         self._writer = writer
+
+    def _clear_partial_frames(self) -> None:
+        # A run that was killed may have left a frame under its temporary name; with
+        # overwrite, frames of an older run would mix with this one's.
+        for entry in os.listdir(self.path):
+            if entry.startswith(".frame_") and entry.endswith(".png.part") or (
+                    self.overwrite and re.fullmatch(r"frame_\d{6,}\.png", entry)):
+                try:
+                    os.remove(os.path.join(self.path, entry))
+                except OSError:
+                    pass
 
     def write(self, frame: Frame) -> None:
         img = frame.image
         if (img.shape[1], img.shape[0]) != self.size:
             raise SinkError(f"frame of size {img.shape[1]}x{img.shape[0]} given to a sink opened at "
                             f"{self.size[0]}x{self.size[1]}")
-        self._check_space(img.nbytes if self.is_dir else 0)
-        bgr = cv2.cvtColor(img, cv2.COLOR_RGB2BGR)
         if self.is_dir:
-            out = os.path.join(self.path, f"frame_{self.count:06d}.png")
-            # Compression level 1: lossless either way, and several times faster than the default.
-            if not cv2.imwrite(out, bgr, [cv2.IMWRITE_PNG_COMPRESSION, 1]):
-                try:
-                    os.remove(out)  # a half-written PNG would pass for a frame
-                except OSError:
-                    pass
-                raise SinkError(f"cannot write {out} (disk full or folder not writable?)")
+            self._write_png(img)
+        elif self._mp4 is not None:
+            try:
+                self._mp4.write(np.ascontiguousarray(img))
+            except OSError as e:
+                self._mp4_failed(e)
         else:
-            self._writer.write(bgr)
+            self._check_space(0)
+            self._writer.write(cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
         self.count += 1
+
+    def _write_png(self, img: np.ndarray) -> None:
+        name = f"frame_{self.count:06d}.png"
+        out = os.path.join(self.path, name)
+        part = os.path.join(self.path, f".{name}.part")
+        # Compression level 1: lossless either way, and several times faster than the default.
+        ok, buf = cv2.imencode(".png", cv2.cvtColor(img, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_PNG_COMPRESSION, 1])
+        if not ok:
+            raise SinkError(f"cannot encode frame {self.count} as PNG")
+        try:
+            with open(part, "wb") as f:
+                f.write(buf.tobytes())
+            os.replace(part, out)  # a frame is in the folder whole, or not at all
+        except OSError as e:
+            try:
+                os.remove(part)
+            except OSError:
+                pass
+            self.failure = f"cannot write {out} ({_why(e)}); {self.count} frames were written"
+            raise SinkError(self.failure) from e
+
+    def _mp4_failed(self, error: OSError) -> None:
+        mp4, self._mp4 = self._mp4, None
+        mp4.abort()
+        self.failure = self._kept_message(_why(error), mp4)
+        raise SinkError(self.failure) from error
+
+    def _kept_message(self, why: str, mp4: "_Mp4Writer") -> str:
+        hint = "; free some space or write elsewhere" if why == "disk full" else ""
+        return (f"{why} writing {self.path} at frame {mp4.frames}: the video keeps its first "
+                f"{mp4.kept / mp4.fps:.1f} s ({mp4.kept} frames), all playable{hint}")
 
     def _check_space(self, next_bytes: int) -> None:
         folder = self.path if self.is_dir else os.path.dirname(os.path.abspath(self.path))
@@ -133,14 +350,30 @@ class FileSink(Sink):
             return  # cannot tell (e.g. a network share): let the write itself fail
         need = self.RESERVE_BYTES + self.RESERVE_PER_FRAME * self.count + next_bytes
         if free < need:
-            raise SinkError(f"disk full: {free // 1024} KiB left where {self.path} is written; stopped at "
+            self.failure = (f"disk full: {free // 1024} KiB left where {self.path} is written; stopped at "
                             f"frame {self.count} so what was written stays readable; free some space or "
                             "write elsewhere")
+            raise SinkError(self.failure)
 
     def close(self) -> None:
+        if self._mp4 is not None:
+            mp4, self._mp4 = self._mp4, None
+            try:
+                mp4.close()
+            except OSError as e:
+                self.failure = self._kept_message(_why(e), mp4)
+                raise SinkError(self.failure) from e
         if self._writer is not None:
             self._writer.release()
             self._writer = None
+
+
+def _have_pyav() -> bool:
+    try:
+        import av  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 #: Cameras whose sender thread hung: kept referenced so pyvirtualcam's __del__ never closes them
@@ -275,18 +508,43 @@ class MjpegSink(Sink):
     ``send_timeout`` seconds is dropped. JPEG encoding happens once per frame, lazily, in the
     first client thread that needs it: with nobody watching, ``write`` costs one copy.
 
+    Any local process can connect, so nothing a client does may lock others out: a request must
+    arrive whole within ``header_timeout`` seconds (a client that dribbles a byte at a time is
+    dropped); at most ``max_pending`` connections may be sending their request at once, and a
+    new one pushes out the oldest of them (a real viewer sends its request at once, a slow one
+    is the one that waits); at most ``max_viewers`` watch at once (the next gets 503). So the
+    server holds a bounded number of sockets and threads whatever arrives, and never runs out
+    of file descriptors. Connections that end abnormally are one debug line, never a traceback.
+
     ``port`` 0 picks a free port; :attr:`port` and :attr:`url` tell the real one once started.
     """
 
     #: After a failure the runner may close and open it again (clients reconnect to the same port).
     reopenable = True
 
+    #: Connections the kernel keeps waiting for ``accept`` (Python's default of 5 resets bursts).
+    BACKLOG = 512
+    #: The longest request head read (browsers send 1-2 KiB).
+    MAX_HEAD = 16 << 10
+
     def __init__(self, port: int = 8090, *, host: str = "127.0.0.1", quality: int = 80,
-                 send_timeout: float = 5.0):
+                 send_timeout: float = 5.0, max_viewers: int = 16, header_timeout: float = 5.0,
+                 max_pending: int = 64):
         if not 0 <= port <= 65535:
             raise ValueError(f"mjpeg port {port}: give 1-65535, or 0 for any free port")
         if not 10 <= quality <= 100:
             raise ValueError(f"mjpeg quality {quality}: give 10-100")
+        if not 1 <= max_viewers <= 1000:
+            raise ValueError(f"mjpeg viewers={max_viewers}: give 1-1000")
+        self.max_viewers = max_viewers
+        self.header_timeout = header_timeout
+        self.max_pending = max(1, max_pending)
+        self._conn_lock = threading.Lock()
+        self._pending: collections.OrderedDict = collections.OrderedDict()  # sending their request
+        self._viewers: set = set()
+        #: Connections pushed out while still sending their request, and viewers turned away.
+        self.evicted = 0
+        self.refused = 0
         self.host = host
         self.port = port
         self.quality = quality
@@ -312,16 +570,53 @@ class MjpegSink(Sink):
 
     @property
     def clients(self) -> int:
+        """Open connections (viewers and requests still arriving)."""
         return len(self._clients)
+
+    @property
+    def viewers(self) -> int:
+        return len(self._viewers)
+
+    def _admit(self, conn) -> None:
+        """A new connection: it may send its request; past ``max_pending`` the oldest that is
+        still sending one is pushed out (its thread sees the socket end and leaves)."""
+        with self._conn_lock:
+            self._pending[conn] = None
+            while len(self._pending) > self.max_pending:
+                old, _ = self._pending.popitem(last=False)
+                self.evicted += 1
+                try:
+                    old.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def _request_done(self, conn) -> None:
+        with self._conn_lock:
+            self._pending.pop(conn, None)
+
+    def _add_viewer(self, conn) -> bool:
+        with self._conn_lock:
+            if len(self._viewers) >= self.max_viewers:
+                self.refused += 1
+                return False
+            self._viewers.add(conn)
+            return True
+
+    def _forget(self, conn) -> None:
+        with self._conn_lock:
+            self._pending.pop(conn, None)
+            self._viewers.discard(conn)
+        self._clients.discard(conn)
 
     def start(self) -> None:
         """Bind the port and start serving (idempotent). Raises SinkError if the port is taken."""
         if self._server is not None:
             return
         import http.server
-        import socket
 
         handler = _mjpeg_handler(self)
+
+        sink = self
 
         class Server(http.server.ThreadingHTTPServer):
             daemon_threads = True
@@ -329,6 +624,16 @@ class MjpegSink(Sink):
             # a second process bind the same port, so it stays off there.
             allow_reuse_address = os.name != "nt"
             address_family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+            request_queue_size = self.BACKLOG
+
+            def process_request(self, request, client_address):
+                sink._clients.add(request)
+                sink._admit(request)
+                super().process_request(request, client_address)
+
+            def handle_error(self, request, client_address):
+                # A client that vanished mid-request is normal on a network: one debug line.
+                log.debug("mjpeg %s: connection ended: %s", client_address[0], sys.exc_info()[1])
 
         try:
             self._server = Server((self.host, self.port), handler)
@@ -357,11 +662,16 @@ class MjpegSink(Sink):
             self._cond.notify_all()
         self.frames_written += 1
 
-    def _wait_frame(self, after: int) -> tuple[int, bytes] | None:
-        """Block until a frame newer than ``after`` exists; return (seq, jpeg), or None on close."""
+    def _wait_frame(self, after: int, timeout: float | None = None) -> tuple[int, bytes] | None | bool:
+        """Block until a frame newer than ``after`` exists; return (seq, jpeg), None on close,
+        or False when ``timeout`` passed first."""
+        deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
             while self._seq <= after and not self._closing:
-                self._cond.wait(0.5)
+                remaining = 0.5 if deadline is None else min(0.5, deadline - time.monotonic())
+                if remaining <= 0:
+                    return False
+                self._cond.wait(remaining)
             if self._closing:
                 return None
             seq, image = self._seq, self._image
@@ -377,8 +687,6 @@ class MjpegSink(Sink):
     def close(self) -> None:
         if self._server is None:
             return
-        import socket
-
         with self._cond:
             self._closing = True
             self._cond.notify_all()
@@ -429,7 +737,6 @@ def _host_allowed(host_header: str | None, bind_host: str) -> bool:
 
 def _mjpeg_handler(sink: MjpegSink):
     import http.server
-    import socket
 
     class Handler(http.server.BaseHTTPRequestHandler):
         server_version = "stylecam"
@@ -440,12 +747,57 @@ def _mjpeg_handler(sink: MjpegSink):
 
         def setup(self):
             super().setup()
-            sink._clients.add(self.connection)
             # A stalled reader makes send() raise after this long instead of blocking forever.
             self.connection.settimeout(sink.send_timeout)
 
+        def handle(self):
+            # One request per connection, read whole within the deadline before http.server
+            # parses it (its line-by-line reads have no overall deadline).
+            head = self._read_head()
+            if head is None:
+                self.close_connection = True
+                return
+            self.rfile = io.BytesIO(head)
+            self.handle_one_request()
+
+        def _read_head(self) -> bytes | None:
+            conn = self.connection
+            deadline = time.monotonic() + sink.header_timeout
+            data = b""
+            try:
+                while b"\r\n\r\n" not in data and b"\n\n" not in data:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        log.debug("mjpeg %s: request not complete within %g s; dropped",
+                                  self.client_address[0], sink.header_timeout)
+                        return None
+                    if len(data) > sink.MAX_HEAD:
+                        log.debug("mjpeg %s: request head over %d bytes; dropped", self.client_address[0],
+                                  sink.MAX_HEAD)
+                        return None
+                    conn.settimeout(remaining)
+                    chunk = conn.recv(4096)
+                    if not chunk:
+                        log.debug("mjpeg %s: connection closed before a whole request", self.client_address[0])
+                        return None
+                    data += chunk
+            except TimeoutError:  # socket.timeout: the deadline passed inside recv
+                log.debug("mjpeg %s: request not complete within %g s; dropped", self.client_address[0],
+                          sink.header_timeout)
+                return None
+            except OSError as e:
+                log.debug("mjpeg %s: connection ended before a whole request: %s", self.client_address[0], e)
+                return None
+            finally:
+                sink._request_done(conn)
+                try:
+                    conn.settimeout(sink.send_timeout)
+                except OSError:
+                    pass
+            return data
+
         def finish(self):
-            sink._clients.discard(self.connection)
+            sink._forget(self.connection)
             try:
                 super().finish()
             except OSError:
@@ -472,6 +824,14 @@ def _mjpeg_handler(sink: MjpegSink):
                 self._reply(404, b"not found: the stream is at /stream.mjpg\n")
 
         def _stream(self):
+            if not sink._add_viewer(self.connection):
+                self.send_response(503)
+                self.send_header("Content-Type", "text/plain; charset=utf-8")
+                self.send_header("Retry-After", "5")
+                self.send_header("Cache-Control", "no-store")
+                self.end_headers()
+                self.wfile.write(f"busy: {sink.max_viewers} viewers are watching already\n".encode())
+                return
             self.send_response(200)
             self.send_header("Content-Type", f"multipart/x-mixed-replace; boundary={_MJPEG_BOUNDARY}")
             self.send_header("Cache-Control", "no-store")
@@ -480,9 +840,14 @@ def _mjpeg_handler(sink: MjpegSink):
             seq = 0
             try:
                 while True:
-                    got = sink._wait_frame(seq)
+                    got = sink._wait_frame(seq, timeout=1.0)
                     if got is None:
                         return
+                    if got is False:  # no new frame: a viewer that left must not keep its place
+                        if _peer_gone(self.connection):
+                            log.debug("mjpeg %s: viewer left", self.client_address[0])
+                            break
+                        continue
                     seq, jpeg = got
                     head = (f"--{_MJPEG_BOUNDARY}\r\nContent-Type: image/jpeg\r\n"
                             f"Content-Length: {len(jpeg)}\r\n\r\n").encode()
@@ -493,6 +858,16 @@ def _mjpeg_handler(sink: MjpegSink):
             self.close_connection = True
 
     return Handler
+
+
+def _peer_gone(conn) -> bool:
+    """True when the other end closed ``conn`` (without reading or waiting)."""
+    try:
+        return conn.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+    except (BlockingIOError, InterruptedError):
+        return False
+    except OSError:
+        return True
 
 
 # ---- the --sink grammar -------------------------------------------------------------------
@@ -520,7 +895,7 @@ def open_sink(spec: str, **options) -> Sink:
 def _sink_forms() -> list[str]:
     forms = {"null": "null", "file": "file:PATH.mp4 | file:DIR/",
              "virtualcam": "virtualcam[:WxH@FPS,mirror,backend=NAME,device=DEV]",
-             "mjpeg": "mjpeg[:PORT,bind=ADDR,quality=Q]"}
+             "mjpeg": "mjpeg[:PORT,bind=ADDR,quality=Q,viewers=N]"}
     return [forms.get(k, k) for k in sink_kinds()]
 
 
@@ -533,7 +908,7 @@ def _null(arg: str | None, options: dict) -> Sink:
 def _file(arg: str | None, options: dict) -> Sink:
     if not arg:
         raise ValueError("'file' needs a path: file:OUT.mp4 or file:DIR/")
-    return FileSink(os.path.expanduser(arg))
+    return FileSink(os.path.expanduser(arg), overwrite=bool(options.get("overwrite", False)))
 
 
 register_sink("null", _null)
@@ -582,20 +957,23 @@ def _virtualcam(arg: str | None, options: dict) -> Sink:
 
 
 def _mjpeg(arg: str | None, options: dict) -> Sink:
-    usage = "mjpeg[:PORT,bind=ADDR,quality=Q], e.g. mjpeg:8090 (0 = any free port)"
+    usage = "mjpeg[:PORT,bind=ADDR,quality=Q,viewers=N], e.g. mjpeg:8090 (0 = any free port)"
     words, pairs = _spec_options("mjpeg", arg, usage)
     port = 8090
     for word in words:
         if not word.isdigit():
             raise ValueError(f"unknown mjpeg option {word!r}; usage: {usage}")
         port = int(word)
-    unknown = set(pairs) - {"bind", "quality"}
+    unknown = set(pairs) - {"bind", "quality", "viewers"}
     if unknown:
         raise ValueError(f"unknown mjpeg option {sorted(unknown)[0]}=; usage: {usage}")
     quality = pairs.get("quality", "80")
     if not quality.isdigit():
         raise ValueError(f"mjpeg quality={quality}: give a number 10-100")
-    sink = MjpegSink(port, host=pairs.get("bind", "127.0.0.1"), quality=int(quality))
+    viewers = pairs.get("viewers", "16")
+    if not viewers.isdigit():
+        raise ValueError(f"mjpeg viewers={viewers}: give a number 1-1000 (viewers watching at once)")
+    sink = MjpegSink(port, host=pairs.get("bind", "127.0.0.1"), quality=int(quality), max_viewers=int(viewers))
     if options.get("start", True):
         sink.start()  # bind now: a taken port is reported before any work starts
     return sink

@@ -39,6 +39,17 @@ class Source:
     #: Native frame rate if known (a file's or a camera's), else None.
     fps: float | None = None
     name: str = "source"
+    #: Called with a one-sentence message when the source hits a problem it gets past (a
+    #: damaged stretch of a clip); the CLI prints it, anything else finds it in the log.
+    on_warning: Callable[[str], None] | None = None
+
+    def warn(self, message: str) -> None:
+        log.warning("%s", message)
+        if self.on_warning is not None:
+            try:
+                self.on_warning(message)
+            except Exception:  # a broken listener must not stop the frames
+                log.debug("on_warning failed", exc_info=True)
 
     def open(self) -> None:
         """Acquire the device/file. Called in the thread that will call ``read``."""
@@ -104,23 +115,40 @@ class PatternSource(Source):
 
 
 class FileSource(Source):
-    """A video file read with OpenCV; ``loop`` restarts it at the end (a stand-in for a camera)."""
+    """A video file read with OpenCV; ``loop`` restarts it at the end (a stand-in for a camera).
+
+    A still image, or a file or pipe that yields no frame, is refused at open with one message.
+    A damaged stretch mid-clip is skipped with a warning naming the frame (OpenCV reports it as
+    the end of the clip, which would silently cut the run short).
+    """
 
     live = False
+    #: Unreadable frames in a row before a damaged clip is taken to end there.
+    MAX_SKIP = 50
 
     def __init__(self, path: str, loop: bool = False):
         self.path = path
         self.loop = loop
         self.name = f"file:{path}"
         self._cap: cv2.VideoCapture | None = None
+        self._first: np.ndarray | None = None
         self.frame_count = 0
+        self.position = 0  # frames read or skipped so far in this pass
+        #: Frames that could not be decoded and were skipped.
+        self.skipped = 0
+        self._warned: set[int] = set()  # a looping clip says it once per damaged place
 
     def open(self) -> None:
         if not os.path.exists(self.path):
             raise SourceError(f"video file not found: {self.path}")
         if os.path.isdir(self.path):
             raise SourceError(f"{self.path} is a folder; give a video file such as clip.mp4")
-        cap = cv2.VideoCapture(self.path)
+        if os.path.isfile(self.path) and cv2.haveImageReader(self.path):
+            raise SourceError(f"{self.path} is a still image, not a video; give a video file (or demo "
+                              "for the bundled clip)")
+        # FFmpeg only: OpenCV would otherwise try one backend after another, each opening the
+        # path again, and a pipe whose writer has left blocks the next open for ever.
+        cap = cv2.VideoCapture(self.path, cv2.CAP_FFMPEG)
         if not cap.isOpened():
             cap.release()
             raise SourceError(f"cannot read {self.path} as video (unsupported or corrupt file)")
@@ -128,27 +156,61 @@ class FileSource(Source):
         if not ok or first is None:
             cap.release()
             raise SourceError(f"{self.path} holds no readable video frames")
-        cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
         fps = cap.get(cv2.CAP_PROP_FPS)
-        self.fps = fps if fps and math.isfinite(fps) and fps > 0 else 30.0
-        self.frame_count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+        self.fps = fps if fps and math.isfinite(fps) and 0 < fps <= 1000 else 30.0
+        count = cap.get(cv2.CAP_PROP_FRAME_COUNT)
+        self.frame_count = int(count) if count and math.isfinite(count) and 0 < count < 2**31 else 0
+        # The first frame is kept, not re-read after a seek: a pipe cannot seek back.
+        self._first = first
+        self.position = 0
         self._cap = cap
 
     def read(self) -> np.ndarray | None:
         if self._cap is None:
             self.open()
-        ok, img = self._cap.read()
-        if not ok and self.loop:
+        if self._first is not None:
+            img, self._first = self._first, None
+            self.position = 1
+            return as_rgb(img, order="bgr")
+        img = self._next()
+        if img is None and self.loop:
             self._cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
+            self.position = 0
+            img = self._next()
+        return None if img is None else as_rgb(img, order="bgr")
+
+    def _next(self) -> np.ndarray | None:
+        ok, img = self._cap.read()
+        if ok and img is not None:
+            self.position += 1
+            return img
+        if not self.frame_count or self.position >= self.frame_count - 1:
+            return None  # the end (the header's frame count may be one too many)
+        # The container says more frames follow: a damaged stretch. Skip to the next frame
+        # that decodes, and say where.
+        damaged_at = self.position
+        for tries in range(1, self.MAX_SKIP + 1):
+            self.position += 1
+            self.skipped += 1
             ok, img = self._cap.read()
-        if not ok or img is None:
-            return None
-        return as_rgb(img, order="bgr")
+            if ok and img is not None:
+                self.position += 1
+                if damaged_at not in self._warned:
+                    self._warned.add(damaged_at)
+                    self.warn(f"{self.path}: frame {damaged_at + 1} of {self.frame_count} cannot be decoded "
+                              f"(damaged data); skipped {tries} frame{'s' if tries > 1 else ''} and went on")
+                return img
+            if self.position >= self.frame_count:
+                break
+        self.warn(f"{self.path}: nothing decodes from frame {damaged_at + 1} of {self.frame_count} on "
+                  "(damaged data); the clip ends there")
+        return None
 
     def close(self) -> None:
         if self._cap is not None:
             self._cap.release()
             self._cap = None
+        self._first = None
 
 
 class ScreenSource(Source):
@@ -290,6 +352,11 @@ class CameraSource(Source):
         if error is not None:
             raise SourceError(camera_fix(self.device, error))
         self._t0, self._n = None, 0
+
+    def present(self) -> bool | None:
+        """Whether the device (or file) is there now, without opening it; None when that cannot
+        be known cheaply (camera indices on Windows and macOS)."""
+        return self._exists()
 
     def _exists(self) -> bool | None:
         """Cheap presence test before the (possibly slow) open; None when it cannot be known."""

@@ -77,10 +77,12 @@ def main(argv: list[str] | None = None) -> int:
     for warning in store.warnings:
         controller.notify("Settings reset", warning, "warning")
 
-    # Ctrl-C and SIGTERM (logout, systemd) end the app the same way as Quit. Python runs
-    # signal handlers only between bytecodes, so a timer wakes the interpreter now and then.
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: QTimer.singleShot(0, controller.quit))
+    # Ctrl-C, SIGTERM (logout, systemd) and SIGHUP (the terminal closed) end the app the same
+    # way as Quit. Python runs signal handlers only between bytecodes, so a timer wakes the
+    # interpreter now and then.
+    for sig in (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGHUP", None)):
+        if sig is not None:
+            signal.signal(sig, lambda *_: QTimer.singleShot(0, controller.quit))
     wake = QTimer()
     wake.start(250)
     wake.timeout.connect(lambda: None)

@@ -22,6 +22,7 @@ import os
 import re
 import shlex
 import shutil
+import stat
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -322,19 +323,26 @@ class SettingsStore:
     """
 
     def __init__(self, path: str | os.PathLike | None = None):
-        path = path or os.environ.get("STYLECAM_SETTINGS")
-        if path:
-            self.qsettings = QSettings(str(path), QSettings.Format.IniFormat)
-        else:
-            self.qsettings = QSettings(QSettings.Format.IniFormat, QSettings.Scope.UserScope,
-                                       "stylecam", "stylecam")
+        path = str(path or os.environ.get("STYLECAM_SETTINGS") or default_settings_path())
         self.warnings: list[str] = []
         #: True once a load found no settings file: the app's first start on this account.
         self.first_start = False
+        self._path = path
+        #: Settings kept in memory when the file cannot be used (it is a pipe, a folder...).
+        self._memory: AppSettings | None = None
+        # QSettings reads the file as it is constructed: a named pipe would block it for ever.
+        what = _not_a_file(path)
+        if what:
+            self.qsettings = None
+            self._memory = AppSettings()
+            self._warn(f"settings {path} is {what}, not a file; using the defaults, and changes are not "
+                       "saved. Move it away so stylecam can create its settings file")
+        else:
+            self.qsettings = QSettings(path, QSettings.Format.IniFormat)
 
     @property
     def path(self) -> str:
-        return self.qsettings.fileName()
+        return self._path if self.qsettings is None else self.qsettings.fileName()
 
     def _warn(self, message: str) -> None:
         # update() loads again: the app must not show the same fault twice.
@@ -345,6 +353,8 @@ class SettingsStore:
     # -- the file as it is on disk --------------------------------------------------------------
 
     def _file_bytes(self) -> bytes:
+        if _not_a_file(self.path):  # swapped for a pipe while running: never block on it
+            return b""
         try:
             return Path(self.path).read_bytes()
         except OSError:  # missing (a first start) or unreadable (QSettings reads it as empty too)
@@ -438,6 +448,8 @@ class SettingsStore:
     def load(self) -> AppSettings:
         """Read the settings; bad values become defaults (with a warning). Never rewrites the
         file, except to create it on a first start."""
+        if self._memory is not None:
+            return self._memory
         qs = self.qsettings
         qs.sync()
         data = self._file_bytes()
@@ -507,6 +519,9 @@ class SettingsStore:
         """Write ``settings``, keeping every other key of the file; a file this write would
         change beyond the user's settings (older schema, not UTF-8, unreadable) is copied first."""
         validate(settings)
+        if self._memory is not None:
+            self._memory = settings
+            return
         qs = self.qsettings
         data = self._file_bytes()
         reason = self._copy_reason(data)
@@ -533,6 +548,35 @@ class SettingsStore:
         new = dataclasses.replace(self.load(), **changes)
         self.save(new)
         return new
+
+
+def default_settings_path() -> str:
+    """Where QSettings keeps the per-user INI file of organisation and application ``stylecam``.
+
+    Asked of QSettings for another application name (a file that does not exist, so opening it
+    reads nothing) and renamed: opening ``stylecam``'s own would read it, and the file must be
+    checked before anything reads it.
+    """
+    probe = QSettings(QSettings.Format.IniFormat, QSettings.Scope.UserScope, "stylecam", "stylecam-path-probe")
+    folder, name = os.path.split(probe.fileName())
+    return os.path.join(folder, name.replace("stylecam-path-probe", "stylecam", 1))
+
+
+def _not_a_file(path: str) -> str | None:
+    """What ``path`` is when it exists and is not a regular file (symlinks followed), else None."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return None  # missing (a first start) or unreadable: QSettings copes
+    if stat.S_ISREG(mode):
+        return None
+    if stat.S_ISDIR(mode):
+        return "a folder"
+    if stat.S_ISFIFO(mode):
+        return "a named pipe"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    return "not a regular file"
 
 
 # ---- start on login --------------------------------------------------------------------------

@@ -87,6 +87,20 @@ def resolve_source(spec: str) -> str:
     return found[0].spec if found else DEMO_SPEC
 
 
+def camera_gone(spec: str) -> bool:
+    """True when ``spec`` names a camera that is not there now (unplugged, renamed). Cheap: a
+    look at the device node, no open (a start must not wait on a driver)."""
+    if not spec.startswith("camera"):
+        return False
+    from stylecam.core.sources import CameraSource, open_source
+
+    try:
+        source = open_source(spec)
+    except ValueError:
+        return False  # the worker says what is wrong with it
+    return isinstance(source, CameraSource) and source.present() is False
+
+
 class MainWindow(QMainWindow):
     """The stand-in for the tray where no system tray exists: the same actions, in menus and buttons."""
 
@@ -200,6 +214,16 @@ class TrayApp(QObject):
                             self.style_name, self.fallback_style.name)
             self.style_name = self.fallback_style.name
         self.source_spec = resolve_source(self.settings.source)
+        #: Why the saved camera is not used this time (shown once the tray is up), if it is not.
+        self._camera_note: str | None = None
+        self._frames_seen = False
+        if camera_gone(self.source_spec):
+            # The saved camera stays saved (it may be back next time); this run shows the demo.
+            self._camera_note = (f"The camera in your settings ({self.source_spec.partition(':')[2] or '0'}) "
+                                 "is not connected. Showing the demo clip instead; pick a source in the "
+                                 "Source menu.")
+            log.warning("%s", self._camera_note)
+            self.source_spec = DEMO_SPEC
 
         self._build_actions()
         self._diffusion_result.connect(self._on_diffusion_result)
@@ -233,6 +257,8 @@ class TrayApp(QObject):
             self.window.show()
         self._mark_active_style()
         self._on_status_changed()
+        if self._camera_note:
+            self.notify("Camera not found", self._camera_note, "warning")
 
     # -- actions and menus -----------------------------------------------------------------------
 
@@ -748,6 +774,7 @@ class TrayApp(QObject):
             self._show(pair)
 
     def _show(self, pair: FramePair) -> None:
+        self._frames_seen = True
         if pair.style not in self.preview.style_titles and pair.style in self.styles:
             self.preview.style_titles[pair.style] = self.styles[pair.style].title
         self.preview.show_pair(pair)
@@ -764,6 +791,17 @@ class TrayApp(QObject):
         emit(self.stats_updated, stats)
 
     def _on_state(self, state: str) -> None:
+        if state == "error" and not self._frames_seen and self.source_spec.startswith("camera"):
+            # The saved camera is there but does not open (busy, broken driver): rather than no
+            # picture at all, the demo clip, once. The camera stays the saved source.
+            self._camera_note = (f"The camera {self.source_spec.partition(':')[2] or '0'} could not be "
+                                 "opened. Showing the demo clip instead; pick a source in the Source menu.")
+            self.notify("Camera not available", self._camera_note, "warning")
+            self.source_spec = DEMO_SPEC
+            self._mark_source(DEMO_SPEC)
+            if self.worker is not None:
+                self.worker.set_source(DEMO_SPEC)
+            return
         self.state = state
         self.status.set_stream(state)  # the icon follows through _on_status_changed
         self._update_status()

@@ -62,7 +62,7 @@ def test_a_hundred_runner_starts_and_stops_leave_nothing_behind(flaky_camera, tm
             base = Baseline()
         flaky_camera.instances.clear()
         null = NullSink()
-        sinks = [null, FileSink(str(tmp_path / f"run{i % 3}.mp4")),
+        sinks = [null, FileSink(str(tmp_path / f"run{i % 3}.mp4"), overwrite=True),
                  VirtualCameraSink((64, 48), fps=60, backend=FLAKY_BACKEND)]
         runner = Runner(PatternSource((64, 48), fps=120), backend, sinks)
         with Background(runner) as bg:

@@ -376,7 +376,7 @@ def test_corrupt_and_outdated_style_files_are_skipped_with_a_warning_and_the_str
     assert all(len(v) == 1 for v in named.values()), warnings
     assert "not valid" in named["binary.toml"][0] or "codec" in named["binary.toml"][0]
     assert "not valid TOML" in named["broken.toml"][0]
-    assert "unknown keys ['effect', 'radius']" in named["old.toml"][0]
+    assert "unknown keys 'effect', 'radius'" in named["old.toml"][0]
     assert "radius" in named["override.toml"][0]
     assert len(warnings) == 4
     styles, _ = load_styles()
