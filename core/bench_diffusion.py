@@ -311,7 +311,9 @@ def plan(stack: str) -> list[dict]:
             if "latency" in modes and lat_batches:
                 rest.append(dict(mode="latency", batch=lat_batches[0], refresh=head if vision else 1, inflight=2,
                                  extra=dict(compiled)))
-    if "stream" in modes and vision and big:
+    # STYLECAM_BENCH_EXTRA=0: only the rows above (a short device call keeps its headline rows).
+    extras = os.environ.get("STYLECAM_BENCH_EXTRA", "1") == "1"
+    if "stream" in modes and vision and big and extras:
         rest.append(dict(mode="stream", batch=big, refresh=1, inflight=2, extra={"broadcast": True}))
     # Side-by-side variants of the headline row, e.g. STYLECAM_BENCH_AB='[{"channels_last_unet":
     # false}, {"text_bucket": 0}]' (engine settings, or the conditioner's text_bucket).
@@ -321,7 +323,7 @@ def plan(stack: str) -> list[dict]:
             variant = dict(variant)
             rest.append(dict(mode="stream", batch=variant.pop("batch", big),
                              refresh=variant.pop("refresh", head if vision else 1), inflight=2, extra=variant))
-    if "latency" in modes:
+    if "latency" in modes and extras:
         for b in lat_batches:
             for n in ((1, 4) if vision else (1,)):
                 rest.append(dict(mode="latency", batch=b, refresh=n, inflight=2))

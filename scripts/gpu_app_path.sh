@@ -33,7 +33,7 @@ case $PHASE in
     export STYLECAM_BENCH_STACKS=$PHASE STYLECAM_BENCH_MODES=stream,latency STYLECAM_BENCH_BATCHES=16 \
            STYLECAM_BENCH_REFRESH=4 STYLECAM_BENCH_LATENCY_BATCHES=1 STYLECAM_BENCH_COMPILE=1 \
            STYLECAM_BENCH_CHECK=${STYLECAM_BENCH_CHECK:-0} STYLECAM_BENCH_E2E=1 \
-           STYLECAM_BENCH_FRAMES=${STYLECAM_BENCH_FRAMES:-480}
+           STYLECAM_BENCH_FRAMES=${STYLECAM_BENCH_FRAMES:-480} STYLECAM_BENCH_EXTRA=${STYLECAM_BENCH_EXTRA:-0}
     timeout "${BENCH_LIMIT:-400}" python3 -m stylecam.core bench --backend diffusion --json "$OUT/rows-$PHASE.jsonl" \
       2>&1 | grep -v "Warning\|warn(" | tee "$OUT/bench-$PHASE.log" | grep -E "stylecam bench|Error|error" | tail -20
     [ -f "$OUT/rows-$PHASE.jsonl.partial" ] && cp "$OUT/rows-$PHASE.jsonl.partial" "$OUT/rows-$PHASE.partial.jsonl"
