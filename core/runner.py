@@ -94,11 +94,9 @@ class Handoff:
     def get_batch(self, n: int, timeout: float | None = None) -> list:
         """Wait for at least one item, then take up to ``n`` without waiting further.
 
-        ``lossy``: when more than ``n`` wait, the older ones are dropped and the newest ``n``
-        taken (in order). A live stream whose stylizer is slower drops the same number of frames
-        either way; dropping them here rather than taking the oldest spares each frame the wait
-        behind frames that would only make it later (at B=1 the oldest of two frames is a whole
-        frame period staler than the newest).
+        Oldest first, also when lossy: the hand-off holds two batches so that a backend keeping
+        two in flight finds the next batch waiting when it submits one (taking only the newest
+        batch and dropping the rest would leave nothing to overlap with).
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
@@ -107,9 +105,6 @@ class Handoff:
                 if remaining is not None and remaining <= 0:
                     return []
                 self._cond.wait(0.1 if remaining is None else min(0.1, remaining))
-            while self.lossy and len(self._items) > n:
-                self._items.popleft()
-                self.dropped += 1
             batch = [self._items.popleft() for _ in range(min(n, len(self._items)))]
             self._cond.notify_all()
             return batch
