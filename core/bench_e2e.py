@@ -18,6 +18,7 @@ Throughput rows read the file as fast as the stylizer takes it (no frame dropped
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 import time
@@ -53,11 +54,17 @@ class CountingCamera:
         return self.fourcc
 
 
-def register_camera() -> None:
+@contextlib.contextmanager
+def registered_camera():
+    """:class:`CountingCamera` registered with pyvirtualcam for the rows, and removed after: a
+    virtual camera that is not there must not seem to work afterwards in the same process."""
     import pyvirtualcam
 
-    if CAMERA_BACKEND not in pyvirtualcam.camera.BACKENDS:
-        pyvirtualcam.register_backend(CAMERA_BACKEND, CountingCamera)
+    pyvirtualcam.register_backend(CAMERA_BACKEND, CountingCamera)
+    try:
+        yield
+    finally:
+        pyvirtualcam.camera.BACKENDS.pop(CAMERA_BACKEND, None)
 
 
 def e2e_clip(size=E2E_SIZE, frames: int = 64) -> str:
@@ -107,14 +114,15 @@ def run_e2e(bundle, style, *, batch: int, refresh: int, frames_total: int, mode:
     from .sources import FileSource
     from .stylize.diffusion import DiffusionBackend
 
-    register_camera()
     clip = e2e_clip(size)
     w, h = size
     cuda = torch.cuda.is_available() and bundle.device.type == "cuda"
     options = {"refresh": refresh, "mode": mode, **(engine or {})}
     t0 = time.perf_counter()
     backend = DiffusionBackend(bundle, batch_size=batch, engine=options)
-    try:
+    with contextlib.ExitStack() as done:
+        done.enter_context(registered_camera())
+        done.callback(backend.close)
         backend.set_style(style)
 
         def run(frames: int):
@@ -131,8 +139,6 @@ def run_e2e(bundle, style, *, batch: int, refresh: int, frames_total: int, mode:
         setup_s = time.perf_counter() - t0
         summary = run(frames_total)
         report = backend._engine.report.as_dict()
-    finally:
-        backend.close()
     keys = ("frames_in", "frames_out", "dropped", "fps_out", "latency_p50_ms", "latency_p95_ms", "batch_p50_ms",
             "passthrough", "cpu_loop_ms_per_frame", "cpu_capture_ms_per_frame")
     row = {k: summary.get(k) for k in keys}
@@ -161,5 +167,5 @@ def summarize(rows: list[dict]) -> list[str]:
     return lines
 
 
-__all__ = ["CAMERA_BACKEND", "CountingCamera", "E2E_SIZE", "LiveFile", "e2e_clip", "register_camera", "run_e2e",
+__all__ = ["CAMERA_BACKEND", "CountingCamera", "E2E_SIZE", "LiveFile", "e2e_clip", "registered_camera", "run_e2e",
            "summarize"]

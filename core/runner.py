@@ -680,6 +680,10 @@ def start_backend(style: Style, batch_size: int | None = None, *,
                     backend.set_output_size((w, h))
                 grey = np.full((h, w, 3), 128, np.uint8)
                 backend.process([grey] * max(1, backend.batch_size))
+                if getattr(backend, "resizes", False):
+                    # Its steps stay captured at that size; the runner (or a caller that uses
+                    # process) says the real output size before the first real batch.
+                    backend.set_output_size(None)
             return backend
         except Exception as e:
             if backend is not None:

@@ -48,7 +48,7 @@ def test_the_tray_paints_on_a_remote_server_and_the_preview_shows_the_round_trip
         qtbot.waitUntil(lambda: app.last_stats.get("remote_round_trip_ms") is not None, timeout=30000)
         status = json.loads(urllib.request.urlopen(server.base + "/status", timeout=10).read())
         assert status["sessions"] == 1 and status["hub"]["batches"] > 0
-        inner = app.worker._backend.inner
+        inner = app.worker._backend.inner.inner  # tracking -> strength -> remote
         assert inner.name == "remote" and inner.stats()["frames_back"] > 0
         app.show_preview()
         qtbot.waitUntil(lambda: "ms round trip" in app.preview.overlay_text(), timeout=5000)
