@@ -316,6 +316,7 @@ class Runner:
         # Frame geometry (one owner): ``size`` is what the sinks get. A backend that ``resizes``
         # takes frames at the source's own size (``_native``) and returns them at ``size``.
         self._native: tuple[int, int] | None = None
+        self._was_paused = False
         self._backend_sized = False
 
     # -- control, callable from any thread ---------------------------------------------------
@@ -480,11 +481,19 @@ class Runner:
                 self._stalled_since = None
             self._apply_style()
             if self._paused:
+                self._was_paused = True
                 while pending:  # frames leave in order: what is in flight goes first
                     self._finish(*pending.popleft())
                 for frame in batch:
                     self._emit(Frame(self._to_size(frame.image), frame.index, frame.t_capture))
             else:
+                if self._was_paused:
+                    # The stylizer saw none of the frames while paused: its temporal memory (the
+                    # last output it blends with) is of another moment.
+                    self._was_paused = False
+                    reset = getattr(self.backend, "reset_temporal", None)
+                    if reset is not None:
+                        reset()
                 if not self._backend_sized and getattr(self.backend, "resizes", False):
                     # Before the first batch (the capture thread has set ``size`` by now).
                     self.backend.set_output_size(self.size)

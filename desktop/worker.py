@@ -144,6 +144,9 @@ class TrackingBackend(Backend):
     def set_output_size(self, size) -> None:
         self.inner.set_output_size(size)
 
+    def reset_temporal(self) -> None:
+        self.inner.reset_temporal()
+
     def process(self, images):
         return self.collect(self.submit(images))
 

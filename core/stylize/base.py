@@ -34,6 +34,10 @@ class Backend:
     #: copies each frame once each way and never resizes).
     resizes: bool = False
 
+    def reset_temporal(self) -> None:
+        """The next frame does not follow the last one (the stream was paused, or its source
+        changed): forget what temporal stabilization kept of earlier frames. Runner thread only."""
+
     def set_output_size(self, size: tuple[int, int] | None) -> None:
         """The (W, H) of the frames the sinks want (``resizes`` backends; None: the input's).
         Called by the runner's thread with no batch in flight."""

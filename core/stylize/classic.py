@@ -554,6 +554,10 @@ class ClassicBackend(Backend):
         self.stabilizer = Stabilizer()
         self._last_input: np.ndarray | None = None
 
+    def reset_temporal(self) -> None:
+        self.stabilizer.reset()
+        self._last_input = None
+
     def set_style(self, style: Style) -> None:
         if style.backend != "classic":
             raise BackendError(f"style {style.name!r} is for the {style.backend!r} backend, not 'classic'")

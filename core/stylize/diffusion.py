@@ -131,6 +131,10 @@ class DiffusionBackend(Backend):
             self._engine = StreamEngine(self.bundle, settings, folded=self._folded)
         self._engine.set_style(style)
 
+    def reset_temporal(self) -> None:
+        if self._engine is not None:
+            self._engine.reset_temporal()
+
     def set_output_size(self, size: tuple[int, int] | None) -> None:
         self._out_size = tuple(size) if size is not None else None
 

@@ -345,6 +345,15 @@ class StreamEngine:
             self._text = s["text"]
         self._style_params = params
 
+    def reset_temporal(self) -> None:
+        """The next frame does not follow the last one: no feedback from the last output, no flow
+        from the last frame, no similarity skip against it (applies from the next batch)."""
+        with self._on(self._main_stream()):
+            self._weight.zero_()
+        if self._flow is not None:
+            self._flow.reset()
+        self._skip_ref = None
+
     def set_io_size(self, in_size: tuple[int, int] | None = None, out_size: tuple[int, int] | None = None) -> None:
         """Frames of ``in_size`` = (W, H) come in and frames of ``out_size`` go out (each None:
         the model size). The map between them is :mod:`.geometry`'s: the centre of the input

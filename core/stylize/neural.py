@@ -308,6 +308,10 @@ class NeuralBackend(Backend):
         self._side = NEURAL_DEFAULT_SIDE
         self._last_input: np.ndarray | None = None
 
+    def reset_temporal(self) -> None:
+        self.stabilizer.reset()
+        self._last_input = None
+
     def set_style(self, style: Style) -> None:
         if style.backend != "neural":
             raise BackendError(f"style {style.name!r} is for the {style.backend!r} backend, not 'neural'")

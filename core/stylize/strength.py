@@ -52,6 +52,9 @@ class StrengthBackend(Backend):
     def set_output_size(self, size) -> None:
         self.inner.set_output_size(size)
 
+    def reset_temporal(self) -> None:
+        self.inner.reset_temporal()
+
     def _strength(self) -> float:
         if self.style_name is None:
             return 1.0
