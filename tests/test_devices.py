@@ -372,3 +372,42 @@ def test_two_gpus_equal_one(stack, devices, mode, clip):
     times = _cuda_case(stack, devices, clip, mode)
     if devices == "0,1":
         assert "peer_copy_ms" in times and "main_busy" in times
+
+
+# --------------------------------------------------------------------------------------------
+# The benchmark's rows
+
+
+def test_bench_plans_rows_per_device_list_and_checks_them(bundles, clip, monkeypatch):
+    from stylecam.core import bench_diffusion as bd
+
+    monkeypatch.setenv("STYLECAM_BENCH_DEVICES", "split:0,1;replicate:0,1")
+    monkeypatch.setenv("STYLECAM_BENCH_MODES", "stream,latency")
+    monkeypatch.delenv("STYLECAM_BENCH_COMPILE", raising=False)
+    rows = bd.plan("mllm-edit")
+    several = [(r["mode"], r["batch"], r["extra"]["devices"]) for r in rows if "devices" in (r.get("extra") or {})]
+    assert several == [("stream", 16, "split:0,1"), ("latency", 1, "split:0,1"),
+                       ("stream", 16, "replicate:0,1"), ("latency", 1, "replicate:0,1")]
+    assert rows[0] == dict(mode="stream", batch=16, refresh=4, inflight=2)  # one GPU's headline stays first
+    monkeypatch.setenv("STYLECAM_BENCH_COMPILE", "1")
+    compiled = [r for r in bd.plan("mllm-edit") if (r.get("extra") or {}).get("mode") == "compile"
+                and "devices" in r["extra"]]
+    assert len(compiled) == 4
+    # The check row, here on two logical CPUs: the same pixels as one device.
+    check = bd.device_equivalence(bundles("mllm-edit"), clip * 3, STYLE, "replicate:cpu,cpu", batch=2)
+    assert check["frames"] == 8 and check["pixel_max"] <= 1 and check["pixel_mean_abs"] < 0.01
+
+
+def test_bench_e2e_row_on_two_logical_devices(bundles, tmp_path, monkeypatch):
+    import tempfile
+
+    from stylecam.core.bench_e2e import run_e2e
+    from stylecam.core.styles import Style
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    row = run_e2e(_bundle("sd-turbo"), Style("ai-test", "diffusion", params=STYLE), batch=2, refresh=1,
+                  frames_total=8, mode="eager", size=(96, 64), devices="replicate:cpu,cpu")
+    assert row["devices"] == "replicate:cpu,cpu" and row["frames_out"] == 8 and row["passthrough"] == 0
+    # Both engines ran (the warm-up run counts too), taking turns.
+    counts = [d["batches"] for d in row["per_device"]]
+    assert min(counts) > 0 and abs(counts[0] - counts[1]) <= 1
