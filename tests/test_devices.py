@@ -208,6 +208,22 @@ def test_style_switch_reaches_every_engine(bundles, clip):
     assert_equal(outs["replicate:cpu,cpu"], outs[None], "switch")
 
 
+def test_split_compiles_each_step_as_one_graph(bundles, clip):
+    # Dynamo traces every step with fullgraph=True (a graph break is an error), run without
+    # Inductor: the side device's LLLite step included.
+    bundle = bundles("mllm-edit")
+    kw = dict(batch_size=3, refresh=1, lllite_refresh=1, fast_encoder=True)
+    ref = run(bundle, clip, **kw)
+    engine = open_engine(bundle, EngineSettings(devices="cpu,cpu", mode="compile", compile_backend="eager", **kw),
+                         STYLE)
+    try:
+        out = engine.process(clip)
+        assert engine.mode == "compile" and engine.report.compile_s > 0
+    finally:
+        engine.close()
+    assert_equal(out, ref, "compiled split")
+
+
 # --------------------------------------------------------------------------------------------
 # The pool's contract
 

@@ -234,6 +234,14 @@ class EnginePool:
         self.engines: list[StreamEngine] = []
         self._bundles: list[Bundle] = []
         groups = plan.groups
+        if settings.mode == "compile":
+            # Every engine compiles the same functions over objects of its own; Dynamo keeps one
+            # cache entry per guarded variant and past its limit (8) quietly runs the step eagerly.
+            import torch._dynamo
+
+            cfg = torch._dynamo.config
+            knob = "recompile_limit" if hasattr(cfg, "recompile_limit") else "cache_size_limit"
+            setattr(cfg, knob, max(getattr(cfg, knob), 8 * len(groups)))
         try:
             # Copies first, from the untouched original: an engine folds LLLite into its U-Net.
             self._bundles = [bundle] + [replica_bundle(bundle, g[-1]) for g in groups[1:]]
