@@ -252,6 +252,7 @@ def test_pool_tickets_metrics_and_errors(bundles, clip):
     finally:
         engine.close()
     engine.close()  # idempotent
+    assert engine.report.as_dict()["per_device"][1]["frames"] == 4 and not engine.engines  # kept; engines let go
     with pytest.raises(EngineError, match="closed"):
         engine.submit(clip[:1])
 

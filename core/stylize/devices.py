@@ -199,17 +199,26 @@ def open_engine(bundle: Bundle, settings: EngineSettings | None = None, style=No
 
 
 class PoolReport:
-    """The pool's compile/capture time (summed over its engines) and per-device counts."""
+    """The pool's compile/capture time (summed over its engines) and per-device counts; what
+    they were at close once the pool is closed (its engines are let go then)."""
 
     def __init__(self, pool: "EnginePool"):
         self._pool = pool
+        self._frozen: dict | None = None
 
     def __getattr__(self, name):  # compile_s, capture_s, graphs: the sums
         if name in ("compile_s", "capture_s", "graphs"):
+            if self._frozen is not None:
+                return self._frozen[name]
             return sum(getattr(e.report, name) for e in self._pool.engines)
         raise AttributeError(name)
 
+    def freeze(self) -> None:
+        self._frozen = self.as_dict()
+
     def as_dict(self) -> dict:
+        if self._frozen is not None:
+            return copy.deepcopy(self._frozen)
         total = CompileReport(compile_s=self.compile_s, capture_s=self.capture_s, graphs=self.graphs).as_dict()
         pool = self._pool
         total["per_device"] = [{"devices": list(g), "batches": pool.batches[i], "frames": pool.frames[i],
@@ -442,6 +451,11 @@ class EnginePool:
             return
         for engine in self.engines:
             engine.close()
+        if hasattr(self, "report"):
+            self.report.freeze()
+        # Let the engines and the bundle copies go: their device memory is freed with them.
+        self.engines = []
+        self._last_decoder = None
         self._pending = deque()
         self._bundles = self._bundles[:1]
         self._bundle.to(self._home)
