@@ -26,7 +26,13 @@ versions and every setting. The plan comes from environment variables (defaults 
 engine-vs-reference equivalence rows], ``STYLECAM_BENCH_COMPILE`` [0: also time ``mode=compile``],
 ``STYLECAM_BENCH_COMPILE_MODE`` [default], ``STYLECAM_BENCH_AB`` [[]: a JSON list of variants of
 the B=16 headline row, each a mapping of engine settings, plus ``batch``/``refresh`` for the row,
-``text_bucket`` for the conditioner and ``cudnn_benchmark``; side-by-side A/B in one process].
+``text_bucket`` for the conditioner and ``cudnn_benchmark``; side-by-side A/B in one process],
+``STYLECAM_BENCH_DEVICES`` [with two GPUs or more: ``split:0,1;replicate:0,1``, plus
+``replicate:0,1,2,3;split:0,1,2,3`` with four and ``replicate:all`` with eight; ``;``-separated
+device lists of :mod:`.stylize.devices`, e.g. ``split:0,0;replicate:0,0`` for the one-GPU
+degenerate case]: the headline stream row and the first latency row again on each device list
+(compiled too under ``STYLECAM_BENCH_COMPILE=1``), and, with the checks, a ``check-devices`` row
+comparing each list's outputs with one GPU's. Every row says its ``devices``.
 """
 
 from __future__ import annotations
@@ -47,6 +53,8 @@ from .bench import BENCHMARKS, machine_info, sample_frames
 log = logging.getLogger(__name__)
 
 MIN_FRAMES = 480
+#: Seconds a row on several devices may take (a bundle copy and a capture per engine first).
+DEVICES_WATCHDOG_S = 300
 #: Seconds a configuration may take before the watchdog dumps the stacks and ends the process.
 WATCHDOG_S = {"naive": 240, "naive-graphs": 120, "stream": 120, "latency": 120}
 DEFAULT_STYLES = {"mllm-edit": "ai-edit-oil", "sd-turbo": "ai-oil", "pix2pix": "ai-oil"}
@@ -62,7 +70,8 @@ def gpu_info() -> dict:
     import torch
 
     info = {"gpu": torch.cuda.get_device_name(), "cuda": torch.version.cuda,
-            "gpu_memory_gb": round(torch.cuda.get_device_properties(0).total_memory / 2**30, 1)}
+            "gpu_memory_gb": round(torch.cuda.get_device_properties(0).total_memory / 2**30, 1),
+            "gpu_count": torch.cuda.device_count()}
     try:
         info["driver"] = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
                                         capture_output=True, text=True, timeout=20).stdout.strip().splitlines()[0]
@@ -126,7 +135,7 @@ def run_config(bundle, frames: list[np.ndarray], params: dict, *, mode: str, bat
     """Warm up, then time ``frames_total`` frames through a fresh engine; one result dict."""
     import torch
 
-    from .stylize.engine import StreamEngine
+    from .stylize.devices import DevicePlan, open_engine, parse_devices
 
     extra = dict(extra or {})
     # ``text_bucket`` is the bundle's (its Qwen3-VL conditioner's), not the engine's: set for
@@ -143,12 +152,17 @@ def run_config(bundle, frames: list[np.ndarray], params: dict, *, mode: str, bat
         qwen.pad_to_multiple_of = bucket or None
     settings = mode_settings(mode, batch, refresh, **extra)
     B = settings.batch_size
-    torch.cuda.synchronize()
-    torch.cuda.reset_peak_memory_stats()
+    devices = parse_devices(settings.devices) or DevicePlan("single", (str(bundle.device),))
+    # Two batches queued per engine: a pool of n engines keeps 2n in flight.
+    inflight *= devices.engines
+    gpus = sorted({torch.device(d) for d in devices.devices}, key=str)
+    for d in gpus:
+        torch.cuda.synchronize(d)
+        torch.cuda.reset_peak_memory_stats(d)
     t0 = time.perf_counter()
     engine = None
     try:
-        engine = StreamEngine(bundle, settings, style=params)
+        engine = open_engine(bundle, settings, style=params)
         source = _cycle(frames)
         # Warm-up: the first submit captures/compiles (reported apart), then a few batches.
         warm = max(2 * inflight + 1, -(-32 // B))
@@ -185,6 +199,8 @@ def run_config(bundle, frames: list[np.ndarray], params: dict, *, mode: str, bat
         "latency_p95_ms": round(float(np.percentile(lat, 95)), 2),
         "setup_s": round(setup_s, 2), **report,
         "mem_peak_gb": round(torch.cuda.max_memory_allocated() / 2**30, 2),
+        "mem_peak_gb_per_device": {str(d): round(torch.cuda.max_memory_allocated(d) / 2**30, 2) for d in gpus},
+        "devices": devices.describe(), "inflight_total": inflight,
         **stages,
         "settings": {k: v for k, v in settings.__dict__.items()},
         "text_bucket": (bucket if bucket is not None else old_bucket) if qwen is not None else None,
@@ -279,6 +295,43 @@ def equivalence(bundle, frames, params, *, batch: int = 4) -> dict:
     return result
 
 
+def device_equivalence(bundle, frames, params, spec: str, *, batch: int = 4) -> dict:
+    """The engine on the device list ``spec`` against the same engine on one GPU (graphs, side
+    stream, refresh every batch), full size, bf16: decoded pixels of four batches, so every
+    engine of a pool runs at least one."""
+    from .stylize.devices import open_engine
+    from .stylize.engine import EngineSettings
+
+    frames = frames[: 4 * batch]
+    outs = {}
+    for label, devices in (("one", None), ("devices", spec)):
+        engine = open_engine(bundle, EngineSettings(batch_size=batch, refresh=1, lllite_refresh=1, devices=devices),
+                             style=params)
+        try:
+            outs[label] = engine.process(frames)
+        finally:
+            engine.close()
+    d = np.stack([np.abs(a.astype(np.int16) - r.astype(np.int16)) for a, r in zip(outs["devices"], outs["one"])])
+    return {"devices_spec": spec, "frames": len(outs["devices"]), "pixel_mean_abs": round(float(d.mean()), 3),
+            "pixel_p99": float(np.percentile(d, 99)), "pixel_max": int(d.max())}
+
+
+def device_specs() -> list[str]:
+    """The device lists the benchmark adds rows for (``STYLECAM_BENCH_DEVICES``, else by GPU count)."""
+    import torch
+
+    env = os.environ.get("STYLECAM_BENCH_DEVICES")
+    if env is not None:
+        return [x.strip() for x in env.split(";") if x.strip()]
+    n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    specs = ["split:0,1", "replicate:0,1"] if n >= 2 else []
+    if n >= 4:
+        specs += ["replicate:0,1,2,3", "split:0,1,2,3"]
+    if n >= 8:
+        specs.append("replicate:all")
+    return specs
+
+
 # ------------------------------------------------------------------------------------ plan
 
 
@@ -300,6 +353,18 @@ def plan(stack: str) -> list[dict]:
         first.append(dict(mode="latency", batch=lat_batches[0], refresh=head if vision else 1, inflight=2))
     if "naive-graphs" in modes:
         first.append(dict(mode="naive-graphs", batch=1, refresh=1, inflight=1))
+    # The same headline rows on several devices (one GPU's are the rows above).
+    compiled_too = os.environ.get("STYLECAM_BENCH_COMPILE", "0") == "1"
+    for spec in device_specs():
+        for compiled in ((False, True) if compiled_too else (False,)):
+            extra = {"devices": spec}
+            if compiled:
+                extra |= {"mode": "compile", "compile_mode": os.environ.get("STYLECAM_BENCH_COMPILE_MODE", "default")}
+            if "stream" in modes and big:
+                first.append(dict(mode="stream", batch=big, refresh=head if vision else 1, inflight=2, extra=extra))
+            if "latency" in modes and lat_batches:
+                first.append(dict(mode="latency", batch=lat_batches[0], refresh=head if vision else 1, inflight=2,
+                                  extra=dict(extra)))
     if "stream" in modes:
         for b in sorted(batches, reverse=True):
             for n in (refreshes if vision else [1]):
@@ -373,6 +438,13 @@ def bench_diffusion(args) -> list[dict]:
             except Exception as e:
                 log.exception("equivalence check failed")
                 emit(base | {"mode": "check-equivalence", "error": f"{type(e).__name__}: {e}"})
+            for spec in device_specs():
+                faulthandler.dump_traceback_later(DEVICES_WATCHDOG_S, exit=True)
+                try:
+                    emit(base | {"mode": "check-devices", **device_equivalence(bundle, frames, params, spec)})
+                except Exception as e:
+                    log.exception("device equivalence check failed")
+                    emit(base | {"mode": "check-devices", "devices_spec": spec, "error": f"{type(e).__name__}: {e}"})
             faulthandler.cancel_dump_traceback_later()
         for cfg in plan(stack):
             label = cfg["mode"] + ("" if not cfg.get("extra") else "+" + "+".join(
@@ -381,7 +453,9 @@ def bench_diffusion(args) -> list[dict]:
             # A hung configuration dumps every thread's stack and ends the process: the rows so
             # far are already written, and the next stack runs in its own process.
             compiling = (cfg.get("extra") or {}).get("mode") == "compile"
-            faulthandler.dump_traceback_later(600 if compiling else WATCHDOG_S.get(cfg["mode"], 90), exit=True)
+            several = "devices" in (cfg.get("extra") or {})
+            faulthandler.dump_traceback_later(600 if compiling else DEVICES_WATCHDOG_S if several else
+                                              WATCHDOG_S.get(cfg["mode"], 90), exit=True)
             try:
                 result = run_config(bundle, frames, params, mode=cfg["mode"], batch=cfg["batch"],
                                     refresh=cfg["refresh"], frames_total=frames_total, inflight=cfg["inflight"],
@@ -419,11 +493,12 @@ def _e2e_row(bundle, style_name: str, params: dict, cfg: dict, frames_total: int
     extra.pop("text_bucket", None)
     extra.pop("cudnn_benchmark", None)
     mode = extra.pop("mode", "graphs")
-    faulthandler.dump_traceback_later(600 if mode == "compile" else 180, exit=True)
+    devices = extra.pop("devices", None)
+    faulthandler.dump_traceback_later(600 if mode == "compile" else DEVICES_WATCHDOG_S if devices else 180, exit=True)
     try:
         return run_e2e(bundle, Style(style_name, "diffusion", params=params), batch=cfg["batch"],
                        refresh=cfg["refresh"], frames_total=max(frames_total, 4 * cfg["batch"] * 8), mode=mode,
-                       live=cfg["mode"] == "latency", engine=extra)
+                       live=cfg["mode"] == "latency", engine=extra, devices=devices)
     except Exception as e:  # one failing row must not lose the others
         log.exception("end-to-end row failed")
         return {"path": "e2e", "error": f"{type(e).__name__}: {e}"}

@@ -105,8 +105,9 @@ class LiveFile:
 
 
 def run_e2e(bundle, style, *, batch: int, refresh: int, frames_total: int, mode: str = "graphs",
-            live: bool = False, engine: dict | None = None, size=E2E_SIZE) -> dict:
-    """One end-to-end row (see the module docstring): warm-up run, then ``frames_total`` frames."""
+            live: bool = False, engine: dict | None = None, size=E2E_SIZE, devices=None) -> dict:
+    """One end-to-end row (see the module docstring): warm-up run, then ``frames_total`` frames.
+    ``devices``: a device list (:mod:`.stylize.devices`) for the backend; the row says it."""
     import torch
 
     from .runner import Runner
@@ -119,7 +120,7 @@ def run_e2e(bundle, style, *, batch: int, refresh: int, frames_total: int, mode:
     cuda = torch.cuda.is_available() and bundle.device.type == "cuda"
     options = {"refresh": refresh, "mode": mode, **(engine or {})}
     t0 = time.perf_counter()
-    backend = DiffusionBackend(bundle, batch_size=batch, engine=options)
+    backend = DiffusionBackend(bundle, batch_size=batch, engine=options, devices=devices)
     with contextlib.ExitStack() as done:
         done.enter_context(registered_camera())
         done.callback(backend.close)
@@ -139,11 +140,13 @@ def run_e2e(bundle, style, *, batch: int, refresh: int, frames_total: int, mode:
         setup_s = time.perf_counter() - t0
         summary = run(frames_total)
         report = backend._engine.report.as_dict()
+        inflight = backend.max_inflight
     keys = ("frames_in", "frames_out", "dropped", "fps_out", "latency_p50_ms", "latency_p95_ms", "batch_p50_ms",
             "passthrough", "cpu_loop_ms_per_frame", "cpu_capture_ms_per_frame")
     row = {k: summary.get(k) for k in keys}
     row["fps"] = row.pop("fps_out")
     return {"path": "e2e", "in_size": list(size), "out_size": list(size), "live_source": live,
+            "devices": str(devices) if devices is not None else None, "max_inflight": inflight,
             "sinks": [f"virtualcam {w}x{h}@30 (registered backend)", "null"],
             "virtualcam_sent": CountingCamera.last.sent if CountingCamera.last else None,
             "setup_s": round(setup_s, 2), **report, **row,

@@ -61,6 +61,9 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--size", type=_size, default=None, help="engine/output size WxH (default: source size)")
     p.add_argument("--fps", type=_positive_float, default=None, help="output rate (default: the source's)")
     p.add_argument("--batch", type=_positive_int, default=None, help="frames per stylizer batch")
+    p.add_argument("--devices", default=None,
+                   help="diffusion: the GPUs to use: 0,1 (encoders on 0, U-Net on 1) | all (one engine per "
+                        "GPU) | replicate:0,1 | split:0,1,2,3 (default: the first GPU, else the CPU)")
     p.add_argument("--loop", action="store_true",
                    help="loop a file source (implied, at the file's own rate, when an output is live)")
     p.add_argument("--overwrite", action="store_true",
@@ -201,6 +204,7 @@ def cmd_run(args) -> int:
         print("stylecam run: give a --source and a --sink, e.g.\n" + RUN_EXAMPLES.split("\n", 1)[1],
               file=sys.stderr)
         return 2
+    devices = _devices(args.devices, style, remote)
     source_spec = args.source or "pattern"
     sink_specs = args.sink or ["null"]
     _check_input_file(source_spec)
@@ -246,7 +250,9 @@ def cmd_run(args) -> int:
                                      exact=not source.live, on_event=on_event)
         else:
             # Out of memory at start: retried with a smaller batch, said through on_event.
-            backend = start_backend(style, args.batch, bundle=args.bundle, on_event=on_event, output_size=size)
+            extra = {"devices": devices} if devices else {}
+            backend = start_backend(style, args.batch, bundle=args.bundle, on_event=on_event, output_size=size,
+                                    **extra)
     except BackendError as e:
         print(f"stylecam: {e}", file=sys.stderr)
         return 1
@@ -313,6 +319,23 @@ class _PathOnly:
     def __init__(self, spec: str):
         kind, _, arg = spec.partition(":")
         self.path = os.path.expanduser(arg) if kind.strip().lower() == "file" and arg else None
+
+
+def _devices(spec: str | None, style, remote: bool) -> str | None:
+    """``--devices`` checked before any work (a device that is not there is said at once)."""
+    if spec is None:
+        return None
+    if remote:
+        raise UsageError("--devices picks this machine's GPUs; with --server the server paints")
+    if style.backend != "diffusion":
+        raise UsageError(f"--devices picks the GPUs of diffusion styles; style {style.name!r} uses the "
+                         f"{style.backend} backend")
+    from .stylize.devices import parse_devices
+
+    try:
+        return str(parse_devices(spec))
+    except ValueError as e:
+        raise UsageError(str(e)) from None
 
 
 def _remote_wanted(args) -> bool:

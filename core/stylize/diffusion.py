@@ -48,7 +48,9 @@ class DiffusionBackend(Backend):
     a GPU, 1 on the CPU). ``qwen_fast``: the Qwen3-VL conditioner's sync-free forward (default
     on for CUDA). ``engine``: :class:`~.engine.EngineSettings` fields for the streaming engine
     (``mode``, ``refresh``, ...; the benchmark's end-to-end rows use it to match the engine-only
-    rows); a style's own engine keys still apply over them.
+    rows); a style's own engine keys still apply over them. ``devices``: a device list
+    (:mod:`.devices`: ``"0,1"`` splits the encoders and the U-Net over two GPUs, ``"all"`` runs
+    one engine per GPU; None: ``device``), also taken from ``engine["devices"]``.
     """
 
     name = "diffusion"
@@ -56,15 +58,27 @@ class DiffusionBackend(Backend):
 
     def __init__(self, bundle=None, device=None, *, dtype: torch.dtype | None = None,
                  batch_size: int | None = None, offline: bool | None = None, qwen_fast: bool | None = None,
-                 engine: dict | None = None, **options):
+                 engine: dict | None = None, devices=None, **options):
         if options:
             raise BackendError(f"the diffusion backend has no option(s) {', '.join(sorted(options))}")
+        from .devices import parse_devices
+
+        engine = dict(engine or {})
+        try:
+            plan = parse_devices(devices if devices is not None else engine.get("devices"))
+        except ValueError as e:
+            raise BackendError(str(e)) from None
+        engine["devices"] = str(plan) if plan is not None else None  # settings stay plain data
+        # Several engines or a split: the engines fold LLLite into their own U-Nets.
+        multi = plan is not None and plan.placement != "single"
+        if plan is not None:
+            device = plan.devices[0]
         self.device = torch.device(device) if device is not None else default_device()
         self.dtype = dtype or default_dtype(self.device)
         self.batch_size = int(batch_size or (4 if self.device.type == "cuda" else 1))
         # On CUDA the engine overlaps batch k+1's encoders with batch k's U-Net: let the runner
         # keep two batches in flight. On the CPU everything runs in turn, so one is enough.
-        self.max_inflight = 2 if self.device.type == "cuda" else 1
+        self.max_inflight = (2 * (plan.engines if plan is not None else 1)) if self.device.type == "cuda" else 1
         if self.batch_size < 1:
             raise BackendError(f"batch_size must be 1 or more, got {batch_size}")
         self.bundle: Bundle | None = _load(bundle, self.device, self.dtype, offline)
@@ -79,7 +93,7 @@ class DiffusionBackend(Backend):
             b.qwen.fast = self.device.type == "cuda" if qwen_fast is None else bool(qwen_fast)
         self._unet = b.unet
         self._folded = None
-        if b.lllite is not None:
+        if b.lllite is not None and not multi:
             from .lllite import FoldedLLLiteUNet
 
             self._folded = FoldedLLLiteUNet(b.unet, b.lllite, hooks=m.lllite_subset, latent_size=self.latent_hw,
@@ -92,7 +106,7 @@ class DiffusionBackend(Backend):
         self._noise: torch.Tensor | None = None
         self._noise_seed: int | None = None
         self._engine = None  # the streaming engine runs process(); made at the first style
-        self._engine_options = dict(engine or {})
+        self._engine_options = engine
         self._out_size: tuple[int, int] | None = None
 
     # -- Backend interface ------------------------------------------------------------------
@@ -124,11 +138,12 @@ class DiffusionBackend(Backend):
         self._style = style
         if self._engine is None:
             from .compile import default_mode
-            from .engine import EngineSettings, StreamEngine
+            from .devices import open_engine
+            from .engine import EngineSettings
 
             options = {"mode": default_mode(), **self._engine_options, "batch_size": self.batch_size}
             settings = EngineSettings(**options).with_style(style.params)
-            self._engine = StreamEngine(self.bundle, settings, folded=self._folded)
+            self._engine = open_engine(self.bundle, settings, folded=self._folded)
         self._engine.set_style(style)
 
     def reset_temporal(self) -> None:

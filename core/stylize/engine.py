@@ -64,6 +64,9 @@ log = logging.getLogger(__name__)
 STYLE_KEYS = ("refresh", "broadcast", "lllite_refresh", "feedback", "feedback_warp", "skip_threshold")
 #: Side of the thumbnail the similarity skip compares, as a fraction of the frame side.
 SKIP_THUMB_DIVISOR = 16
+#: Profiled stages of the side stream, and of the main device's compute (split: their devices).
+SIDE_STAGES = ("vae_encode", "encoder", "lllite")
+MAIN_STAGES = ("unet", "vae_decode")
 
 
 class EngineError(RuntimeError):
@@ -90,7 +93,10 @@ class EngineSettings:
     encode/decode steps are compiled too (not only the U-Net). ``profile``: CUDA events around
     every stage. ``compile_backend``: ``torch.compile``'s backend under ``mode="compile"``;
     ``"eager"`` traces every step as one graph (``fullgraph``) but runs it without Inductor, and
-    does so on the CPU too: how CI proves that no step has a graph break.
+    does so on the CPU too: how CI proves that no step has a graph break. ``devices``: several
+    devices (``"0,1"``, ``"all"``, ``("cuda:0", "cuda:1")``...; None: the bundle's device), opened
+    by :func:`.devices.open_engine`, which splits the streams over two devices or runs one engine
+    per device (:mod:`.devices` has the grammar).
     """
 
     batch_size: int = 8
@@ -115,6 +121,7 @@ class EngineSettings:
     compile_encoder: bool = True
     compile_backend: str = "inductor"
     profile: bool = False
+    devices: str | tuple | None = None
 
     def __post_init__(self):
         if not isinstance(self.batch_size, int) or self.batch_size < 1:
@@ -159,6 +166,7 @@ class Ticket:
     frames: list[np.ndarray] | None = None
     t_ready: float | None = None
     stages: list = field(default_factory=list)  # (stage, start event, end event) when profiling
+    replica: int = 0  # which engine of a device pool (:mod:`.devices`) ran it
 
 
 class StreamEngine:
@@ -180,11 +188,20 @@ class StreamEngine:
 
     SLOTS = 2
 
-    def __init__(self, bundle: Bundle, settings: EngineSettings | None = None, style=None, *, folded=None):
+    def __init__(self, bundle: Bundle, settings: EngineSettings | None = None, style=None, *, folded=None,
+                 side_device=None):
         self.bundle = bundle
         self.settings = settings = settings or EngineSettings()
+        if settings.devices is not None and side_device is None:
+            raise EngineError("a device list is opened by stylecam.core.stylize.devices.open_engine(bundle, "
+                              "settings), which places the bundle; StreamEngine runs on the bundle's device")
         m = bundle.manifest
         self.device = bundle.device
+        # Split (:mod:`.devices`): the side stream's work (frames in, VAE encode, conditioning
+        # encoder, LLLite conditioning CNNs) on ``side_device``, whose components are already
+        # there; its outputs cross to the main device on copy streams (:meth:`_cross`).
+        self.split = side_device is not None
+        self.side_device = torch.device(side_device) if self.split else self.device
         self.dtype = bundle.dtype
         self.cuda = self.device.type == "cuda"
         if self.cuda:
@@ -256,21 +273,25 @@ class StreamEngine:
             # ``main_priority``: the critical path (U-Net + decode) first to free SMs, the side
             # stream's encoders in the gaps. Measured on the H200: the same frame rate either way.
             self._main = torch.cuda.Stream(self.device, priority=-1 if settings.main_priority else 0)
-            self._side = torch.cuda.Stream(self.device) if settings.streams else self._main
+            self._side = torch.cuda.Stream(self.side_device) if settings.streams or self.split else self._main
             self._copy = torch.cuda.Stream(self.device) if settings.streams else self._main
+            if self.split:  # the peer copy: out of the side device, into the main device
+                self._xfer_side = torch.cuda.Stream(self.side_device)
+                self._xfer_main = torch.cuda.Stream(self.device)
         # Fixed-address buffers. Host: pinned, two slots (one being filled while one is in flight).
         # Frames arrive and leave at the stream's sizes (a 1280x720 camera, a 1280x720 virtual
         # camera): :meth:`set_io_size` sizes the host and raw-input buffers; the model-size ones
         # below never change.
         pin = self.cuda
         dev = dict(device=self.device)
+        side_dev = dict(device=self.side_device)
         self.in_size = self.out_size = self.size
         self._box = None  # the input crop (x0, y0, w, h), None while frames come at the model size
         self._host_in = [torch.empty((B, H, W, 3), dtype=torch.uint8, pin_memory=pin) for _ in range(self.SLOTS)]
         self._host_out = ([torch.empty((B, H, W, 3), dtype=torch.uint8, pin_memory=True) for _ in range(self.SLOTS)]
                           if self.cuda else None)
         self._side_raw = None  # (B, Hin, Win, 3) uint8 on the device when the input is resized
-        self._side_in = torch.empty((B, H, W, 3), dtype=torch.uint8, **dev)
+        self._side_in = torch.empty((B, H, W, 3), dtype=torch.uint8, **side_dev)
         self._main_latent = torch.empty((B, channels, h, w), dtype=self.dtype, **dev)
         self._main_cond = torch.zeros((B, cond_len, cond_dim), dtype=self.dtype, **dev)
         self._noise = torch.empty((1, channels, h, w), dtype=torch.float32, **dev)
@@ -288,7 +309,7 @@ class StreamEngine:
         fw, fh = flow_size(self.size)
         self._host_flow = [torch.zeros((B, fh, fw, 2), dtype=torch.float32, pin_memory=pin)
                            for _ in range(self.SLOTS)]
-        self._side_flow = torch.zeros((B, fh, fw, 2), dtype=torch.float32, **dev)
+        self._side_flow = torch.zeros((B, fh, fw, 2), dtype=torch.float32, **side_dev)
         self._main_flow = torch.zeros((B, fh, fw, 2), dtype=torch.float32, **dev)
         self._flow = None  # FlowEstimator, made when warping is first on
 
@@ -313,6 +334,12 @@ class StreamEngine:
         self._last_output: np.ndarray | None = None
         self._skip_ref: np.ndarray | None = None
         self._profile_t0 = None
+        self._profile_t0_side = None
+        self._staging: dict[str, torch.Tensor] = {}  # split: the side outputs, on the main device
+        self._decoded = None  # the last batch's "decoded" event (a pool hands the feedback on)
+        #: A device pool's hook, called on the main stream just before the decode step: it writes
+        #: the previous batch's blend (made by another replica) into this engine's feedback state.
+        self.feedback_source = None
         self.skipped_batches = 0
         self.closed = False
         if style is not None:
@@ -380,7 +407,8 @@ class StreamEngine:
                              for _ in range(self.SLOTS)]
             self._h2d_done = [None] * self.SLOTS
             self._side_raw = (None if in_size == self.size else
-                              torch.empty((B, in_size[1], in_size[0], 3), dtype=torch.uint8, device=self.device))
+                              torch.empty((B, in_size[1], in_size[0], 3), dtype=torch.uint8,
+                                          device=self.side_device))
             self._flow = None  # the flow thumbnails follow the input frames
             self._skip_ref = None
         if out_size != self.out_size and self.cuda:
@@ -413,7 +441,7 @@ class StreamEngine:
         if self.cond_kind == "qwen-vision":
             qwen = self.bundle.qwen
             prompt = qwen.prompt(text, qwen.num_image_tokens(self.size[1], self.size[0]))
-            on = prompt.to(self.device)
+            on = prompt.to(self.side_device)
             if self._ids is None or self._ids.shape != on["input_ids"].shape:
                 # First prompt, or one of another padded length (a conditioner with
                 # ``pad_to_multiple_of`` runs the language model on the real tokens rounded up,
@@ -430,7 +458,7 @@ class StreamEngine:
                     self._mask.copy_(on["mask"])
             self._cond_due = True
         elif self.cond_kind == "clip" and self.cond_on_side:
-            ids = self._clip.token_ids(text).to(self.device)
+            ids = self._clip.token_ids(text).to(self.side_device)
             if self._ids is None:
                 self._ids = ids.clone()
             else:
@@ -438,7 +466,7 @@ class StreamEngine:
                     self._ids.copy_(ids)
             self._cond_due = True
         else:
-            self._cond_pending = self._static_conditioning(text)
+            self._cond_pending = self._static_conditioning(text).to(self.device)
 
     @torch.no_grad()
     def _static_conditioning(self, text: str) -> torch.Tensor:
@@ -478,6 +506,12 @@ class StreamEngine:
         from .lllite import to_control_image
 
         frames = self._side_in[-1:] if self.broadcast else self._side_in
+        if self.split:
+            # The conditioning CNNs live on the side device (:func:`.devices.place_split`), while
+            # embed_conditioning would move the image to the buffers (the U-Net's device).
+            layers = self.folded.folded_layers()
+            control = to_control_image(frames).to(layers[0].cond_emb.dtype)
+            return [layer.adapter.embed(control, self.folded.width_concat) for layer in layers]
         return self.folded.embed_conditioning(to_control_image(frames))
 
     def _unet_step(self):
@@ -538,7 +572,11 @@ class StreamEngine:
                     self._fill_cond(self._steps["cond"].replay())
                 elif self._cond_pending is not None:
                     self._fill_cond(self._cond_pending)
-                if self.folded is not None:
+                if self.folded is not None and self.split:
+                    for layer, emb in zip(self.folded.folded_layers(), self._steps["lllite"].replay()):
+                        layer.cond_emb.copy_(emb)
+                        layer.scale.fill_(self.folded.multiplier)
+                elif self.folded is not None:
                     self.folded.refresh_conditioning(_control(self._side_in, self.broadcast))
             self._sync()
         if "unet" not in self._steps:
@@ -670,6 +708,8 @@ class StreamEngine:
                 with self._stage(prof, stages, "lllite", side):
                     lllite = self._steps["lllite"].replay()
             side_done = self._record(side)
+        if self.split:
+            latent, cond, lllite, side_done = self._cross(side_done, latent, cond, lllite, warping, prof, stages)
 
         main = self._main_stream()
         with self._on(main):
@@ -681,7 +721,7 @@ class StreamEngine:
                             t.record_stream(main)
             self._main_latent.copy_(latent)
             if warping:
-                self._main_flow.copy_(self._side_flow)
+                self._main_flow.copy_(self._staging["flow"] if self.split else self._side_flow)
             if cond is not None:
                 self._fill_cond(cond)
                 self._cond_due = False
@@ -699,13 +739,15 @@ class StreamEngine:
                 self._latent_out = self._steps["unet"].replay()
             if self.cuda and self._last_d2h is not None:
                 main.wait_event(self._last_d2h)  # the decode output is free once copied out
+            if self.feedback_source is not None and self.settings.feedback > 0:
+                self.feedback_source(self)
             with self._stage(prof, stages, "vae_decode", main):
                 out = self._steps["decode"].replay()
             if self.settings.feedback > 0:
                 out, blended = out
                 self._prev.copy_(blended[n - 1])
                 self._weight.fill_(self.settings.feedback)
-            decoded = self._record(main)
+            decoded = self._decoded = self._record(main)
         self._since_cond += 1
         self._since_lllite += 1
 
@@ -772,14 +814,20 @@ class StreamEngine:
         from the CUDA events of collected tickets (``profile=True``)."""
         per: dict[str, list[float]] = {}
         spans: dict[str, list[tuple[float, float]]] = {}
-        t0 = self._profile_t0
         for t in tickets:
             for name, a, b in t.stages:
                 per.setdefault(name, []).append(a.elapsed_time(b))
+                # Events time against a zero on their own device (split: two clocks).
+                t0 = self._profile_t0_side if self.split and name in SIDE_STAGES else self._profile_t0
                 if t0 is not None:
                     spans.setdefault(name, []).append((t0.elapsed_time(a), t0.elapsed_time(b)))
         out = {f"{k}_ms": round(float(np.median(v)), 3) for k, v in per.items()}
-        if "unet" in spans and ("encoder" in spans or "vae_encode" in spans):
+        if self.split:
+            # Two devices share no clock to overlap on: how busy each one is instead, and its
+            # idle gaps (the split pays when the side device keeps up and the main one never waits).
+            for role, names in (("side", SIDE_STAGES), ("main", MAIN_STAGES)):
+                out |= {f"{role}_{k}": v for k, v in _busy([s for n in names for s in spans.get(n, [])]).items()}
+        elif "unet" in spans and ("encoder" in spans or "vae_encode" in spans):
             side = spans.get("encoder", []) + spans.get("vae_encode", [])
             out["side_overlap_with_unet"] = round(_overlap(side, spans["unet"]), 3)
             if "encoder" in spans:
@@ -791,6 +839,9 @@ class StreamEngine:
         if self.cuda:
             self._profile_t0 = torch.cuda.Event(enable_timing=True)
             self._profile_t0.record(self._main)
+            if self.split:
+                self._profile_t0_side = torch.cuda.Event(enable_timing=True)
+                self._profile_t0_side.record(self._side)
 
     # ------------------------------------------------------------------ helpers
 
@@ -806,16 +857,50 @@ class StreamEngine:
         self._main_cond[:, :length].copy_(cond.expand(self.batch_size, -1, -1))
 
     def _should_skip(self, arr: np.ndarray) -> bool:
-        import cv2
+        skip, self._skip_ref = still_batch(arr, self._skip_ref, self.settings.skip_threshold)
+        return skip
 
-        H, W = arr[0].shape[:2]
-        size = (max(1, W // SKIP_THUMB_DIVISOR), max(1, H // SKIP_THUMB_DIVISOR))
-        thumbs = [cv2.resize(f, size, interpolation=cv2.INTER_AREA).astype(np.int16) for f in arr]
-        ref = self._skip_ref
-        if ref is not None and all(float(np.abs(t - ref).mean()) < self.settings.skip_threshold for t in thumbs):
-            return True
-        self._skip_ref = thumbs[-1]
-        return False
+    def _cross(self, side_done, latent, cond, lllite, warping: bool, prof: bool, stages: list):
+        """Split: this batch's side outputs into staging buffers on the main device, by a peer
+        copy on a copy stream of each device ordered after the side stream's event; returns them
+        and the event the main stream waits on (None on the CPU). The staging buffers are free:
+        the side stream made these outputs only after the main stream had consumed the last ones."""
+        pairs = [("latent", latent)]
+        if cond is not None:
+            pairs.append(("cond", cond))
+        pairs += [(f"lllite{i}", emb) for i, emb in enumerate(lllite or [])]
+        if warping:
+            pairs.append(("flow", self._side_flow))
+        if not self.cuda:
+            staged = [self._staged(name, t).copy_(t) for name, t in pairs]
+            done = None
+        else:
+            xs, xm = self._xfer_side, self._xfer_main
+            xs.wait_event(side_done)
+            xm.wait_event(side_done)
+            # PyTorch copies between devices on the source device's current stream, fenced both
+            # ways with the destination's current stream: make those the two copy streams, so
+            # neither the side nor the main stream stalls for the copy.
+            copier = xs if self.side_device != self.device else xm
+            with torch.cuda.stream(xs), torch.cuda.stream(xm), self._stage(prof, stages, "peer_copy", xm):
+                staged = []
+                for name, t in pairs:
+                    if self.mode == "eager":
+                        t.record_stream(copier)  # a fresh side-stream allocation, read here
+                    staged.append(self._staged(name, t).copy_(t, non_blocking=True))
+                done = self._record(xm)
+        out = dict(zip([name for name, _ in pairs], staged))
+        embs = [out[f"lllite{i}"] for i in range(len(lllite))] if lllite is not None else None
+        return out["latent"], out.get("cond"), embs, done
+
+    def _staged(self, name: str, like: torch.Tensor) -> torch.Tensor:
+        # A main-device buffer of ``like``'s shape, kept: the same address every batch.
+        buf = self._staging.get(name)
+        if buf is None or buf.shape != like.shape or buf.dtype != like.dtype:
+            if buf is not None and self.cuda:
+                buf.record_stream(self._main)  # the main stream may still read the old one
+            buf = self._staging[name] = torch.empty(like.shape, dtype=like.dtype, device=self.device)
+        return buf
 
     def _check_frames(self, frames) -> np.ndarray | list[np.ndarray]:
         # No stacking: the frames are copied once, straight into the pinned host slot.
@@ -872,6 +957,8 @@ class StreamEngine:
     def _sync(self) -> None:
         if self.cuda:
             torch.cuda.synchronize(self.device)
+            if self.side_device != self.device:
+                torch.cuda.synchronize(self.side_device)
 
     def _check_open(self) -> None:
         if self.closed:
@@ -914,6 +1001,37 @@ def moving_average(frames: torch.Tensor, prev: torch.Tensor, first_weight, alpha
     return torch.stack(out)
 
 
+def still_batch(frames, ref: np.ndarray | None, threshold: float) -> tuple[bool, np.ndarray | None]:
+    """The similarity skip's test: (True, ``ref``) when every frame's 1/16 thumbnail is within
+    ``threshold`` 8-bit levels (mean absolute difference) of ``ref``, the last processed frame's
+    thumbnail; else (False, the newest frame's thumbnail, the next reference)."""
+    import cv2
+
+    H, W = frames[0].shape[:2]
+    size = (max(1, W // SKIP_THUMB_DIVISOR), max(1, H // SKIP_THUMB_DIVISOR))
+    thumbs = [cv2.resize(f, size, interpolation=cv2.INTER_AREA).astype(np.int16) for f in frames]
+    if ref is not None and all(float(np.abs(t - ref).mean()) < threshold for t in thumbs):
+        return True, ref
+    return False, thumbs[-1]
+
+
+def _busy(spans: list[tuple[float, float]]) -> dict:
+    """How busy one device was over ``spans`` (ms from its zero): the busy fraction of the time
+    from the first start to the last end, and the median idle gap between its stages."""
+    if not spans:
+        return {}
+    merged: list[list[float]] = []
+    for s, e in sorted(spans):
+        if merged and s <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], e)
+        else:
+            merged.append([s, e])
+    wall = merged[-1][1] - merged[0][0]
+    busy = sum(e - s for s, e in merged)
+    gaps = [b[0] - a[1] for a, b in zip(merged, merged[1:])] or [0.0]
+    return {"busy": round(busy / wall, 3) if wall > 0 else 1.0, "idle_gap_p50_ms": round(float(np.median(gaps)), 3)}
+
+
 def _control(frames: torch.Tensor, broadcast: bool) -> torch.Tensor:
     from .lllite import to_control_image
 
@@ -932,4 +1050,4 @@ def _overlap(a: list[tuple[float, float]], b: list[tuple[float, float]]) -> floa
     return inside / total
 
 
-__all__ = ["EngineError", "EngineSettings", "STYLE_KEYS", "StreamEngine", "Ticket", "moving_average"]
+__all__ = ["EngineError", "EngineSettings", "STYLE_KEYS", "StreamEngine", "Ticket", "moving_average", "still_batch"]
