@@ -241,7 +241,7 @@ def finiteness(bundle, frames, params) -> dict:
     import torch
 
     from .stylize.denoiser import encode_frames
-    from .stylize.reference import style_settings
+    from .stylize.params import style_settings
 
     s = style_settings(params, bundle)
     pixels = torch.from_numpy(np.stack(frames[:2])).cuda()

@@ -1,11 +1,10 @@
-"""The diffusion backend: a model bundle run in batches of fixed shape.
+"""The diffusion backend: a thin adapter from the :class:`~.base.Backend` interface to the
+streaming engine (:mod:`.engine`, or a pool of engines over several devices, :mod:`.devices`).
 
-``stylecam run --backend diffusion --bundle PATH_OR_ID`` lands here. Per batch: frames (resized
-to the bundle's size if they differ) go to the device as one uint8 tensor, TAESD encodes them,
-the conditioning comes from the per-prompt CLIP cache (or Qwen3-VL, which looks at the frames),
-the unrolled :class:`~.denoiser.Denoiser` runs the style's few steps from the stream's fixed
-noise, TAESD decodes, and the frames go back at their input size. A short last batch is padded
-to the batch size, so every call has the same shapes.
+``stylecam run --backend diffusion --bundle PATH_OR_ID`` lands here. The backend loads the bundle
+(safetensors only), checks a style against it, and hands frames to the engine at the source's own
+size; the engine resizes them on the device to the model size and its output to the size the
+runner asked for (:meth:`DiffusionBackend.set_output_size`), so the host never resizes.
 
 It computes what :func:`~.reference.stylize_frames` computes; the tests hold it to that.
 """
@@ -20,10 +19,9 @@ import torch
 from ..styles import Style
 from .base import Backend, BackendError
 from .bundle import Bundle, BundleError, check_bundle, describe, load_bundle, resolve_bundle
-from .conditioning import ClipTextConditioner
-from .denoiser import Denoiser, encode_frames, latent_size, make_schedule, stream_noise
+from .denoiser import make_schedule
 from .engine import EngineError
-from .reference import style_settings
+from .params import style_settings
 
 log = logging.getLogger(__name__)
 
@@ -69,8 +67,6 @@ class DiffusionBackend(Backend):
         except ValueError as e:
             raise BackendError(str(e)) from None
         engine["devices"] = str(plan) if plan is not None else None  # settings stay plain data
-        # Several engines or a split: the engines fold LLLite into their own U-Nets.
-        multi = plan is not None and plan.placement != "single"
         if plan is not None:
             device = plan.devices[0]
         self.device = torch.device(device) if device is not None else default_device()
@@ -86,25 +82,8 @@ class DiffusionBackend(Backend):
         m = b.manifest
         log.info("diffusion backend: %s, batch %d", describe(b), self.batch_size)
         self.size = m.size
-        self.latent_hw = latent_size(m, b.vae)
-        self._text = (ClipTextConditioner(b.tokenizer, b.text_encoder, m.text_length)
-                      if b.text_encoder is not None else None)
         if b.qwen is not None:
             b.qwen.fast = self.device.type == "cuda" if qwen_fast is None else bool(qwen_fast)
-        self._unet = b.unet
-        self._folded = None
-        if b.lllite is not None and not multi:
-            from .lllite import FoldedLLLiteUNet
-
-            self._folded = FoldedLLLiteUNet(b.unet, b.lllite, hooks=m.lllite_subset, latent_size=self.latent_hw,
-                                            batch_size=self.batch_size,
-                                            width_concat=2 if m.concat == "width" else 1)
-            self._unet = self._folded
-        self._style: Style | None = None
-        self._denoiser: Denoiser | None = None
-        self._settings: dict = {}
-        self._noise: torch.Tensor | None = None
-        self._noise_seed: int | None = None
         self._engine = None  # the streaming engine runs process(); made at the first style
         self._engine_options = engine
         self._out_size: tuple[int, int] | None = None
@@ -123,19 +102,10 @@ class DiffusionBackend(Backend):
                                f"{self.bundle.origin} is {m.stack}; pass a {wanted} bundle with --bundle "
                                f"or pick a style without a stack (see `stylecam styles`)")
         settings = style_settings(style.params, self.bundle)
-        try:
-            schedule = make_schedule(self.bundle, settings["steps"], settings["strength"])
+        try:  # checked here, so a bad style is refused before the engine sees it
+            make_schedule(self.bundle, settings["steps"], settings["strength"])
         except ValueError as e:
             raise BackendError(f"style {style.name!r}: {e}") from None
-        self._denoiser = Denoiser(self._unet, m, schedule)
-        if settings["seed"] != self._noise_seed:
-            c = self.bundle.vae.config.latent_channels
-            self._noise = stream_noise(settings["seed"], (1, c, *self.latent_hw)).to(self.device)
-            self._noise_seed = settings["seed"]
-        if self._text is not None:
-            self._text.encode(settings["text"])  # warm the cache outside the frame loop
-        self._settings = settings
-        self._style = style
         if self._engine is None:
             from .compile import default_mode
             from .devices import open_engine
@@ -143,7 +113,7 @@ class DiffusionBackend(Backend):
 
             options = {"mode": default_mode(), **self._engine_options, "batch_size": self.batch_size}
             settings = EngineSettings(**options).with_style(style.params)
-            self._engine = open_engine(self.bundle, settings, folded=self._folded)
+            self._engine = open_engine(self.bundle, settings)
         self._engine.set_style(style)
 
     def reset_temporal(self) -> None:
@@ -169,7 +139,7 @@ class DiffusionBackend(Backend):
     def _prepare(self, images: list[np.ndarray]) -> None:
         # Frames come at the source's size and leave at the sinks' (or their own) size; the
         # engine resizes on the device. A new size re-captures only the resize steps.
-        if self._denoiser is None:
+        if self._engine is None:
             raise BackendError("set_style must be called before process")
         if not images:
             return
@@ -182,39 +152,22 @@ class DiffusionBackend(Backend):
 
     def close(self) -> None:
         if self._engine is not None:
-            self._engine.close()
+            self._engine.close()  # unfolds LLLite, restores the VAE/encoder settings
             self._engine = None
-        if self._folded is not None:
-            self._folded.unfold()
-            self._folded = None
         self.bundle = None
-        self._denoiser = self._text = self._noise = self._unet = None
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
 
-    # -- the batch -----------------------------------------------------------------------
+    # -- for tests and the benchmark's checks ----------------------------------------------
 
-    @torch.inference_mode()
+    @torch.no_grad()
     def denoise(self, images: list[np.ndarray]) -> torch.Tensor:
-        """Denoised latents ``(len(images), C, h, w)`` of up to ``batch_size`` frames at the bundle size."""
-        real = len(images)
-        if not 1 <= real <= self.batch_size:
-            raise BackendError(f"denoise takes 1 to {self.batch_size} frames, got {real}")
-        images = list(images) + [images[-1]] * (self.batch_size - real)  # fixed shapes: pad a short batch
-        pixels = torch.from_numpy(np.stack(images)).to(self.device, non_blocking=True)
-        source = encode_frames(self.bundle.vae, pixels)
-        cond = self._conditioning(pixels)
-        if self._folded is not None:
-            from .lllite import to_control_image
-
-            self._folded.refresh_conditioning(to_control_image(pixels))
-        return self._denoiser(source, self._noise, cond)[:real]
-
-    def _conditioning(self, pixels: torch.Tensor) -> torch.Tensor:
-        text = self._settings["text"]
-        if self._text is not None:
-            return self._text.encode(text)
-        return self.bundle.qwen.encode(pixels, text).to(self.dtype)
+        """The denoised latents ``(len(images), C, h, w)`` the engine makes for up to
+        ``batch_size`` frames (of the model size): the tests' tighter check than pixels."""
+        if not 1 <= len(images) <= self.batch_size:
+            raise BackendError(f"denoise takes 1 to {self.batch_size} frames, got {len(images)}")
+        self.process(images)
+        return self._engine.latents()[:len(images)].clone()
 
 
 def _load(ref, device: torch.device, dtype: torch.dtype, offline: bool | None) -> Bundle:

@@ -349,7 +349,7 @@ class StreamEngine:
 
     def set_style(self, style) -> None:
         """A :class:`~stylecam.core.styles.Style` or params mapping; applies from the next batch."""
-        from .reference import style_settings
+        from .params import style_settings
 
         self._check_open()
         params = dict(getattr(style, "params", style))
@@ -371,6 +371,12 @@ class StreamEngine:
             self._set_text(s["text"])
             self._text = s["text"]
         self._style_params = params
+
+    def latents(self) -> torch.Tensor:
+        """The last batch's denoised latents (B, C, h, w), waiting for them: a check's view,
+        not the frame path."""
+        self._sync()
+        return self._latent_out
 
     def reset_temporal(self) -> None:
         """The next frame does not follow the last one: no feedback from the last output, no flow

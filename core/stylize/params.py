@@ -179,3 +179,17 @@ def validate_neural(params: dict) -> dict:
 
 
 register_backend_params("neural", validate_neural)
+
+
+def style_settings(params, bundle) -> dict:
+    """The text, steps, strength and seed a diffusion style asks of ``bundle`` (a loaded bundle or
+    its manifest; defaults from the manifest). The one reading of a style's diffusion keys, shared
+    by the backend, the engine, the benchmark and the frame-by-frame oracle."""
+    m = getattr(bundle, "manifest", bundle)
+    record = _stacks.STACKS[m.stack]
+    prompt, instruction = params.get("prompt"), params.get("instruction")
+    text = (prompt or instruction) if record.prefers == "prompt" else (instruction or prompt)
+    if record.vision:  # the MLLM reads the instruction inside the bundle's template
+        text = m.instruction_template.format(text)
+    return {"text": text, "steps": int(params.get("steps") or m.steps),
+            "strength": float(params.get("strength") or m.strength), "seed": int(params.get("seed", 0))}

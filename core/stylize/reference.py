@@ -18,22 +18,8 @@ import torch
 from .bundle import Bundle, load_bundle
 from . import stacks
 from .geometry import resize, to_uint8
+from .params import style_settings  # noqa: F401  (the oracle's callers read it here too)
 from .denoiser import flow_shift_mu, flow_sigmas, inference_steps, latent_size, stream_noise
-
-
-def style_settings(params: Mapping, bundle: Bundle) -> dict:
-    """The text, steps, strength and seed a style asks of ``bundle`` (defaults from its manifest)."""
-    m = bundle.manifest
-    record = stacks.STACKS[m.stack]
-    prompt, instruction = params.get("prompt"), params.get("instruction")
-    if record.prefers == "prompt":
-        text = prompt or instruction
-    else:
-        text = instruction or prompt
-    if record.vision:  # the MLLM reads the instruction inside the bundle's template
-        text = m.instruction_template.format(text)
-    return {"text": text, "steps": int(params.get("steps") or m.steps),
-            "strength": float(params.get("strength") or m.strength), "seed": int(params.get("seed", 0))}
 
 
 @torch.no_grad()
