@@ -173,6 +173,7 @@ def test_backend_unfolds_lllite_on_close(bundles):
 
     bundle = B.load_bundle(bundles["mllm-edit+lllite"])
     be = DiffusionBackend(bundle=bundle, device="cpu")
+    be.set_style(style("ai-oil"))  # the engine folds LLLite into the U-Net when it is made
     assert any(isinstance(m, LLLiteLinear) for m in bundle.unet.modules())
     be.close()
     be.close()  # safe twice

@@ -662,9 +662,27 @@ class StreamEngine:
             self._pending.append(ticket)
             return ticket
 
-        # Host staging into the pinned slot (its previous upload finished long ago: two batches).
+        warping = self._stage_host(arr, slot)
+        raw = self._side_raw if self._side_raw is not None else self._side_in
+        if not self._steps_ready():
+            raw.copy_(self._host_in[slot])
+            self._sync()
+            self._build_steps()
+        prof = self.settings.profile and self.cuda
+        side, side_out = self._side_encode(slot, raw, warping, prof, ticket.stages)
+        out = self._main_denoise(side, side_out, warping, n, prof, ticket.stages)
+        self._copy_out(out, slot, n, ticket)
+        self._pending.append(ticket)
+        return ticket
+
+    # The four stages of a batch, in the order :meth:`submit` runs them.
+
+    def _stage_host(self, arr, slot: int) -> bool:
+        """Host: the frames into the pinned slot (its previous upload finished long ago: two
+        batches), a short batch padded; the optical flow when warping. Returns whether it warps."""
         if self._h2d_done[slot] is not None:
             self._h2d_done[slot].synchronize()
+        n = len(arr)
         host = self._host_in[slot].numpy()
         if isinstance(arr, np.ndarray):
             host[:n] = arr
@@ -681,18 +699,14 @@ class StreamEngine:
             flows = self._host_flow[slot].numpy()
             self._flow.backward(self._cropped(host[:n]), out=flows[:n])
             flows[n:] = 0.0
-        raw = self._side_raw if self._side_raw is not None else self._side_in
+        return warping
 
-        if not self._steps_ready():
-            raw.copy_(self._host_in[slot])
-            self._sync()
-            self._build_steps()
-
+    def _side_encode(self, slot: int, raw, warping: bool, prof: bool, stages: list):
+        """Side stream: upload, resize, TAESD encode, and the encoders when due. Returns the side
+        stream and (latent, conditioning or None, LLLite embeddings or None, done event), the
+        latter already moved to the main device when split."""
         cond_due = self.cond_on_side and (self._cond_due or self._since_cond >= self.settings.refresh)
         lllite_due = self.folded is not None and (self._lllite_due or self._since_lllite >= self.settings.lllite_refresh)
-        prof = self.settings.profile and self.cuda
-        stages = ticket.stages
-
         side = self._side_stream()
         with self._on(side):
             raw.copy_(self._host_in[slot], non_blocking=True)
@@ -716,7 +730,12 @@ class StreamEngine:
             side_done = self._record(side)
         if self.split:
             latent, cond, lllite, side_done = self._cross(side_done, latent, cond, lllite, warping, prof, stages)
+        return side, (latent, cond, lllite, side_done)
 
+    def _main_denoise(self, side, side_out, warping: bool, n: int, prof: bool, stages: list):
+        """Main stream: the side stream's results into the U-Net's inputs ("consumed" from then
+        on), the U-Net, the decode with feedback and the output resize. Returns the frames."""
+        latent, cond, lllite, side_done = side_out
         main = self._main_stream()
         with self._on(main):
             if self.cuda:
@@ -753,21 +772,22 @@ class StreamEngine:
                 out, blended = out
                 self._prev.copy_(blended[n - 1])
                 self._weight.fill_(self.settings.feedback)
-            decoded = self._decoded = self._record(main)
+            self._decoded = self._record(main)
         self._since_cond += 1
         self._since_lllite += 1
+        return out
 
+    def _copy_out(self, out, slot: int, n: int, ticket: Ticket) -> None:
+        """Copy stream: the output-size uint8 frames into the pinned slot; the ticket's event."""
         if self.cuda:
             with self._on(self._copy):
-                self._copy.wait_event(decoded)
-                if self.mode == "eager" and self._copy is not main:
+                self._copy.wait_event(self._decoded)
+                if self.mode == "eager" and self._copy is not self._main:
                     out.record_stream(self._copy)
                 self._host_out[slot].copy_(out, non_blocking=True)
                 ticket.event = self._last_d2h = self._record(self._copy)
         else:
             ticket.frames = list(out[:n].numpy().copy())
-        self._pending.append(ticket)
-        return ticket
 
     def collect(self, ticket: Ticket) -> list[np.ndarray]:
         """The output frames of ``ticket`` (waits for them); tickets are collected in order."""
