@@ -35,6 +35,17 @@ class SinkError(RuntimeError):
 
 
 class Sink:
+    """Where frames go: a file, a virtual camera, an MJPEG server, the tray's preview.
+
+    Contract: ``open``, ``write`` and ``close`` are called from the runner's thread only, in that
+    order (``open`` again after a failure for ``reopenable`` sinks). ``write`` gets each output
+    frame once, in order, at the size ``open`` was given; it must not modify the pixels, may keep
+    a reference (backends never reuse an output buffer), and must not block the stream for long
+    (outputs that pace or serve hand frames to a thread of their own). Failures raise
+    :class:`SinkError` (or an ``OSError``) with a message that says what to do; the runner then
+    switches the output off and tells the user, and the other outputs go on.
+    """
+
     name: str = "sink"
 
     def open(self, size: tuple[int, int], fps: float) -> None:

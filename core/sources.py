@@ -33,6 +33,13 @@ class Source:
     loop). ``live`` sources (screen, camera, pattern) produce frames in real time whether or not
     anyone keeps up, so the runner drops the oldest frame when the stylizer falls behind; a
     non-live source (a file) is read only as fast as it is consumed, so nothing is dropped.
+
+    Contract: ``open``, ``read`` and ``close`` are called from the runner's capture thread only
+    (mss and some camera drivers are bound to the thread that opened them); ``read`` may block
+    for up to a frame period and returns a new array each time (the runner keeps references);
+    any layout :func:`~.frames.as_rgb` accepts is fine. Failures to open raise
+    :class:`SourceError` with what to do; a source that loses its device mid-stream says so with
+    ``connected`` and keeps returning its last frame while it reconnects.
     """
 
     live: bool = True

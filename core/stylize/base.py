@@ -18,6 +18,20 @@ class BackendError(RuntimeError):
 
 
 class Backend:
+    """A stylizer. Contract (the runner keeps it, and tests hold each backend to it):
+
+    * one thread: every method is called from the runner's thread (the thread that made the
+      backend, for the diffusion backend's CUDA streams), never two at once;
+    * frames are RGB uint8 ``(H, W, 3)``, all of one size per call; outputs come back one per
+      input, in order, at the input's size (or at ``set_output_size``'s when ``resizes``), and
+      are the caller's to keep: a backend never writes into an output it returned;
+    * ``submit`` returns at once or after the host part of the work; ``collect`` waits; tickets
+      are collected in the order they were submitted, at most ``max_inflight`` out at a time;
+    * errors: :class:`BackendError` for what the user can fix (the message says how), anything
+      else for a failed batch (the runner passes that batch through unstyled and retries);
+    * ``set_style`` applies from the next batch; ``close`` is safe to call twice.
+    """
+
     name = "backend"
     #: How many frames the backend prefers per ``process`` call. The runner sends at most this
     #: many; it may send fewer (end of a stream, a live source that has nothing more yet).
