@@ -156,6 +156,14 @@ def _effect(fn: Callable[..., np.ndarray]) -> Callable[..., np.ndarray]:
     return wrapper
 
 
+def _pad(image: np.ndarray) -> np.ndarray:
+    """``image`` padded (edges replicated) to at least MIN_SIDE on each side."""
+    h, w = image.shape[:2]
+    if h >= MIN_SIDE and w >= MIN_SIDE:
+        return image
+    return cv2.copyMakeBorder(image, 0, max(0, MIN_SIDE - h), 0, max(0, MIN_SIDE - w), cv2.BORDER_REPLICATE)
+
+
 def _work_size(h: int, w: int, side: int = WORK_SIDE) -> tuple[int, int, float]:
     """(work height, work width, scale of a work-size length in this frame's work pixels)."""
     short = min(h, w)
@@ -225,6 +233,28 @@ def _stroke_textures(h: int, w: int, length: int) -> tuple[np.ndarray, ...]:
 # oil
 
 
+def _oil_mix(h: int, w: int, **_knobs) -> tuple[int, int]:
+    wh, ww, _ = _work_size(h, w)
+    return ww, wh
+
+
+def _oil_paint(image: np.ndarray, anchor=None, radius: int = 4, saturation: float = 1.25,
+               texture: float = 0.5) -> np.ndarray:
+    h, w = image.shape[:2]
+    wh, ww, scale = _work_size(h, w)
+    r = max(1, round(radius * scale))
+    small = _down(image, wh, ww).astype(np.float32) * (1.0 / 255.0)
+    painted = _kuwahara(small, r)
+    painted = _kuwahara(painted, max(1, r // 2))
+    painted = _brush(painted, r, texture, anchor)
+    painted = _saturate(painted, saturation)
+    return cv2.convertScaleAbs(painted, alpha=255.0)
+
+
+def _oil_finish(picture: np.ndarray, h: int, w: int, anchor=None, **_knobs) -> np.ndarray:
+    return _up(picture, h, w)
+
+
 @_effect
 def oil(image: np.ndarray, radius: int = 4, saturation: float = 1.25, texture: float = 0.5, anchor=None) -> np.ndarray:
     """Oil paint: a generalized Kuwahara filter with brush strokes that follow the image's edges.
@@ -234,18 +264,11 @@ def oil(image: np.ndarray, radius: int = 4, saturation: float = 1.25, texture: f
     paint, while at an edge the sectors on either side win and the edge stays sharp. One
     separable blur gives every sector's mean and variance, so the cost per pixel barely grows
     with the radius. A second, smaller pass softens the dabs; then stroke texture and a
-    saturation lift, at the working size, and a cubic upscale that keeps the edges crisp.
+    saturation lift, at the working size (where the stabilizer mixes too), and a cubic upscale
+    that keeps the edges crisp.
     """
     h, w = image.shape[:2]
-    wh, ww, scale = _work_size(h, w)
-    r = max(1, round(radius * scale))
-    small = _down(image, wh, ww).astype(np.float32) * (1.0 / 255.0)
-    painted = _kuwahara(small, r)
-    painted = _kuwahara(painted, max(1, r // 2))
-    painted = _brush(painted, r, texture, anchor)
-    painted = _saturate(painted, saturation)
-    out = cv2.convertScaleAbs(painted, alpha=255.0)
-    return _up(out, h, w)
+    return _oil_finish(_oil_paint(image, anchor, radius=radius, saturation=saturation, texture=texture), h, w)
 
 
 def _kuwahara(img: np.ndarray, r: int) -> np.ndarray:
@@ -344,25 +367,27 @@ def _brush(img: np.ndarray, r: int, strength: float, anchor=None) -> np.ndarray:
 CHROMA_STEP = 6.0
 
 
-@_effect
-def toon(image: np.ndarray, levels: int = 6, edges: float = 1.0, smoothing: int = 2,
-         saturation: float = 1.2, anchor=None) -> np.ndarray:
-    """Cartoon: flat colour regions with dark ink outlines.
-
-    Bilateral smoothing at two thirds of the working size (a third of 720p) removes texture
-    but keeps the borders between regions; the result, brought back to full size, is
-    flattened with a lookup table in YCrCb (a few brightness bands, a coarse chroma grid), and
-    ink lines come from a difference of Gaussians on the smoothed luma, so that they outline
-    regions rather than texture.
-    """
-    h, w = image.shape[:2]
-    wh, ww, scale = _work_size(h, w)
-    small = _down(image, wh, ww)
+def _toon_mix(h: int, w: int, **_knobs) -> tuple[int, int]:
+    wh, ww, _ = _work_size(h, w)
     # Smoothing even smaller: bilateral cost grows with area, and flat regions need no detail.
-    sh, sw = max(1, round(wh * 2 / 3)), max(1, round(ww * 2 / 3))
-    flat = _down(small, sh, sw)
+    return max(1, round(ww * 2 / 3)), max(1, round(wh * 2 / 3))
+
+
+def _toon_paint(image: np.ndarray, anchor=None, levels: int = 6, edges: float = 1.0, smoothing: int = 2,
+                saturation: float = 1.2) -> np.ndarray:
+    h, w = image.shape[:2]
+    _, _, scale = _work_size(h, w)
+    sw, sh = _toon_mix(h, w)
+    flat = _down(image, sh, sw)
     for _ in range(smoothing):
         flat = cv2.bilateralFilter(flat, 7, 24.0, 4.0 * max(scale, 0.5), borderType=cv2.BORDER_REPLICATE)
+    return flat
+
+
+def _toon_finish(flat: np.ndarray, h: int, w: int, anchor=None, levels: int = 6, edges: float = 1.0,
+                 saturation: float = 1.2, **_knobs) -> np.ndarray:
+    _, _, scale = _work_size(h, w)
+    sh, sw = flat.shape[:2]
     ink = None
     if edges > 0 and min(sh, sw) >= 3:
         ink = _up(_ink(cv2.cvtColor(flat, cv2.COLOR_RGB2GRAY), scale, edges), h, w)
@@ -373,6 +398,23 @@ def toon(image: np.ndarray, levels: int = 6, edges: float = 1.0, smoothing: int 
     if ink is not None:
         out = cv2.multiply(out, cv2.cvtColor(ink, cv2.COLOR_GRAY2RGB), scale=1.0 / 255.0)
     return out
+
+
+@_effect
+def toon(image: np.ndarray, levels: int = 6, edges: float = 1.0, smoothing: int = 2,
+         saturation: float = 1.2, anchor=None) -> np.ndarray:
+    """Cartoon: flat colour regions with dark ink outlines.
+
+    Bilateral smoothing at two thirds of the working size (a third of 720p) removes texture
+    but keeps the borders between regions (the stabilizer holds this smoothed picture, so the
+    bands and lines drawn from it stay put); the result, brought back to full size, is
+    flattened with a lookup table in YCrCb (a few brightness bands, a coarse chroma grid), and
+    ink lines come from a difference of Gaussians on the smoothed luma, so that they outline
+    regions rather than texture.
+    """
+    h, w = image.shape[:2]
+    knobs = dict(levels=levels, edges=edges, saturation=saturation)
+    return _toon_finish(_toon_paint(image, smoothing=smoothing, **knobs), h, w, **knobs)
 
 
 @lru_cache(maxsize=64)
@@ -418,17 +460,15 @@ def _ink(grey: np.ndarray, scale: float, strength: float) -> np.ndarray:
 PAPER_RGB = (246.0, 239.0, 224.0)
 
 
-@_effect
-def sketch(image: np.ndarray, blur: float = 6.0, darkness: float = 1.0, hatching: float = 0.6,
-           paper: float = 0.5, anchor=None) -> np.ndarray:
-    """Pencil drawing: colour-dodged luma for the lines, hatching for the shadows, on paper.
+def _sketch_mix(h: int, w: int, **_knobs) -> tuple[int, int]:
+    # Lines are fine detail: drawn at up to twice the working size.
+    dh, dw, _ = _work_size(h, w, 2 * WORK_SIDE)
+    return dw, dh
 
-    Dividing the luma by its blur leaves white wherever the picture is flat and grey strokes
-    where it is darker than its surroundings, i.e. along edges, as a pencil would. Large dark
-    areas, which the dodge turns white, get diagonal hatching instead (crossed where darkest).
-    """
+
+def _sketch_paint(image: np.ndarray, anchor=None, blur: float = 6.0, darkness: float = 1.0, hatching: float = 0.6,
+                  paper: float = 0.5) -> np.ndarray:
     h, w = image.shape[:2]
-    # Lines are fine detail: draw them at up to twice the working size.
     dh, dw, scale = _work_size(h, w, 2 * WORK_SIDE)
     grey = cv2.cvtColor(_down(image, dh, dw), cv2.COLOR_RGB2GRAY)
     sigma = max(0.5, blur * scale)
@@ -455,7 +495,11 @@ def sketch(image: np.ndarray, blur: float = 6.0, darkness: float = 1.0, hatching
         shade = cv2.subtract(shade, cv2.multiply(a2, two, scale=1.0 / 255.0))
         shade = cv2.subtract(shade, fill)
         out = cv2.multiply(out, shade, scale=1.0 / 255.0)
-    out = _up(out, h, w)
+    return out
+
+
+def _sketch_finish(drawing: np.ndarray, h: int, w: int, anchor=None, paper: float = 0.5, **_knobs) -> np.ndarray:
+    out = _up(drawing, h, w)
     if paper > 0:
         grain = _paper_grain(h, w) if anchor is None else anchor.sample(_paper_grain(h, w))
         grain = cv2.convertScaleAbs(grain, alpha=paper, beta=255.0 * (1.0 - paper))
@@ -464,6 +508,20 @@ def sketch(image: np.ndarray, blur: float = 6.0, darkness: float = 1.0, hatching
         tint = tuple(255.0 - (255.0 - c) * paper for c in PAPER_RGB) + (0.0,)
         return cv2.multiply(rgb, tint, scale=1.0 / 255.0)
     return cv2.cvtColor(out, cv2.COLOR_GRAY2RGB)
+
+
+@_effect
+def sketch(image: np.ndarray, blur: float = 6.0, darkness: float = 1.0, hatching: float = 0.6,
+           paper: float = 0.5, anchor=None) -> np.ndarray:
+    """Pencil drawing: colour-dodged luma for the lines, hatching for the shadows, on paper.
+
+    Dividing the luma by its blur leaves white wherever the picture is flat and grey strokes
+    where it is darker than its surroundings, i.e. along edges, as a pencil would. Large dark
+    areas, which the dodge turns white, get diagonal hatching instead (crossed where darkest).
+    """
+    h, w = image.shape[:2]
+    drawing = _sketch_paint(image, anchor, blur=blur, darkness=darkness, hatching=hatching, paper=paper)
+    return _sketch_finish(drawing, h, w, anchor, paper=paper)
 
 
 @lru_cache(maxsize=16)
@@ -527,8 +585,31 @@ def _paper_grain(h: int, w: int) -> np.ndarray:
 FUNCTIONS: dict[str, Callable[..., np.ndarray]] = {"oil": oil, "toon": toon, "sketch": sketch}
 
 
+@dataclass(frozen=True)
+class Stages:
+    """An effect cut where the stabilizer steps in, so that it mixes the small picture the effect
+    works on rather than the full frame (a quarter of the pixels at 720p for oil).
+
+    ``mix(h, w, **knobs)`` -> (w, h) of that picture for a frame of (h, w);
+    ``paint(image, anchor, **knobs)`` -> that picture (uint8, RGB or grey);
+    ``finish(picture, h, w, anchor, **knobs)`` -> the RGB frame of (h, w).
+    ``finish(paint(image))`` is exactly the effect function's output.
+    """
+
+    mix: Callable[..., tuple[int, int]]
+    paint: Callable[..., np.ndarray]
+    finish: Callable[..., np.ndarray]
+
+
+STAGES: dict[str, Stages] = {
+    "oil": Stages(_oil_mix, _oil_paint, _oil_finish),
+    "toon": Stages(_toon_mix, _toon_paint, _toon_finish),
+    "sketch": Stages(_sketch_mix, _sketch_paint, _sketch_finish),
+}
+
+
 class ClassicBackend(Backend):
-    """Runs one effect; frames of a batch are painted in parallel, one per worker thread, then
+    """Runs one effect; frames of a batch are painted in parallel, one per worker thread, and
     steadied in frame order (``core/temporal.py``).
 
     Every effect is a chain of OpenCV calls on a small working image, which release the GIL,
@@ -536,10 +617,12 @@ class ClassicBackend(Backend):
     ``core/runtime.py`` and docs/benchmarks.md). ``batch_size`` equals the worker count; the
     runner never waits to fill a batch, so a live source gains throughput, not latency.
 
-    Each worker also measures its frame's motion against the frame before it (inputs only); the
-    mixing with the previous output, which needs the frames in order, is split over the same
-    workers in horizontal strips. ``steady=False`` turns the stabilizer off whatever the style
-    says (the benchmark's and the quality harness's "before").
+    With the stabilizer on, a batch goes through the workers in steps: each input's luma and
+    thumbnail, the motion of each against the one before (inputs only), the paintings at the
+    effect's working size; then, in frame order, the mix with the previous picture, each frame's
+    finish (upscale, paper) going back to the workers as soon as it is mixed.
+    ``steady=False`` turns the stabilizer off whatever the style says (the benchmark's and the
+    quality harness's "before").
     """
 
     name = "classic"
@@ -550,9 +633,10 @@ class ClassicBackend(Backend):
         self.steady = steady
         self._pool: ThreadPoolExecutor | None = None
         self._fn: Callable[..., np.ndarray] | None = None
+        self._stages: Stages | None = None
         self._knobs: dict = {}
         self.stabilizer = Stabilizer()
-        self._last_input: np.ndarray | None = None
+        self._last_view = None
 
     def set_style(self, style: Style) -> None:
         if style.backend != "classic":
@@ -563,35 +647,46 @@ class ClassicBackend(Backend):
         strength = strength if self.steady else 0.0
         mode, threshold = STEADY_MODE[effect]
         self._fn = FUNCTIONS[effect]
+        self._stages = STAGES[effect]
         self._knobs = params
         # A new style starts afresh: its first frame must not be mixed with another style's.
         self.stabilizer.set_steadiness(Steadiness(strength, mode, threshold))
         self.stabilizer.reset()
-
-    def _paint(self, image: np.ndarray, anchor) -> np.ndarray:
-        return self._fn(image, anchor=anchor, **self._knobs)
+        self._last_view = None
 
     def process(self, images: list[np.ndarray]) -> list[np.ndarray]:
         if self._fn is None:
             raise BackendError("ClassicBackend.process called before set_style")
         if not images:
             return []
-        prevs = [self._last_input] + list(images[:-1])
-        stab = self.stabilizer
-        parallel = len(images) >= 2 and self.workers >= 2
-        pool = self._ensure_pool() if self.workers >= 2 else None
-        # 1. the motion of each input against the one before (inputs only: in parallel);
-        # 2. where each frame's textures sit (a chain over the flows, on thumbnails: cheap);
-        # 3. the paintings (in parallel); 4. the mix with the previous output (in order).
-        motions = list(pool.map(stab.prepare, prevs, images)) if parallel else list(map(stab.prepare, prevs, images))
+        pool = self._ensure_pool() if self.workers >= 2 and len(images) >= 2 else None
+        run = pool.map if pool is not None else map
+        if not self.stabilizer.steadiness.on:
+            return list(run(lambda i: self._fn(i, **self._knobs), images))
+        images = [_check_image(i) for i in images]
+        shapes = [i.shape[:2] for i in images]
+        images = [_pad(i) for i in images]
+        stab, st, knobs = self.stabilizer, self._stages, self._knobs
+        # 1. each input's luma at the mix size and its thumbnail, 2. the motion of each against the
+        # one before (inputs only: in parallel); 3. where each frame's textures sit (a chain over
+        # the flows, on thumbnails: cheap, in order); 4. the paintings (in parallel).
+        views = list(run(lambda i: stab.look(i, st.mix(*i.shape[:2], **knobs)), images))
+        motions = list(run(stab.motion, [self._last_view] + views[:-1], views))
+        self._last_view = views[-1]
         anchors = [stab.anchor(m) for m in motions]
-        if parallel:
-            painted = list(pool.map(self._paint, images, anchors))
-        else:
-            painted = [self._paint(image, anchor) for image, anchor in zip(images, anchors)]
-        # Keep a copy: the caller may reuse its buffers for the next batch.
-        self._last_input = np.array(images[-1], copy=True)
-        return [stab.apply(out, motion, pool, self.workers) for out, motion in zip(painted, motions)]
+        pictures = list(run(lambda i, a: st.paint(i, a, **knobs), images, anchors))
+
+        # 5. the mix, in frame order; each mixed frame's finish runs while the next one mixes.
+        def finish(picture, image, anchor, shape):
+            out = st.finish(picture, *image.shape[:2], anchor, **knobs)
+            return out if out.shape[:2] == shape else np.ascontiguousarray(out[:shape[0], :shape[1]])
+
+        done = []
+        for picture, motion, image, anchor, shape in zip(pictures, motions, images, anchors, shapes):
+            mixed = stab.apply(picture, motion)
+            done.append(pool.submit(finish, mixed, image, anchor, shape) if pool is not None
+                        else finish(mixed, image, anchor, shape))
+        return [d.result() for d in done] if pool is not None else done
 
     def _ensure_pool(self) -> ThreadPoolExecutor:
         if self._pool is None:
