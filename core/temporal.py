@@ -15,7 +15,7 @@ its worker threads, beside the painting):
    with the new picture.
 
 ``prepare(prev_input, image, mix)`` does 1 and 2 in one call. Pictures are uint8, (h, w) or
-(h, w, 3), at the mix size; they keep their shape and order. The first frame, a frame after
+(h, w, 1 / 3 / 4), at the mix size; they keep their shape and order. The first frame, a frame after
 :meth:`reset`, a frame of another size and the frame after a scene cut come out exactly as
 painted.
 
@@ -237,6 +237,8 @@ class Anchor:
 
     def __init__(self, offset: np.ndarray):
         self.offset = offset
+        # Nothing moved since the textures were laid (a still camera): read them where they are.
+        self.still = not cv2.countNonZero(cv2.compare(cv2.absdiff(offset, 0.0).reshape(-1), 1e-3, cv2.CMP_GT))
         self._maps: dict[tuple[int, int], np.ndarray] = {}
 
     def maps(self, w: int, h: int) -> np.ndarray:
@@ -246,6 +248,8 @@ class Anchor:
         return m
 
     def sample(self, texture: np.ndarray) -> np.ndarray:
+        if self.still:
+            return texture
         h, w = texture.shape[:2]
         return cv2.remap(texture, self.maps(w, h), None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_WRAP)
 
@@ -372,17 +376,21 @@ _K3 = np.ones((3, 3), np.uint8)
 
 def _planes(picture: np.ndarray, luma: np.ndarray) -> list[np.ndarray]:
     """The state's planes for a picture and its input luma: RGB + luma packed as one RGBA plane
-    (one remap and one blend for four channels), a grey picture and its luma as two planes
-    (OpenCV's two-channel remap is slower than two one-channel ones)."""
+    (one remap and one blend for four channels); any other picture (grey, RGBA) and the luma as
+    two planes (OpenCV's two-channel remap is slower than two one-channel ones)."""
     if picture.ndim == 3 and picture.shape[2] == 3:
         return [cv2.insertChannel(luma, cv2.cvtColor(picture, cv2.COLOR_RGB2RGBA), 3)]
-    if picture.ndim == 2:
+    if picture.ndim == 3 and picture.shape[2] == 1:
+        picture = picture[..., 0]
+    if picture.ndim == 2 or (picture.ndim == 3 and picture.shape[2] == 4):
         return [picture, luma]
-    raise ValueError(f"the stabilizer steadies grey (h, w) or RGB (h, w, 3) pictures, got {picture.shape}")
+    raise ValueError(f"the stabilizer steadies (h, w) or (h, w, 1 / 3 / 4) pictures, got {picture.shape}")
 
 
 def _picture(planes: list[np.ndarray], like: np.ndarray) -> np.ndarray:
-    return cv2.cvtColor(planes[0], cv2.COLOR_RGBA2RGB) if like.ndim == 3 else planes[0]
+    if like.ndim == 3 and like.shape[2] == 3:
+        return cv2.cvtColor(planes[0], cv2.COLOR_RGBA2RGB)
+    return planes[0].reshape(like.shape)
 
 
 def _bands(h: int, parts: int) -> list[tuple[int, int]]:

@@ -207,26 +207,33 @@ def _line_kernel(length: int, angle_deg: float) -> np.ndarray:
     return k / k.sum()
 
 
-@lru_cache(maxsize=8)
-def _stroke_textures(h: int, w: int, length: int) -> tuple[np.ndarray, ...]:
-    """Brush-stroke noise along 0°, 45°, 90° and 135°, plus blotchy isotropic canvas noise.
+#: uint8 code of the zero-mean textures: value = TEX_ZERO + TEX_SCALE * t (t clipped at +-3.2).
+TEX_ZERO, TEX_SCALE = 128.0, 40.0
 
-    Zero-mean, unit-ish contrast, float32 (h, w). Read-only: shared by every frame of a size.
+
+@lru_cache(maxsize=8)
+def _stroke_textures(h: int, w: int, length: int) -> tuple[np.ndarray, np.ndarray]:
+    """Brush-stroke noise along 0°, 45°, 90° and 135° (one uint8 (h, w, 4) array, in that channel
+    order), plus blotchy isotropic canvas noise (uint8 (h, w)).
+
+    Zero-mean, unit-ish contrast, stored as ``TEX_ZERO + TEX_SCALE * t``: one uint8 remap moves
+    all four stroke directions with the picture, a third of the cost of four float ones.
+    Read-only: shared by every frame of a size.
     """
     base = _noise(h + 2 * length, w + 2 * length, seed=1234)
     base = cv2.GaussianBlur(base, (0, 0), 0.7)
-    out = []
+    strokes = []
     for angle in (0, 45, 90, 135):
         t = cv2.filter2D(base, -1, _line_kernel(length, angle))[length:-length, length:-length]
-        t = (t - t.mean()) / (t.std() + 1e-6)
-        out.append(t)
+        strokes.append((t - t.mean()) / (t.std() + 1e-6))
     canvas = _noise(h, w, seed=99)
     canvas = cv2.GaussianBlur(canvas, (0, 0), 0.8)
     canvas = (canvas - canvas.mean()) / (canvas.std() + 1e-6)
-    out.append(canvas)
+    out = (np.clip(np.round(TEX_ZERO + TEX_SCALE * np.dstack(strokes)), 0, 255).astype(np.uint8),
+           np.clip(np.round(TEX_ZERO + TEX_SCALE * canvas), 0, 255).astype(np.uint8))
     for t in out:
         t.setflags(write=False)
-    return tuple(out)
+    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -313,14 +320,24 @@ def _ring_kernel(d: int) -> np.ndarray:
     return k
 
 
+#: Oil texture: weight of the crossed strokes laid where no direction dominates (flat paint), of
+#: the canvas grain, and the blur (working px) of the relief. A fine, strong texture on flat or
+#: featureless areas is what flickers most: it cannot follow motion that the picture does not
+#: show (docs/quality.md), so flat areas get a light ground and the relief is soft.
+FLAT_STROKES = 0.2
+CANVAS = 0.25
+RELIEF_SIGMA = 1.5
+
+
 def _brush(img: np.ndarray, r: int, strength: float, anchor=None) -> np.ndarray:
     """Brush strokes: stroke-shaped noise laid along the local edge direction, lit as relief."""
     if strength <= 0:
         return img
     wh, ww = img.shape[:2]
-    t0, t45, t90, t135, canvas = _stroke_textures(wh, ww, max(3, 2 * r + 1))
+    strokes, canvas = _stroke_textures(wh, ww, max(3, 2 * r + 1))
     if anchor is not None:  # the strokes and the canvas move with the picture
-        t0, t45, t90, t135, canvas = (anchor.sample(t) for t in (t0, t45, t90, t135, canvas))
+        strokes, canvas = anchor.sample(strokes), anchor.sample(canvas)
+    t0, t45, t90, t135 = cv2.split(cv2.subtract(strokes, (TEX_ZERO,) * 4, dtype=cv2.CV_32F))
     # Stroke direction from the structure tensor, computed at half size: it only needs to be
     # smooth, and the blur that smooths it is the costly part.
     grey = cv2.cvtColor(img, cv2.COLOR_RGB2GRAY)
@@ -344,15 +361,17 @@ def _brush(img: np.ndarray, r: int, strength: float, anchor=None) -> np.ndarray:
     s = cv2.divide(s, norm)
     # Where no direction dominates (flat areas) thin crossed strokes, like a scumbled ground.
     flat = cv2.max(cv2.subtract(1.0, cv2.add(cv2.absdiff(c, 0.0), cv2.absdiff(s, 0.0))), 0.0)
-    flat = cv2.multiply(flat, 0.35)
+    flat = cv2.multiply(flat, FLAT_STROKES)
     tex = cv2.multiply(cv2.add(cv2.max(c, 0.0), flat), t0)
     cv2.accumulateProduct(cv2.add(cv2.max(cv2.multiply(c, -1.0), 0.0), flat), t90, tex)
     cv2.accumulateProduct(cv2.max(s, 0.0), t45, tex)
     cv2.accumulateProduct(cv2.max(cv2.multiply(s, -1.0), 0.0), t135, tex)
-    cv2.scaleAdd(canvas, 0.4, tex, dst=tex)
+    cv2.scaleAdd(cv2.subtract(canvas, TEX_ZERO, dtype=cv2.CV_32F), CANVAS, tex, dst=tex)
+    tex = cv2.multiply(tex, 1.0 / TEX_SCALE)
     # Paint ridges catch a light from the top left: an additive highlight/shadow, so that dark
     # paint shows its strokes too, on top of a small change of the paint's own brightness.
-    relief = cv2.add(cv2.Sobel(tex, -1, 1, 0, ksize=3), cv2.Sobel(tex, -1, 0, 1, ksize=3))
+    soft = cv2.GaussianBlur(tex, _gauss_ksize(RELIEF_SIGMA), RELIEF_SIGMA)
+    relief = cv2.add(cv2.Sobel(soft, -1, 1, 0, ksize=3), cv2.Sobel(soft, -1, 0, 1, ksize=3))
     shade = cv2.add(cv2.multiply(tex, 0.035 * strength), 1.0)
     out = cv2.multiply(img, cv2.cvtColor(shade, cv2.COLOR_GRAY2RGB))
     return cv2.scaleAdd(cv2.cvtColor(relief, cv2.COLOR_GRAY2RGB), -0.012 * strength, out)
@@ -369,34 +388,48 @@ CHROMA_STEP = 6.0
 
 def _toon_mix(h: int, w: int, **_knobs) -> tuple[int, int]:
     wh, ww, _ = _work_size(h, w)
-    # Smoothing even smaller: bilateral cost grows with area, and flat regions need no detail.
-    return max(1, round(ww * 2 / 3)), max(1, round(wh * 2 / 3))
+    return ww, wh
 
 
 def _toon_paint(image: np.ndarray, anchor=None, levels: int = 6, edges: float = 1.0, smoothing: int = 2,
                 saturation: float = 1.2) -> np.ndarray:
+    """The flat colours at the working size, with the ink lines (255 = paper) as a fourth channel
+    when there are any. The stabilizer holds this picture, so a pixel keeps its band and its
+    line until the input really changes there (hysteresis on the quantized colours)."""
     h, w = image.shape[:2]
-    _, _, scale = _work_size(h, w)
-    sw, sh = _toon_mix(h, w)
-    flat = _down(image, sh, sw)
+    wh, ww, scale = _work_size(h, w)
+    small = _down(image, wh, ww)
+    # Smoothing even smaller: bilateral cost grows with area, and flat regions need no detail.
+    sh, sw = max(1, round(wh * 2 / 3)), max(1, round(ww * 2 / 3))
+    flat = _down(small, sh, sw)
     for _ in range(smoothing):
         flat = cv2.bilateralFilter(flat, 7, 24.0, 4.0 * max(scale, 0.5), borderType=cv2.BORDER_REPLICATE)
-    return flat
-
-
-def _toon_finish(flat: np.ndarray, h: int, w: int, anchor=None, levels: int = 6, edges: float = 1.0,
-                 saturation: float = 1.2, **_knobs) -> np.ndarray:
-    _, _, scale = _work_size(h, w)
-    sh, sw = flat.shape[:2]
     ink = None
     if edges > 0 and min(sh, sw) >= 3:
-        ink = _up(_ink(cv2.cvtColor(flat, cv2.COLOR_RGB2GRAY), scale, edges), h, w)
-    flat = _up(flat, h, w)
-    ycc = cv2.cvtColor(flat, cv2.COLOR_RGB2YCrCb)
-    ycc = cv2.LUT(ycc, _toon_lut(levels, saturation))
+        ink = _up(_ink(cv2.cvtColor(flat, cv2.COLOR_RGB2GRAY), scale, edges), wh, ww)
+    flat = _up(flat, wh, ww)
+    ycc = cv2.LUT(cv2.cvtColor(flat, cv2.COLOR_RGB2YCrCb), _toon_lut(levels, saturation))
     out = cv2.cvtColor(ycc, cv2.COLOR_YCrCb2RGB)
+    if ink is None:
+        return out
+    return cv2.insertChannel(ink, cv2.cvtColor(out, cv2.COLOR_RGB2RGBA), 3)
+
+
+def _toon_finish(picture: np.ndarray, h: int, w: int, anchor=None, levels: int = 6, **_knobs) -> np.ndarray:
+    """Back to the frame size: the colours are scaled up smoothly and snapped to the palette
+    again (crisp band borders at full resolution, placed between the working pixels), then inked."""
+    ink = None
+    if picture.shape[2] == 4:
+        ink = cv2.extractChannel(picture, 3)
+        picture = cv2.cvtColor(picture, cv2.COLOR_RGBA2RGB)
+    out = picture
+    if picture.shape[:2] != (h, w):
+        up = cv2.resize(picture, (w, h), interpolation=cv2.INTER_LINEAR)
+        # Saturation 1: the palette's own colours map to themselves (the snap is idempotent).
+        out = cv2.cvtColor(cv2.LUT(cv2.cvtColor(up, cv2.COLOR_RGB2YCrCb), _toon_lut(levels, 1.0)),
+                           cv2.COLOR_YCrCb2RGB)
     if ink is not None:
-        out = cv2.multiply(out, cv2.cvtColor(ink, cv2.COLOR_GRAY2RGB), scale=1.0 / 255.0)
+        out = cv2.multiply(out, cv2.cvtColor(_up(ink, h, w), cv2.COLOR_GRAY2RGB), scale=1.0 / 255.0)
     return out
 
 
@@ -406,11 +439,10 @@ def toon(image: np.ndarray, levels: int = 6, edges: float = 1.0, smoothing: int 
     """Cartoon: flat colour regions with dark ink outlines.
 
     Bilateral smoothing at two thirds of the working size (a third of 720p) removes texture
-    but keeps the borders between regions (the stabilizer holds this smoothed picture, so the
-    bands and lines drawn from it stay put); the result, brought back to full size, is
-    flattened with a lookup table in YCrCb (a few brightness bands, a coarse chroma grid), and
-    ink lines come from a difference of Gaussians on the smoothed luma, so that they outline
-    regions rather than texture.
+    but keeps the borders between regions; the result, at the working size, is flattened with
+    a lookup table in YCrCb (a few brightness bands, a coarse chroma grid), and ink lines come
+    from a difference of Gaussians on the smoothed luma, so that they outline regions rather
+    than texture. The stabilizer holds that flat picture; then it is brought to full size.
     """
     h, w = image.shape[:2]
     knobs = dict(levels=levels, edges=edges, saturation=saturation)
