@@ -74,11 +74,16 @@ class Steadiness:
     """How a style is steadied: ``strength`` in [0, 1) is the weight of the previous output where
     the motion is trusted (0 = off); ``threshold`` is the input change in grey levels at which the
     previous output stops counting (blend: the end of a linear ramp that starts at a third of it;
-    hold: the hysteresis band)."""
+    hold: the hysteresis band); ``reach`` (pixels at the mix size) is how far the style's marks
+    reach from the picture feature that makes them (a pencil line drawn beside an edge): a change
+    of the input counts that far around it, so a line does not outlive the edge it was drawn for
+    (at a disocclusion the flow can be wrong and the input still match, the mark would be moved
+    along with it)."""
 
     strength: float = 0.0
     mode: str = "blend"
     threshold: float = 24.0
+    reach: int = 0
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.strength < 1.0:
@@ -87,6 +92,8 @@ class Steadiness:
             raise ValueError(f"steadiness mode must be one of {', '.join(MODES)}, got {self.mode!r}")
         if not self.threshold > 0:
             raise ValueError(f"steadiness threshold must be > 0, got {self.threshold!r}")
+        if not (isinstance(self.reach, int) and 0 <= self.reach <= 16):
+            raise ValueError(f"steadiness reach must be a whole number of pixels from 0 to 16, got {self.reach!r}")
 
     @property
     def on(self) -> bool:
@@ -365,6 +372,8 @@ class Stabilizer:
         warped = [cv2.remap(p, m, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE) for p in self._state]
         ref = warped[-1] if warped[-1].ndim == 2 else cv2.extractChannel(warped[-1], 3)
         change = cv2.absdiff(ref, motion.view.luma[y0:y1])
+        if self.steadiness.reach:
+            change = cv2.dilate(change, _square(self.steadiness.reach))
         weight = cv2.multiply(cv2.LUT(change, lut), motion.trust[y0:y1], scale=1.0 / (255.0 * 255.0), dtype=cv2.CV_32F)
         other = cv2.subtract(1.0, weight)
         for w_, n, o in zip(warped, new, out):
@@ -372,6 +381,10 @@ class Stabilizer:
 
 
 _K3 = np.ones((3, 3), np.uint8)
+
+
+def _square(r: int) -> np.ndarray:
+    return np.ones((2 * r + 1, 2 * r + 1), np.uint8)
 
 
 def _planes(picture: np.ndarray, luma: np.ndarray) -> list[np.ndarray]:

@@ -61,6 +61,7 @@ def test_no_ghost_trail_behind_a_moving_object(name):
         m[y0:y0 + 48, x0:x0 + 48] = True
         return m
 
+    checked = 0
     for t in range(4, len(frames)):
         now = covered(t)
         # Where the object was 1 and 3 frames ago and is no longer: the trail. What is left of
@@ -73,11 +74,13 @@ def test_no_ghost_trail_behind_a_moving_object(name):
                 continue
             diff = np.abs(steady[t].astype(np.int16) - plain[t]).mean(-1)[trail].mean()
             contrast = np.abs(plain[t - back].astype(np.int16) - plain[t]).mean(-1)[trail].mean()
-            assert contrast > 10
-            # (sketch paints the object as a faint outline; its paper grain and hatching, moved
-            # along the motion, leave up to ~4 levels there: measured, below what shows)
-            assert diff < max(limit * contrast, 5.0 if name == "sketch" else 0.0), \
+            if contrast <= 10:  # (sketch draws the object as an outline: its inside is paper)
+                continue
+            checked += 1
+            # (sketch's paper grain, moved along the motion, may differ by a level or two there)
+            assert diff < max(limit * contrast, 2.0 if name == "sketch" else 0.0), \
                 f"{name}: a trail {back} frame(s) behind the object keeps {diff / contrast:.0%} of it"
+    assert checked >= 5, f"{name}: only {checked} trails had anything to leave behind"
 
 
 @pytest.mark.parametrize("name", ["oil", "toon", "sketch"])
@@ -114,18 +117,16 @@ def test_a_still_scene_stays_still(swan):
         assert np.abs(o.astype(np.int16) - out[0]).max() <= 1
 
 
-@pytest.mark.parametrize("name", ["oil", "toon", "sketch-clean"])
+@pytest.mark.parametrize("name", ["oil", "toon", "sketch", "sketch-clean"])
 def test_stabilizer_steadies_real_footage(name, swan):
     styles, _ = load_styles()
     cf = clip_flows(swan)
     off = measure(swan, run(styles[name], swan, steady=False), cf)
     on = measure(swan, run(styles[name], swan), cf)
-    # Issue 15's threshold for oil and toon (1.3) holds on the bundled clip; the line drawing does
-    # not reach its 1.5 there yet (docs/quality.md): it must at least lose a third of its flicker.
-    if name == "sketch-clean":
-        assert on["flicker"] < 0.67 * off["flicker"], (off, on)
-    else:
-        assert on["flicker"] < off["flicker"] and on["flicker"] <= 1.3, (off, on)
+    # Issue 15's thresholds on the bundled clip: 1.3 for oil and toon, 1.5 for the others; and the
+    # stabilizer must take off at least a fifth of what the style flickered without it.
+    bar = 1.3 if name in ("oil", "toon") else 1.5
+    assert on["flicker"] < 0.8 * off["flicker"] and on["flicker"] <= bar, (off, on)
     assert on["edges"] >= 0.5 and on["strength"] >= 6, on
 
 

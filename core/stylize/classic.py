@@ -77,7 +77,7 @@ EFFECTS: dict[str, dict[str, Knob]] = {
 #: How each effect is steadied over time (core/temporal.py): painterly effects blend the previous
 #: output in; toon, whose flat bands toggle at their edges, holds a colour until the input leaves
 #: a hysteresis band (mode, input change in grey levels at which the past stops counting).
-STEADY_MODE: dict[str, tuple[str, float]] = {"oil": ("blend", 24.0), "toon": ("hold", 14.0), "sketch": ("blend", 40.0)}
+STEADY_MODE: dict[str, tuple] = {"oil": ("blend", 24.0), "toon": ("hold", 14.0), "sketch": ("blend", 40.0, 3)}
 
 
 def validate_params(params: dict) -> dict:
@@ -498,6 +498,21 @@ def _sketch_mix(h: int, w: int, **_knobs) -> tuple[int, int]:
     return dw, dh
 
 
+#: Pencil lines: the dodge divides (luma + DODGE_FLOOR) by (its blur + DODGE_FLOOR), so that
+#: dark areas are not amplified into noise (a plain dodge turns 3 levels of sensor noise on a
+#: dark coat into 30 levels of scribble, new every frame); darkening below LINE_THRESHOLD grey
+#: levels is dropped (faint texture flickers, it does not draw).
+DODGE_FLOOR = 50.0
+LINE_THRESHOLD = 10.0
+#: Hatching: the picture's own fine detail (luma minus its blur at HATCH_DETAIL px), smeared
+#: along 45° and 135° over HATCH_LENGTH px (both at the working size, scaled with it) and
+#: amplified HATCH_GAIN times; and a soft graphite fill of up to HATCH_FILL in the darkest areas.
+HATCH_DETAIL = 1.2
+HATCH_LENGTH = 9
+HATCH_GAIN = 4.0
+HATCH_FILL = 0.8
+
+
 def _sketch_paint(image: np.ndarray, anchor=None, blur: float = 6.0, darkness: float = 1.0, hatching: float = 0.6,
                   paper: float = 0.5) -> np.ndarray:
     h, w = image.shape[:2]
@@ -505,29 +520,47 @@ def _sketch_paint(image: np.ndarray, anchor=None, blur: float = 6.0, darkness: f
     grey = cv2.cvtColor(_down(image, dh, dw), cv2.COLOR_RGB2GRAY)
     sigma = max(0.5, blur * scale)
     soft = cv2.GaussianBlur(grey, _gauss_ksize(sigma), sigma, borderType=cv2.BORDER_REPLICATE)
-    lines = cv2.divide(grey, cv2.max(soft, 1), scale=255.0)
-    lines = cv2.LUT(lines, _gamma_lut(1.0 + 2.0 * darkness))
+    lines = cv2.divide(cv2.add(grey, DODGE_FLOOR, dtype=cv2.CV_32F), cv2.add(soft, DODGE_FLOOR, dtype=cv2.CV_32F),
+                       scale=255.0)
+    lines = cv2.LUT(cv2.convertScaleAbs(lines), _pencil_lut(darkness))
+    if hatching <= 0:
+        return lines
     # Tone: how dark each region is, from a much larger blur, drives the hatching.
-    big = max(1.0, 4.0 * sigma)
     tone = cv2.resize(grey, (max(1, dw // 4), max(1, dh // 4)), interpolation=cv2.INTER_AREA)
-    tone = cv2.GaussianBlur(tone, (0, 0), big / 4, borderType=cv2.BORDER_REPLICATE)
+    tone = cv2.GaussianBlur(tone, (0, 0), max(1.0, 4.0 * sigma) / 4, borderType=cv2.BORDER_REPLICATE)
     tone = cv2.resize(tone, (dw, dh), interpolation=cv2.INTER_LINEAR)
-    out = lines
-    if hatching > 0:
-        one, two = _hatch_textures(dh, dw, max(1.0, 2.0 * scale))
-        if anchor is not None:  # hatching is drawn on the picture, not on the screen
-            one, two = anchor.sample(one), anchor.sample(two)
-        # Amount of hatching per tone level: none on light areas, one direction in the
-        # mid-darks, crossed in the darkest.
-        a1 = cv2.LUT(tone, _ramp_lut(150, 60, hatching))
-        a2 = cv2.LUT(tone, _ramp_lut(95, 25, hatching))
-        # The darkest areas also get a soft graphite fill, so that black reads darker than grey.
-        fill = cv2.LUT(tone, _ramp_lut(110, 0, 0.45 * hatching))
-        shade = cv2.subtract(255, cv2.multiply(a1, one, scale=1.0 / 255.0))
-        shade = cv2.subtract(shade, cv2.multiply(a2, two, scale=1.0 / 255.0))
-        shade = cv2.subtract(shade, fill)
-        out = cv2.multiply(out, shade, scale=1.0 / 255.0)
-    return out
+    one, two = _hatch_strokes(grey, scale)
+    # Amount of hatching per tone level: none on light areas, one direction in the
+    # mid-darks, crossed in the darkest.
+    a1 = cv2.LUT(tone, _ramp_lut(150, 60, hatching))
+    a2 = cv2.LUT(tone, _ramp_lut(95, 25, hatching))
+    # The darkest areas also get a soft graphite fill, so that black reads darker than grey.
+    fill = cv2.LUT(tone, _ramp_lut(110, 0, HATCH_FILL * hatching))
+    shade = cv2.subtract(255, cv2.multiply(a1, one, scale=1.0 / 255.0))
+    shade = cv2.subtract(shade, cv2.multiply(a2, two, scale=1.0 / 255.0))
+    shade = cv2.subtract(shade, fill)
+    return cv2.multiply(lines, shade, scale=1.0 / 255.0)
+
+
+def _hatch_strokes(grey: np.ndarray, scale: float) -> tuple[np.ndarray, np.ndarray]:
+    """Two uint8 stroke layers (255 = full stroke) at 45° and 135°, drawn from the picture itself.
+
+    The fine detail of the luma (its grain, texture, small shapes), smeared along a diagonal,
+    becomes short strokes of varied length and pressure that overlap like hand hatching. Because
+    they are made of the picture, they move with it exactly, frame after frame: hatching laid
+    from a fixed noise texture would have to be carried along an estimated motion, and wherever
+    that estimate is off by a pixel, a fine stroke pattern flickers (docs/quality.md).
+    """
+    g = grey.astype(np.float32)
+    hs = max(0.7, HATCH_DETAIL * max(scale, 0.5))
+    detail = cv2.subtract(g, cv2.GaussianBlur(g, _gauss_ksize(hs), hs, borderType=cv2.BORDER_REPLICATE))
+    length = max(5, int(round(HATCH_LENGTH * max(scale, 0.5))) | 1)
+    gain = HATCH_GAIN * 255.0 / 40.0
+    out = []
+    for angle in (45.0, 135.0):
+        streak = cv2.filter2D(detail, -1, _line_kernel(length, angle), borderType=cv2.BORDER_REPLICATE)
+        out.append(cv2.convertScaleAbs(cv2.min(streak, 0.0), alpha=gain))  # the dark streaks
+    return out[0], out[1]
 
 
 def _sketch_finish(drawing: np.ndarray, h: int, w: int, anchor=None, paper: float = 0.5, **_knobs) -> np.ndarray:
@@ -549,7 +582,9 @@ def sketch(image: np.ndarray, blur: float = 6.0, darkness: float = 1.0, hatching
 
     Dividing the luma by its blur leaves white wherever the picture is flat and grey strokes
     where it is darker than its surroundings, i.e. along edges, as a pencil would. Large dark
-    areas, which the dodge turns white, get diagonal hatching instead (crossed where darkest).
+    areas, which the dodge turns white, get diagonal hatching instead (crossed where darkest),
+    drawn from the picture's own detail so that it moves with the picture, and a graphite fill.
+    The paper's grain is a texture anchored to the picture (``anchor``).
     """
     h, w = image.shape[:2]
     drawing = _sketch_paint(image, anchor, blur=blur, darkness=darkness, hatching=hatching, paper=paper)
@@ -557,9 +592,12 @@ def sketch(image: np.ndarray, blur: float = 6.0, darkness: float = 1.0, hatching
 
 
 @lru_cache(maxsize=16)
-def _gamma_lut(power: float) -> np.ndarray:
-    x = np.arange(256, dtype=np.float64) / 255.0
-    lut = np.round(255.0 * x ** power).astype(np.uint8)
+def _pencil_lut(darkness: float) -> np.ndarray:
+    """Dodge value -> pencil: darkening under LINE_THRESHOLD dropped, the rest stretched back to
+    the full range and darkened with a power of 0.5 + 1.5 * darkness (2 by default)."""
+    x = np.arange(256, dtype=np.float64)
+    d = np.maximum(0.0, (255.0 - x) - LINE_THRESHOLD) * 255.0 / (255.0 - LINE_THRESHOLD)
+    lut = np.round(255.0 * ((255.0 - d) / 255.0) ** (0.5 + 1.5 * darkness)).astype(np.uint8)
     lut.setflags(write=False)
     return lut
 
@@ -572,29 +610,6 @@ def _ramp_lut(light: int, dark: int, amount: float) -> np.ndarray:
     lut = np.round(255.0 * amount * t).astype(np.uint8)
     lut.setflags(write=False)
     return lut
-
-
-@lru_cache(maxsize=8)
-def _hatch_textures(h: int, w: int, width: float) -> tuple[np.ndarray, np.ndarray]:
-    """Two uint8 stroke layers (255 = full stroke): short pencil strokes at 45° and 135°.
-
-    Sparse random dots smeared along a line become strokes of varied length and pressure that
-    overlap like hand hatching, without the moiré of ruled lines.
-    """
-    length = max(5, int(round(7 * width)) | 1)
-    out = []
-    for k, angle in enumerate((45.0, 135.0)):
-        pad = length
-        dots = _noise(h + 2 * pad, w + 2 * pad, seed=70 + k)
-        dots = np.where(dots > 0.86, dots, 0.0).astype(np.float32)
-        if width > 1.2:
-            dots = cv2.GaussianBlur(dots, (0, 0), 0.35 * width)
-        strokes = cv2.filter2D(dots, -1, _line_kernel(length, angle))[pad:pad + h, pad:pad + w]
-        strokes = cv2.normalize(strokes, None, 0.0, 1.0, cv2.NORM_MINMAX)
-        layer = np.round(255.0 * np.clip(strokes * 2.2, 0.0, 1.0) ** 0.8).astype(np.uint8)
-        layer.setflags(write=False)
-        out.append(layer)
-    return out[0], out[1]
 
 
 @lru_cache(maxsize=8)
@@ -677,12 +692,12 @@ class ClassicBackend(Backend):
         effect = params.pop("effect")
         strength = params.pop("steady")
         strength = strength if self.steady else 0.0
-        mode, threshold = STEADY_MODE[effect]
+        mode, threshold, *reach = STEADY_MODE[effect]
         self._fn = FUNCTIONS[effect]
         self._stages = STAGES[effect]
         self._knobs = params
         # A new style starts afresh: its first frame must not be mixed with another style's.
-        self.stabilizer.set_steadiness(Steadiness(strength, mode, threshold))
+        self.stabilizer.set_steadiness(Steadiness(strength, mode, threshold, *reach))
         self.stabilizer.reset()
         self._last_view = None
 
