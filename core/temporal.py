@@ -46,7 +46,6 @@ No float64, no Python loops over pixels, no Qt, no torch.
 
 from __future__ import annotations
 
-from concurrent.futures import Executor
 from dataclasses import dataclass
 
 import cv2
@@ -54,6 +53,9 @@ import numpy as np
 
 #: Longer side of the grey thumbnails the flows are computed on.
 FLOW_SIDE = 256
+#: Longer side of the change test (the input's luma, the warped luma of the state, the trust):
+#: a style that mixes larger pictures (sketch draws at full 720p) gets the weight scaled up.
+TEST_SIDE = 640
 #: Forward-backward consistency (Sundaram et al.): |f + b|^2 < A * (|f|^2 + |b|^2) + B, thumb px.
 FB_ALPHA = 0.01
 FB_BETA = 0.5
@@ -106,8 +108,12 @@ class View:
 
     size: tuple[int, int]   # (w, h) of the frame
     mix: tuple[int, int]    # (w, h) of the pictures that will be mixed
-    luma: np.ndarray        # the frame's luma at the mix size, uint8
+    luma: np.ndarray        # the frame's luma at the test size (test_size(mix)), uint8
     thumb: np.ndarray       # grey thumbnail (longer side <= FLOW_SIDE), uint8
+
+    @property
+    def test(self) -> tuple[int, int]:
+        return self.luma.shape[1], self.luma.shape[0]
 
 
 @dataclass
@@ -117,7 +123,8 @@ class Motion:
     view: View                       # this frame's
     cut: bool                        # a scene cut (or no previous frame): start afresh
     maps: np.ndarray | None = None   # cv2.remap map (backward flow) at the mix size, float32 (h, w, 2)
-    trust: np.ndarray | None = None  # flow consistency at the mix size, uint8 (255 = consistent)
+    maps_test: np.ndarray | None = None  # the same at the test size (the same array where equal)
+    trust: np.ndarray | None = None  # flow consistency at the test size, uint8 (255 = consistent)
     flow: np.ndarray | None = None   # the backward flow itself, thumbnail pixels
     fresh: np.ndarray | None = None  # bool, thumbnail: nothing continues here (texture anchors reset)
     consistent: float = 0.0          # share of thumbnail pixels with a consistent flow
@@ -131,6 +138,11 @@ class Motion:
 def thumb_size(w: int, h: int, side: int = FLOW_SIDE) -> tuple[int, int]:
     s = min(1.0, side / max(w, h))
     return max(8, round(w * s)), max(8, round(h * s))
+
+
+def test_size(w: int, h: int, side: int = TEST_SIDE) -> tuple[int, int]:
+    s = min(1.0, side / max(w, h))
+    return max(1, round(w * s)), max(1, round(h * s))
 
 
 def grey(img: np.ndarray) -> np.ndarray:
@@ -194,10 +206,10 @@ def warp_maps(flow: np.ndarray, w: int, h: int) -> np.ndarray:
     """cv2.remap map (float32 (h, w, 2)) for pictures of (w, h) from a thumbnail backward flow
     (upsampled, rescaled to the picture's pixels)."""
     fh, fw_ = flow.shape[:2]
-    f = cv2.resize(flow, (w, h), interpolation=cv2.INTER_LINEAR) if (fw_, fh) != (w, h) else flow
     if (fw_, fh) != (w, h):
-        f = cv2.multiply(f, (w / fw_, h / fh, 0.0, 0.0))
-    return cv2.add(_grid2(w, h), f)
+        # Rescaled on the thumbnail (few pixels), then upsampled.
+        flow = cv2.resize(cv2.multiply(flow, (w / fw_, h / fh, 0.0, 0.0)), (w, h), interpolation=cv2.INTER_LINEAR)
+    return cv2.add(_grid2(w, h), flow)
 
 
 def _snap_still(a: np.ndarray, b: np.ndarray, back: np.ndarray, moved: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -245,7 +257,8 @@ class Anchor:
     def __init__(self, offset: np.ndarray):
         self.offset = offset
         # Nothing moved since the textures were laid (a still camera): read them where they are.
-        self.still = not cv2.countNonZero(cv2.compare(cv2.absdiff(offset, 0.0).reshape(-1), 1e-3, cv2.CMP_GT))
+        # (Snapped flows are exact zeros, and so is everything accumulated from them.)
+        self.still = not np.any(offset)
         self._maps: dict[tuple[int, int], np.ndarray] = {}
 
     def maps(self, w: int, h: int) -> np.ndarray:
@@ -291,7 +304,7 @@ class Stabilizer:
         mix = mix or (w, h)
         luma = grey(image)
         ts = thumb_size(w, h)
-        small = _resize(luma, mix)
+        small = _resize(luma, test_size(*mix))
         # The thumbnail from the smaller image that is still at least its size (cheaper).
         thumb = _resize(small if small.shape[0] >= ts[1] and small.shape[1] >= ts[0] else luma, ts)
         return View((w, h), mix, small, thumb)
@@ -310,12 +323,15 @@ class Stabilizer:
         back, fresh = _snap_still(a, b, back, moved)
         fresh |= ~ok
         mw, mh = view.mix
+        tw, th = view.test
         # Soft edges on the trust mask (uint8, 255 = trusted): a hard mask upsampled draws seams.
         trust = cv2.multiply(ok.view(np.uint8), 255)
-        if trust.shape != (mh, mw):
-            trust = cv2.resize(trust, (mw, mh), interpolation=cv2.INTER_LINEAR)
+        if trust.shape != (th, tw):
+            trust = cv2.resize(trust, (tw, th), interpolation=cv2.INTER_LINEAR)
         trust = cv2.erode(trust, _K3)
-        return Motion(view, cut=False, maps=warp_maps(back, mw, mh), trust=trust, consistent=share, error=err,
+        maps = warp_maps(back, mw, mh)
+        maps_test = maps if (tw, th) == (mw, mh) else warp_maps(back, tw, th)
+        return Motion(view, cut=False, maps=maps, maps_test=maps_test, trust=trust, consistent=share, error=err,
                       flow=back, fresh=fresh)
 
     def prepare(self, prev_input: np.ndarray | None, image: np.ndarray,
@@ -340,44 +356,47 @@ class Stabilizer:
     # ----------------------------------------------------------------------------------------
     # Mixing: in frame order
 
-    def apply(self, picture: np.ndarray, motion: Motion, pool: Executor | None = None, parts: int = 1) -> np.ndarray:
+    def apply(self, picture: np.ndarray, motion: Motion) -> np.ndarray:
         """The stabilized picture for ``picture`` (painted from the input ``motion`` was made for,
-        at its mix size). ``pool``/``parts``: split the work into horizontal strips there."""
+        at its mix size)."""
         s = self.steadiness
         mw, mh = motion.view.mix
         if picture.shape[:2] != (mh, mw):
             raise ValueError(f"the picture to steady is {picture.shape[1]}x{picture.shape[0]}, "
                              f"not the {mw}x{mh} its motion was measured for")
         new = _planes(picture, motion.view.luma)
-        if motion.cut or self._state is None or self._state[0].shape != new[0].shape or not s.on \
-                or len(self._state) != len(new):
+        if motion.cut or self._state is None or not s.on or [p.shape for p in self._state] != [p.shape for p in new]:
             if motion.cut and self._state is not None:
                 self.cuts += 1
             self._state = new
             return picture
-        bands = _bands(mh, parts if pool is not None else 1)
-        out = [np.empty_like(p) for p in new]
-        lut = _weight_lut(s.strength, s.mode, s.threshold)
-        if len(bands) == 1:
-            self._mix(new, motion, lut, out, 0, mh)
-        else:
-            list(pool.map(lambda b: self._mix(new, motion, lut, out, *b), bands))
-        self._state = out
-        return _picture(out, picture)
+        self._state = self._mix(new, motion)
+        return _picture(self._state, picture)
 
-    def _mix(self, new: list[np.ndarray], motion: Motion, lut: np.ndarray, out: list[np.ndarray],
-             y0: int, y1: int) -> None:
-        # Remap reads the whole source; writing rows y0..y1 only needs those rows of the map.
-        m = motion.maps[y0:y1]
-        warped = [cv2.remap(p, m, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE) for p in self._state]
-        ref = warped[-1] if warped[-1].ndim == 2 else cv2.extractChannel(warped[-1], 3)
-        change = cv2.absdiff(ref, motion.view.luma[y0:y1])
-        if self.steadiness.reach:
-            change = cv2.dilate(change, _square(self.steadiness.reach))
-        weight = cv2.multiply(cv2.LUT(change, lut), motion.trust[y0:y1], scale=1.0 / (255.0 * 255.0), dtype=cv2.CV_32F)
+    def _mix(self, new: list[np.ndarray], motion: Motion) -> list[np.ndarray]:
+        s = self.steadiness
+        packed = len(new) == 1  # RGB + luma in one plane, all at the mix (= test) size
+        warped = [cv2.remap(self._state[0], motion.maps, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)]
+        if packed:
+            ref = cv2.extractChannel(warped[0], 3)
+        else:
+            ref = cv2.remap(self._state[1], motion.maps_test, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+            warped.append(ref)
+        change = cv2.absdiff(ref, motion.view.luma)
+        if s.reach:  # (the reach is in mix pixels; the test may be smaller)
+            r = max(1, round(s.reach * ref.shape[1] / new[0].shape[1]))
+            change = cv2.dilate(change, _square(r))
+        lut = _weight_lut(s.strength, s.mode, s.threshold)
+        weight = cv2.multiply(cv2.LUT(change, lut), motion.trust, scale=1.0 / (255.0 * 255.0), dtype=cv2.CV_32F)
         other = cv2.subtract(1.0, weight)
-        for w_, n, o in zip(warped, new, out):
-            o[y0:y1] = cv2.blendLinear(w_, n[y0:y1], weight, other)
+        if packed:
+            return [cv2.blendLinear(warped[0], new[0], weight, other)]
+        mixed_ref = cv2.blendLinear(ref, new[1], weight, other)
+        if weight.shape != new[0].shape[:2]:
+            mh, mw = new[0].shape[:2]
+            weight = cv2.resize(weight, (mw, mh), interpolation=cv2.INTER_LINEAR)
+            other = cv2.subtract(1.0, weight)
+        return [cv2.blendLinear(warped[0], new[0], weight, other), mixed_ref]
 
 
 _K3 = np.ones((3, 3), np.uint8)
@@ -391,25 +410,19 @@ def _planes(picture: np.ndarray, luma: np.ndarray) -> list[np.ndarray]:
     """The state's planes for a picture and its input luma: RGB + luma packed as one RGBA plane
     (one remap and one blend for four channels); any other picture (grey, RGBA) and the luma as
     two planes (OpenCV's two-channel remap is slower than two one-channel ones)."""
-    if picture.ndim == 3 and picture.shape[2] == 3:
+    if picture.ndim == 3 and picture.shape[2] == 3 and picture.shape[:2] == luma.shape:
         return [cv2.insertChannel(luma, cv2.cvtColor(picture, cv2.COLOR_RGB2RGBA), 3)]
     if picture.ndim == 3 and picture.shape[2] == 1:
         picture = picture[..., 0]
-    if picture.ndim == 2 or (picture.ndim == 3 and picture.shape[2] == 4):
+    if picture.ndim == 2 or (picture.ndim == 3 and picture.shape[2] in (3, 4)):
         return [picture, luma]
     raise ValueError(f"the stabilizer steadies (h, w) or (h, w, 1 / 3 / 4) pictures, got {picture.shape}")
 
 
 def _picture(planes: list[np.ndarray], like: np.ndarray) -> np.ndarray:
-    if like.ndim == 3 and like.shape[2] == 3:
+    if len(planes) == 1:
         return cv2.cvtColor(planes[0], cv2.COLOR_RGBA2RGB)
     return planes[0].reshape(like.shape)
-
-
-def _bands(h: int, parts: int) -> list[tuple[int, int]]:
-    parts = max(1, min(parts, h // 16 or 1))
-    edges = [round(i * h / parts) for i in range(parts + 1)]
-    return [(edges[i], edges[i + 1]) for i in range(parts)]
 
 
 _LUTS: dict[tuple, np.ndarray] = {}

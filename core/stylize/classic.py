@@ -492,9 +492,19 @@ def _ink(grey: np.ndarray, scale: float, strength: float) -> np.ndarray:
 PAPER_RGB = (246.0, 239.0, 224.0)
 
 
+#: Short side the sketch is drawn at, at most (lines are fine detail: more than the other effects'
+#: working size); its sizes (blur, hatching) are given for a short side of twice WORK_SIDE.
+SKETCH_SIDE = 540
+
+
+def _sketch_size(h: int, w: int) -> tuple[int, int, float]:
+    """(draw height, draw width, scale of a size given at 720 px short side)."""
+    dh, dw, _ = _work_size(h, w, SKETCH_SIDE)
+    return dh, dw, min(dh, dw) / (2 * WORK_SIDE)
+
+
 def _sketch_mix(h: int, w: int, **_knobs) -> tuple[int, int]:
-    # Lines are fine detail: drawn at up to twice the working size.
-    dh, dw, _ = _work_size(h, w, 2 * WORK_SIDE)
+    dh, dw, _ = _sketch_size(h, w)
     return dw, dh
 
 
@@ -516,7 +526,7 @@ HATCH_FILL = 0.8
 def _sketch_paint(image: np.ndarray, anchor=None, blur: float = 6.0, darkness: float = 1.0, hatching: float = 0.6,
                   paper: float = 0.5) -> np.ndarray:
     h, w = image.shape[:2]
-    dh, dw, scale = _work_size(h, w, 2 * WORK_SIDE)
+    dh, dw, scale = _sketch_size(h, w)
     grey = cv2.cvtColor(_down(image, dh, dw), cv2.COLOR_RGB2GRAY)
     sigma = max(0.5, blur * scale)
     soft = cv2.GaussianBlur(grey, _gauss_ksize(sigma), sigma, borderType=cv2.BORDER_REPLICATE)
@@ -564,15 +574,14 @@ def _hatch_strokes(grey: np.ndarray, scale: float) -> tuple[np.ndarray, np.ndarr
 
 
 def _sketch_finish(drawing: np.ndarray, h: int, w: int, anchor=None, paper: float = 0.5, **_knobs) -> np.ndarray:
-    out = _up(drawing, h, w)
-    if paper > 0:
-        grain = _paper_grain(h, w) if anchor is None else anchor.sample(_paper_grain(h, w))
+    if paper > 0:  # the grain at the drawing's size (anchored there), then the whole sheet scaled up
+        dh, dw = drawing.shape[:2]
+        grain = _paper_grain(dh, dw) if anchor is None else anchor.sample(_paper_grain(dh, dw))
         grain = cv2.convertScaleAbs(grain, alpha=paper, beta=255.0 * (1.0 - paper))
-        out = cv2.multiply(out, grain, scale=1.0 / 255.0)
-        rgb = cv2.cvtColor(out, cv2.COLOR_GRAY2RGB)
+        rgb = cv2.cvtColor(_up(cv2.multiply(drawing, grain, scale=1.0 / 255.0), h, w), cv2.COLOR_GRAY2RGB)
         tint = tuple(255.0 - (255.0 - c) * paper for c in PAPER_RGB) + (0.0,)
         return cv2.multiply(rgb, tint, scale=1.0 / 255.0)
-    return cv2.cvtColor(out, cv2.COLOR_GRAY2RGB)
+    return cv2.cvtColor(_up(drawing, h, w), cv2.COLOR_GRAY2RGB)
 
 
 @_effect
@@ -711,29 +720,11 @@ class ClassicBackend(Backend):
         if not self.stabilizer.steadiness.on:
             return list(run(lambda i: self._fn(i, **self._knobs), images))
         images = [_check_image(i) for i in images]
-        shapes = [i.shape[:2] for i in images]
-        images = [_pad(i) for i in images]
-        stab, st, knobs = self.stabilizer, self._stages, self._knobs
-        # 1. each input's luma at the mix size and its thumbnail, 2. the motion of each against the
-        # one before (inputs only: in parallel); 3. where each frame's textures sit (a chain over
-        # the flows, on thumbnails: cheap, in order); 4. the paintings (in parallel).
-        views = list(run(lambda i: stab.look(i, st.mix(*i.shape[:2], **knobs)), images))
-        motions = list(run(stab.motion, [self._last_view] + views[:-1], views))
-        self._last_view = views[-1]
-        anchors = [stab.anchor(m) for m in motions]
-        pictures = list(run(lambda i, a: st.paint(i, a, **knobs), images, anchors))
-
-        # 5. the mix, in frame order; each mixed frame's finish runs while the next one mixes.
-        def finish(picture, image, anchor, shape):
-            out = st.finish(picture, *image.shape[:2], anchor, **knobs)
-            return out if out.shape[:2] == shape else np.ascontiguousarray(out[:shape[0], :shape[1]])
-
-        done = []
-        for picture, motion, image, anchor, shape in zip(pictures, motions, images, anchors, shapes):
-            mixed = stab.apply(picture, motion)
-            done.append(pool.submit(finish, mixed, image, anchor, shape) if pool is not None
-                        else finish(mixed, image, anchor, shape))
-        return [d.result() for d in done] if pool is not None else done
+        batch = _Batch(self, images)
+        if pool is None:
+            return [batch.frame(i) for i in range(len(images))]
+        # One task per frame, in order: each waits only where it needs the frame before it.
+        return [f.result() for f in [pool.submit(batch.frame, i) for i in range(len(images))]]
 
     def _ensure_pool(self) -> ThreadPoolExecutor:
         if self._pool is None:
@@ -748,3 +739,62 @@ class ClassicBackend(Backend):
         if self._pool is not None:
             self._pool.shutdown(wait=True)
             self._pool = None
+
+
+class _Batch:
+    """One batch of a steadied stream, one task per frame.
+
+    A frame's steps: its luma and thumbnail (``look``); its motion from the frame before;
+    where its textures sit (the anchor: a chain over the motions); its painting; the mix with
+    the previous picture (the stabilizer's state: a chain over the frames); its finish. Only the
+    two chains need the frame before, so each task waits at those two points for the previous
+    frame's step and runs everything else in parallel with the other frames: the serial part of
+    a batch is two short steps per frame, not a round per step. Tasks are started in frame order
+    (the pool takes them first in, first out), so a task only ever waits for one already
+    running. A failing frame still releases its followers, which then fail too.
+    """
+
+    def __init__(self, backend: ClassicBackend, images: list[np.ndarray]):
+        self.backend = backend
+        self.images = images
+        n = len(images)
+        self.views: list = [None] * n
+        self.looked = [threading.Event() for _ in range(n)]
+        self.anchored = [threading.Event() for _ in range(n)]
+        self.mixed = [threading.Event() for _ in range(n)]
+        self.failed = False
+
+    def _after(self, events: list[threading.Event], i: int) -> None:
+        if i > 0:
+            events[i - 1].wait()
+        if self.failed:
+            raise BackendError("an earlier frame of this batch failed")
+
+    def frame(self, i: int) -> np.ndarray:
+        be, image = self.backend, self.images[i]
+        stab, st, knobs = be.stabilizer, be._stages, be._knobs
+        try:
+            shape = image.shape[:2]
+            image = _pad(image)
+            view = self.views[i] = stab.look(image, st.mix(*image.shape[:2], **knobs))
+            self.looked[i].set()
+            self._after(self.looked, i)
+            motion = stab.motion(self.views[i - 1] if i else be._last_view, view)
+            self._after(self.anchored, i)
+            anchor = stab.anchor(motion)
+            self.anchored[i].set()
+            picture = st.paint(image, anchor, **knobs)
+            self._after(self.mixed, i)
+            picture = stab.apply(picture, motion)
+            if i == len(self.images) - 1:
+                be._last_view = view
+            self.mixed[i].set()
+            out = st.finish(picture, *image.shape[:2], anchor, **knobs)
+            return out if out.shape[:2] == shape else np.ascontiguousarray(out[:shape[0], :shape[1]])
+        except BaseException:
+            self.failed = True
+            raise
+        finally:
+            for e in (self.looked[i], self.anchored[i], self.mixed[i]):
+                e.set()
+
