@@ -56,6 +56,7 @@ EFFECTS: dict[str, dict[str, Knob]] = {
         "radius": Knob(4, 1, 12, "brush radius in pixels at the working size (larger = coarser strokes)"),
         "saturation": Knob(1.25, 0.0, 3.0, "colour saturation multiplier"),
         "texture": Knob(0.5, 0.0, 1.0, "strength of the brush-stroke and canvas texture"),
+        "varnish": Knob(0.5, 0.0, 1.0, "paint's own range: warm whites, lifted blacks (0 = the picture's range)"),
         "steady": Knob(0.7, 0.0, 0.95, STEADY_HELP),
     },
     "toon": {
@@ -74,10 +75,13 @@ EFFECTS: dict[str, dict[str, Knob]] = {
     },
 }
 
-#: How each effect is steadied over time (core/temporal.py): painterly effects blend the previous
-#: output in; toon, whose flat bands toggle at their edges, holds a colour until the input leaves
-#: a hysteresis band (mode, input change in grey levels at which the past stops counting).
-STEADY_MODE: dict[str, tuple] = {"oil": ("blend", 24.0), "toon": ("hold", 14.0), "sketch": ("blend", 40.0, 3)}
+#: How each effect is steadied over time (core/temporal.py): (mode, input change in grey levels at
+#: which the past stops counting[, reach of the marks in mix pixels]). All blend the previous
+#: picture in. Toon blends its quantized colours and ink: where the picture is scaled up, the
+#: palette snap after the upscale turns that into hysteresis (a pixel changes band only once the
+#: blend has crossed the middle, not at every toggle of the input); sketch's lines reach 3 px
+#: beside the edge that makes them (measured with tests/test_temporal.py's moving square).
+STEADY_MODE: dict[str, tuple] = {"oil": ("blend", 24.0), "toon": ("blend", 24.0), "sketch": ("blend", 40.0, 3)}
 
 
 def validate_params(params: dict) -> dict:
@@ -246,7 +250,7 @@ def _oil_mix(h: int, w: int, **_knobs) -> tuple[int, int]:
 
 
 def _oil_paint(image: np.ndarray, anchor=None, radius: int = 4, saturation: float = 1.25,
-               texture: float = 0.5) -> np.ndarray:
+               texture: float = 0.5, varnish: float = 0.5) -> np.ndarray:
     h, w = image.shape[:2]
     wh, ww, scale = _work_size(h, w)
     r = max(1, round(radius * scale))
@@ -255,7 +259,24 @@ def _oil_paint(image: np.ndarray, anchor=None, radius: int = 4, saturation: floa
     painted = _kuwahara(painted, max(1, r // 2))
     painted = _brush(painted, r, texture, anchor)
     painted = _saturate(painted, saturation)
-    return cv2.convertScaleAbs(painted, alpha=255.0)
+    out = cv2.convertScaleAbs(painted, alpha=255.0)
+    return cv2.LUT(out, _varnish_lut(varnish)) if varnish > 0 else out
+
+
+#: Oil paint's range at ``varnish=1``: the darkest and the lightest paint (RGB). No paint is as dark
+#: as a shadow or as bright as a lit white, and oil whites yellow: a warm, slightly compressed range.
+#: (It also softens every edge a little: the picture's own contrast is what flickers.)
+PAINT_BLACK = (30.0, 24.0, 18.0)
+PAINT_WHITE = (248.0, 236.0, 208.0)
+
+
+@lru_cache(maxsize=16)
+def _varnish_lut(amount: float) -> np.ndarray:
+    x = np.arange(256, dtype=np.float64)
+    chans = [x + amount * (lo + x / 255.0 * (hi - lo) - x) for lo, hi in zip(PAINT_BLACK, PAINT_WHITE)]
+    lut = np.round(np.stack(chans, -1)).clip(0, 255).astype(np.uint8).reshape(256, 1, 3)
+    lut.setflags(write=False)
+    return lut
 
 
 def _oil_finish(picture: np.ndarray, h: int, w: int, anchor=None, **_knobs) -> np.ndarray:
@@ -263,7 +284,8 @@ def _oil_finish(picture: np.ndarray, h: int, w: int, anchor=None, **_knobs) -> n
 
 
 @_effect
-def oil(image: np.ndarray, radius: int = 4, saturation: float = 1.25, texture: float = 0.5, anchor=None) -> np.ndarray:
+def oil(image: np.ndarray, radius: int = 4, saturation: float = 1.25, texture: float = 0.5, varnish: float = 0.5,
+        anchor=None) -> np.ndarray:
     """Oil paint: a generalized Kuwahara filter with brush strokes that follow the image's edges.
 
     Each pixel becomes a blend of the mean colours of eight round sectors around it, weighted
@@ -271,11 +293,12 @@ def oil(image: np.ndarray, radius: int = 4, saturation: float = 1.25, texture: f
     paint, while at an edge the sectors on either side win and the edge stays sharp. One
     separable blur gives every sector's mean and variance, so the cost per pixel barely grows
     with the radius. A second, smaller pass softens the dabs; then stroke texture and a
-    saturation lift, at the working size (where the stabilizer mixes too), and a cubic upscale
-    that keeps the edges crisp.
+    saturation lift, paint's own warm range (``varnish``), at the working size (where the
+    stabilizer mixes too), and a cubic upscale that keeps the edges crisp.
     """
     h, w = image.shape[:2]
-    return _oil_finish(_oil_paint(image, anchor, radius=radius, saturation=saturation, texture=texture), h, w)
+    return _oil_finish(_oil_paint(image, anchor, radius=radius, saturation=saturation, texture=texture,
+                                  varnish=varnish), h, w)
 
 
 def _kuwahara(img: np.ndarray, r: int) -> np.ndarray:
@@ -394,8 +417,7 @@ def _toon_mix(h: int, w: int, **_knobs) -> tuple[int, int]:
 def _toon_paint(image: np.ndarray, anchor=None, levels: int = 6, edges: float = 1.0, smoothing: int = 2,
                 saturation: float = 1.2) -> np.ndarray:
     """The flat colours at the working size, with the ink lines (255 = paper) as a fourth channel
-    when there are any. The stabilizer holds this picture, so a pixel keeps its band and its
-    line until the input really changes there (hysteresis on the quantized colours)."""
+    when there are any: the picture the stabilizer steadies, so that bands and lines stay put."""
     h, w = image.shape[:2]
     wh, ww, scale = _work_size(h, w)
     small = _down(image, wh, ww)
@@ -442,7 +464,7 @@ def toon(image: np.ndarray, levels: int = 6, edges: float = 1.0, smoothing: int 
     but keeps the borders between regions; the result, at the working size, is flattened with
     a lookup table in YCrCb (a few brightness bands, a coarse chroma grid), and ink lines come
     from a difference of Gaussians on the smoothed luma, so that they outline regions rather
-    than texture. The stabilizer holds that flat picture; then it is brought to full size.
+    than texture. The stabilizer steadies that flat picture; then it is brought to full size.
     """
     h, w = image.shape[:2]
     knobs = dict(levels=levels, edges=edges, saturation=saturation)
