@@ -146,3 +146,40 @@ def test_steadiness_and_preset_errors():
     with pytest.raises(ValueError, match="'steady' must be between 0.0 and 0.95"):
         make_style({"name": "x", "params": {"effect": "oil", "steady": 2}})
     assert Stabilizer().steadiness.on is False
+
+
+def test_quality_command_and_its_bench_alias(tmp_path):
+    """`stylecam quality` in a subprocess, as a user runs it, on the bundled clip followed by a
+    second shot (the clip upside down, colours inverted: a hard cut); `stylecam bench --quality`
+    gives the same rows."""
+    import json
+    import subprocess
+    import sys
+
+    import cv2
+
+    other = tmp_path / "other.avi"
+    writer = cv2.VideoWriter(str(other), cv2.VideoWriter_fourcc(*"MJPG"), 24, (160, 160))
+    for f in read_clip_spec("demo", 4, (160, 160))[1]:
+        writer.write(cv2.cvtColor(np.ascontiguousarray(255 - f[::-1, ::-1]), cv2.COLOR_RGB2BGR))
+    writer.release()
+    rows = []
+    for i, head in enumerate((["quality"], ["bench", "--quality"])):
+        out = tmp_path / f"rows{i}.jsonl"
+        p = subprocess.run([sys.executable, "-m", "stylecam.core", *head, "--source", f"demo+file:{other}", "--frames", "8",
+                            "--size", "160x160", "--styles", "toon", "--json", str(out), "--strips", str(tmp_path)],
+                           capture_output=True, text=True, timeout=300)
+        assert p.returncode == 0, p.stderr
+        assert "| toon |" not in p.stdout and "toon" in p.stdout  # the plain table
+        rows.append([json.loads(line) for line in out.read_text().splitlines()])
+    assert [r["steady"] for r in rows[0]] == [False, True]
+    for r in rows[0]:
+        assert r["clip"] == "demo+other" and r["frames"] == 8 and r["cuts"] == 1  # the cut between the two
+        assert r["flicker"] > 0 and r["edges"] > 0.5 and r["strength"] > 6
+    assert rows[0][1]["flicker"] < rows[0][0]["flicker"]
+    strip = (tmp_path / "toon.jpg").read_bytes()
+    assert strip[:2] == b"\xff\xd8"
+    # Same frames, same styles: the same figures (fps aside).
+    drop = ("fps", "machine")
+    assert [{k: v for k, v in r.items() if k not in drop} for r in rows[1]] == \
+        [{k: v for k, v in r.items() if k not in drop} for r in rows[0]]
