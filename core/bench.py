@@ -204,8 +204,8 @@ def command(args) -> int:
     from .cli_args import UsageError
 
     if args.quality is not None:  # an alias: the quality harness, its own options
-        from . import quality
-
+        # (by name: the quality harness imports this module for the machine description)
+        quality = importlib.import_module("stylecam.core.quality")
         qp = argparse.ArgumentParser(prog="stylecam bench --quality")
         quality.configure_parser(qp)
         return quality.command(qp.parse_args(args.quality))

@@ -116,7 +116,8 @@ def main() -> None:
         emit({"bench": "steady", "style": name, "size": "1280x720", "workers": ClassicBackend().workers,
               "fps_off": round(off, 1), "fps_on": round(on, 1), "ratio": round(on / off, 3)})
         if args.stages:
-            emit({"bench": "steady-stages", "style": name, "size": "1280x720", "cpu_ms_per_frame": stages(styles[name], hd[:12])})
+            emit({"bench": "steady-stages", "style": name, "size": "1280x720",
+                  "cpu_ms_per_frame": stages(styles[name], hd[:12])})
     if not args.skip_neural:
         base = {"style": "starry-blue", "steady": 0.8}
         for size in ((640, 360), (1280, 720)):

@@ -166,9 +166,9 @@ def test_quality_command_and_its_bench_alias(tmp_path):
     rows = []
     for i, head in enumerate((["quality"], ["bench", "--quality"])):
         out = tmp_path / f"rows{i}.jsonl"
-        p = subprocess.run([sys.executable, "-m", "stylecam.core", *head, "--source", f"demo+file:{other}", "--frames", "8",
-                            "--size", "160x160", "--styles", "toon", "--json", str(out), "--strips", str(tmp_path)],
-                           capture_output=True, text=True, timeout=300)
+        cmd = [sys.executable, "-m", "stylecam.core", *head, "--source", f"demo+file:{other}", "--frames", "8",
+               "--size", "160x160", "--styles", "toon", "--json", str(out), "--strips", str(tmp_path)]
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
         assert p.returncode == 0, p.stderr
         assert "| toon |" not in p.stdout and "toon" in p.stdout  # the plain table
         rows.append([json.loads(line) for line in out.read_text().splitlines()])
