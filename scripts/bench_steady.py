@@ -30,7 +30,8 @@ from stylecam.core.temporal import Stabilizer, Steadiness
 
 def fps(backend, frames, count: int) -> float:
     b = backend.batch_size
-    backend.process(frames[:b])  # warm up
+    for i in range(3):  # warm up (thread pool, caches; torch's kernels for a new size take a few calls)
+        backend.process(frames[i * b:(i + 1) * b])
     t0 = time.perf_counter()
     done = 0
     while done < count:
