@@ -4,12 +4,13 @@ the *input* and blended into the new output where that motion can be trusted.
 Contract. Three steps per frame, the first two free of state (the classic backend runs them in
 its worker threads, beside the painting):
 
-1. ``Stabilizer.look(image, mix)`` -> :class:`View`: the input's luma at the *mix size* (the size
-   of the picture the style will hand to :meth:`Stabilizer.apply`, usually its working size,
-   before it is scaled up) and a grey thumbnail for the flow;
+1. ``Stabilizer.look(image, mix)`` -> :class:`View`: the input's luma at the *test size* (the
+   *mix size* — the size of the picture the style will hand to :meth:`Stabilizer.apply`, usually
+   its working size, before it is scaled up — capped at :data:`TEST_SIDE`) and a grey thumbnail
+   for the flow;
 2. ``Stabilizer.motion(prev_view, view)`` -> :class:`Motion`: the backward optical flow between
    the two thumbnails (where each pixel of this frame was in the previous one), checked against
-   the forward flow, whether the pair is a scene cut, and the warp maps at the mix size;
+   the forward flow, whether the pair is a scene cut, and the warp maps at the mix (and test) size;
 3. ``Stabilizer.apply(picture, motion)``, in frame order: warps the stabilizer's state (the last
    stabilized picture plus the input luma that picture stands for) along the flow and mixes it
    with the new picture.
@@ -33,15 +34,15 @@ Two ways to mix, a style's choice (:class:`Steadiness`):
 
 ``blend``  ``out = w * warped + (1 - w) * new`` with ``w = strength`` where the tests pass,
            falling to 0 over the ``threshold`` ramp of input change; for painterly styles.
-``hold``   hysteresis for quantized styles (toon): a pixel keeps its previous (warped) value
-           while the input stays within ``threshold`` levels of what it was when that value was
-           chosen, and takes the new one once it leaves that band. A pixel near a band edge no
-           longer toggles with sensor noise.
+``hold``   hysteresis: a pixel keeps its previous (warped) value while the input stays within
+           ``threshold`` levels of what it was when that value was chosen, and takes the new
+           one once it leaves that band. (The classic toon blends its quantized picture and
+           snaps it to the palette after the upscale, which measured steadier: docs/quality.md.)
 
 Cost. Flows are OpenCV DIS (ultrafast preset) on grey thumbnails with a longer side of
 :data:`FLOW_SIDE`; everything else works at the mix size, which a style keeps small (oil mixes
-at 640x360 for a 720p frame): a remap and a blend per plane, one pass each, in OpenCV calls.
-No float64, no Python loops over pixels, no Qt, no torch.
+at 640x360 for a 720p frame), or the test size: a remap and a blend per plane, one pass each, in
+OpenCV calls. No float64, no Python loops over pixels, no Qt, no torch.
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ import numpy as np
 #: Longer side of the grey thumbnails the flows are computed on.
 FLOW_SIDE = 256
 #: Longer side of the change test (the input's luma, the warped luma of the state, the trust):
-#: a style that mixes larger pictures (sketch draws at full 720p) gets the weight scaled up.
+#: a style that mixes larger pictures (sketch draws at 960x540 for 720p) gets the weight scaled up.
 TEST_SIDE = 640
 #: Forward-backward consistency (Sundaram et al.): |f + b|^2 < A * (|f|^2 + |b|^2) + B, thumb px.
 FB_ALPHA = 0.01

@@ -183,3 +183,56 @@ def test_quality_command_and_its_bench_alias(tmp_path):
     drop = ("fps", "machine")
     assert [{k: v for k, v in r.items() if k not in drop} for r in rows[1]] == \
         [{k: v for k, v in r.items() if k not in drop} for r in rows[0]]
+
+
+def test_steadied_at_the_working_size_of_a_720p_stream():
+    """At 1280x720 each style mixes its small picture (oil 640x360, sketch 960x540 with a 640x360
+    change test) and scales it up: the first frame is the painting, the next ones are steadied
+    (close to the painting, not equal), and a still scene stays still."""
+    from stylecam.core.bench import sample_frames
+
+    styles, _ = load_styles()
+    clip = sample_frames((1280, 720), 4)
+    for name in ("oil", "toon", "sketch"):
+        steady, plain = run(styles[name], clip), run(styles[name], clip, steady=False)
+        assert all(o.shape == (720, 1280, 3) and o.dtype == np.uint8 for o in steady)
+        assert np.array_equal(steady[0], plain[0])
+        for s, p in zip(steady[1:], plain[1:]):
+            diff = np.abs(s.astype(np.int16) - p).mean()
+            assert 0.05 < diff < 12, (name, diff)
+        still = run(styles[name], [clip[0]] * 4)
+        assert all(np.abs(o.astype(np.int16) - still[0]).max() <= 1 for o in still[1:]), name
+
+
+def test_a_failing_frame_fails_its_batch_without_hanging(swan, monkeypatch):
+    from stylecam.core.stylize import classic
+
+    styles, _ = load_styles()
+    backend = ClassicBackend(workers=2)
+    backend.set_style(styles["oil"])
+    paint = classic.STAGES["oil"].paint
+    calls = []
+
+    def broken(image, anchor=None, **knobs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("painting failed")
+        return paint(image, anchor, **knobs)
+
+    monkeypatch.setitem(classic.STAGES, "oil", classic.Stages(classic._oil_mix, broken, classic._oil_finish))
+    backend.set_style(styles["oil"])
+    with pytest.raises(RuntimeError, match="painting failed"):
+        backend.process(swan[:2])
+    # The stream goes on with the next batch.
+    out = backend.process(swan[2:4])
+    assert len(out) == 2 and out[0].shape == swan[2].shape
+    backend.close()
+
+
+def test_stabilizer_refuses_a_picture_of_another_size_and_a_bad_reach(swan):
+    stab = Stabilizer(Steadiness(0.7))
+    motion = stab.prepare(None, swan[0], (160, 160))
+    with pytest.raises(ValueError, match="not the 160x160"):
+        stab.apply(swan[0], motion)
+    with pytest.raises(ValueError, match="reach"):
+        Steadiness(0.5, "blend", 24.0, 40)
