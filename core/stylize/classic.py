@@ -695,12 +695,11 @@ class ClassicBackend(Backend):
     ``core/runtime.py`` and docs/benchmarks.md). ``batch_size`` equals the worker count; the
     runner never waits to fill a batch, so a live source gains throughput, not latency.
 
-    With the stabilizer on, a batch goes through the workers in steps: each input's luma and
-    thumbnail, the motion of each against the one before (inputs only), the paintings at the
-    effect's working size; then, in frame order, the mix with the previous picture, each frame's
-    finish (upscale, paper) going back to the workers as soon as it is mixed.
-    ``steady=False`` turns the stabilizer off whatever the style says (the benchmark's and the
-    quality harness's "before").
+    With the stabilizer on, each frame of a batch is one task (:class:`_Batch`): its look and
+    motion, its texture anchor, its painting at the effect's working size, the mix with the
+    previous picture, its finish (upscale, paper); only the anchor and the mix wait for the frame
+    before. ``steady=False`` turns the stabilizer off whatever the style says (the benchmark's
+    and the quality harness's "before").
     """
 
     name = "classic"
