@@ -7,6 +7,8 @@ Backends other than ``classic`` register their own benchmark through :data:`BENC
 
 from __future__ import annotations
 
+import argparse
+
 import importlib
 import json
 import os
@@ -193,10 +195,20 @@ def configure_parser(p) -> None:
     p.add_argument("--e2e", action="store_true",
                    help="diffusion: beside each engine row, the path a user runs (the runner, a 1280x720 "
                         "file source, the diffusion backend, a virtual camera and a null sink)")
+    p.add_argument("--quality", nargs=argparse.REMAINDER, default=None, metavar="QUALITY OPTIONS",
+                   help="instead: `stylecam quality` (flicker, shimmer, edges, strength) with the options "
+                        "that follow, e.g. --quality --source demo --styles oil")
 
 
 def command(args) -> int:
     from .cli_args import UsageError
+
+    if args.quality is not None:  # an alias: the quality harness, its own options
+        # (by name: the quality harness imports this module for the machine description)
+        quality = importlib.import_module("stylecam.core.quality")
+        qp = argparse.ArgumentParser(prog="stylecam bench --quality")
+        quality.configure_parser(qp)
+        return quality.command(qp.parse_args(args.quality))
 
     table = benchmarks()
     if args.backend not in table:

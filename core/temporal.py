@@ -1,23 +1,32 @@
 """One temporal stabilizer for every CPU backend: the previous output moved along the motion of
 the *input* and blended into the new output where that motion can be trusted.
 
-Contract. ``Stabilizer.prepare(prev_input, input)`` looks only at two input frames (so the
-classic backend runs it in its worker threads, beside the effect): it measures the backward
-optical flow (where each pixel of this frame was in the previous one), checks it against the
-forward flow, and says whether the pair is a scene cut. ``Stabilizer.apply(output, motion)``
-must then be called in frame order: it warps the stabilizer's state (the last stabilized output
-plus, as a fourth channel, the input luma that output stands for) along the flow and mixes it
-with the new output. Frames keep their size, dtype (RGB uint8) and order; the first frame, a
-frame after :meth:`reset`, a frame of another size and the frame after a scene cut come out
-exactly as the style painted them.
+Contract. Three steps per frame, the first two free of state (the classic backend runs them in
+its worker threads, beside the painting):
 
-Where the previous output is not used (per pixel, multiplied):
+1. ``Stabilizer.look(image, mix)`` -> :class:`View`: the input's luma at the *test size* (the
+   *mix size* — the size of the picture the style will hand to :meth:`Stabilizer.apply`, usually
+   its working size, before it is scaled up — capped at :data:`TEST_SIDE`) and a grey thumbnail
+   for the flow;
+2. ``Stabilizer.motion(prev_view, view)`` -> :class:`Motion`: the backward optical flow between
+   the two thumbnails (where each pixel of this frame was in the previous one), checked against
+   the forward flow, whether the pair is a scene cut, and the warp maps at the mix (and test) size;
+3. ``Stabilizer.apply(picture, motion)``, in frame order: warps the stabilizer's state (the last
+   stabilized picture plus the input luma that picture stands for) along the flow and mixes it
+   with the new picture.
+
+``prepare(prev_input, image, mix)`` does 1 and 2 in one call. Pictures are uint8, (h, w) or
+(h, w, 1 / 3 / 4), at the mix size; they keep their shape and order. The first frame, a frame after
+:meth:`reset`, a frame of another size and the frame after a scene cut come out exactly as
+painted.
+
+Where the previous picture is not used (per pixel, multiplied):
 
 * the forward and backward flows disagree (occlusion, disocclusion, flow failure): consistency
-  test of Sundaram et al. 2010 on low-resolution flows;
-* the input there changed since the output it stands for was made (the fourth channel, warped,
-  against this frame's luma): anything the flow got wrong — the background behind a moving
-  object, a light switched on — is repainted at once instead of leaving a ghost;
+  test of Sundaram et al. 2010 on the thumbnails;
+* the input there changed since the picture it stands for was made (the warped luma of the state
+  against this frame's): anything the flow got wrong — the background behind a moving object, a
+  light switched on — is repainted at once instead of leaving a ghost;
 * the whole frame, at a scene cut (most of the flow inconsistent, or the warped previous input
   far from this one).
 
@@ -25,20 +34,19 @@ Two ways to mix, a style's choice (:class:`Steadiness`):
 
 ``blend``  ``out = w * warped + (1 - w) * new`` with ``w = strength`` where the tests pass,
            falling to 0 over the ``threshold`` ramp of input change; for painterly styles.
-``hold``   hysteresis for quantized styles (toon): a pixel keeps its previous (warped) colour
-           while the input stays within ``threshold`` levels of what it was when that colour was
-           chosen, and takes the new one, whole, once it leaves that band. A pixel near a band
-           edge no longer toggles with sensor noise, and flat colours stay flat (no mixing).
+``hold``   hysteresis: a pixel keeps its previous (warped) value while the input stays within
+           ``threshold`` levels of what it was when that value was chosen, and takes the new
+           one once it leaves that band. (The classic toon blends its quantized picture and
+           snaps it to the palette after the upscale, which measured steadier: docs/quality.md.)
 
-Flows are OpenCV DIS (ultrafast preset) on grey thumbnails with a longer side of
-:data:`FLOW_SIDE`; the change test runs at half size; only the warp and the mix touch every
-pixel, and :meth:`apply` can split those over a thread pool in horizontal strips (OpenCV
-releases the GIL). No Qt, no torch.
+Cost. Flows are OpenCV DIS (ultrafast preset) on grey thumbnails with a longer side of
+:data:`FLOW_SIDE`; everything else works at the mix size, which a style keeps small (oil mixes
+at 640x360 for a 720p frame), or the test size: a remap and a blend per plane, one pass each, in
+OpenCV calls. No float64, no Python loops over pixels, no Qt, no torch.
 """
 
 from __future__ import annotations
 
-from concurrent.futures import Executor
 from dataclasses import dataclass
 
 import cv2
@@ -46,6 +54,9 @@ import numpy as np
 
 #: Longer side of the grey thumbnails the flows are computed on.
 FLOW_SIDE = 256
+#: Longer side of the change test (the input's luma, the warped luma of the state, the trust):
+#: a style that mixes larger pictures (sketch draws at 960x540 for 720p) gets the weight scaled up.
+TEST_SIDE = 640
 #: Forward-backward consistency (Sundaram et al.): |f + b|^2 < A * (|f|^2 + |b|^2) + B, thumb px.
 FB_ALPHA = 0.01
 FB_BETA = 0.5
@@ -53,6 +64,10 @@ FB_BETA = 0.5
 CUT_CONSISTENT = 0.35
 #: …or when the input, moved along the flow, still differs by this many grey levels on average.
 CUT_ERROR = 28.0
+#: Flow is set to zero where not moving explains the frame as well, within this (grey levels).
+SNAP_LEVELS = 1.0
+#: Texture anchors start afresh where the frame differs from the moved one by this (grey levels).
+ANCHOR_RESET = 12.0
 #: Modes of mixing the previous output in.
 MODES = ("blend", "hold")
 
@@ -62,11 +77,16 @@ class Steadiness:
     """How a style is steadied: ``strength`` in [0, 1) is the weight of the previous output where
     the motion is trusted (0 = off); ``threshold`` is the input change in grey levels at which the
     previous output stops counting (blend: the end of a linear ramp that starts at a third of it;
-    hold: the hysteresis band)."""
+    hold: the hysteresis band); ``reach`` (pixels at the mix size) is how far the style's marks
+    reach from the picture feature that makes them (a pencil line drawn beside an edge): a change
+    of the input counts that far around it, so a line does not outlive the edge it was drawn for
+    (at a disocclusion the flow can be wrong and the input still match, the mark would be moved
+    along with it)."""
 
     strength: float = 0.0
     mode: str = "blend"
     threshold: float = 24.0
+    reach: int = 0
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.strength < 1.0:
@@ -75,6 +95,8 @@ class Steadiness:
             raise ValueError(f"steadiness mode must be one of {', '.join(MODES)}, got {self.mode!r}")
         if not self.threshold > 0:
             raise ValueError(f"steadiness threshold must be > 0, got {self.threshold!r}")
+        if not (isinstance(self.reach, int) and 0 <= self.reach <= 16):
+            raise ValueError(f"steadiness reach must be a whole number of pixels from 0 to 16, got {self.reach!r}")
 
     @property
     def on(self) -> bool:
@@ -82,19 +104,36 @@ class Steadiness:
 
 
 @dataclass
-class Motion:
-    """What :meth:`Stabilizer.prepare` found between two input frames."""
+class View:
+    """What :meth:`Stabilizer.look` keeps of one input frame."""
 
-    size: tuple[int, int]            # (w, h) of the frames
-    luma_half: np.ndarray            # this input's luma at half size, uint8
+    size: tuple[int, int]   # (w, h) of the frame
+    mix: tuple[int, int]    # (w, h) of the pictures that will be mixed
+    luma: np.ndarray        # the frame's luma at the test size (test_size(mix)), uint8
+    thumb: np.ndarray       # grey thumbnail (longer side <= FLOW_SIDE), uint8
+
+    @property
+    def test(self) -> tuple[int, int]:
+        return self.luma.shape[1], self.luma.shape[0]
+
+
+@dataclass
+class Motion:
+    """What :meth:`Stabilizer.motion` found between two input frames."""
+
+    view: View                       # this frame's
     cut: bool                        # a scene cut (or no previous frame): start afresh
-    maps: tuple | None = None        # cv2.remap fixed-point maps, full size (backward flow)
-    maps_half: tuple | None = None   # the same at half size
-    trust: np.ndarray | None = None  # flow consistency at half size, float32 in [0, 1]
+    maps: np.ndarray | None = None   # cv2.remap map (backward flow) at the mix size, float32 (h, w, 2)
+    maps_test: np.ndarray | None = None  # the same at the test size (the same array where equal)
+    trust: np.ndarray | None = None  # flow consistency at the test size, uint8 (255 = consistent)
     flow: np.ndarray | None = None   # the backward flow itself, thumbnail pixels
     fresh: np.ndarray | None = None  # bool, thumbnail: nothing continues here (texture anchors reset)
     consistent: float = 0.0          # share of thumbnail pixels with a consistent flow
     error: float = 0.0               # mean grey error of the warped previous thumbnail
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return self.view.size
 
 
 def thumb_size(w: int, h: int, side: int = FLOW_SIDE) -> tuple[int, int]:
@@ -102,17 +141,19 @@ def thumb_size(w: int, h: int, side: int = FLOW_SIDE) -> tuple[int, int]:
     return max(8, round(w * s)), max(8, round(h * s))
 
 
-def half_size(w: int, h: int) -> tuple[int, int]:
-    return max(1, (w + 1) // 2), max(1, (h + 1) // 2)
+def test_size(w: int, h: int, side: int = TEST_SIDE) -> tuple[int, int]:
+    s = min(1.0, side / max(w, h))
+    return max(1, round(w * s)), max(1, round(h * s))
 
 
 def grey(img: np.ndarray) -> np.ndarray:
-    return cv2.cvtColor(img, cv2.COLOR_RGB2GRAY)
+    return img if img.ndim == 2 else cv2.cvtColor(img, cv2.COLOR_RGB2GRAY)
 
 
-def _thumb(img: np.ndarray) -> np.ndarray:
-    h, w = img.shape[:2]
-    return cv2.resize(grey(img), thumb_size(w, h), interpolation=cv2.INTER_AREA)
+def _resize(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    if (img.shape[1], img.shape[0]) == size:
+        return img
+    return cv2.resize(img, size, interpolation=cv2.INTER_AREA)
 
 
 def flows(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -128,51 +169,53 @@ def grid(w: int, h: int) -> tuple[np.ndarray, np.ndarray]:
     return xs, ys
 
 
-_GRIDS: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
+_GRIDS: dict[tuple[int, int], np.ndarray] = {}
 
 
-def _grid(w: int, h: int) -> tuple[np.ndarray, np.ndarray]:
+def _grid2(w: int, h: int) -> np.ndarray:
+    """The identity remap, float32 (h, w, 2), cached per size (read-only)."""
     g = _GRIDS.get((w, h))
     if g is None:
         if len(_GRIDS) > 8:
             _GRIDS.clear()
-        g = _GRIDS[(w, h)] = grid(w, h)
+        g = np.dstack(grid(w, h))
+        g.setflags(write=False)
+        _GRIDS[(w, h)] = g
     return g
+
+
+def _along(img: np.ndarray, flow: np.ndarray) -> np.ndarray:
+    """``img`` read at each pixel's position plus ``flow`` (same size), edges replicated."""
+    h, w = flow.shape[:2]
+    return cv2.remap(img, cv2.add(_grid2(w, h), flow), None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+
+
+_SUM2 = np.ones((1, 2), np.float32)
 
 
 def consistency(backward: np.ndarray, forward: np.ndarray) -> np.ndarray:
     """bool mask of pixels whose backward flow, followed by the forward flow from where it lands,
     comes back to the start (Sundaram et al. 2010)."""
-    h, w = backward.shape[:2]
-    xs, ys = _grid(w, h)
-    fw = cv2.remap(forward, xs + backward[..., 0], ys + backward[..., 1], cv2.INTER_LINEAR,
-                   borderMode=cv2.BORDER_REPLICATE)
-    s = fw + backward
-    err = s[..., 0] ** 2 + s[..., 1] ** 2
-    mag = (fw ** 2).sum(-1) + (backward ** 2).sum(-1)
-    return err < FB_ALPHA * mag + FB_BETA
+    fw = _along(forward, backward)
+    s = cv2.add(fw, backward)
+    err = cv2.transform(cv2.multiply(s, s), _SUM2)
+    mag = cv2.transform(cv2.add(cv2.multiply(fw, fw), cv2.multiply(backward, backward)), _SUM2)
+    return err < cv2.addWeighted(mag, FB_ALPHA, mag, 0.0, FB_BETA)
 
 
-def warp_maps(flow: np.ndarray, w: int, h: int, fixed: bool = True):
-    """cv2.remap maps for frames of (w, h) from a thumbnail backward flow (upsampled, rescaled)."""
+def warp_maps(flow: np.ndarray, w: int, h: int) -> np.ndarray:
+    """cv2.remap map (float32 (h, w, 2)) for pictures of (w, h) from a thumbnail backward flow
+    (upsampled, rescaled to the picture's pixels)."""
     fh, fw_ = flow.shape[:2]
-    f = cv2.resize(flow, (w, h), interpolation=cv2.INTER_LINEAR)
-    xs, ys = _grid(w, h)
-    mx = cv2.scaleAdd(f[..., 0], w / fw_, xs)
-    my = cv2.scaleAdd(f[..., 1], h / fh, ys)
-    if not fixed:
-        return mx, my
-    return cv2.convertMaps(mx, my, cv2.CV_16SC2)
+    if (fw_, fh) != (w, h):
+        # Rescaled on the thumbnail (few pixels), then upsampled.
+        flow = cv2.resize(cv2.multiply(flow, (w / fw_, h / fh, 0.0, 0.0)), (w, h), interpolation=cv2.INTER_LINEAR)
+    return cv2.add(_grid2(w, h), flow)
 
 
-#: Flow is set to zero where not moving explains the frame as well, within this (grey levels).
-SNAP_LEVELS = 1.0
-#: Texture anchors start afresh where the frame differs from the moved one by this (grey levels).
-ANCHOR_RESET = 12.0
-
-
-def _snap_still(a: np.ndarray, b: np.ndarray, back: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The backward flow with the sub-pixel jitter of still areas removed.
+def _snap_still(a: np.ndarray, b: np.ndarray, back: np.ndarray, moved: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The backward flow with the sub-pixel jitter of still areas removed, and where textures
+    must be laid anew (``moved``: ``a`` warped along ``back``).
 
     DIS on a still, noisy area (water, sensor noise, compression blocks) returns small random
     vectors, and next to a moving object it smears the object's motion over the still scene;
@@ -180,34 +223,28 @@ def _snap_still(a: np.ndarray, b: np.ndarray, back: np.ndarray) -> tuple[np.ndar
     itself shimmer, and the texture anchor would wander. Where the unmoved previous thumbnail
     matches this one as well as the moved one does, the area is still: its flow becomes zero.
     """
-    h, w = b.shape
-    xs, ys = _grid(w, h)
-    moved = cv2.remap(a, xs + back[..., 0], ys + back[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-    e_still = cv2.blur(cv2.absdiff(a, b).astype(np.float32), (5, 5))
-    e_moved = cv2.blur(cv2.absdiff(moved, b).astype(np.float32), (5, 5))
+    e_still = cv2.blur(cv2.absdiff(a, b), (5, 5))
+    e_moved = cv2.blur(cv2.absdiff(moved, b), (5, 5))
+    # (uint8 box blurs round to whole levels; SNAP_LEVELS = 1 keeps the test as it was in float.)
     # No limit on the flow's size: DIS smears a moving object's motion over the still background
     # behind it, and warping that background along it would drag its texture (a ghost).
-    still = e_still <= e_moved + SNAP_LEVELS
+    still = cv2.compare(e_still, cv2.add(e_moved, SNAP_LEVELS), cv2.CMP_LE)
     out = back.copy()
-    out[still] = 0.0
+    out[still > 0] = 0.0
     # Where even the moved frame does not match (an object arrived or left), nothing on the
     # picture continues: textures are laid anew there.
-    return out, np.minimum(e_still, e_moved) > ANCHOR_RESET
+    return out, cv2.min(e_still, e_moved) > ANCHOR_RESET
 
 
 def scene_cut(prev: np.ndarray, image: np.ndarray) -> tuple[bool, float, float]:
     """(cut?, share of consistent flow, mean grey error after the flow) for two RGB frames."""
-    a, b = _thumb(prev), _thumb(image)
+    h, w = image.shape[:2]
+    ts = thumb_size(w, h)
+    a, b = _resize(grey(prev), ts), _resize(grey(image), ts)
     back, fwd = flows(a, b)
-    share, err = _cut_stats(a, b, back, consistency(back, fwd))
+    ok = consistency(back, fwd)
+    share, err = float(ok.mean()), float(cv2.mean(cv2.absdiff(_along(a, back), b))[0])
     return (share < CUT_CONSISTENT or err > CUT_ERROR), share, err
-
-
-def _cut_stats(a, b, back, ok) -> tuple[float, float]:
-    th, tw = b.shape
-    xs, ys = _grid(tw, th)
-    moved = cv2.remap(a, xs + back[..., 0], ys + back[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-    return float(ok.mean()), float(cv2.mean(cv2.absdiff(moved, b))[0])
 
 
 class Anchor:
@@ -215,16 +252,27 @@ class Anchor:
     pixel of one frame, so that the texture moves with the picture instead of staying on the
     screen. ``offset`` is the accumulated backward flow (thumbnail pixels) from the frame at which
     the texture was laid down; ``sample`` reads a texture of any size through it, wrapping at the
-    edges (the textures are noise: a wrap seam does not show)."""
+    edges (the textures are noise: a wrap seam does not show). The maps are built once per
+    texture size and frame."""
 
     def __init__(self, offset: np.ndarray):
         self.offset = offset
+        # Nothing moved since the textures were laid (a still camera): read them where they are.
+        # (Snapped flows are exact zeros, and so is everything accumulated from them.)
+        self.still = not np.any(offset)
+        self._maps: dict[tuple[int, int], np.ndarray] = {}
+
+    def maps(self, w: int, h: int) -> np.ndarray:
+        m = self._maps.get((w, h))
+        if m is None:
+            m = self._maps[(w, h)] = warp_maps(self.offset, w, h)
+        return m
 
     def sample(self, texture: np.ndarray) -> np.ndarray:
+        if self.still:
+            return texture
         h, w = texture.shape[:2]
-        th, tw = self.offset.shape[:2]
-        mx, my = warp_maps(self.offset, w, h, fixed=False)
-        return cv2.remap(texture, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_WRAP)
+        return cv2.remap(texture, self.maps(w, h), None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_WRAP)
 
 
 class Stabilizer:
@@ -232,9 +280,8 @@ class Stabilizer:
 
     def __init__(self, steadiness: Steadiness | None = None) -> None:
         self.steadiness = steadiness or Steadiness()
-        self._state: np.ndarray | None = None       # RGBA uint8: last output + the luma it stands for
-        self._ref_half: np.ndarray | None = None    # that luma at half size (the change test)
-        self._offset: np.ndarray | None = None      # texture anchor of the last frame (thumbnail px)
+        self._state: list[np.ndarray] | None = None  # the last picture's planes + the luma it stands for
+        self._offset: np.ndarray | None = None       # texture anchor of the last frame (thumbnail px)
         self.cuts = 0
 
     def set_steadiness(self, steadiness: Steadiness) -> None:
@@ -245,11 +292,54 @@ class Stabilizer:
     def reset(self) -> None:
         """Forget the past: the next frame comes out as painted."""
         self._state = None
-        self._ref_half = None
         self._offset = None
 
     # ----------------------------------------------------------------------------------------
-    # Motion: inputs only (thread-safe, no state)
+    # Looking and motion: inputs only (thread-safe, no state)
+
+    @staticmethod
+    def look(image: np.ndarray, mix: tuple[int, int] | None = None) -> View:
+        """The :class:`View` of one RGB input frame; ``mix`` = (w, h) of the pictures that will be
+        mixed (default: the frame's size)."""
+        h, w = image.shape[:2]
+        mix = mix or (w, h)
+        luma = grey(image)
+        ts = thumb_size(w, h)
+        small = _resize(luma, test_size(*mix))
+        # The thumbnail from the smaller image that is still at least its size (cheaper).
+        thumb = _resize(small if small.shape[0] >= ts[1] and small.shape[1] >= ts[0] else luma, ts)
+        return View((w, h), mix, small, thumb)
+
+    def motion(self, prev: View | None, view: View) -> Motion:
+        """How ``view``'s frame moved from ``prev``'s (None: there is none, start afresh)."""
+        if prev is None or prev.size != view.size or prev.mix != view.mix or not self.steadiness.on:
+            return Motion(view, cut=True)
+        a, b = prev.thumb, view.thumb
+        back, fwd = flows(a, b)
+        ok = consistency(back, fwd)
+        moved = _along(a, back)
+        share, err = float(cv2.countNonZero(ok.view(np.uint8))) / ok.size, float(cv2.mean(cv2.absdiff(moved, b))[0])
+        if share < CUT_CONSISTENT or err > CUT_ERROR:
+            return Motion(view, cut=True, consistent=share, error=err, flow=back)
+        back, fresh = _snap_still(a, b, back, moved)
+        fresh |= ~ok
+        mw, mh = view.mix
+        tw, th = view.test
+        # Soft edges on the trust mask (uint8, 255 = trusted): a hard mask upsampled draws seams.
+        trust = cv2.multiply(ok.view(np.uint8), 255)
+        if trust.shape != (th, tw):
+            trust = cv2.resize(trust, (tw, th), interpolation=cv2.INTER_LINEAR)
+        trust = cv2.erode(trust, _K3)
+        maps = warp_maps(back, mw, mh)
+        maps_test = maps if (tw, th) == (mw, mh) else warp_maps(back, tw, th)
+        return Motion(view, cut=False, maps=maps, maps_test=maps_test, trust=trust, consistent=share, error=err,
+                      flow=back, fresh=fresh)
+
+    def prepare(self, prev_input: np.ndarray | None, image: np.ndarray,
+                mix: tuple[int, int] | None = None) -> Motion:
+        """:meth:`look` at both frames and :meth:`motion` between them, in one call."""
+        prev = None if prev_input is None or prev_input.shape != image.shape else self.look(prev_input, mix)
+        return self.motion(prev, self.look(image, mix))
 
     def anchor(self, motion: Motion) -> Anchor | None:
         """The texture anchor of the frame ``motion`` was made for (call in frame order, before
@@ -258,91 +348,82 @@ class Stabilizer:
                 or self._offset.shape != motion.flow.shape:
             self._offset = None if motion.flow is None else np.zeros_like(motion.flow)
             return None
-        h, w = motion.flow.shape[:2]
-        xs, ys = _grid(w, h)
-        moved = cv2.remap(self._offset, xs + motion.flow[..., 0], ys + motion.flow[..., 1], cv2.INTER_LINEAR,
-                          borderMode=cv2.BORDER_REPLICATE)
-        offset = cv2.add(moved, motion.flow)
+        offset = cv2.add(_along(self._offset, motion.flow), motion.flow)
         if motion.fresh is not None:
             offset[motion.fresh] = 0.0
         self._offset = offset
         return Anchor(offset)
 
-    def prepare(self, prev_input: np.ndarray | None, image: np.ndarray) -> Motion:
-        h, w = image.shape[:2]
-        luma = grey(image)
-        luma_half = cv2.resize(luma, half_size(w, h), interpolation=cv2.INTER_AREA)
-        if prev_input is None or prev_input.shape != image.shape or not self.steadiness.on:
-            return Motion((w, h), luma_half, cut=True)
-        a, b = _thumb(prev_input), cv2.resize(luma, thumb_size(w, h), interpolation=cv2.INTER_AREA)
-        back, fwd = flows(a, b)
-        ok = consistency(back, fwd)
-        share, err = _cut_stats(a, b, back, ok)
-        if share < CUT_CONSISTENT or err > CUT_ERROR:
-            return Motion((w, h), luma_half, cut=True, consistent=share, error=err, flow=back)
-        back, fresh = _snap_still(a, b, back)
-        fresh |= ~ok
-        hw, hh = luma_half.shape[1], luma_half.shape[0]
-        # Soft edges on the trust mask: a hard 0/1 mask upsampled draws seams.
-        trust = cv2.resize(ok.astype(np.float32), (hw, hh), interpolation=cv2.INTER_LINEAR)
-        trust = cv2.erode(trust, np.ones((3, 3), np.uint8))
-        return Motion((w, h), luma_half, cut=False, maps=warp_maps(back, w, h), maps_half=warp_maps(back, hw, hh),
-                      trust=trust, consistent=share, error=err, flow=back, fresh=fresh)
-
     # ----------------------------------------------------------------------------------------
     # Mixing: in frame order
 
-    def apply(self, output: np.ndarray, motion: Motion, pool: Executor | None = None, parts: int = 1) -> np.ndarray:
-        """The stabilized frame for ``output`` (painted from the input ``motion`` was made for)."""
+    def apply(self, picture: np.ndarray, motion: Motion) -> np.ndarray:
+        """The stabilized picture for ``picture`` (painted from the input ``motion`` was made for,
+        at its mix size)."""
         s = self.steadiness
-        h, w = output.shape[:2]
-        fresh = motion.cut or self._state is None or self._state.shape[:2] != (h, w) or not s.on
-        if fresh:
+        mw, mh = motion.view.mix
+        if picture.shape[:2] != (mh, mw):
+            raise ValueError(f"the picture to steady is {picture.shape[1]}x{picture.shape[0]}, "
+                             f"not the {mw}x{mh} its motion was measured for")
+        new = _planes(picture, motion.view.luma)
+        if motion.cut or self._state is None or not s.on or [p.shape for p in self._state] != [p.shape for p in new]:
             if motion.cut and self._state is not None:
                 self.cuts += 1
-            self._remember(output, motion)
-            return output
-        # The change test at half size: warped reference luma against this frame's.
-        ref = cv2.remap(self._ref_half, *motion.maps_half, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        change = cv2.absdiff(ref, motion.luma_half)
-        weight = cv2.LUT(change, _weight_lut(s.strength, s.mode, s.threshold)).astype(np.float32)
-        weight = cv2.multiply(weight, motion.trust, scale=1.0 / 255.0)
-        weight = cv2.resize(weight, (w, h), interpolation=cv2.INTER_LINEAR)
-        new = cv2.cvtColor(output, cv2.COLOR_RGB2RGBA)
-        new[..., 3] = cv2.resize(motion.luma_half, (w, h), interpolation=cv2.INTER_LINEAR) \
-            if (motion.luma_half.shape[1], motion.luma_half.shape[0]) != (w, h) else motion.luma_half
-        state = np.empty_like(new)
-        bands = _bands(h, parts if pool is not None else 1)
-        if len(bands) == 1:
-            self._mix(new, weight, motion.maps, state, 0, h)
+            self._state = new
+            return picture
+        self._state = self._mix(new, motion)
+        return _picture(self._state, picture)
+
+    def _mix(self, new: list[np.ndarray], motion: Motion) -> list[np.ndarray]:
+        s = self.steadiness
+        packed = len(new) == 1  # RGB + luma in one plane, all at the mix (= test) size
+        warped = [cv2.remap(self._state[0], motion.maps, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)]
+        if packed:
+            ref = cv2.extractChannel(warped[0], 3)
         else:
-            list(pool.map(lambda b: self._mix(new, weight, motion.maps, state, *b), bands))
-        self._state = state
-        self._ref_half = cv2.resize(state[..., 3], (motion.luma_half.shape[1], motion.luma_half.shape[0]),
-                                    interpolation=cv2.INTER_AREA) if (w, h) != motion.luma_half.shape[::-1] \
-            else state[..., 3].copy()
-        return cv2.cvtColor(state, cv2.COLOR_RGBA2RGB)
-
-    def _mix(self, new: np.ndarray, weight: np.ndarray, maps, state: np.ndarray, y0: int, y1: int) -> None:
-        m1, m2 = maps
-        # Remap reads the whole source; writing rows y0..y1 only needs those rows of the maps.
-        warped = cv2.remap(self._state, m1[y0:y1], m2[y0:y1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        wt = weight[y0:y1]
-        state[y0:y1] = cv2.blendLinear(warped, new[y0:y1], wt, cv2.subtract(1.0, wt))
-
-    def _remember(self, output: np.ndarray, motion: Motion) -> None:
-        h, w = output.shape[:2]
-        state = cv2.cvtColor(output, cv2.COLOR_RGB2RGBA)
-        lh = motion.luma_half
-        state[..., 3] = lh if lh.shape == (h, w) else cv2.resize(lh, (w, h), interpolation=cv2.INTER_LINEAR)
-        self._state = state
-        self._ref_half = lh
+            ref = cv2.remap(self._state[1], motion.maps_test, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+            warped.append(ref)
+        change = cv2.absdiff(ref, motion.view.luma)
+        if s.reach:  # (the reach is in mix pixels; the test may be smaller)
+            r = max(1, round(s.reach * ref.shape[1] / new[0].shape[1]))
+            change = cv2.dilate(change, _square(r))
+        lut = _weight_lut(s.strength, s.mode, s.threshold)
+        weight = cv2.multiply(cv2.LUT(change, lut), motion.trust, scale=1.0 / (255.0 * 255.0), dtype=cv2.CV_32F)
+        other = cv2.subtract(1.0, weight)
+        if packed:
+            return [cv2.blendLinear(warped[0], new[0], weight, other)]
+        mixed_ref = cv2.blendLinear(ref, new[1], weight, other)
+        if weight.shape != new[0].shape[:2]:
+            mh, mw = new[0].shape[:2]
+            weight = cv2.resize(weight, (mw, mh), interpolation=cv2.INTER_LINEAR)
+            other = cv2.subtract(1.0, weight)
+        return [cv2.blendLinear(warped[0], new[0], weight, other), mixed_ref]
 
 
-def _bands(h: int, parts: int) -> list[tuple[int, int]]:
-    parts = max(1, min(parts, h // 16 or 1))
-    edges = [round(i * h / parts) for i in range(parts + 1)]
-    return [(edges[i], edges[i + 1]) for i in range(parts)]
+_K3 = np.ones((3, 3), np.uint8)
+
+
+def _square(r: int) -> np.ndarray:
+    return np.ones((2 * r + 1, 2 * r + 1), np.uint8)
+
+
+def _planes(picture: np.ndarray, luma: np.ndarray) -> list[np.ndarray]:
+    """The state's planes for a picture and its input luma: RGB + luma packed as one RGBA plane
+    (one remap and one blend for four channels); any other picture (grey, RGBA) and the luma as
+    two planes (OpenCV's two-channel remap is slower than two one-channel ones)."""
+    if picture.ndim == 3 and picture.shape[2] == 3 and picture.shape[:2] == luma.shape:
+        return [cv2.insertChannel(luma, cv2.cvtColor(picture, cv2.COLOR_RGB2RGBA), 3)]
+    if picture.ndim == 3 and picture.shape[2] == 1:
+        picture = picture[..., 0]
+    if picture.ndim == 2 or (picture.ndim == 3 and picture.shape[2] in (3, 4)):
+        return [picture, luma]
+    raise ValueError(f"the stabilizer steadies (h, w) or (h, w, 1 / 3 / 4) pictures, got {picture.shape}")
+
+
+def _picture(planes: list[np.ndarray], like: np.ndarray) -> np.ndarray:
+    if len(planes) == 1:
+        return cv2.cvtColor(planes[0], cv2.COLOR_RGBA2RGB)
+    return planes[0].reshape(like.shape)
 
 
 _LUTS: dict[tuple, np.ndarray] = {}
@@ -363,5 +444,5 @@ def _weight_lut(strength: float, mode: str, threshold: float) -> np.ndarray:
     return lut
 
 
-__all__ = ["FLOW_SIDE", "MODES", "Anchor", "Motion", "scene_cut", "Stabilizer", "Steadiness", "consistency", "flows",
-           "grid", "thumb_size", "warp_maps"]
+__all__ = ["FLOW_SIDE", "MODES", "Anchor", "Motion", "Stabilizer", "Steadiness", "View", "consistency", "flows",
+           "grid", "scene_cut", "thumb_size", "warp_maps"]

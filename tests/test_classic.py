@@ -174,9 +174,21 @@ def test_flat_frames_stay_flat_ish(effect, level):
 @pytest.mark.parametrize("effect", ["oil", "toon"])
 def test_grey_pictures_stay_grey(effect, clips):
     grey = cv2.cvtColor(cv2.cvtColor(clips["bikes"], cv2.COLOR_RGB2GRAY), cv2.COLOR_GRAY2RGB)
-    out = classic.FUNCTIONS[effect](grey).astype(int)
+    # (oil's varnish is a deliberate warm cast: without it, no colour is invented)
+    knobs = {"varnish": 0.0} if effect == "oil" else {}
+    out = classic.FUNCTIONS[effect](grey, **knobs).astype(int)
     assert (out.max(axis=2) - out.min(axis=2)).max() <= 1
     assert _corr(_coarse(out.astype(np.uint8)), _coarse(grey)) > 0.95
+
+
+def test_oil_varnish_is_a_warm_compressed_range(clips):
+    grey = cv2.cvtColor(cv2.cvtColor(clips["bikes"], cv2.COLOR_RGB2GRAY), cv2.COLOR_GRAY2RGB)
+    plain, varnished = (oil(grey, varnish=v, texture=0.0).astype(int) for v in (0.0, 1.0))
+    r, g, b = varnished[..., 0], varnished[..., 1], varnished[..., 2]
+    assert (r >= g).all() and (g >= b).all() and (r - b).mean() > 8  # warm, everywhere
+    assert varnished[..., 1].min() >= classic.PAINT_BLACK[1] - 1 and r.max() <= classic.PAINT_WHITE[0] + 1
+    assert varnished[..., 1].std() < plain[..., 1].std()  # a narrower range than the picture's
+    assert _corr(_coarse(varnished.astype(np.uint8)), _coarse(plain.astype(np.uint8))) > 0.99
 
 
 @pytest.mark.parametrize("effect", sorted(classic.EFFECTS))
@@ -215,7 +227,7 @@ def test_bad_frames_are_refused_with_a_message(bad, words):
 
 def test_defaults_are_filled_in():
     assert validate_params({"effect": "oil"}) == {"effect": "oil", "radius": 4, "saturation": 1.25,
-                                                  "texture": 0.5, "steady": 0.7}
+                                                  "texture": 0.5, "varnish": 0.5, "steady": 0.7}
     got = validate_params({"effect": "toon", "levels": 4.0, "edges": 1})
     assert got["levels"] == 4 and isinstance(got["levels"], int)
     assert got["edges"] == 1.0 and isinstance(got["edges"], float)

@@ -61,6 +61,7 @@ def test_no_ghost_trail_behind_a_moving_object(name):
         m[y0:y0 + 48, x0:x0 + 48] = True
         return m
 
+    checked = 0
     for t in range(4, len(frames)):
         now = covered(t)
         # Where the object was 1 and 3 frames ago and is no longer: the trail. What is left of
@@ -73,11 +74,13 @@ def test_no_ghost_trail_behind_a_moving_object(name):
                 continue
             diff = np.abs(steady[t].astype(np.int16) - plain[t]).mean(-1)[trail].mean()
             contrast = np.abs(plain[t - back].astype(np.int16) - plain[t]).mean(-1)[trail].mean()
-            assert contrast > 10
-            # (sketch paints the object as a faint outline; its paper grain and hatching, moved
-            # along the motion, leave up to ~4 levels there: measured, below what shows)
-            assert diff < max(limit * contrast, 5.0 if name == "sketch" else 0.0), \
+            if contrast <= 10:  # (sketch draws the object as an outline: its inside is paper)
+                continue
+            checked += 1
+            # (sketch's paper grain, moved along the motion, may differ by a level or two there)
+            assert diff < max(limit * contrast, 2.0 if name == "sketch" else 0.0), \
                 f"{name}: a trail {back} frame(s) behind the object keeps {diff / contrast:.0%} of it"
+    assert checked >= 5, f"{name}: only {checked} trails had anything to leave behind"
 
 
 @pytest.mark.parametrize("name", ["oil", "toon", "sketch"])
@@ -114,18 +117,16 @@ def test_a_still_scene_stays_still(swan):
         assert np.abs(o.astype(np.int16) - out[0]).max() <= 1
 
 
-@pytest.mark.parametrize("name", ["oil", "toon", "sketch-clean"])
+@pytest.mark.parametrize("name", ["oil", "toon", "sketch", "sketch-clean"])
 def test_stabilizer_steadies_real_footage(name, swan):
     styles, _ = load_styles()
     cf = clip_flows(swan)
     off = measure(swan, run(styles[name], swan, steady=False), cf)
     on = measure(swan, run(styles[name], swan), cf)
-    # Issue 15's threshold for oil and toon (1.3) holds on the bundled clip; the line drawing does
-    # not reach its 1.5 there yet (docs/quality.md): it must at least lose a third of its flicker.
-    if name == "sketch-clean":
-        assert on["flicker"] < 0.67 * off["flicker"], (off, on)
-    else:
-        assert on["flicker"] < off["flicker"] and on["flicker"] <= 1.3, (off, on)
+    # Issue 15's thresholds on the bundled clip: 1.3 for oil and toon, 1.5 for the others; and the
+    # stabilizer must take off at least a fifth of what the style flickered without it.
+    bar = 1.3 if name in ("oil", "toon") else 1.5
+    assert on["flicker"] < 0.8 * off["flicker"] and on["flicker"] <= bar, (off, on)
     assert on["edges"] >= 0.5 and on["strength"] >= 6, on
 
 
@@ -145,3 +146,93 @@ def test_steadiness_and_preset_errors():
     with pytest.raises(ValueError, match="'steady' must be between 0.0 and 0.95"):
         make_style({"name": "x", "params": {"effect": "oil", "steady": 2}})
     assert Stabilizer().steadiness.on is False
+
+
+def test_quality_command_and_its_bench_alias(tmp_path):
+    """`stylecam quality` in a subprocess, as a user runs it, on the bundled clip followed by a
+    second shot (the clip upside down, colours inverted: a hard cut); `stylecam bench --quality`
+    gives the same rows."""
+    import json
+    import subprocess
+    import sys
+
+    import cv2
+
+    other = tmp_path / "other.avi"
+    writer = cv2.VideoWriter(str(other), cv2.VideoWriter_fourcc(*"MJPG"), 24, (160, 160))
+    for f in read_clip_spec("demo", 4, (160, 160))[1]:
+        writer.write(cv2.cvtColor(np.ascontiguousarray(255 - f[::-1, ::-1]), cv2.COLOR_RGB2BGR))
+    writer.release()
+    rows = []
+    for i, head in enumerate((["quality"], ["bench", "--quality"])):
+        out = tmp_path / f"rows{i}.jsonl"
+        cmd = [sys.executable, "-m", "stylecam.core", *head, "--source", f"demo+file:{other}", "--frames", "8",
+               "--size", "160x160", "--styles", "toon", "--json", str(out), "--strips", str(tmp_path)]
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+        assert p.returncode == 0, p.stderr
+        assert "| toon |" not in p.stdout and "toon" in p.stdout  # the plain table
+        rows.append([json.loads(line) for line in out.read_text().splitlines()])
+    assert [r["steady"] for r in rows[0]] == [False, True]
+    for r in rows[0]:
+        assert r["clip"] == "demo+other" and r["frames"] == 8 and r["cuts"] == 1  # the cut between the two
+        assert r["flicker"] > 0 and r["edges"] > 0.5 and r["strength"] > 6
+    assert rows[0][1]["flicker"] < rows[0][0]["flicker"]
+    strip = (tmp_path / "toon.jpg").read_bytes()
+    assert strip[:2] == b"\xff\xd8"
+    # Same frames, same styles: the same figures (fps aside).
+    drop = ("fps", "machine")
+    assert [{k: v for k, v in r.items() if k not in drop} for r in rows[1]] == \
+        [{k: v for k, v in r.items() if k not in drop} for r in rows[0]]
+
+
+def test_steadied_at_the_working_size_of_a_720p_stream():
+    """At 1280x720 each style mixes its small picture (oil 640x360, sketch 960x540 with a 640x360
+    change test) and scales it up: the first frame is the painting, the next ones are steadied
+    (close to the painting, not equal), and a still scene stays still."""
+    from stylecam.core.bench import sample_frames
+
+    styles, _ = load_styles()
+    clip = sample_frames((1280, 720), 4)
+    for name in ("oil", "toon", "sketch"):
+        steady, plain = run(styles[name], clip), run(styles[name], clip, steady=False)
+        assert all(o.shape == (720, 1280, 3) and o.dtype == np.uint8 for o in steady)
+        assert np.array_equal(steady[0], plain[0])
+        for s, p in zip(steady[1:], plain[1:]):
+            diff = np.abs(s.astype(np.int16) - p).mean()
+            assert 0.05 < diff < 12, (name, diff)
+        still = run(styles[name], [clip[0]] * 4)
+        assert all(np.abs(o.astype(np.int16) - still[0]).max() <= 1 for o in still[1:]), name
+
+
+def test_a_failing_frame_fails_its_batch_without_hanging(swan, monkeypatch):
+    from stylecam.core.stylize import classic
+
+    styles, _ = load_styles()
+    backend = ClassicBackend(workers=2)
+    backend.set_style(styles["oil"])
+    paint = classic.STAGES["oil"].paint
+    calls = []
+
+    def broken(image, anchor=None, **knobs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("painting failed")
+        return paint(image, anchor, **knobs)
+
+    monkeypatch.setitem(classic.STAGES, "oil", classic.Stages(classic._oil_mix, broken, classic._oil_finish))
+    backend.set_style(styles["oil"])
+    with pytest.raises(RuntimeError, match="painting failed"):
+        backend.process(swan[:2])
+    # The stream goes on with the next batch.
+    out = backend.process(swan[2:4])
+    assert len(out) == 2 and out[0].shape == swan[2].shape
+    backend.close()
+
+
+def test_stabilizer_refuses_a_picture_of_another_size_and_a_bad_reach(swan):
+    stab = Stabilizer(Steadiness(0.7))
+    motion = stab.prepare(None, swan[0], (160, 160))
+    with pytest.raises(ValueError, match="not the 160x160"):
+        stab.apply(swan[0], motion)
+    with pytest.raises(ValueError, match="reach"):
+        Steadiness(0.5, "blend", 24.0, 40)

@@ -56,6 +56,7 @@ EFFECTS: dict[str, dict[str, Knob]] = {
         "radius": Knob(4, 1, 12, "brush radius in pixels at the working size (larger = coarser strokes)"),
         "saturation": Knob(1.25, 0.0, 3.0, "colour saturation multiplier"),
         "texture": Knob(0.5, 0.0, 1.0, "strength of the brush-stroke and canvas texture"),
+        "varnish": Knob(0.5, 0.0, 1.0, "paint's own range: warm whites, lifted blacks (0 = the picture's range)"),
         "steady": Knob(0.7, 0.0, 0.95, STEADY_HELP),
     },
     "toon": {
@@ -74,10 +75,13 @@ EFFECTS: dict[str, dict[str, Knob]] = {
     },
 }
 
-#: How each effect is steadied over time (core/temporal.py): painterly effects blend the previous
-#: output in; toon, whose flat bands toggle at their edges, holds a colour until the input leaves
-#: a hysteresis band (mode, input change in grey levels at which the past stops counting).
-STEADY_MODE: dict[str, tuple[str, float]] = {"oil": ("blend", 24.0), "toon": ("hold", 14.0), "sketch": ("blend", 40.0)}
+#: How each effect is steadied over time (core/temporal.py): (mode, input change in grey levels at
+#: which the past stops counting[, reach of the marks in mix pixels]). All blend the previous
+#: picture in. Toon blends its quantized colours and ink: where the picture is scaled up, the
+#: palette snap after the upscale turns that into hysteresis (a pixel changes band only once the
+#: blend has crossed the middle, not at every toggle of the input); sketch's lines reach 3 px
+#: beside the edge that makes them (measured with tests/test_temporal.py's moving square).
+STEADY_MODE: dict[str, tuple] = {"oil": ("blend", 24.0), "toon": ("blend", 24.0), "sketch": ("blend", 40.0, 3)}
 
 
 def validate_params(params: dict) -> dict:
@@ -156,6 +160,14 @@ def _effect(fn: Callable[..., np.ndarray]) -> Callable[..., np.ndarray]:
     return wrapper
 
 
+def _pad(image: np.ndarray) -> np.ndarray:
+    """``image`` padded (edges replicated) to at least MIN_SIDE on each side."""
+    h, w = image.shape[:2]
+    if h >= MIN_SIDE and w >= MIN_SIDE:
+        return image
+    return cv2.copyMakeBorder(image, 0, max(0, MIN_SIDE - h), 0, max(0, MIN_SIDE - w), cv2.BORDER_REPLICATE)
+
+
 def _work_size(h: int, w: int, side: int = WORK_SIDE) -> tuple[int, int, float]:
     """(work height, work width, scale of a work-size length in this frame's work pixels)."""
     short = min(h, w)
@@ -199,43 +211,46 @@ def _line_kernel(length: int, angle_deg: float) -> np.ndarray:
     return k / k.sum()
 
 
-@lru_cache(maxsize=8)
-def _stroke_textures(h: int, w: int, length: int) -> tuple[np.ndarray, ...]:
-    """Brush-stroke noise along 0°, 45°, 90° and 135°, plus blotchy isotropic canvas noise.
+#: uint8 code of the zero-mean textures: value = TEX_ZERO + TEX_SCALE * t (t clipped at +-3.2).
+TEX_ZERO, TEX_SCALE = 128.0, 40.0
 
-    Zero-mean, unit-ish contrast, float32 (h, w). Read-only: shared by every frame of a size.
+
+@lru_cache(maxsize=8)
+def _stroke_textures(h: int, w: int, length: int) -> tuple[np.ndarray, np.ndarray]:
+    """Brush-stroke noise along 0°, 45°, 90° and 135° (one uint8 (h, w, 4) array, in that channel
+    order), plus blotchy isotropic canvas noise (uint8 (h, w)).
+
+    Zero-mean, unit-ish contrast, stored as ``TEX_ZERO + TEX_SCALE * t``: one uint8 remap moves
+    all four stroke directions with the picture, a third of the cost of four float ones.
+    Read-only: shared by every frame of a size.
     """
     base = _noise(h + 2 * length, w + 2 * length, seed=1234)
     base = cv2.GaussianBlur(base, (0, 0), 0.7)
-    out = []
+    strokes = []
     for angle in (0, 45, 90, 135):
         t = cv2.filter2D(base, -1, _line_kernel(length, angle))[length:-length, length:-length]
-        t = (t - t.mean()) / (t.std() + 1e-6)
-        out.append(t)
+        strokes.append((t - t.mean()) / (t.std() + 1e-6))
     canvas = _noise(h, w, seed=99)
     canvas = cv2.GaussianBlur(canvas, (0, 0), 0.8)
     canvas = (canvas - canvas.mean()) / (canvas.std() + 1e-6)
-    out.append(canvas)
+    out = (np.clip(np.round(TEX_ZERO + TEX_SCALE * np.dstack(strokes)), 0, 255).astype(np.uint8),
+           np.clip(np.round(TEX_ZERO + TEX_SCALE * canvas), 0, 255).astype(np.uint8))
     for t in out:
         t.setflags(write=False)
-    return tuple(out)
+    return out
 
 
 # --------------------------------------------------------------------------------------------
 # oil
 
 
-@_effect
-def oil(image: np.ndarray, radius: int = 4, saturation: float = 1.25, texture: float = 0.5, anchor=None) -> np.ndarray:
-    """Oil paint: a generalized Kuwahara filter with brush strokes that follow the image's edges.
+def _oil_mix(h: int, w: int, **_knobs) -> tuple[int, int]:
+    wh, ww, _ = _work_size(h, w)
+    return ww, wh
 
-    Each pixel becomes a blend of the mean colours of eight round sectors around it, weighted
-    by how flat each sector is (variance to the power -4): flat regions merge into dabs of
-    paint, while at an edge the sectors on either side win and the edge stays sharp. One
-    separable blur gives every sector's mean and variance, so the cost per pixel barely grows
-    with the radius. A second, smaller pass softens the dabs; then stroke texture and a
-    saturation lift, at the working size, and a cubic upscale that keeps the edges crisp.
-    """
+
+def _oil_paint(image: np.ndarray, anchor=None, radius: int = 4, saturation: float = 1.25,
+               texture: float = 0.5, varnish: float = 0.5) -> np.ndarray:
     h, w = image.shape[:2]
     wh, ww, scale = _work_size(h, w)
     r = max(1, round(radius * scale))
@@ -245,7 +260,45 @@ def oil(image: np.ndarray, radius: int = 4, saturation: float = 1.25, texture: f
     painted = _brush(painted, r, texture, anchor)
     painted = _saturate(painted, saturation)
     out = cv2.convertScaleAbs(painted, alpha=255.0)
-    return _up(out, h, w)
+    return cv2.LUT(out, _varnish_lut(varnish)) if varnish > 0 else out
+
+
+#: Oil paint's range at ``varnish=1``: the darkest and the lightest paint (RGB). No paint is as dark
+#: as a shadow or as bright as a lit white, and oil whites yellow: a warm, slightly compressed range.
+#: (It also softens every edge a little: the picture's own contrast is what flickers.)
+PAINT_BLACK = (30.0, 24.0, 18.0)
+PAINT_WHITE = (248.0, 236.0, 208.0)
+
+
+@lru_cache(maxsize=16)
+def _varnish_lut(amount: float) -> np.ndarray:
+    x = np.arange(256, dtype=np.float64)
+    chans = [x + amount * (lo + x / 255.0 * (hi - lo) - x) for lo, hi in zip(PAINT_BLACK, PAINT_WHITE)]
+    lut = np.round(np.stack(chans, -1)).clip(0, 255).astype(np.uint8).reshape(256, 1, 3)
+    lut.setflags(write=False)
+    return lut
+
+
+def _oil_finish(picture: np.ndarray, h: int, w: int, anchor=None, **_knobs) -> np.ndarray:
+    return _up(picture, h, w)
+
+
+@_effect
+def oil(image: np.ndarray, radius: int = 4, saturation: float = 1.25, texture: float = 0.5, varnish: float = 0.5,
+        anchor=None) -> np.ndarray:
+    """Oil paint: a generalized Kuwahara filter with brush strokes that follow the image's edges.
+
+    Each pixel becomes a blend of the mean colours of eight round sectors around it, weighted
+    by how flat each sector is (variance to the power -4): flat regions merge into dabs of
+    paint, while at an edge the sectors on either side win and the edge stays sharp. One
+    separable blur gives every sector's mean and variance, so the cost per pixel barely grows
+    with the radius. A second, smaller pass softens the dabs; then stroke texture and a
+    saturation lift, paint's own warm range (``varnish``), at the working size (where the
+    stabilizer mixes too), and a cubic upscale that keeps the edges crisp.
+    """
+    h, w = image.shape[:2]
+    return _oil_finish(_oil_paint(image, anchor, radius=radius, saturation=saturation, texture=texture,
+                                  varnish=varnish), h, w)
 
 
 def _kuwahara(img: np.ndarray, r: int) -> np.ndarray:
@@ -290,14 +343,24 @@ def _ring_kernel(d: int) -> np.ndarray:
     return k
 
 
+#: Oil texture: weight of the crossed strokes laid where no direction dominates (flat paint), of
+#: the canvas grain, and the blur (working px) of the relief. A fine, strong texture on flat or
+#: featureless areas is what flickers most: it cannot follow motion that the picture does not
+#: show (docs/quality.md), so flat areas get a light ground and the relief is soft.
+FLAT_STROKES = 0.2
+CANVAS = 0.25
+RELIEF_SIGMA = 1.5
+
+
 def _brush(img: np.ndarray, r: int, strength: float, anchor=None) -> np.ndarray:
     """Brush strokes: stroke-shaped noise laid along the local edge direction, lit as relief."""
     if strength <= 0:
         return img
     wh, ww = img.shape[:2]
-    t0, t45, t90, t135, canvas = _stroke_textures(wh, ww, max(3, 2 * r + 1))
+    strokes, canvas = _stroke_textures(wh, ww, max(3, 2 * r + 1))
     if anchor is not None:  # the strokes and the canvas move with the picture
-        t0, t45, t90, t135, canvas = (anchor.sample(t) for t in (t0, t45, t90, t135, canvas))
+        strokes, canvas = anchor.sample(strokes), anchor.sample(canvas)
+    t0, t45, t90, t135 = cv2.split(cv2.subtract(strokes, (TEX_ZERO,) * 4, dtype=cv2.CV_32F))
     # Stroke direction from the structure tensor, computed at half size: it only needs to be
     # smooth, and the blur that smooths it is the costly part.
     grey = cv2.cvtColor(img, cv2.COLOR_RGB2GRAY)
@@ -321,15 +384,17 @@ def _brush(img: np.ndarray, r: int, strength: float, anchor=None) -> np.ndarray:
     s = cv2.divide(s, norm)
     # Where no direction dominates (flat areas) thin crossed strokes, like a scumbled ground.
     flat = cv2.max(cv2.subtract(1.0, cv2.add(cv2.absdiff(c, 0.0), cv2.absdiff(s, 0.0))), 0.0)
-    flat = cv2.multiply(flat, 0.35)
+    flat = cv2.multiply(flat, FLAT_STROKES)
     tex = cv2.multiply(cv2.add(cv2.max(c, 0.0), flat), t0)
     cv2.accumulateProduct(cv2.add(cv2.max(cv2.multiply(c, -1.0), 0.0), flat), t90, tex)
     cv2.accumulateProduct(cv2.max(s, 0.0), t45, tex)
     cv2.accumulateProduct(cv2.max(cv2.multiply(s, -1.0), 0.0), t135, tex)
-    cv2.scaleAdd(canvas, 0.4, tex, dst=tex)
+    cv2.scaleAdd(cv2.subtract(canvas, TEX_ZERO, dtype=cv2.CV_32F), CANVAS, tex, dst=tex)
+    tex = cv2.multiply(tex, 1.0 / TEX_SCALE)
     # Paint ridges catch a light from the top left: an additive highlight/shadow, so that dark
     # paint shows its strokes too, on top of a small change of the paint's own brightness.
-    relief = cv2.add(cv2.Sobel(tex, -1, 1, 0, ksize=3), cv2.Sobel(tex, -1, 0, 1, ksize=3))
+    soft = cv2.GaussianBlur(tex, _gauss_ksize(RELIEF_SIGMA), RELIEF_SIGMA)
+    relief = cv2.add(cv2.Sobel(soft, -1, 1, 0, ksize=3), cv2.Sobel(soft, -1, 0, 1, ksize=3))
     shade = cv2.add(cv2.multiply(tex, 0.035 * strength), 1.0)
     out = cv2.multiply(img, cv2.cvtColor(shade, cv2.COLOR_GRAY2RGB))
     return cv2.scaleAdd(cv2.cvtColor(relief, cv2.COLOR_GRAY2RGB), -0.012 * strength, out)
@@ -344,17 +409,15 @@ def _brush(img: np.ndarray, r: int, strength: float, anchor=None) -> np.ndarray:
 CHROMA_STEP = 6.0
 
 
-@_effect
-def toon(image: np.ndarray, levels: int = 6, edges: float = 1.0, smoothing: int = 2,
-         saturation: float = 1.2, anchor=None) -> np.ndarray:
-    """Cartoon: flat colour regions with dark ink outlines.
+def _toon_mix(h: int, w: int, **_knobs) -> tuple[int, int]:
+    wh, ww, _ = _work_size(h, w)
+    return ww, wh
 
-    Bilateral smoothing at two thirds of the working size (a third of 720p) removes texture
-    but keeps the borders between regions; the result, brought back to full size, is
-    flattened with a lookup table in YCrCb (a few brightness bands, a coarse chroma grid), and
-    ink lines come from a difference of Gaussians on the smoothed luma, so that they outline
-    regions rather than texture.
-    """
+
+def _toon_paint(image: np.ndarray, anchor=None, levels: int = 6, edges: float = 1.0, smoothing: int = 2,
+                saturation: float = 1.2) -> np.ndarray:
+    """The flat colours at the working size, with the ink lines (255 = paper) as a fourth channel
+    when there are any: the picture the stabilizer steadies, so that bands and lines stay put."""
     h, w = image.shape[:2]
     wh, ww, scale = _work_size(h, w)
     small = _down(image, wh, ww)
@@ -365,14 +428,47 @@ def toon(image: np.ndarray, levels: int = 6, edges: float = 1.0, smoothing: int 
         flat = cv2.bilateralFilter(flat, 7, 24.0, 4.0 * max(scale, 0.5), borderType=cv2.BORDER_REPLICATE)
     ink = None
     if edges > 0 and min(sh, sw) >= 3:
-        ink = _up(_ink(cv2.cvtColor(flat, cv2.COLOR_RGB2GRAY), scale, edges), h, w)
-    flat = _up(flat, h, w)
-    ycc = cv2.cvtColor(flat, cv2.COLOR_RGB2YCrCb)
-    ycc = cv2.LUT(ycc, _toon_lut(levels, saturation))
+        ink = _up(_ink(cv2.cvtColor(flat, cv2.COLOR_RGB2GRAY), scale, edges), wh, ww)
+    flat = _up(flat, wh, ww)
+    ycc = cv2.LUT(cv2.cvtColor(flat, cv2.COLOR_RGB2YCrCb), _toon_lut(levels, saturation))
     out = cv2.cvtColor(ycc, cv2.COLOR_YCrCb2RGB)
+    if ink is None:
+        return out
+    return cv2.insertChannel(ink, cv2.cvtColor(out, cv2.COLOR_RGB2RGBA), 3)
+
+
+def _toon_finish(picture: np.ndarray, h: int, w: int, anchor=None, levels: int = 6, **_knobs) -> np.ndarray:
+    """Back to the frame size: the colours are scaled up smoothly and snapped to the palette
+    again (crisp band borders at full resolution, placed between the working pixels), then inked."""
+    ink = None
+    if picture.shape[2] == 4:
+        ink = cv2.extractChannel(picture, 3)
+        picture = cv2.cvtColor(picture, cv2.COLOR_RGBA2RGB)
+    out = picture
+    if picture.shape[:2] != (h, w):
+        up = cv2.resize(picture, (w, h), interpolation=cv2.INTER_LINEAR)
+        # Saturation 1: the palette's own colours map to themselves (the snap is idempotent).
+        out = cv2.cvtColor(cv2.LUT(cv2.cvtColor(up, cv2.COLOR_RGB2YCrCb), _toon_lut(levels, 1.0)),
+                           cv2.COLOR_YCrCb2RGB)
     if ink is not None:
-        out = cv2.multiply(out, cv2.cvtColor(ink, cv2.COLOR_GRAY2RGB), scale=1.0 / 255.0)
+        out = cv2.multiply(out, cv2.cvtColor(_up(ink, h, w), cv2.COLOR_GRAY2RGB), scale=1.0 / 255.0)
     return out
+
+
+@_effect
+def toon(image: np.ndarray, levels: int = 6, edges: float = 1.0, smoothing: int = 2,
+         saturation: float = 1.2, anchor=None) -> np.ndarray:
+    """Cartoon: flat colour regions with dark ink outlines.
+
+    Bilateral smoothing at two thirds of the working size (a third of 720p) removes texture
+    but keeps the borders between regions; the result, at the working size, is flattened with
+    a lookup table in YCrCb (a few brightness bands, a coarse chroma grid), and ink lines come
+    from a difference of Gaussians on the smoothed luma, so that they outline regions rather
+    than texture. The stabilizer steadies that flat picture; then it is brought to full size.
+    """
+    h, w = image.shape[:2]
+    knobs = dict(levels=levels, edges=edges, saturation=saturation)
+    return _toon_finish(_toon_paint(image, smoothing=smoothing, **knobs), h, w, **knobs)
 
 
 @lru_cache(maxsize=64)
@@ -418,6 +514,98 @@ def _ink(grey: np.ndarray, scale: float, strength: float) -> np.ndarray:
 PAPER_RGB = (246.0, 239.0, 224.0)
 
 
+#: Short side the sketch is drawn at, at most (lines are fine detail: more than the other effects'
+#: working size); its sizes (blur, hatching) are given for a short side of twice WORK_SIDE.
+SKETCH_SIDE = 540
+
+
+def _sketch_size(h: int, w: int) -> tuple[int, int, float]:
+    """(draw height, draw width, scale of a size given at 720 px short side)."""
+    dh, dw, _ = _work_size(h, w, SKETCH_SIDE)
+    return dh, dw, min(dh, dw) / (2 * WORK_SIDE)
+
+
+def _sketch_mix(h: int, w: int, **_knobs) -> tuple[int, int]:
+    dh, dw, _ = _sketch_size(h, w)
+    return dw, dh
+
+
+#: Pencil lines: the dodge divides (luma + DODGE_FLOOR) by (its blur + DODGE_FLOOR), so that
+#: dark areas are not amplified into noise (a plain dodge turns 3 levels of sensor noise on a
+#: dark coat into 30 levels of scribble, new every frame); darkening below LINE_THRESHOLD grey
+#: levels is dropped (faint texture flickers, it does not draw).
+DODGE_FLOOR = 50.0
+LINE_THRESHOLD = 10.0
+#: Hatching: the picture's own fine detail (luma minus its blur at HATCH_DETAIL px), smeared
+#: along 45° and 135° over HATCH_LENGTH px (both at the working size, scaled with it) and
+#: amplified HATCH_GAIN times; and a soft graphite fill of up to HATCH_FILL in the darkest areas.
+HATCH_DETAIL = 1.2
+HATCH_LENGTH = 9
+HATCH_GAIN = 4.0
+HATCH_FILL = 0.8
+
+
+def _sketch_paint(image: np.ndarray, anchor=None, blur: float = 6.0, darkness: float = 1.0, hatching: float = 0.6,
+                  paper: float = 0.5) -> np.ndarray:
+    h, w = image.shape[:2]
+    dh, dw, scale = _sketch_size(h, w)
+    grey = cv2.cvtColor(_down(image, dh, dw), cv2.COLOR_RGB2GRAY)
+    sigma = max(0.5, blur * scale)
+    soft = cv2.GaussianBlur(grey, _gauss_ksize(sigma), sigma, borderType=cv2.BORDER_REPLICATE)
+    lines = cv2.divide(cv2.add(grey, DODGE_FLOOR, dtype=cv2.CV_32F), cv2.add(soft, DODGE_FLOOR, dtype=cv2.CV_32F),
+                       scale=255.0)
+    lines = cv2.LUT(cv2.convertScaleAbs(lines), _pencil_lut(darkness))
+    if hatching <= 0:
+        return lines
+    # Tone: how dark each region is, from a much larger blur, drives the hatching.
+    tone = cv2.resize(grey, (max(1, dw // 4), max(1, dh // 4)), interpolation=cv2.INTER_AREA)
+    tone = cv2.GaussianBlur(tone, (0, 0), max(1.0, 4.0 * sigma) / 4, borderType=cv2.BORDER_REPLICATE)
+    tone = cv2.resize(tone, (dw, dh), interpolation=cv2.INTER_LINEAR)
+    one, two = _hatch_strokes(grey, scale)
+    # Amount of hatching per tone level: none on light areas, one direction in the
+    # mid-darks, crossed in the darkest.
+    a1 = cv2.LUT(tone, _ramp_lut(150, 60, hatching))
+    a2 = cv2.LUT(tone, _ramp_lut(95, 25, hatching))
+    # The darkest areas also get a soft graphite fill, so that black reads darker than grey.
+    fill = cv2.LUT(tone, _ramp_lut(110, 0, HATCH_FILL * hatching))
+    shade = cv2.subtract(255, cv2.multiply(a1, one, scale=1.0 / 255.0))
+    shade = cv2.subtract(shade, cv2.multiply(a2, two, scale=1.0 / 255.0))
+    shade = cv2.subtract(shade, fill)
+    return cv2.multiply(lines, shade, scale=1.0 / 255.0)
+
+
+def _hatch_strokes(grey: np.ndarray, scale: float) -> tuple[np.ndarray, np.ndarray]:
+    """Two uint8 stroke layers (255 = full stroke) at 45° and 135°, drawn from the picture itself.
+
+    The fine detail of the luma (its grain, texture, small shapes), smeared along a diagonal,
+    becomes short strokes of varied length and pressure that overlap like hand hatching. Because
+    they are made of the picture, they move with it exactly, frame after frame: hatching laid
+    from a fixed noise texture would have to be carried along an estimated motion, and wherever
+    that estimate is off by a pixel, a fine stroke pattern flickers (docs/quality.md).
+    """
+    g = grey.astype(np.float32)
+    hs = max(0.7, HATCH_DETAIL * max(scale, 0.5))
+    detail = cv2.subtract(g, cv2.GaussianBlur(g, _gauss_ksize(hs), hs, borderType=cv2.BORDER_REPLICATE))
+    length = max(5, int(round(HATCH_LENGTH * max(scale, 0.5))) | 1)
+    gain = HATCH_GAIN * 255.0 / 40.0
+    out = []
+    for angle in (45.0, 135.0):
+        streak = cv2.filter2D(detail, -1, _line_kernel(length, angle), borderType=cv2.BORDER_REPLICATE)
+        out.append(cv2.convertScaleAbs(cv2.min(streak, 0.0), alpha=gain))  # the dark streaks
+    return out[0], out[1]
+
+
+def _sketch_finish(drawing: np.ndarray, h: int, w: int, anchor=None, paper: float = 0.5, **_knobs) -> np.ndarray:
+    if paper > 0:  # the grain at the drawing's size (anchored there), then the whole sheet scaled up
+        dh, dw = drawing.shape[:2]
+        grain = _paper_grain(dh, dw) if anchor is None else anchor.sample(_paper_grain(dh, dw))
+        grain = cv2.convertScaleAbs(grain, alpha=paper, beta=255.0 * (1.0 - paper))
+        rgb = cv2.cvtColor(_up(cv2.multiply(drawing, grain, scale=1.0 / 255.0), h, w), cv2.COLOR_GRAY2RGB)
+        tint = tuple(255.0 - (255.0 - c) * paper for c in PAPER_RGB) + (0.0,)
+        return cv2.multiply(rgb, tint, scale=1.0 / 255.0)
+    return cv2.cvtColor(_up(drawing, h, w), cv2.COLOR_GRAY2RGB)
+
+
 @_effect
 def sketch(image: np.ndarray, blur: float = 6.0, darkness: float = 1.0, hatching: float = 0.6,
            paper: float = 0.5, anchor=None) -> np.ndarray:
@@ -425,51 +613,22 @@ def sketch(image: np.ndarray, blur: float = 6.0, darkness: float = 1.0, hatching
 
     Dividing the luma by its blur leaves white wherever the picture is flat and grey strokes
     where it is darker than its surroundings, i.e. along edges, as a pencil would. Large dark
-    areas, which the dodge turns white, get diagonal hatching instead (crossed where darkest).
+    areas, which the dodge turns white, get diagonal hatching instead (crossed where darkest),
+    drawn from the picture's own detail so that it moves with the picture, and a graphite fill.
+    The paper's grain is a texture anchored to the picture (``anchor``).
     """
     h, w = image.shape[:2]
-    # Lines are fine detail: draw them at up to twice the working size.
-    dh, dw, scale = _work_size(h, w, 2 * WORK_SIDE)
-    grey = cv2.cvtColor(_down(image, dh, dw), cv2.COLOR_RGB2GRAY)
-    sigma = max(0.5, blur * scale)
-    soft = cv2.GaussianBlur(grey, _gauss_ksize(sigma), sigma, borderType=cv2.BORDER_REPLICATE)
-    lines = cv2.divide(grey, cv2.max(soft, 1), scale=255.0)
-    lines = cv2.LUT(lines, _gamma_lut(1.0 + 2.0 * darkness))
-    # Tone: how dark each region is, from a much larger blur, drives the hatching.
-    big = max(1.0, 4.0 * sigma)
-    tone = cv2.resize(grey, (max(1, dw // 4), max(1, dh // 4)), interpolation=cv2.INTER_AREA)
-    tone = cv2.GaussianBlur(tone, (0, 0), big / 4, borderType=cv2.BORDER_REPLICATE)
-    tone = cv2.resize(tone, (dw, dh), interpolation=cv2.INTER_LINEAR)
-    out = lines
-    if hatching > 0:
-        one, two = _hatch_textures(dh, dw, max(1.0, 2.0 * scale))
-        if anchor is not None:  # hatching is drawn on the picture, not on the screen
-            one, two = anchor.sample(one), anchor.sample(two)
-        # Amount of hatching per tone level: none on light areas, one direction in the
-        # mid-darks, crossed in the darkest.
-        a1 = cv2.LUT(tone, _ramp_lut(150, 60, hatching))
-        a2 = cv2.LUT(tone, _ramp_lut(95, 25, hatching))
-        # The darkest areas also get a soft graphite fill, so that black reads darker than grey.
-        fill = cv2.LUT(tone, _ramp_lut(110, 0, 0.45 * hatching))
-        shade = cv2.subtract(255, cv2.multiply(a1, one, scale=1.0 / 255.0))
-        shade = cv2.subtract(shade, cv2.multiply(a2, two, scale=1.0 / 255.0))
-        shade = cv2.subtract(shade, fill)
-        out = cv2.multiply(out, shade, scale=1.0 / 255.0)
-    out = _up(out, h, w)
-    if paper > 0:
-        grain = _paper_grain(h, w) if anchor is None else anchor.sample(_paper_grain(h, w))
-        grain = cv2.convertScaleAbs(grain, alpha=paper, beta=255.0 * (1.0 - paper))
-        out = cv2.multiply(out, grain, scale=1.0 / 255.0)
-        rgb = cv2.cvtColor(out, cv2.COLOR_GRAY2RGB)
-        tint = tuple(255.0 - (255.0 - c) * paper for c in PAPER_RGB) + (0.0,)
-        return cv2.multiply(rgb, tint, scale=1.0 / 255.0)
-    return cv2.cvtColor(out, cv2.COLOR_GRAY2RGB)
+    drawing = _sketch_paint(image, anchor, blur=blur, darkness=darkness, hatching=hatching, paper=paper)
+    return _sketch_finish(drawing, h, w, anchor, paper=paper)
 
 
 @lru_cache(maxsize=16)
-def _gamma_lut(power: float) -> np.ndarray:
-    x = np.arange(256, dtype=np.float64) / 255.0
-    lut = np.round(255.0 * x ** power).astype(np.uint8)
+def _pencil_lut(darkness: float) -> np.ndarray:
+    """Dodge value -> pencil: darkening under LINE_THRESHOLD dropped, the rest stretched back to
+    the full range and darkened with a power of 0.5 + 1.5 * darkness (2 by default)."""
+    x = np.arange(256, dtype=np.float64)
+    d = np.maximum(0.0, (255.0 - x) - LINE_THRESHOLD) * 255.0 / (255.0 - LINE_THRESHOLD)
+    lut = np.round(255.0 * ((255.0 - d) / 255.0) ** (0.5 + 1.5 * darkness)).astype(np.uint8)
     lut.setflags(write=False)
     return lut
 
@@ -482,29 +641,6 @@ def _ramp_lut(light: int, dark: int, amount: float) -> np.ndarray:
     lut = np.round(255.0 * amount * t).astype(np.uint8)
     lut.setflags(write=False)
     return lut
-
-
-@lru_cache(maxsize=8)
-def _hatch_textures(h: int, w: int, width: float) -> tuple[np.ndarray, np.ndarray]:
-    """Two uint8 stroke layers (255 = full stroke): short pencil strokes at 45° and 135°.
-
-    Sparse random dots smeared along a line become strokes of varied length and pressure that
-    overlap like hand hatching, without the moiré of ruled lines.
-    """
-    length = max(5, int(round(7 * width)) | 1)
-    out = []
-    for k, angle in enumerate((45.0, 135.0)):
-        pad = length
-        dots = _noise(h + 2 * pad, w + 2 * pad, seed=70 + k)
-        dots = np.where(dots > 0.86, dots, 0.0).astype(np.float32)
-        if width > 1.2:
-            dots = cv2.GaussianBlur(dots, (0, 0), 0.35 * width)
-        strokes = cv2.filter2D(dots, -1, _line_kernel(length, angle))[pad:pad + h, pad:pad + w]
-        strokes = cv2.normalize(strokes, None, 0.0, 1.0, cv2.NORM_MINMAX)
-        layer = np.round(255.0 * np.clip(strokes * 2.2, 0.0, 1.0) ** 0.8).astype(np.uint8)
-        layer.setflags(write=False)
-        out.append(layer)
-    return out[0], out[1]
 
 
 @lru_cache(maxsize=8)
@@ -527,8 +663,31 @@ def _paper_grain(h: int, w: int) -> np.ndarray:
 FUNCTIONS: dict[str, Callable[..., np.ndarray]] = {"oil": oil, "toon": toon, "sketch": sketch}
 
 
+@dataclass(frozen=True)
+class Stages:
+    """An effect cut where the stabilizer steps in, so that it mixes the small picture the effect
+    works on rather than the full frame (a quarter of the pixels at 720p for oil).
+
+    ``mix(h, w, **knobs)`` -> (w, h) of that picture for a frame of (h, w);
+    ``paint(image, anchor, **knobs)`` -> that picture (uint8, RGB or grey);
+    ``finish(picture, h, w, anchor, **knobs)`` -> the RGB frame of (h, w).
+    ``finish(paint(image))`` is exactly the effect function's output.
+    """
+
+    mix: Callable[..., tuple[int, int]]
+    paint: Callable[..., np.ndarray]
+    finish: Callable[..., np.ndarray]
+
+
+STAGES: dict[str, Stages] = {
+    "oil": Stages(_oil_mix, _oil_paint, _oil_finish),
+    "toon": Stages(_toon_mix, _toon_paint, _toon_finish),
+    "sketch": Stages(_sketch_mix, _sketch_paint, _sketch_finish),
+}
+
+
 class ClassicBackend(Backend):
-    """Runs one effect; frames of a batch are painted in parallel, one per worker thread, then
+    """Runs one effect; frames of a batch are painted in parallel, one per worker thread, and
     steadied in frame order (``core/temporal.py``).
 
     Every effect is a chain of OpenCV calls on a small working image, which release the GIL,
@@ -536,10 +695,11 @@ class ClassicBackend(Backend):
     ``core/runtime.py`` and docs/benchmarks.md). ``batch_size`` equals the worker count; the
     runner never waits to fill a batch, so a live source gains throughput, not latency.
 
-    Each worker also measures its frame's motion against the frame before it (inputs only); the
-    mixing with the previous output, which needs the frames in order, is split over the same
-    workers in horizontal strips. ``steady=False`` turns the stabilizer off whatever the style
-    says (the benchmark's and the quality harness's "before").
+    With the stabilizer on, each frame of a batch is one task (:class:`_Batch`): its look and
+    motion, its texture anchor, its painting at the effect's working size, the mix with the
+    previous picture, its finish (upscale, paper); only the anchor and the mix wait for the frame
+    before. ``steady=False`` turns the stabilizer off whatever the style says (the benchmark's
+    and the quality harness's "before").
     """
 
     name = "classic"
@@ -550,9 +710,10 @@ class ClassicBackend(Backend):
         self.steady = steady
         self._pool: ThreadPoolExecutor | None = None
         self._fn: Callable[..., np.ndarray] | None = None
+        self._stages: Stages | None = None
         self._knobs: dict = {}
         self.stabilizer = Stabilizer()
-        self._last_input: np.ndarray | None = None
+        self._last_view = None
 
     def reset_temporal(self) -> None:
         self.stabilizer.reset()
@@ -565,37 +726,30 @@ class ClassicBackend(Backend):
         effect = params.pop("effect")
         strength = params.pop("steady")
         strength = strength if self.steady else 0.0
-        mode, threshold = STEADY_MODE[effect]
+        mode, threshold, *reach = STEADY_MODE[effect]
         self._fn = FUNCTIONS[effect]
+        self._stages = STAGES[effect]
         self._knobs = params
         # A new style starts afresh: its first frame must not be mixed with another style's.
-        self.stabilizer.set_steadiness(Steadiness(strength, mode, threshold))
+        self.stabilizer.set_steadiness(Steadiness(strength, mode, threshold, *reach))
         self.stabilizer.reset()
-
-    def _paint(self, image: np.ndarray, anchor) -> np.ndarray:
-        return self._fn(image, anchor=anchor, **self._knobs)
+        self._last_view = None
 
     def process(self, images: list[np.ndarray]) -> list[np.ndarray]:
         if self._fn is None:
             raise BackendError("ClassicBackend.process called before set_style")
         if not images:
             return []
-        prevs = [self._last_input] + list(images[:-1])
-        stab = self.stabilizer
-        parallel = len(images) >= 2 and self.workers >= 2
-        pool = self._ensure_pool() if self.workers >= 2 else None
-        # 1. the motion of each input against the one before (inputs only: in parallel);
-        # 2. where each frame's textures sit (a chain over the flows, on thumbnails: cheap);
-        # 3. the paintings (in parallel); 4. the mix with the previous output (in order).
-        motions = list(pool.map(stab.prepare, prevs, images)) if parallel else list(map(stab.prepare, prevs, images))
-        anchors = [stab.anchor(m) for m in motions]
-        if parallel:
-            painted = list(pool.map(self._paint, images, anchors))
-        else:
-            painted = [self._paint(image, anchor) for image, anchor in zip(images, anchors)]
-        # Keep a copy: the caller may reuse its buffers for the next batch.
-        self._last_input = np.array(images[-1], copy=True)
-        return [stab.apply(out, motion, pool, self.workers) for out, motion in zip(painted, motions)]
+        pool = self._ensure_pool() if self.workers >= 2 and len(images) >= 2 else None
+        run = pool.map if pool is not None else map
+        if not self.stabilizer.steadiness.on:
+            return list(run(lambda i: self._fn(i, **self._knobs), images))
+        images = [_check_image(i) for i in images]
+        batch = _Batch(self, images)
+        if pool is None:
+            return [batch.frame(i) for i in range(len(images))]
+        # One task per frame, in order: each waits only where it needs the frame before it.
+        return [f.result() for f in [pool.submit(batch.frame, i) for i in range(len(images))]]
 
     def _ensure_pool(self) -> ThreadPoolExecutor:
         if self._pool is None:
@@ -610,3 +764,62 @@ class ClassicBackend(Backend):
         if self._pool is not None:
             self._pool.shutdown(wait=True)
             self._pool = None
+
+
+class _Batch:
+    """One batch of a steadied stream, one task per frame.
+
+    A frame's steps: its luma and thumbnail (``look``); its motion from the frame before;
+    where its textures sit (the anchor: a chain over the motions); its painting; the mix with
+    the previous picture (the stabilizer's state: a chain over the frames); its finish. Only the
+    two chains need the frame before, so each task waits at those two points for the previous
+    frame's step and runs everything else in parallel with the other frames: the serial part of
+    a batch is two short steps per frame, not a round per step. Tasks are started in frame order
+    (the pool takes them first in, first out), so a task only ever waits for one already
+    running. A failing frame still releases its followers, which then fail too.
+    """
+
+    def __init__(self, backend: ClassicBackend, images: list[np.ndarray]):
+        self.backend = backend
+        self.images = images
+        n = len(images)
+        self.views: list = [None] * n
+        self.looked = [threading.Event() for _ in range(n)]
+        self.anchored = [threading.Event() for _ in range(n)]
+        self.mixed = [threading.Event() for _ in range(n)]
+        self.failed = False
+
+    def _after(self, events: list[threading.Event], i: int) -> None:
+        if i > 0:
+            events[i - 1].wait()
+        if self.failed:
+            raise BackendError("an earlier frame of this batch failed")
+
+    def frame(self, i: int) -> np.ndarray:
+        be, image = self.backend, self.images[i]
+        stab, st, knobs = be.stabilizer, be._stages, be._knobs
+        try:
+            shape = image.shape[:2]
+            image = _pad(image)
+            view = self.views[i] = stab.look(image, st.mix(*image.shape[:2], **knobs))
+            self.looked[i].set()
+            self._after(self.looked, i)
+            motion = stab.motion(self.views[i - 1] if i else be._last_view, view)
+            self._after(self.anchored, i)
+            anchor = stab.anchor(motion)
+            self.anchored[i].set()
+            picture = st.paint(image, anchor, **knobs)
+            self._after(self.mixed, i)
+            picture = stab.apply(picture, motion)
+            if i == len(self.images) - 1:
+                be._last_view = view
+            self.mixed[i].set()
+            out = st.finish(picture, *image.shape[:2], anchor, **knobs)
+            return out if out.shape[:2] == shape else np.ascontiguousarray(out[:shape[0], :shape[1]])
+        except BaseException:
+            self.failed = True
+            raise
+        finally:
+            for e in (self.looked[i], self.anchored[i], self.mixed[i]):
+                e.set()
+

@@ -14,9 +14,9 @@ Two networks:
   scale and shift from that code through one linear map per layer.
 
 Both are fully convolutional and take a batch ``(B, 3, H, W)`` in [0, 1] with H and W multiples
-of 4, on the CPU or CUDA. The backend paints at a working size (``size``: the short side) and
-scales back to the frame size, then steadies the stream with the shared stabilizer
-(``core/temporal.py``).
+of 4, on the CPU or CUDA. The backend paints at a working size (``size``: the short side),
+steadies the stream there with the shared stabilizer (``core/temporal.py``) and scales back to
+the frame size.
 """
 
 from __future__ import annotations
@@ -38,8 +38,10 @@ from .onnx_weights import Graph, read_model
 from .params import NEURAL_DEFAULT_SIDE, NEURAL_STYLES, validate_neural
 
 #: How the neural styles are steadied (see core/temporal.py): their textures are painted anew on
-#: every frame, so the previous output is blended in.
-STEADY_MODE = ("blend", 32.0)
+#: every frame, and change with small changes of the input (the instance norms see the whole
+#: frame), so the previous picture is blended in strongly (0.9 by default) over a wide ramp.
+STEADY_MODE = ("blend", 48.0)
+DEFAULT_STEADY = 0.9
 #: Side of the square picture the style predictor looks at (the ONNX file's input).
 PREDICT_SIDE = 256
 
@@ -277,6 +279,12 @@ def from_batch(y: torch.Tensor) -> list[np.ndarray]:
     return list(out)
 
 
+def _up(img: np.ndarray, h: int, w: int) -> np.ndarray:
+    if img.shape[:2] == (h, w):
+        return img
+    return cv2.resize(img, (w, h), interpolation=cv2.INTER_CUBIC)
+
+
 def work_size(w: int, h: int, side: int) -> tuple[int, int]:
     """(w, h) to paint at: the short side ``side`` (never larger than the frame), multiples of 4."""
     s = min(1.0, side / min(w, h))
@@ -306,7 +314,7 @@ class NeuralBackend(Backend):
         self.stabilizer = Stabilizer()
         self._run = None
         self._side = NEURAL_DEFAULT_SIDE
-        self._last_input: np.ndarray | None = None
+        self._last_view = None
 
     def reset_temporal(self) -> None:
         self.stabilizer.reset()
@@ -328,33 +336,45 @@ class NeuralBackend(Backend):
                 net = load("multistyle26", self.device, self.model_dir)
                 weights = torch.from_numpy(style_weights(params, net.styles)).to(self.device)
                 self._run = lambda x: net(x, weights)
-        strength = params.get("steady", 0.8) if self.steady else 0.0
+        strength = params.get("steady", DEFAULT_STEADY) if self.steady else 0.0
         self.stabilizer.set_steadiness(Steadiness(strength, *STEADY_MODE))
         self.stabilizer.reset()
+        self._last_view = None
 
     def paint(self, images: list[np.ndarray]) -> list[np.ndarray]:
         """The network's pictures for ``images`` (same sizes), without the stabilizer."""
+        h, w = images[0].shape[:2]
+        return [_up(o, h, w) for o in self._paint_small(images)]
+
+    def _paint_small(self, images: list[np.ndarray]) -> list[np.ndarray]:
+        """The network's pictures at the working size, for frames of one size."""
         if self._run is None:
             raise BackendError("NeuralBackend.process called before set_style")
         h, w = images[0].shape[:2]
         ww, wh = work_size(w, h, self._side)
         small = [cv2.resize(i, (ww, wh), interpolation=cv2.INTER_AREA) if (ww, wh) != (w, h) else i for i in images]
         with torch.inference_mode():
-            out = from_batch(self._run(to_batch(small, self.device)))
-        return [cv2.resize(o, (w, h), interpolation=cv2.INTER_CUBIC) if (ww, wh) != (w, h) else o for o in out]
+            return from_batch(self._run(to_batch(small, self.device)))
 
     def process(self, images: list[np.ndarray]) -> list[np.ndarray]:
         if not images:
             return []
-        shapes = {i.shape for i in images}
-        if len(shapes) > 1:  # a batch is one size; paint mixed sizes one by one
-            painted = [self.paint([i])[0] for i in images]
-        else:
-            painted = self.paint(images)
-        prevs = [self._last_input] + list(images[:-1])
-        motions = [self.stabilizer.prepare(p, i) for p, i in zip(prevs, images)]
-        self._last_input = np.array(images[-1], copy=True)
-        return [self.stabilizer.apply(o, m) for o, m in zip(painted, motions)]
+        if len({i.shape for i in images}) > 1:  # a batch is one size; paint mixed sizes one by one
+            return [o for i in images for o in self.process([i])]
+        h, w = images[0].shape[:2]
+        painted = self._paint_small(images)
+        # Steadied at the working size (a few times fewer pixels than the frame), then scaled up.
+        mix = (painted[0].shape[1], painted[0].shape[0])
+        stab = self.stabilizer
+        views = [stab.look(i, mix) for i in images] if stab.steadiness.on else []
+        out = []
+        for k, picture in enumerate(painted):
+            if views:
+                motion = stab.motion(views[k - 1] if k else self._last_view, views[k])
+                picture = stab.apply(picture, motion)
+            out.append(_up(picture, h, w))
+        self._last_view = views[-1] if views else None
+        return out
 
     def close(self) -> None:
         self._run = None
