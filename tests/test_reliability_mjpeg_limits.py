@@ -169,7 +169,7 @@ def test_bad_viewer_caps_are_refused(spec, message):
 
 
 def test_a_request_dribbled_slower_than_the_header_deadline_is_dropped_and_a_viewer_gets_in(caplog):
-    caplog.set_level(logging.DEBUG, logger="stylecam.core.sinks")
+    caplog.set_level(logging.DEBUG, logger="stylecam.core.mjpeg")
     sink = MjpegSink(0, header_timeout=1.5)
     sink.start()
     try:
