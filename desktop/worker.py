@@ -29,7 +29,7 @@ import numpy as np
 from PySide6.QtCore import QThread, Signal
 
 from stylecam.core.frames import Frame
-from stylecam.core.realtime import Pace
+from stylecam.core.realtime import RealtimeSource
 from stylecam.core.runner import Runner, start_backend
 from stylecam.core.sinks import Sink, open_sink
 from stylecam.core.sources import Source, open_source
@@ -181,42 +181,25 @@ def _round_trip_ms(backend) -> float | None:
     return None
 
 
-class AppSource(Source):
+class AppSource(RealtimeSource):
     """What the app streams from: another source, flipped left-right when ``mirror`` is set (the
     flag may change live), and played in real time.
 
     A file source is read as fast as it is consumed (right for converting a clip, wrong for a
-    live camera stand-in: the demo would play fast-forward), so a non-live source is paced here
-    to its own frame rate and the runner treats the result as live (it drops stale frames
-    instead of queueing them).
+    live camera stand-in: the demo would play fast-forward), so a non-live source is paced to its
+    own frame rate (core's :class:`~stylecam.core.realtime.RealtimeSource`, as the CLI paces a
+    file for a live sink) and the runner treats the result as live.
     """
 
-    live = True
-
     def __init__(self, inner: Source, mirror: bool = False):
-        self.inner = inner
+        super().__init__(inner)
         self.mirror = mirror
-        self.name = inner.name
-        self.fps = inner.fps
-        # The schedule is core's (the CLI paces a file for a live sink the same way).
-        self._pace = Pace() if not inner.live else None
-
-    def open(self) -> None:
-        self.inner.open()
-        self.fps = self.inner.fps
-        if self._pace is not None:
-            self._pace.reset()
 
     def read(self):
-        if self._pace is not None:
-            self._pace.wait_turn(self.inner.fps)
-        img = self.inner.read()
+        img = super().read()
         if img is not None and self.mirror:
             img = cv2.flip(img, 1)
         return img
-
-    def close(self) -> None:
-        self.inner.close()
 
 
 #: Outputs that are opened once: a recording is not reopened after it closes (that would

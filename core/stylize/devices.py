@@ -377,23 +377,9 @@ class EnginePool:
 
     def run_batches(self, frames: Iterable[np.ndarray], max_inflight: int | None = None) -> Iterator[list[np.ndarray]]:
         """Batches of output frames for a stream of frames, ``max_inflight`` (default ``SLOTS``) queued."""
-        max_inflight = self.SLOTS if max_inflight is None else max_inflight
-        if not 1 <= max_inflight <= self.SLOTS:
-            raise ValueError(f"max_inflight must be from 1 to {self.SLOTS}")
-        batch: list[np.ndarray] = []
-        for frame in frames:
-            batch.append(frame)
-            if len(batch) == self.batch_size:
-                if len(self._pending) >= max_inflight:
-                    yield self.collect(self._pending[0])
-                self.submit(batch)
-                batch = []
-        if batch:
-            if len(self._pending) >= max_inflight:
-                yield self.collect(self._pending[0])
-            self.submit(batch)
-        while self._pending:
-            yield self.collect(self._pending[0])
+        from .engine import run_batches
+
+        return run_batches(self, frames, self.SLOTS if max_inflight is None else max_inflight)
 
     # ------------------------------------------------------------------ metrics
 

@@ -816,22 +816,7 @@ class StreamEngine:
 
     def run_batches(self, frames: Iterable[np.ndarray], max_inflight: int = 2) -> Iterator[list[np.ndarray]]:
         """Batches of output frames for a stream of frames, keeping ``max_inflight`` batches queued."""
-        if not 1 <= max_inflight <= self.SLOTS:
-            raise ValueError(f"max_inflight must be 1 or {self.SLOTS}")
-        batch: list[np.ndarray] = []
-        for frame in frames:
-            batch.append(frame)
-            if len(batch) == self.batch_size:
-                if len(self._pending) >= max_inflight:
-                    yield self.collect(self._pending[0])
-                self.submit(batch)
-                batch = []
-        if batch:
-            if len(self._pending) >= max_inflight:
-                yield self.collect(self._pending[0])
-            self.submit(batch)
-        while self._pending:
-            yield self.collect(self._pending[0])
+        return run_batches(self, frames, max_inflight)
 
     # ------------------------------------------------------------------ profiling
 
@@ -1009,6 +994,28 @@ class StreamEngine:
         self.closed = True
         if self.cuda:
             torch.cuda.empty_cache()
+
+
+def run_batches(engine, frames: Iterable[np.ndarray], max_inflight: int) -> Iterator[list[np.ndarray]]:
+    """Output batches for a stream of frames through ``engine`` (a :class:`StreamEngine` or a
+    pool of them: ``batch_size``, ``SLOTS``, ``submit``, ``collect`` and the ``_pending`` queue),
+    ``max_inflight`` batches queued."""
+    if not 1 <= max_inflight <= engine.SLOTS:
+        raise ValueError(f"max_inflight must be from 1 to {engine.SLOTS}")
+    batch: list[np.ndarray] = []
+    for frame in frames:
+        batch.append(frame)
+        if len(batch) == engine.batch_size:
+            if len(engine._pending) >= max_inflight:
+                yield engine.collect(engine._pending[0])
+            engine.submit(batch)
+            batch = []
+    if batch:
+        if len(engine._pending) >= max_inflight:
+            yield engine.collect(engine._pending[0])
+        engine.submit(batch)
+    while engine._pending:
+        yield engine.collect(engine._pending[0])
 
 
 def moving_average(frames: torch.Tensor, prev: torch.Tensor, first_weight, alpha: float,
