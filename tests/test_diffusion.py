@@ -158,7 +158,7 @@ def test_style_switch_mid_stream_and_back(bundles, clip_frames):
     again = be.process(clip_frames[:1])[0]
     assert np.array_equal(first, again)
     assert not np.array_equal(first, other)
-    assert be._engine._clip.encodes == 2  # two prompts, each encoded once (the third set_style hit the cache)
+    assert be._engine.cond.clip.encodes == 2  # two prompts, each encoded once (the third set_style hit the cache)
     be.close()
 
 

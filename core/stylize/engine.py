@@ -218,27 +218,22 @@ class StreamEngine:
         channels = bundle.vae.config.latent_channels
         vae = bundle.vae
 
-        # Conditioning source.
-        if bundle.qwen is not None:
-            self.cond_kind = "qwen-vision" if settings.vision else "qwen-text"
-            qwen = bundle.qwen
-            fast = self.cuda if settings.fast_encoder is None else bool(settings.fast_encoder)
-            if self.mode != "eager" and self.cond_kind == "qwen-vision" and not fast:
-                raise EngineError("CUDA graphs need the Qwen3-VL sync-free forward: set fast_encoder=True "
-                                  "or mode='eager'")
-            self._qwen_fast_was = qwen.fast
-            qwen.fast = fast
-            self.broadcast = settings.broadcast or qwen.broadcast
-            cond_len, cond_dim = qwen.text_length, qwen.hidden_size
-        else:
-            from .conditioning import ClipTextConditioner
+        # How the stream is conditioned, chosen once (:mod:`.conditioning`): CLIP once per prompt
+        # or per batch, Qwen3-VL on the text alone or looking at the frames on the side stream.
+        from .conditioning import stream_conditioning
 
-            self.cond_kind = "clip"
-            self._clip = ClipTextConditioner(bundle.tokenizer, bundle.text_encoder, m.text_length)
-            self.broadcast = False
-            cond_len, cond_dim = m.text_length, bundle.text_encoder.config.hidden_size
+        fast = self.cuda if settings.fast_encoder is None else bool(settings.fast_encoder)
+        vision = bundle.qwen is not None and settings.vision
+        if self.mode != "eager" and vision and not fast:
+            raise EngineError("CUDA graphs need the Qwen3-VL sync-free forward: set fast_encoder=True "
+                              "or mode='eager'")
+        self.cond = stream_conditioning(bundle, dtype=self.dtype, vision=settings.vision,
+                                        cache_text=settings.cache_text, fast=fast,
+                                        side_device=self.side_device, frame_hw=(H, W))
+        self.broadcast = bundle.qwen is not None and (settings.broadcast or bundle.qwen.broadcast)
         # Conditioning computed on the side stream per batch (vs. once per text, on the host).
-        self.cond_on_side = self.cond_kind == "qwen-vision" or (self.cond_kind == "clip" and not settings.cache_text)
+        self.cond_on_side = self.cond.on_side
+        cond_len, cond_dim = self.cond.length, self.cond.dim
 
         # LLLite, folded so that U-Net + adapters are one graph. ``folded``: a FoldedLLLiteUNet
         # of this bundle at this batch size made by the caller (who then also unfolds it).
@@ -295,9 +290,6 @@ class StreamEngine:
         self._main_latent = torch.empty((B, channels, h, w), dtype=self.dtype, **dev)
         self._main_cond = torch.zeros((B, cond_len, cond_dim), dtype=self.dtype, **dev)
         self._noise = torch.empty((1, channels, h, w), dtype=torch.float32, **dev)
-        self._ids = None  # token ids (and mask) the side-stream encoder reads
-        self._qwen_tables = None  # Qwen3-VL's per-bucket constants (qwen.fast_tables)
-        self._mask = None
         # Feedback state (a style may switch feedback on later): the previous output in float, and
         # the first frame's blend weight, 0 until an output exists.
         self._prev = torch.zeros((H, W, 3), dtype=torch.float32, **dev)
@@ -320,7 +312,6 @@ class StreamEngine:
         self._seed: int | None = None
         self._schedule_key = None
         self._denoiser: Denoiser | None = None
-        self._static_cond: dict[str, torch.Tensor] = {}
         self._cond_pending: torch.Tensor | None = None  # static conditioning to copy in on main
         self._cond_due = True
         self._lllite_due = self.folded is not None
@@ -444,46 +435,13 @@ class StreamEngine:
 
     def _set_text(self, text: str) -> None:
         """New text: a buffer copy for the side-stream encoder, or a (cached) static encode."""
-        if self.cond_kind == "qwen-vision":
-            qwen = self.bundle.qwen
-            prompt = qwen.prompt(text, qwen.num_image_tokens(self.size[1], self.size[0]))
-            on = prompt.to(self.side_device)
-            if self._ids is None or self._ids.shape != on["input_ids"].shape:
-                # First prompt, or one of another padded length (a conditioner with
-                # ``pad_to_multiple_of`` runs the language model on the real tokens rounded up,
-                # not on all ``text_length``): new buffers, and the encoder step is captured
-                # again for the new shape (once per length bucket).
-                self._ids = on["input_ids"].clone()
-                self._mask = on["mask"].clone()
-                self._steps.pop("cond", None)
-                # Per bucket, eagerly, here: never traced into the captured/compiled step.
-                self._qwen_tables = qwen.fast_tables(self.size[1], self.size[0], self._ids.shape[1])
-            else:
-                with self._on(self._side_stream()):
-                    self._ids.copy_(on["input_ids"])
-                    self._mask.copy_(on["mask"])
-            self._cond_due = True
-        elif self.cond_kind == "clip" and self.cond_on_side:
-            ids = self._clip.token_ids(text).to(self.side_device)
-            if self._ids is None:
-                self._ids = ids.clone()
-            else:
-                with self._on(self._side_stream()):
-                    self._ids.copy_(ids)
+        change = self.cond.set_text(text, self._on(self._side_stream()))
+        if change.recapture:
+            self._steps.pop("cond", None)  # a new input shape (a Qwen3-VL length bucket)
+        if self.cond.on_side:
             self._cond_due = True
         else:
-            self._cond_pending = self._static_conditioning(text).to(self.device)
-
-    @torch.no_grad()
-    def _static_conditioning(self, text: str) -> torch.Tensor:
-        """(1, L, D) conditioning of a text alone, computed once per text (the static-prompt cache)."""
-        if self.cond_kind == "clip":
-            return self._clip.encode(text).to(self.dtype)
-        hit = self._static_cond.get(text)
-        if hit is None:
-            hit = self.bundle.qwen.encode_text(text, 1).to(self.dtype)
-            self._static_cond[text] = hit
-        return hit
+            self._cond_pending = change.static.to(self.device)
 
     # ------------------------------------------------------------------ steps
 
@@ -497,16 +455,8 @@ class StreamEngine:
         return encode_frames(self.bundle.vae, self._side_in)
 
     def _cond_step(self):
-        if self.cond_kind == "clip":
-            return self.bundle.text_encoder(self._ids, return_dict=False)[0].to(self.dtype)
-        qwen = self.bundle.qwen
         frames = self._side_in[-1:] if self.broadcast else self._side_in
-        if qwen.fast:
-            hidden = qwen.encode_tensors(frames, self._ids, self._qwen_tables)
-            hidden = hidden * self._mask.unsqueeze(-1).to(hidden.dtype)
-        else:
-            hidden = qwen.encode(frames, self._text)
-        return hidden.to(self.dtype)
+        return self.cond.step(frames)
 
     def _lllite_step(self):
         from .lllite import to_control_image
@@ -985,8 +935,7 @@ class StreamEngine:
         if self.folded is not None and self._owns_folded:
             self.folded.unfold()
         self.folded = None
-        if self.bundle.qwen is not None:
-            self.bundle.qwen.fast = self._qwen_fast_was
+        self.cond.close()
         if self._vae_format is not None:
             self.bundle.vae.to(memory_format=torch.contiguous_format)
         if self._unet_format is not None:
