@@ -370,10 +370,9 @@ class EnginePool:
 
     def process(self, frames: list[np.ndarray]) -> list[np.ndarray]:
         """Any number of frames in, the same number out in order (every engine kept busy)."""
-        out: list[np.ndarray] = []
-        for batch in self.run_batches(frames):
-            out.extend(batch)
-        return out
+        from .engine import run_batches
+
+        return [f for batch in run_batches(self, frames, self.SLOTS) for f in batch]
 
     def run_batches(self, frames: Iterable[np.ndarray], max_inflight: int | None = None) -> Iterator[list[np.ndarray]]:
         """Batches of output frames for a stream of frames, ``max_inflight`` (default ``SLOTS``) queued."""

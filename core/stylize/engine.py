@@ -759,10 +759,7 @@ class StreamEngine:
 
     def process(self, frames: list[np.ndarray]) -> list[np.ndarray]:
         """Any number of frames in, the same number out in order (two batches in flight)."""
-        out: list[np.ndarray] = []
-        for batch in self.run_batches(frames):
-            out.extend(batch)
-        return out
+        return [f for batch in run_batches(self, frames, 2) for f in batch]
 
     def run_batches(self, frames: Iterable[np.ndarray], max_inflight: int = 2) -> Iterator[list[np.ndarray]]:
         """Batches of output frames for a stream of frames, keeping ``max_inflight`` batches queued."""

@@ -32,14 +32,19 @@ _KEYS = ("prompt", "instruction", "strength", "steps", "seed", "stack",
          "refresh", "broadcast", "lllite_refresh", "feedback", "feedback_warp", "skip_threshold")
 
 
+def _check_table(params, backend: str, known) -> None:
+    """A style's params must be a table of known keys; the error names what is wrong."""
+    if not isinstance(params, dict):
+        raise ValueError(f"{backend} params must be a table, got {type(params).__name__}")
+    unknown = sorted(set(params) - set(known))
+    if unknown:
+        raise ValueError(f"{backend} styles have no parameter(s) {', '.join(map(repr, unknown))} "
+                         f"(known: {', '.join(known)})")
+
+
 def validate(params: dict) -> dict:
     """Check a diffusion style's params; return them with ``seed`` filled in."""
-    if not isinstance(params, dict):
-        raise ValueError(f"diffusion params must be a table, got {type(params).__name__}")
-    unknown = sorted(set(params) - set(_KEYS))
-    if unknown:
-        raise ValueError(f"diffusion styles have no parameter(s) {', '.join(map(repr, unknown))} "
-                         f"(known: {', '.join(_KEYS)})")
+    _check_table(params, "diffusion", _KEYS)
     out = dict(params)
     for key in ("prompt", "instruction"):
         if key in out:
@@ -142,12 +147,7 @@ def _style_index(value, key: str) -> int:
 
 def validate_neural(params: dict) -> dict:
     """Check a neural style's params; return them with ``style``/``blend`` as indices."""
-    if not isinstance(params, dict):
-        raise ValueError(f"neural params must be a table, got {type(params).__name__}")
-    unknown = sorted(set(params) - set(_NEURAL_KEYS))
-    if unknown:
-        raise ValueError(f"neural styles have no parameter(s) {', '.join(map(repr, unknown))} "
-                         f"(known: {', '.join(_NEURAL_KEYS)})")
+    _check_table(params, "neural", _NEURAL_KEYS)
     out = dict(params)
     if "image" in out:
         if not isinstance(out["image"], str) or not out["image"].strip():
