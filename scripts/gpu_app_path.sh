@@ -4,13 +4,14 @@
 #
 #   OUT=/some/dir scripts/gpu_app_path.sh tests      # the app path's CUDA tests (compile mode per stack)
 #   OUT=/some/dir scripts/gpu_app_path.sh STACK      # engine + e2e rows of one stack (mllm-edit, sd-turbo)
+#   OUT=/some/dir scripts/gpu_app_path.sh tests mllm-edit sd-turbo   # several phases in one call
 #
 # Expects the wheels the GPU image lacks in .whl/ (diffusers, platformdirs, pyvirtualcam; see
 # docs/benchmarks.md) and runs stylecam from this checkout without installing it. Rows go to
 # $OUT/rows-STACK.jsonl; TORCHINDUCTOR_CACHE_DIR is /tmp/inductor, so a second call on the same
 # machine measures a second start (the compile rows' setup_s).
 set -uo pipefail
-PHASE=${1:-tests}
+PHASES=("${@:-tests}")
 OUT=${OUT:-$PWD/out}
 mkdir -p "$OUT"
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
@@ -22,6 +23,7 @@ export PYTHONPATH=/tmp/pkg:/tmp/site PYTHONUNBUFFERED=1 TORCHINDUCTOR_CACHE_DIR=
   python3 -c "import torch, diffusers, transformers; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'diffusers', diffusers.__version__, 'transformers', transformers.__version__)"
   date -u; } 2>&1 | tee -a "$OUT/gpu.txt"
 
+for PHASE in "${PHASES[@]}"; do
 case $PHASE in
   tests)
     timeout "${TEST_LIMIT:-240}" python3 -m pytest -q -p no:cacheprovider -o faulthandler_timeout=120 \
@@ -39,4 +41,5 @@ case $PHASE in
     [ -f "$OUT/rows-$PHASE.jsonl.partial" ] && cp "$OUT/rows-$PHASE.jsonl.partial" "$OUT/rows-$PHASE.partial.jsonl"
     ;;
 esac
+done
 exit 0
