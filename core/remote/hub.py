@@ -7,9 +7,18 @@ session. The hub thread takes frames of sessions that share a style (and frame s
 batch, up to the backend's batch size, round-robin over those sessions; it runs the batch
 through the same :class:`~..stylize.base.Backend` ``stylecam run`` uses and hands each output to
 its own session's ``deliver(image, tag)``, in the order that session's frames arrived. A paused
-session's frames go back unpainted, in order. Style switches are applied by the hub thread
-between batches; one that cannot be applied keeps the previous style and is reported to the
-session through ``notify``.
+session's frames go back unpainted, in order (after its frames already being painted). Style
+switches are applied by the hub thread between batches; one that cannot be applied keeps the
+previous style and is reported to the session through ``notify``.
+
+Batches in flight: the hub drives the backend's ``submit``/``collect`` protocol as the runner
+does — while a batch is being painted and frames are already waiting, the next batch is
+submitted before the previous one is collected, up to the backend's ``max_inflight`` (the
+diffusion backend on CUDA encodes batch k+1 on a side stream while batch k denoises, so one
+batch at a time would leave the GPU idle between batches). Batches are collected in the order
+they were submitted, so every session's frames still leave in order. A batch for another
+backend or another frame size waits until those in flight are back (a backend's buffers change
+size only with none in flight).
 
 Backends are created in the hub thread (a diffusion backend's CUDA context and streams belong
 to the thread that made them), one per backend kind, and switched between styles per batch.
@@ -98,6 +107,25 @@ class HubSession:
         return (self.style.name, self.size)
 
 
+@dataclass
+class _InFlight:
+    """A batch submitted to a backend and not collected yet."""
+
+    style: Style
+    backend: Backend
+    #: (session, image, tag, arrival time) per frame, in batch order.
+    batch: list
+    ticket: object
+    #: What ``set_style`` or ``submit`` raised (the batch then goes back unpainted, in order).
+    error: Exception | None
+    t_submit: float
+
+    @property
+    def key(self) -> tuple:
+        image = self.batch[0][1]
+        return (self.style.backend, image.shape)
+
+
 class Hub:
     """See the module docstring. ``backend_factory(style)`` returns a ready backend for
     ``style.backend`` (the server passes :func:`~..runner.start_backend`). ``size`` fixes the
@@ -122,6 +150,13 @@ class Hub:
         self.batches = 0
         self.shared_batches = 0
         self.max_batch = 0
+        #: How many batches of each size were formed, and the most ever in flight at once.
+        self.batch_sizes: collections.Counter = collections.Counter()
+        self.max_inflight_seen = 0
+        #: Milliseconds each recent batch kept the backend busy (see ``_finish``).
+        self.batch_ms: collections.deque = collections.deque(maxlen=256)
+        self._pending: collections.deque[_InFlight] = collections.deque()  # hub thread only
+        self._last_done = 0.0
 
     # -- life cycle --------------------------------------------------------------------------
 
@@ -210,9 +245,15 @@ class Hub:
             return out
 
     def stats(self) -> dict:
+        """Counters over the server's life: batches, how many held several sessions' frames,
+        the sizes formed (``{size: count}``), the most batches in flight at once, and the median
+        backend-busy milliseconds per batch over recent batches."""
         with self._cond:
             return {"sessions": len(self._sessions), "batches": self.batches,
                     "shared_batches": self.shared_batches, "max_batch": self.max_batch,
+                    "batch_sizes": {str(k): v for k, v in sorted(self.batch_sizes.items())},
+                    "max_inflight": self.max_inflight_seen,
+                    "batch_ms_p50": round(float(np.median(self.batch_ms)), 2) if self.batch_ms else None,
                     "backends": sorted(self._backends)}
 
     # -- the hub thread ----------------------------------------------------------------------
@@ -223,10 +264,13 @@ class Hub:
             self._cond.notify_all()
 
     def _run(self) -> None:
+        pending = self._pending
         try:
             while True:
                 with self._cond:
-                    while not self._closed and not self._work and not self._ready():
+                    # With a batch in flight there is no waiting here: either the next batch is
+                    # ready to go in beside it, or the one in flight is collected at once.
+                    while not self._closed and not self._work and not pending and not self._ready():
                         self._cond.wait(0.25)
                     if self._closed:
                         return
@@ -236,14 +280,30 @@ class Hub:
                     fn()
                 self._apply_styles()
                 self._pass_paused()
-                self._paint_one_batch()
+                taken = self._take_batch()
+                if taken is not None:
+                    self._submit(*taken)
+                elif pending:
+                    self._finish(pending.popleft())
         finally:
+            self._drain(lambda item: True, quiet=True)
             for backend in self._backends.values():
                 try:
                     backend.close()
                 except Exception:
                     log.warning("closing the %s backend failed", backend.name, exc_info=True)
             self._backends.clear()
+
+    def _drain(self, until, quiet: bool = False) -> None:
+        """Collect batches in flight, oldest first, while ``until(oldest)`` holds."""
+        while self._pending and until(self._pending[0]):
+            item = self._pending.popleft()
+            try:
+                self._finish(item)
+            except Exception:
+                if not quiet:
+                    raise
+                log.debug("finishing a batch while stopping failed", exc_info=True)
 
     def _ready(self) -> bool:
         return any(s.slot or s.pending_style is not None for s in self._sessions.values())
@@ -292,6 +352,12 @@ class Hub:
                 if s.paused and s.slot:
                     items.append((s, list(s.slot)))
                     s.slot.clear()
+        if not items:
+            return
+        # Frames of these sessions still being painted are older: they leave first.
+        ids = {id(s) for s, _ in items}
+        while any(id(f[0]) in ids for item in self._pending for f in item.batch):
+            self._finish(self._pending.popleft())
         for session, frames in items:
             for image, tag, t_in in frames:
                 self._deliver(session, image, tag, t_in)
@@ -328,18 +394,16 @@ class Hub:
                     break
             return (style, batch) if batch else None
 
-    def _paint_one_batch(self) -> None:
-        taken = self._take_batch()
-        if taken is None:
-            return
-        style, batch = taken
+    def _submit(self, style: Style, batch: list) -> None:
+        """Start painting ``batch``; collects the oldest batches in flight when the backend
+        holds no more (its ``max_inflight``)."""
         images = [image for _, image, _, _ in batch]
-        t0 = time.perf_counter()
         try:
             backend = self._backend_for(style)
         except BackendError as e:
             # The style's stylizer cannot run here: its sessions go on with the server's default
-            # style (this batch goes back unpainted).
+            # style (this batch goes back unpainted, after what is in flight).
+            self._drain(lambda item: True)
             for session in {id(s): s for s, _, _, _ in batch}.values():
                 if session.style is style and self.default_style is not None:
                     session.style = self.default_style
@@ -348,22 +412,51 @@ class Hub:
             for session, image, tag, t_in in batch:
                 self._deliver(session, image, tag, t_in)
             return
+        item = _InFlight(style, backend, batch, None, None, 0.0)
+        # Another backend or frame size: what is in flight comes back first.
+        self._drain(lambda old: old.key != item.key)
         try:
             if self._backend_style.get(style.backend) != style.name:
-                backend.set_style(style)
+                backend.set_style(style)  # applies from this batch; those in flight keep theirs
                 self._backend_style[style.backend] = style.name
-            outputs = backend.collect(backend.submit(images))
-            if len(outputs) != len(images):
-                raise RuntimeError(f"the {backend.name} backend returned {len(outputs)} frames for {len(images)}")
-            error = None
-        except Exception as e:  # the frames go back unpainted; the next batch tries again
-            log.warning("a batch of %d frames failed (%s); sending them back unpainted", len(images), e)
-            outputs, error = images, e
-        ms = 1000 * (time.perf_counter() - t0)
+            item.t_submit = time.perf_counter()
+            item.ticket = backend.submit(images)
+        except Exception as e:  # goes back unpainted, in its turn
+            item.error = e
+        self._pending.append(item)
+        with self._cond:
+            self.max_inflight_seen = max(self.max_inflight_seen, len(self._pending))
+        limit = max(1, int(getattr(backend, "max_inflight", 1) or 1))
+        while len(self._pending) >= limit:
+            self._finish(self._pending.popleft())
+
+    def _finish(self, item: _InFlight) -> None:
+        """Collect a batch (the oldest in flight) and hand each frame to its session."""
+        batch, error = item.batch, item.error
+        images = [image for _, image, _, _ in batch]
+        outputs = images
+        if error is None:
+            try:
+                outputs = item.backend.collect(item.ticket)
+                if len(outputs) != len(images):
+                    raise RuntimeError(f"the {item.backend.name} backend returned {len(outputs)} frames "
+                                       f"for {len(images)}")
+            except Exception as e:
+                outputs, error = images, e
+        if error is not None:  # the frames go back unpainted; the next batch tries again
+            log.warning("a batch of %d frames failed (%s); sending them back unpainted", len(images), error)
+        now = time.perf_counter()
+        # The time this batch kept the backend to itself: from its submit, or from the moment
+        # the batch before it came back if that was later. With batches overlapping on the GPU
+        # that is the GPU time per batch; with one at a time, submit to collect.
+        ms = 1000 * (now - max(item.t_submit or now, self._last_done))
+        self._last_done = now
         sessions = {id(s) for s, _, _, _ in batch}
         with self._cond:
             self.batches += 1
             self.max_batch = max(self.max_batch, len(batch))
+            self.batch_sizes[len(batch)] += 1
+            self.batch_ms.append(ms)
             if len(sessions) > 1:
                 self.shared_batches += 1
         seen = set()
