@@ -8,8 +8,12 @@ time of each process (client: encode, send, receive, decode; server: decode, pai
 
 ``--transport-only`` pauses the sessions on the server (frames go back unpainted), so the round
 trip is what the transport adds: encode + send + decode, both ways. The GPU measurement is
-``--sessions 4 --bundle PATH --style ai-oil --size 1280x720`` on the GPU machine (the server
-runs the same hub and backend as ``stylecam serve``).
+``--sessions 4 --processes --bundle PATH --style ai-oil --size 1280x720`` on the GPU machine
+(the server runs the same hub and backend as ``stylecam serve``; ``scripts/gpu_serve.sh`` runs
+it). ``--processes`` gives each session a client process of its own, so four 720p encoders and
+decoders are not measured through one Python interpreter's lock. With ``--summary PATH`` the
+server's own counters (``GET /status``: batch sizes formed, batches in flight at once, backend
+milliseconds per batch) are written beside the rows.
 """
 
 from __future__ import annotations
@@ -40,7 +44,7 @@ def _self_cpu() -> float:
 
 def start_server(args) -> tuple[subprocess.Popen, str]:
     cmd = [sys.executable, "-m", "stylecam.core", "serve", "--port", "0", "--style", args.style,
-           "--max-sessions", str(max(4, args.sessions))]
+           "--max-sessions", str(max(4, args.sessions)), "--gather-ms", str(args.gather_ms)]
     if args.bundle:
         cmd += ["--bundle", args.bundle]
     if args.batch:
@@ -58,6 +62,47 @@ def start_server(args) -> tuple[subprocess.Popen, str]:
     raise SystemExit("stylecam serve did not start")
 
 
+def server_status(url: str) -> dict:
+    """The server's ``GET /status`` (hub counters, device)."""
+    import urllib.request
+
+    with urllib.request.urlopen(url.rsplit("/whip", 1)[0] + "/status", timeout=10) as resp:
+        return json.load(resp)
+
+
+def run_processes(args) -> tuple[list[dict], dict]:
+    """One client process per session against one server; rows of every session, and the
+    server's status at the end."""
+    proc, url = (None, args.server) if args.server else start_server(args)
+    try:
+        cmd = [sys.executable, "-m", "stylecam.core.remote.bench", "--server", url, "--sessions", "1",
+               "--size", f"{args.size[0]}x{args.size[1]}", "--fps", str(args.fps), "--seconds", str(args.seconds),
+               "--style", args.style]
+        if args.transport_only:
+            cmd.append("--transport-only")
+        cpu0, t0 = (_proc_cpu(proc.pid) if proc else 0.0), time.perf_counter()
+        children = [subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True) for _ in range(args.sessions)]
+        rows = []
+        for i, child in enumerate(children):
+            out, _ = child.communicate(timeout=args.seconds + 300)
+            if child.returncode != 0:
+                raise SystemExit(f"client process {i} failed ({child.returncode})")
+            for line in out.splitlines():
+                if line.startswith("{"):
+                    row = json.loads(line)
+                    row["session"] = i
+                    rows.append(row)
+        status = server_status(url)
+        if proc is not None:  # over the whole run, warm-up included
+            status["server_cpu_s"] = round(_proc_cpu(proc.pid) - cpu0, 2)
+            status["wall_s"] = round(time.perf_counter() - t0, 2)
+        return rows, status
+    finally:
+        if proc:
+            proc.terminate()
+            proc.wait(timeout=30)
+
+
 def run(args) -> list[dict]:
     from ..sources import PatternSource
     from ..styles import load_styles
@@ -66,6 +111,7 @@ def run(args) -> list[dict]:
     styles, _ = load_styles()
     style = styles[args.style]
     proc, url = (None, args.server) if args.server else start_server(args)
+    args.status = None
     w, h = args.size
     pattern = PatternSource((w, h), fps=args.fps, realtime=False)
     frames = [pattern.read() for _ in range(60)]  # drawn before timing: the client's CPU is the transport's
@@ -107,6 +153,10 @@ def run(args) -> list[dict]:
                                             if cpu_server is not None else None),
                 "machine": f"{platform.node()} {os.cpu_count()} CPUs",
             })
+        try:
+            args.status = server_status(url)
+        except Exception as e:  # the rows stand without it
+            print(f"stylecam bench: no server status: {e}", file=sys.stderr)
         return rows
     finally:
         for b in backends:
@@ -151,11 +201,22 @@ def main(argv=None) -> int:
     p.add_argument("--style", default="oil")
     p.add_argument("--bundle", default=None)
     p.add_argument("--batch", type=int, default=None)
+    p.add_argument("--gather-ms", type=float, default=10.0, help="the server's --gather-ms (default 10)")
     p.add_argument("--transport-only", action="store_true", help="pause painting: measure the transport alone")
+    p.add_argument("--processes", action="store_true", help="one client process per session")
     p.add_argument("--json", default=None, help="append the rows to this JSONL file")
+    p.add_argument("--summary", default=None, help="write the rows and the server's status to this JSON file")
     args = p.parse_args(argv)
     configure_runtime()
-    rows = run(args)
+    if args.processes and args.sessions > 1:
+        rows, status = run_processes(args)
+    else:
+        rows = run(args)
+        status = args.status
+    if args.summary:
+        with open(args.summary, "w") as f:
+            json.dump({"sessions": rows, "server": status, "args": {k: v for k, v in vars(args).items()
+                                                                      if k != "status"}}, f, indent=1)
     for r in rows:
         print(json.dumps(r))
     if args.json:
