@@ -10,7 +10,7 @@
 #
 # Knobs (environment): SIZE (1280x720), SESSIONS (4), FPS (30), SECONDS_ (30), BATCH (4), STYLE
 # (ai-oil), STYLECAM_SERVE_TINY=1 (the tiny sd-turbo bundle instead of the full-size one: runs
-# end to end on a CPU), PYTHON (python3), LIMIT (420: seconds the measurement may take, the
+# end to end on a CPU), PYTHON (python3), LIMIT (330: seconds the measurement may take, the
 # server's start and first CUDA-graph capture included).
 #
 # The GPU image has torch, transformers, aiohttp, numpy and opencv; the rest comes as wheels for
@@ -35,7 +35,7 @@ fi
 
 OUT=${OUT:-$PWD/out}
 SIZE=${SIZE:-1280x720} SESSIONS=${SESSIONS:-4} FPS=${FPS:-30} SECONDS_=${SECONDS_:-30} BATCH=${BATCH:-4}
-STYLE=${STYLE:-ai-oil} LIMIT=${LIMIT:-420}
+STYLE=${STYLE:-ai-oil} LIMIT=${LIMIT:-330}
 mkdir -p "$OUT"
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
@@ -58,7 +58,7 @@ t0=$(date +%s)
 if [ -n "${STYLECAM_SERVE_TINY:-}" ]; then
   "$PYTHON" -c "import sys; from stylecam.core.stylize.bundle import write_tiny_bundle; write_tiny_bundle('sd-turbo', sys.argv[1])" "$BUNDLE" || exit 1
 else
-  "$PYTHON" -c "import sys; from stylecam.core.bench_diffusion import build_bench_bundle; build_bench_bundle('sd-turbo').save(sys.argv[1])" "$BUNDLE" || exit 1
+  timeout 180 "$PYTHON" -c "import sys; from stylecam.core.bench_diffusion import build_bench_bundle; build_bench_bundle('sd-turbo').save(sys.argv[1])" "$BUNDLE" || exit 1
 fi
 echo "bundle built in $(( $(date +%s) - t0 )) s: $(du -sh "$BUNDLE" | cut -f1)" | tee -a "$OUT/gpu-serve.txt"
 
