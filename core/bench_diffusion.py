@@ -41,7 +41,8 @@ one batch per stack kernel by kernel (:mod:`.bench_profile`; ``STYLECAM_BENCH_PR
 runs nothing else. ``STYLECAM_BENCH_AB_BASE`` (a JSON mapping, e.g. ``{"mode": "compile"}``)
 makes the A/B plan a baseline row with those settings plus one row per ``STYLECAM_BENCH_AB``
 variant over the same base, each row marked ``ab`` (``baseline`` or the variant), in one
-process on the same frames. The equivalence check adds ``fp8_vs_bf16`` (latents' relative L2,
+process on the same frames (``STYLECAM_BENCH_AB_PATH``: ``both`` [default], ``e2e`` or ``engine``:
+which rows each variant gets). The equivalence check adds ``fp8_vs_bf16`` (latents' relative L2,
 pixel levels) where FP8 can run. ``STYLECAM_BENCH_PEER=1`` adds, after the sd-turbo rows, the
 StreamDiffusion rows of :mod:`.bench_peer` (same process, same components) and their ratios.
 """
@@ -505,6 +506,16 @@ def bench_diffusion(args) -> list[dict]:
             log.info("%s %s B=%d N=%d", stack, label, cfg["batch"], cfg["refresh"])
             # A hung configuration dumps every thread's stack and ends the process: the rows so
             # far are already written, and the next stack runs in its own process.
+            # STYLECAM_BENCH_AB_PATH=e2e: A/B rows only on the path a user runs (one compile each, not two).
+            ab_path = os.environ.get("STYLECAM_BENCH_AB_PATH", "both") if "ab" in cfg else "both"
+            ab = {"ab": cfg["ab"]} if "ab" in cfg else {}
+            if ab_path == "e2e":
+                if e2e and cfg["mode"] in ("stream", "latency"):
+                    emit(base | ab | {"mode": label, "batch": cfg["batch"], "refresh": cfg["refresh"],
+                                      **_e2e_row(bundle, style_name, params, cfg, frames_total)})
+                    gc.collect()
+                    torch.cuda.empty_cache()
+                continue
             compiling = (cfg.get("extra") or {}).get("mode") == "compile"
             several = "devices" in (cfg.get("extra") or {})
             faulthandler.dump_traceback_later(600 if compiling else DEVICES_WATCHDOG_S if several else
@@ -517,12 +528,11 @@ def bench_diffusion(args) -> list[dict]:
                 log.exception("configuration failed")
                 result = {"error": f"{type(e).__name__}: {e}"}
             faulthandler.cancel_dump_traceback_later()
-            ab = {"ab": cfg["ab"]} if "ab" in cfg else {}
             emit(base | ab | {"mode": label, "batch": cfg["batch"], "refresh": cfg["refresh"],
                               "inflight": cfg["inflight"], "path": "engine", **result})
             gc.collect()
             torch.cuda.empty_cache()
-            if e2e and cfg["mode"] in ("stream", "latency") and "error" not in result:
+            if e2e and cfg["mode"] in ("stream", "latency") and "error" not in result and ab_path != "engine":
                 emit(base | ab | {"mode": label, "batch": cfg["batch"], "refresh": cfg["refresh"],
                                   **_e2e_row(bundle, style_name, params, cfg, frames_total)})
                 gc.collect()

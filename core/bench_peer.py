@@ -105,6 +105,10 @@ def time_peer(bundle, frames: list[np.ndarray], frame_buffer_size: int, *, calls
     import torch
 
     cuda = bundle.device.type == "cuda"
+    if compile_backend is not None:
+        # Each buffer size compiles as in a process of its own (theirs runs one size per process):
+        # without the reset Dynamo would recompile the second size with dynamic shapes.
+        torch._dynamo.reset()
     t0 = time.perf_counter()
     stream = build_stream(bundle, frame_buffer_size, compile_backend=compile_backend)
     x = frames_tensor(frames, bundle.device, frame_buffer_size)

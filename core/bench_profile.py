@@ -244,7 +244,8 @@ def profile_stack(bundle, frames, params, *, batch: int = 16, mode: str | None =
             if encoder_compiled and bundle.qwen is not None:
                 with qwen_ranges(bundle.qwen), record_function("stylecam.encoder_eager"), torch.no_grad():
                     engine._cond_step()
-                    torch.cuda.synchronize()
+                    if cuda:
+                        torch.cuda.synchronize()
         events = prof.events()
         items = _attribute(events, cuda=cuda, root="stylecam.batch")
         split = _attribute(events, cuda=cuda, root="stylecam.encoder_eager") if encoder_compiled else []

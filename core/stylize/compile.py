@@ -139,7 +139,12 @@ def attention_context(backend: str | None) -> Callable | None:
     # MATH runs every shape on every device: a fallback is always there.
     backends = [chosen] + [b for b in order if b != chosen and b.name in
                            ("FLASH_ATTENTION", "EFFICIENT_ATTENTION", "CUDNN_ATTENTION", "MATH")]
-    return lambda: sdpa_kernel(backends, set_priority=True)
+    import inspect
+
+    if "set_priority" in inspect.signature(sdpa_kernel).parameters:
+        return lambda: sdpa_kernel(backends, set_priority=True)
+    # An older torch: no priority order, so the chosen backend or the always-there MATH.
+    return lambda: sdpa_kernel([chosen, SDPBackend.MATH])
 
 
 @dataclass

@@ -98,7 +98,7 @@ class FP8Linear(nn.Module):
             out = out.to(self.out_dtype)
         else:
             # b must be column-major: the (N, K) row-major weight, transposed (a view).
-            out = torch._scaled_mm(q, self.weight_fp8.t(), scale_a=scale, scale_b=self.weight_scale,
+            out = torch._scaled_mm(q.contiguous(), self.weight_fp8.t(), scale_a=scale, scale_b=self.weight_scale,
                                    out_dtype=self.out_dtype)
         if self.bias is not None:
             out = out + self.bias.to(out.dtype)
@@ -195,7 +195,8 @@ def swap_layers(root: nn.Module, keep, *, emulate: bool, component: str, swap: F
         parent = root.get_submodule(parent_name) if parent_name else root
         if getattr(parent, attr) is not module:
             continue  # reached through a wrapper that shares it; swap it once, where it lives
-        twin = FP8Linear(module, emulate=emulate) if isinstance(module, nn.Linear) else FP8Conv1x1(module, emulate=emulate)
+        kind = FP8Linear if isinstance(module, nn.Linear) else FP8Conv1x1
+        twin = kind(module, emulate=emulate)
         setattr(parent, attr, twin)
         swap.swapped.append((parent, attr, module, component))
 
