@@ -195,6 +195,9 @@ def configure_parser(p) -> None:
     p.add_argument("--e2e", action="store_true",
                    help="diffusion: beside each engine row, the path a user runs (the runner, a 1280x720 "
                         "file source, the diffusion backend, a virtual camera and a null sink)")
+    p.add_argument("--profile", action="store_true",
+                   help="diffusion: first profile one batch per stack kernel by kernel (time by component and by "
+                        "kernel kind, achieved TFLOP/s) and print the table")
     p.add_argument("--quality", nargs=argparse.REMAINDER, default=None, metavar="QUALITY OPTIONS",
                    help="instead: `stylecam quality` (flicker, shimmer, edges, strength) with the options "
                         "that follow, e.g. --quality --source demo --styles oil")

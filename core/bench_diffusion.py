@@ -33,6 +33,18 @@ device lists of :mod:`.stylize.devices`, e.g. ``split:0,0;replicate:0,0`` for th
 degenerate case]: the headline stream row and the first latency row again on each device list
 (compiled too under ``STYLECAM_BENCH_COMPILE=1``), and, with the checks, a ``check-devices`` row
 comparing each list's outputs with one GPU's. Every row says its ``devices``.
+
+Issue #17 (closer to the hardware): ``--profile`` or ``STYLECAM_BENCH_PROFILE=1`` first profiles
+one batch per stack kernel by kernel (:mod:`.bench_profile`; ``STYLECAM_BENCH_PROFILE_BATCH``
+[16], ``_PROFILE_MODE`` [compile], ``_PROFILE_SETTINGS`` [{}: engine settings, e.g.
+``{"fp8": true}``]) and prints its markdown table; ``STYLECAM_BENCH_MODES=`` (empty) then
+runs nothing else. ``STYLECAM_BENCH_AB_BASE`` (a JSON mapping, e.g. ``{"mode": "compile"}``)
+makes the A/B plan a baseline row with those settings plus one row per ``STYLECAM_BENCH_AB``
+variant over the same base, each row marked ``ab`` (``baseline`` or the variant), in one
+process on the same frames (``STYLECAM_BENCH_AB_PATH``: ``both`` [default], ``e2e`` or ``engine``:
+which rows each variant gets). The equivalence check adds ``fp8_vs_bf16`` (latents' relative L2,
+pixel levels) where FP8 can run. ``STYLECAM_BENCH_PEER=1`` adds, after the sd-turbo rows, the
+StreamDiffusion rows of :mod:`.bench_peer` (same process, same components) and their ratios.
 """
 
 from __future__ import annotations
@@ -292,7 +304,35 @@ def equivalence(bundle, frames, params, *, batch: int = 4) -> dict:
         result[label] = {"pixel_mean_abs": round(float(d.mean()), 3), "pixel_p99": float(np.percentile(d, 99)),
                          "pixel_max": int(d.max()), "latent_rel_l2": round(rel, 5)}
     result["ref_pixel_std"] = round(float(np.std(np.stack(ref))), 2)
+    result |= fp8_equivalence(bundle, frames, params, batch=batch)
     return result
+
+
+def fp8_equivalence(bundle, frames, params, *, batch: int = 4) -> dict:
+    """FP8 (:mod:`.stylize.fp8`) against the same engine in the bundle's dtype, same frames,
+    refresh every batch: the last batch's latents (relative L2) and the pixels (8-bit levels).
+    Empty where FP8 cannot run (the reason in ``fp8_note``)."""
+    from .stylize.engine import EngineSettings, StreamEngine
+    from .stylize.fp8 import fp8_support
+
+    how, note = fp8_support(bundle.device)
+    if how == "off":
+        return {"fp8": "off", "fp8_note": note}
+    outs = {}
+    for fp8 in (False, True):
+        engine = StreamEngine(bundle, EngineSettings(batch_size=batch, refresh=1, lllite_refresh=1, fp8=fp8),
+                              style=params)
+        try:
+            out = engine.process(frames)
+            outs[fp8] = (out, engine.latents().float().clone(), engine.report.as_dict())
+        finally:
+            engine.close()
+    d = np.stack([np.abs(a.astype(np.int16) - r.astype(np.int16)) for a, r in zip(outs[True][0], outs[False][0])])
+    base_lat, lat = outs[False][1], outs[True][1]
+    return {"fp8": how, "fp8_layers": outs[True][2].get("fp8_layers"),
+            "fp8_vs_bf16": {"latent_rel_l2": round(float((lat - base_lat).norm() / base_lat.norm()), 5),
+                            "pixel_mean_abs": round(float(d.mean()), 3), "pixel_p99": float(np.percentile(d, 99)),
+                            "pixel_max": int(d.max())}}
 
 
 def device_equivalence(bundle, frames, params, spec: str, *, batch: int = 4) -> dict:
@@ -383,16 +423,26 @@ def plan(stack: str) -> list[dict]:
     # Side-by-side variants of the headline row, e.g. STYLECAM_BENCH_AB='[{"channels_last_unet":
     # false}, {"text_bucket": 0}]' (engine settings, or the conditioner's text_bucket).
     # "batch"/"refresh" in a variant set the row's B and N instead of the headline's.
-    for variant in json.loads(os.environ.get("STYLECAM_BENCH_AB", "[]")):
+    ab_base = os.environ.get("STYLECAM_BENCH_AB_BASE")
+    variants = json.loads(os.environ.get("STYLECAM_BENCH_AB", "[]"))
+    if ab_base is not None and "stream" in modes and big:
+        # One baseline row, then each variant over the same base: same process, same frames.
+        variants = [{}] + [v for v in variants if v]
+    for variant in variants:
         if "stream" in modes and big:
             variant = dict(variant)
-            rest.append(dict(mode="stream", batch=variant.pop("batch", big),
-                             refresh=variant.pop("refresh", head if vision else 1), inflight=2, extra=variant))
+            label = ",".join(f"{k}={v}" for k, v in variant.items()) or "baseline"
+            extra = (json.loads(ab_base) if ab_base is not None else {}) | variant
+            cfg = dict(mode="stream", batch=extra.pop("batch", big),
+                       refresh=extra.pop("refresh", head if vision else 1), inflight=2, extra=extra)
+            if ab_base is not None:
+                cfg["ab"] = label
+            rest.append(cfg)
     if "latency" in modes and extras:
         for b in lat_batches:
             for n in ((1, 4) if vision else (1,)):
                 rest.append(dict(mode="latency", batch=b, refresh=n, inflight=2))
-    return first + [c for c in rest if c not in first]
+    return first + [c for c in rest if c not in first or "ab" in c]
 
 
 def bench_diffusion(args) -> list[dict]:
@@ -408,6 +458,8 @@ def bench_diffusion(args) -> list[dict]:
     frames_total = int(os.environ.get("STYLECAM_BENCH_FRAMES", max(args.frames, MIN_FRAMES)))
     check = os.environ.get("STYLECAM_BENCH_CHECK", "1") == "1"
     e2e = bool(getattr(args, "e2e", False)) or os.environ.get("STYLECAM_BENCH_E2E", "0") == "1"
+    profile = bool(getattr(args, "profile", False)) or os.environ.get("STYLECAM_BENCH_PROFILE", "0") == "1"
+    peer = os.environ.get("STYLECAM_BENCH_PEER", "0") == "1"
     jsonl = getattr(args, "json", None)
     rows = []
 
@@ -446,12 +498,24 @@ def bench_diffusion(args) -> list[dict]:
                     log.exception("device equivalence check failed")
                     emit(base | {"mode": "check-devices", "devices_spec": spec, "error": f"{type(e).__name__}: {e}"})
             faulthandler.cancel_dump_traceback_later()
+        if profile:
+            _profile_rows(bundle, frames, params, base, emit)
         for cfg in plan(stack):
             label = cfg["mode"] + ("" if not cfg.get("extra") else "+" + "+".join(
                 f"{k}={v}" for k, v in cfg["extra"].items()))
             log.info("%s %s B=%d N=%d", stack, label, cfg["batch"], cfg["refresh"])
             # A hung configuration dumps every thread's stack and ends the process: the rows so
             # far are already written, and the next stack runs in its own process.
+            # STYLECAM_BENCH_AB_PATH=e2e: A/B rows only on the path a user runs (one compile each, not two).
+            ab_path = os.environ.get("STYLECAM_BENCH_AB_PATH", "both") if "ab" in cfg else "both"
+            ab = {"ab": cfg["ab"]} if "ab" in cfg else {}
+            if ab_path == "e2e":
+                if e2e and cfg["mode"] in ("stream", "latency"):
+                    emit(base | ab | {"mode": label, "batch": cfg["batch"], "refresh": cfg["refresh"],
+                                      **_e2e_row(bundle, style_name, params, cfg, frames_total)})
+                    gc.collect()
+                    torch.cuda.empty_cache()
+                continue
             compiling = (cfg.get("extra") or {}).get("mode") == "compile"
             several = "devices" in (cfg.get("extra") or {})
             faulthandler.dump_traceback_later(600 if compiling else DEVICES_WATCHDOG_S if several else
@@ -464,24 +528,56 @@ def bench_diffusion(args) -> list[dict]:
                 log.exception("configuration failed")
                 result = {"error": f"{type(e).__name__}: {e}"}
             faulthandler.cancel_dump_traceback_later()
-            emit(base | {"mode": label, "batch": cfg["batch"], "refresh": cfg["refresh"],
-                         "inflight": cfg["inflight"], "path": "engine", **result})
+            emit(base | ab | {"mode": label, "batch": cfg["batch"], "refresh": cfg["refresh"],
+                              "inflight": cfg["inflight"], "path": "engine", **result})
             gc.collect()
             torch.cuda.empty_cache()
-            if e2e and cfg["mode"] in ("stream", "latency") and "error" not in result:
-                emit(base | {"mode": label, "batch": cfg["batch"], "refresh": cfg["refresh"],
-                             **_e2e_row(bundle, style_name, params, cfg, frames_total)})
+            if e2e and cfg["mode"] in ("stream", "latency") and "error" not in result and ab_path != "engine":
+                emit(base | ab | {"mode": label, "batch": cfg["batch"], "refresh": cfg["refresh"],
+                                  **_e2e_row(bundle, style_name, params, cfg, frames_total)})
                 gc.collect()
                 torch.cuda.empty_cache()
+        if peer and stack == "sd-turbo":
+            from .bench_peer import peer_rows
+
+            for row in peer_rows(bundle, frames, rows, frames_total=frames_total):
+                emit(base | row)
         del bundle
         gc.collect()
         torch.cuda.empty_cache()
+    if profile:
+        from .bench_profile import markdown
+
+        print(markdown(rows), flush=True)
+    if peer:
+        from .bench_peer import summarize_peer
+
+        for line in summarize_peer(rows):
+            print(f"stylecam bench: {line}", file=sys.stderr, flush=True)
     if e2e:
         from .bench_e2e import summarize
 
         for line in summarize(rows):
             print(f"stylecam bench: {line}", file=sys.stderr, flush=True)
     return rows
+
+
+def _profile_rows(bundle, frames, params, base: dict, emit) -> None:
+    """The kernel profile of one batch of this stack (:mod:`.bench_profile`), as rows."""
+    from .bench_profile import profile_stack
+
+    faulthandler.dump_traceback_later(600, exit=True)
+    try:
+        for row in profile_stack(bundle, frames, params, batch=int(os.environ.get("STYLECAM_BENCH_PROFILE_BATCH", 16)),
+                                 mode=os.environ.get("STYLECAM_BENCH_PROFILE_MODE") or None,
+                                 settings=json.loads(os.environ.get("STYLECAM_BENCH_PROFILE_SETTINGS", "{}"))):
+            emit(base | row)
+    except Exception as e:  # the profile must not cost the timed rows
+        log.exception("profile failed")
+        emit(base | {"bench": "profile", "group_by": "total", "error": f"{type(e).__name__}: {e}"})
+    finally:
+        faulthandler.cancel_dump_traceback_later()
+    gc.collect()
 
 
 def _e2e_row(bundle, style_name: str, params: dict, cfg: dict, frames_total: int) -> dict:

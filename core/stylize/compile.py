@@ -15,7 +15,17 @@ Three ways to run a fixed-shape step, picked once per engine (never per frame):
   cache folder) makes later starts fast. Measured on the H200 at B=16: 178 -> 250 fps (mllm-edit),
   237 -> 344 fps (sd-turbo). ``STYLECAM_COMPILE=1`` makes it the app's mode.
   ``max-autotune-no-cudagraphs`` (``compile_mode``) searches kernel configurations for many
-  minutes per model and B; it was not measured.
+  minutes per model and B; it was not measured. ``max-autotune`` is accepted and runs as
+  ``max-autotune-no-cudagraphs`` (:func:`inductor_mode`): the engine captures its own graphs, and
+  Inductor's would nest inside them. Its search results land in the same on-disk cache (the FX
+  graph cache and the autotune cache, both switched on by :func:`configure_runtime`), so a
+  second start skips the search: the bench's ``setup_s`` and ``compile_s`` say how long each took.
+
+Attention kernels (``sdpa_backend``, :func:`attention_context`): ``auto`` is torch's own choice;
+``cudnn``, ``flash``, ``efficient`` or ``math`` put that backend first, the others after it in
+torch's order, so a shape the chosen kernel cannot run still runs. The context is entered around
+the step's call, outside the compiled function: the backend is chosen when Dynamo traces (or the
+CUDA graph captures) the call, and baked into what it made.
 
 Nothing here runs at import: :func:`configure_runtime` sets the process-wide knobs explicitly.
 """
@@ -35,6 +45,12 @@ log = logging.getLogger(__name__)
 MODES = ("eager", "graphs", "compile")
 #: Inductor mode for ``compile`` (measured; see the module docstring).
 DEFAULT_COMPILE_MODE = "default"
+#: ``compile_mode`` values, and the Inductor mode each runs as (the engine captures its own
+#: CUDA graphs, so Inductor's are always off).
+COMPILE_MODES = {"default": "default", "max-autotune": "max-autotune-no-cudagraphs",
+                 "max-autotune-no-cudagraphs": "max-autotune-no-cudagraphs"}
+#: ``sdpa_backend`` values.
+ATTENTION_BACKENDS = ("auto", "cudnn", "flash", "efficient", "math")
 
 
 def eager_requested() -> bool:
@@ -85,7 +101,50 @@ def configure_runtime(cache_dir: str | None = None) -> None:
     torch.backends.cudnn.allow_tf32 = True
     if cache_dir or "TORCHINDUCTOR_CACHE_DIR" not in os.environ:
         os.environ["TORCHINDUCTOR_CACHE_DIR"] = cache_dir or default_cache_dir()
+    # Both on-disk caches under that folder (compiled graphs; max-autotune's search results),
+    # unless the user's environment says otherwise.
+    import torch._inductor.config as inductor_config
+
+    if "TORCHINDUCTOR_FX_GRAPH_CACHE" not in os.environ:
+        inductor_config.fx_graph_cache = True
+    if "TORCHINDUCTOR_AUTOTUNE_LOCAL_CACHE" not in os.environ:
+        inductor_config.autotune_local_cache = True
     _configured = True
+
+
+def inductor_mode(compile_mode: str | None) -> str:
+    """The Inductor mode a ``compile_mode`` setting runs as (see :data:`COMPILE_MODES`)."""
+    mode = compile_mode or DEFAULT_COMPILE_MODE
+    if mode not in COMPILE_MODES:
+        raise ValueError(f"compile_mode must be one of {', '.join(COMPILE_MODES)}, got {compile_mode!r}")
+    return COMPILE_MODES[mode]
+
+
+def attention_context(backend: str | None) -> Callable | None:
+    """A factory of ``sdpa_kernel`` contexts that prefer ``backend`` (None for ``auto``)."""
+    backend = backend or "auto"
+    if backend not in ATTENTION_BACKENDS:
+        raise ValueError(f"sdpa_backend must be one of {', '.join(ATTENTION_BACKENDS)}, got {backend!r}")
+    if backend == "auto":
+        return None
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    chosen = {"cudnn": SDPBackend.CUDNN_ATTENTION, "flash": SDPBackend.FLASH_ATTENTION,
+              "efficient": SDPBackend.EFFICIENT_ATTENTION, "math": SDPBackend.MATH}[backend]
+    try:
+        order = [SDPBackend(int(v)) for v in torch._C._get_sdp_priority_order()]
+    except (AttributeError, ValueError):
+        order = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH,
+                 SDPBackend.CUDNN_ATTENTION]
+    # MATH runs every shape on every device: a fallback is always there.
+    backends = [chosen] + [b for b in order if b != chosen and b.name in
+                           ("FLASH_ATTENTION", "EFFICIENT_ATTENTION", "CUDNN_ATTENTION", "MATH")]
+    import inspect
+
+    if "set_priority" in inspect.signature(sdpa_kernel).parameters:
+        return lambda: sdpa_kernel(backends, set_priority=True)
+    # An older torch: no priority order, so the chosen backend or the always-there MATH.
+    return lambda: sdpa_kernel([chosen, SDPBackend.MATH])
 
 
 @dataclass
@@ -95,20 +154,34 @@ class CompileReport:
     compile_s: float = 0.0  # torch.compile's first calls (tracing + Inductor codegen + autotune)
     capture_s: float = 0.0  # warm-up + CUDA graph capture
     graphs: int = 0
+    notes: dict | None = None  # what the engine's knobs did (fp8 layers, attention backend, ...)
 
     def as_dict(self) -> dict:
         return {"compile_s": round(self.compile_s, 2), "capture_s": round(self.capture_s, 2),
-                "graphs": self.graphs}
+                "graphs": self.graphs, **(self.notes or {})}
 
 
 def compile_step(fn: Callable, mode: str = DEFAULT_COMPILE_MODE, backend: str = "inductor") -> Callable:
     """``torch.compile(fn, fullgraph=True)``: a graph break is an error, not a silent slow path.
 
     ``backend="eager"`` traces with Dynamo exactly as the app does but runs the captured graph
-    without Inductor: how the tests check, on a CPU, that every step compiles as one graph."""
+    without Inductor: how the tests check, on a CPU, that every step compiles as one graph.
+    ``mode``: a ``compile_mode`` setting (:func:`inductor_mode`)."""
+    mode = inductor_mode(mode)
     if backend != "inductor":
         return torch.compile(fn, fullgraph=True, dynamic=False, backend=backend)
     return torch.compile(fn, fullgraph=True, dynamic=False, mode=mode)
+
+
+def _within(fn: Callable, around: Callable | None) -> Callable:
+    # ``fn`` called inside a fresh ``around()`` context each time (the attention backend).
+    if around is None:
+        return fn
+
+    def call():
+        with around():
+            return fn()
+    return call
 
 
 class GraphedStep:
@@ -166,7 +239,8 @@ class GraphedStep:
         log.debug("captured %s in %.2f s", name, t2 - t0)
 
     def replay(self):
-        self.graph.replay()
+        with torch.profiler.record_function(f"stylecam.{self.name}"):
+            self.graph.replay()
         return self.output
 
 
@@ -186,15 +260,18 @@ class EagerStep:
             report.compile_s += time.perf_counter() - t0
 
     def replay(self):
-        with torch.no_grad():
+        # The named range lets the kernel profile (:mod:`..bench_profile`) say which step ran what.
+        with torch.no_grad(), torch.profiler.record_function(f"stylecam.{self.name}"):
             return self.fn()
 
 
 def make_step(fn: Callable, mode: str, *, name: str, report: CompileReport | None = None,
-              compile_fn: Callable | None = None, graphs: bool = True):
+              compile_fn: Callable | None = None, graphs: bool = True, around: Callable | None = None):
     """A step runner for ``mode``: ``compile_fn`` (the part worth compiling) replaces ``fn``
     under ``compile``; both are zero-argument closures over the engine's buffers. ``graphs``
-    False (the CPU) runs the step as it is, compiled or not, with no CUDA graph."""
+    False (the CPU, or the kernel profile) runs the step as it is, compiled or not, with no CUDA
+    graph. ``around``: a context factory every call runs in (:func:`attention_context`)."""
+    fn, compile_fn = _within(fn, around), (_within(compile_fn, around) if compile_fn is not None else None)
     compiled = mode == "compile" and compile_fn is not None
     if mode == "eager" or not graphs:
         return EagerStep(compile_fn if compiled else fn, name=name, report=report, compiled=compiled)
@@ -203,5 +280,6 @@ def make_step(fn: Callable, mode: str, *, name: str, report: CompileReport | Non
     return GraphedStep(fn, name=name, report=report)
 
 
-__all__ = ["CompileReport", "DEFAULT_COMPILE_MODE", "EagerStep", "GraphedStep", "MODES", "compile_step",
-           "configure_runtime", "default_mode", "eager_requested", "make_step", "resolve_mode"]
+__all__ = ["ATTENTION_BACKENDS", "COMPILE_MODES", "CompileReport", "DEFAULT_COMPILE_MODE", "EagerStep", "GraphedStep",
+           "MODES", "attention_context", "compile_step", "configure_runtime", "default_mode", "eager_requested",
+           "inductor_mode", "make_step", "resolve_mode"]

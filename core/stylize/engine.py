@@ -54,8 +54,8 @@ import numpy as np
 import torch
 
 from .bundle import Bundle
-from .compile import (DEFAULT_COMPILE_MODE, CompileReport, compile_step, configure_runtime, make_step,
-                      resolve_mode)
+from .compile import (ATTENTION_BACKENDS, DEFAULT_COMPILE_MODE, CompileReport, attention_context, compile_step,
+                      configure_runtime, inductor_mode, make_step, resolve_mode)
 from .denoiser import Denoiser, decode_latents, encode_frames, latent_size, make_schedule, stream_noise
 
 log = logging.getLogger(__name__)
@@ -97,6 +97,14 @@ class EngineSettings:
     devices (``"0,1"``, ``"all"``, ``("cuda:0", "cuda:1")``...; None: the bundle's device), opened
     by :func:`.devices.open_engine`, which splits the streams over two devices or runs one engine
     per device (:mod:`.devices` has the grammar).
+
+    Closer to the hardware (issue #17; each off by default): ``fp8``: the U-Net's and Qwen3-VL
+    language model's GEMMs in FP8 e4m3 (:mod:`.fp8`: ``torch._scaled_mm`` on compute capability
+    8.9+, emulated on the CPU, off with a note elsewhere). ``sdpa_backend``: ``auto`` | ``cudnn``
+    | ``flash`` | ``efficient`` | ``math``, the preferred attention kernel
+    (:func:`.compile.attention_context`). ``compile_mode``: ``default`` | ``max-autotune`` |
+    ``max-autotune-no-cudagraphs`` (:func:`.compile.inductor_mode`). ``cuda_graphs``: False runs
+    the (compiled) steps without capturing them, so a profiler sees every kernel.
     """
 
     batch_size: int = 8
@@ -122,6 +130,9 @@ class EngineSettings:
     compile_backend: str = "inductor"
     profile: bool = False
     devices: str | tuple | None = None
+    fp8: bool = False
+    sdpa_backend: str = "auto"
+    cuda_graphs: bool = True
 
     def __post_init__(self):
         if not isinstance(self.batch_size, int) or self.batch_size < 1:
@@ -134,6 +145,9 @@ class EngineSettings:
             raise ValueError(f"feedback must be in [0, 1), got {self.feedback!r}")
         if self.skip_threshold < 0:
             raise ValueError(f"skip_threshold must be >= 0, got {self.skip_threshold!r}")
+        if self.sdpa_backend not in ATTENTION_BACKENDS:
+            raise ValueError(f"sdpa_backend must be one of {', '.join(ATTENTION_BACKENDS)}, got {self.sdpa_backend!r}")
+        inductor_mode(self.compile_mode)  # a ValueError naming the choices
 
     @classmethod
     def throughput(cls, batch_size: int = 16, **kw) -> "EngineSettings":
@@ -209,7 +223,12 @@ class StreamEngine:
         self.mode = resolve_mode(settings.mode, self.device)
         if settings.mode == "compile" and settings.compile_backend == "eager":
             self.mode = "compile"  # Dynamo's tracing without Inductor runs anywhere
-        self.report = CompileReport()
+        self.report = CompileReport(notes={})
+        # Graphs off (``cuda_graphs=False``): steps run as they are, each call a fresh allocation.
+        self._graphs = self.cuda and settings.cuda_graphs
+        self._around = attention_context(settings.sdpa_backend)
+        if settings.sdpa_backend != "auto":
+            self.report.notes["sdpa_backend"] = settings.sdpa_backend
         B = self.batch_size = settings.batch_size
         self.size = tuple(m.size)  # (W, H)
         W, H = self.size
@@ -251,6 +270,13 @@ class StreamEngine:
                                            width_concat=2 if m.concat == "width" else 1)
             unet = self.folded
         self._unet = unet
+        # FP8 after folding (the folded layers' base Linears swap too); undone before unfolding.
+        self._fp8 = None
+        if settings.fp8:
+            from .fp8 import enable_fp8
+
+            self._fp8 = enable_fp8(bundle)
+            self.report.notes |= self._fp8.describe()
 
         self._vae_format = None
         if self.cuda and settings.channels_last_vae:
@@ -507,7 +533,7 @@ class StreamEngine:
             if "prep" in self._wanted_steps() and "prep" not in self._steps:
                 # A resize is a handful of kernels: a CUDA graph is all it needs, also under
                 # ``compile`` (no compile_fn), and it is captured on real frames.
-                self._steps["prep"] = make_step(self._prep_step, mode, name="prep", graphs=self.cuda,
+                self._steps["prep"] = make_step(self._prep_step, mode, name="prep", graphs=self._graphs, around=self._around,
                                                 report=self.report)
             if "prep" in self._steps:
                 self._side_in.copy_(self._steps["prep"].replay())
@@ -515,7 +541,7 @@ class StreamEngine:
                 if name in self._wanted_steps() and name not in self._steps:
                     fn = getattr(self, f"_{name}_step")
                     wanted = {"encode": self.settings.compile_vae, "cond": self.settings.compile_encoder}
-                    self._steps[name] = make_step(fn, mode, name=name, graphs=self.cuda, report=self.report,
+                    self._steps[name] = make_step(fn, mode, name=name, graphs=self._graphs, around=self._around, report=self.report,
                                                   compile_fn=self._compiled(fn, wanted.get(name, False)))
         if "unet" not in self._steps:
             self._sync()
@@ -543,14 +569,14 @@ class StreamEngine:
                     fn = compile_step(self._denoiser, self.settings.compile_mode or DEFAULT_COMPILE_MODE,
                                       self.settings.compile_backend)
                     compiled = lambda: fn(self._main_latent, self._noise, self._main_cond)  # noqa: E731
-                self._steps["unet"] = make_step(self._unet_step, mode, name="unet", graphs=self.cuda,
+                self._steps["unet"] = make_step(self._unet_step, mode, name="unet", graphs=self._graphs, around=self._around,
                                                 report=self.report, compile_fn=compiled)
                 # Graph mode: this is the step's static output, which the decode graph reads.
                 self._latent_out = self._steps["unet"].replay()
         if "decode" not in self._steps:
             with self._on(self._main_stream()), torch.no_grad():
                 compiled = self._compiled(self._decode_step, self.settings.compile_vae)
-                self._steps["decode"] = make_step(self._decode_step, mode, name="decode", graphs=self.cuda,
+                self._steps["decode"] = make_step(self._decode_step, mode, name="decode", graphs=self._graphs, around=self._around,
                                                   report=self.report, compile_fn=compiled)
         self._sync()
 
@@ -690,7 +716,7 @@ class StreamEngine:
         with self._on(main):
             if self.cuda:
                 main.wait_event(side_done)
-                if self.mode == "eager" and side is not main:
+                if not self._graphs and side is not main:
                     for t in [latent, cond, *(lllite or [])]:
                         if t is not None:
                             t.record_stream(main)
@@ -732,7 +758,7 @@ class StreamEngine:
         if self.cuda:
             with self._on(self._copy):
                 self._copy.wait_event(self._decoded)
-                if self.mode == "eager" and self._copy is not self._main:
+                if not self._graphs and self._copy is not self._main:
                     out.record_stream(self._copy)
                 self._host_out[slot].copy_(out, non_blocking=True)
                 ticket.event = self._last_d2h = self._record(self._copy)
@@ -843,7 +869,7 @@ class StreamEngine:
             with torch.cuda.stream(xs), torch.cuda.stream(xm), self._stage(prof, stages, "peer_copy", xm):
                 staged = []
                 for name, t in pairs:
-                    if self.mode == "eager":
+                    if not self._graphs:
                         t.record_stream(copier)  # a fresh side-stream allocation, read here
                     staged.append(self._staged(name, t).copy_(t, non_blocking=True))
                 done = self._record(xm)
@@ -929,6 +955,8 @@ class StreamEngine:
         self._sync()
         self._steps.clear()
         self._pending.clear()
+        if self._fp8 is not None:
+            self._fp8.restore()  # before unfolding: some swapped layers sit inside folded ones
         if self.folded is not None and self._owns_folded:
             self.folded.unfold()
         self.folded = None
