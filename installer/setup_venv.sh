@@ -33,6 +33,9 @@ echo "stylecam: installing stylecam and its dependencies"
 # The constraints file pins what CI tested; torch is left as installed above.
 grep -v '^torch==' "$here/installer/constraints.txt" > "$venv/constraints.txt"
 "${pip[@]}" install -c "$venv/constraints.txt" -e "${here}[test]"
+# StreamDiffusion, only for the benchmark's peer rows (tests/test_bench_peer.py): without its
+# dependencies, which pin diffusers 0.24; the parts the bench uses run on stylecam's diffusers.
+"${pip[@]}" install -q --no-deps streamdiffusion==0.1.1
 # A stamp newer than pyproject.toml tells make the venv is current.
 touch "$venv/.stylecam-stamp"
 echo "stylecam: environment ready in $venv"
