@@ -47,20 +47,27 @@ OpenCV calls. No float64, no Python loops over pixels, no Qt, no torch.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
-#: Longer side of the grey thumbnails the flows are computed on.
+#: Longer side of the grey thumbnails the flows are computed on. (160 px would cost a third, but
+#: DIS's ultrafast preset estimates at a quarter of that: toon's flicker on the bundled clip went
+#: from 0.86 to 1.06, and ghosts appeared beside a moving object: docs/quality.md.)
 FLOW_SIDE = 256
 #: Longer side of the change test (the input's luma, the warped luma of the state, the trust):
 #: a style that mixes larger pictures (sketch draws at 960x540 for 720p) gets the weight scaled up.
 TEST_SIDE = 640
-#: Forward-backward consistency (Sundaram et al.): |f + b|^2 < A * (|f|^2 + |b|^2) + B, thumb px.
+#: The flow is trusted where the previous thumbnail, moved along it, is within this many grey
+#: levels of this one (5x5 mean), one thumbnail pixel in from where it is not.
+TRUST_LEVELS = 10
+#: Forward-backward consistency (Sundaram et al.; the quality metric's occlusion mask):
+#: |f + b|^2 < A * (|f|^2 + |b|^2) + B, in pixels.
 FB_ALPHA = 0.01
 FB_BETA = 0.5
-#: A pair is a scene cut when fewer than this share of thumbnail pixels have a consistent flow…
+#: A pair is a scene cut when fewer than this share of thumbnail pixels have a trusted flow…
 CUT_CONSISTENT = 0.35
 #: …or when the input, moved along the flow, still differs by this many grey levels on average.
 CUT_ERROR = 28.0
@@ -68,6 +75,8 @@ CUT_ERROR = 28.0
 SNAP_LEVELS = 1.0
 #: Texture anchors start afresh where the frame differs from the moved one by this (grey levels).
 ANCHOR_RESET = 12.0
+PHOTOMETRIC = True
+TRUST_LEVELS = 12
 #: Modes of mixing the previous output in.
 MODES = ("blend", "hold")
 
@@ -156,6 +165,17 @@ def _resize(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return cv2.resize(img, size, interpolation=cv2.INTER_AREA)
 
 
+def _thumb(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """``img`` shrunk to ``size``: halved by area while still twice as large (OpenCV's fast path
+    for exact factors), then one linear step of less than 2 (INTER_AREA by a factor like 2.5
+    costs ten times as much, 0.2 ms from 640x360 to 256x144)."""
+    while img.shape[1] >= 2 * size[0] and img.shape[0] >= 2 * size[1]:
+        img = cv2.resize(img, (img.shape[1] // 2, img.shape[0] // 2), interpolation=cv2.INTER_AREA)
+    if (img.shape[1], img.shape[0]) == size:
+        return img
+    return cv2.resize(img, size, interpolation=cv2.INTER_LINEAR)
+
+
 def flows(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(backward, forward) DIS flows between grey images ``a`` (earlier) and ``b`` (later):
     ``backward[y, x]`` is where pixel (x, y) of ``b`` was in ``a``; ``forward`` the reverse."""
@@ -213,7 +233,8 @@ def warp_maps(flow: np.ndarray, w: int, h: int) -> np.ndarray:
     return cv2.add(_grid2(w, h), flow)
 
 
-def _snap_still(a: np.ndarray, b: np.ndarray, back: np.ndarray, moved: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _snap_still(a: np.ndarray, b: np.ndarray, back: np.ndarray,
+                moved: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The backward flow with the sub-pixel jitter of still areas removed, and where textures
     must be laid anew (``moved``: ``a`` warped along ``back``).
 
@@ -228,12 +249,11 @@ def _snap_still(a: np.ndarray, b: np.ndarray, back: np.ndarray, moved: np.ndarra
     # (uint8 box blurs round to whole levels; SNAP_LEVELS = 1 keeps the test as it was in float.)
     # No limit on the flow's size: DIS smears a moving object's motion over the still background
     # behind it, and warping that background along it would drag its texture (a ghost).
-    still = cv2.compare(e_still, cv2.add(e_moved, SNAP_LEVELS), cv2.CMP_LE)
-    out = back.copy()
-    out[still > 0] = 0.0
+    moving = cv2.compare(e_still, cv2.add(e_moved, SNAP_LEVELS), cv2.CMP_GT)
+    out = cv2.bitwise_and(back, back, mask=moving)  # (zero where still)
     # Where even the moved frame does not match (an object arrived or left), nothing on the
     # picture continues: textures are laid anew there.
-    return out, cv2.min(e_still, e_moved) > ANCHOR_RESET
+    return out, cv2.min(e_still, e_moved) > ANCHOR_RESET, e_moved
 
 
 def scene_cut(prev: np.ndarray, image: np.ndarray) -> tuple[bool, float, float]:
@@ -307,21 +327,25 @@ class Stabilizer:
         ts = thumb_size(w, h)
         small = _resize(luma, test_size(*mix))
         # The thumbnail from the smaller image that is still at least its size (cheaper).
-        thumb = _resize(small if small.shape[0] >= ts[1] and small.shape[1] >= ts[0] else luma, ts)
-        return View((w, h), mix, small, thumb)
+        return View((w, h), mix, small, _thumb(small if small.shape[0] >= ts[1] and small.shape[1] >= ts[0] else luma, ts))
 
     def motion(self, prev: View | None, view: View) -> Motion:
         """How ``view``'s frame moved from ``prev``'s (None: there is none, start afresh)."""
         if prev is None or prev.size != view.size or prev.mix != view.mix or not self.steadiness.on:
             return Motion(view, cut=True)
         a, b = prev.thumb, view.thumb
-        back, fwd = flows(a, b)
-        ok = consistency(back, fwd)
+        # One flow; the photometric test stands for the forward-backward one (Sundaram et al.
+        # 2010), at half the cost: where the previous thumbnail moved along the flow does not
+        # match this one (occlusion, disocclusion, a flow gone wrong), the flow is not trusted.
+        back = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST).calc(b, a, None)
         moved = _along(a, back)
-        share, err = float(cv2.countNonZero(ok.view(np.uint8))) / ok.size, float(cv2.mean(cv2.absdiff(moved, b))[0])
+        err = float(cv2.mean(cv2.absdiff(moved, b))[0])
+        snapped, fresh, e_moved = _snap_still(a, b, back, moved)
+        ok = cv2.erode(cv2.compare(e_moved, TRUST_LEVELS, cv2.CMP_LE), _K3) > 0
+        share = float(cv2.countNonZero(ok.view(np.uint8))) / ok.size
         if share < CUT_CONSISTENT or err > CUT_ERROR:
             return Motion(view, cut=True, consistent=share, error=err, flow=back)
-        back, fresh = _snap_still(a, b, back, moved)
+        back = snapped
         fresh |= ~ok
         mw, mh = view.mix
         tw, th = view.test
@@ -360,47 +384,137 @@ class Stabilizer:
     def apply(self, picture: np.ndarray, motion: Motion) -> np.ndarray:
         """The stabilized picture for ``picture`` (painted from the input ``motion`` was made for,
         at its mix size)."""
+        mixing = self.begin(picture, motion)
+        mixing.help()
+        return mixing.result()
+
+    def begin(self, picture: np.ndarray, motion: Motion, parts: int = 1) -> Mixing:
+        """:meth:`apply` cut into ``parts`` bands of rows that any threads may run
+        (:meth:`Mixing.help`), so that the one step that must wait for the frame before is
+        shared by the workers instead of leaving all but one idle. Call in frame order, each
+        once the previous frame's :class:`Mixing` is done."""
+        return Mixing(self, picture, motion, parts)
+
+    def _weight(self, ref: np.ndarray, luma: np.ndarray, trust: np.ndarray, mix_w: int) -> np.ndarray:
+        """uint8 weight of the past (255 = all of it) from the warped luma of the state, this
+        frame's and the flow's trust: the change's ramp times the trust."""
         s = self.steadiness
+        change = cv2.absdiff(ref, luma)
+        if s.reach:  # (the reach is in mix pixels; the test may be smaller)
+            r = max(1, round(s.reach * ref.shape[1] / mix_w))
+            change = cv2.dilate(change, _square(r))
+        return cv2.multiply(cv2.LUT(change, _weight_lut(s.strength, s.mode, s.threshold)), trust, scale=1.0 / 255.0)
+
+
+class Mixing:
+    """One frame's mix with the stabilizer's state, in bands of rows (:meth:`Stabilizer.begin`).
+
+    The state's warp and the blend are per pixel, so bands are independent: each reads the whole
+    previous state and writes its own rows of the new one. Where the state is one packed RGBA
+    plane (RGB + the luma it stands for) a band also does its own change test; otherwise the
+    luma plane and the weight are mixed whole when the mixing begins (at the test size: small),
+    and the bands share the picture. Thread-safe: ``help`` claims bands until none is left; the
+    thread that ends the last one stores the new state. ``result`` waits for every band."""
+
+    def __init__(self, stab: Stabilizer, picture: np.ndarray, motion: Motion, parts: int = 1):
         mw, mh = motion.view.mix
         if picture.shape[:2] != (mh, mw):
             raise ValueError(f"the picture to steady is {picture.shape[1]}x{picture.shape[0]}, "
                              f"not the {mw}x{mh} its motion was measured for")
+        self._stab, self._picture, self._motion = stab, picture, motion
+        self._lock = threading.Lock()
+        self._done = threading.Event()
+        self._next = 0
+        self._error: BaseException | None = None
         new = _planes(picture, motion.view.luma)
-        if motion.cut or self._state is None or not s.on or [p.shape for p in self._state] != [p.shape for p in new]:
-            if motion.cut and self._state is not None:
-                self.cuts += 1
-            self._state = new
-            return picture
-        self._state = self._mix(new, motion)
-        return _picture(self._state, picture)
+        state = stab._state
+        if motion.cut or state is None or not stab.steadiness.on or [p.shape for p in state] != [p.shape for p in new]:
+            if motion.cut and state is not None:
+                stab.cuts += 1
+            stab._state = new
+            self._out = None
+            self._bands: list[tuple[int, int]] = []
+            self._left = 0
+            self._done.set()
+            return
+        self._new = new
+        self._out = [np.empty_like(p) for p in new]
+        self._packed = len(new) == 1  # RGB + luma in one plane, all at the mix (= test) size
+        self._weight = None
+        if not self._packed:
+            ref = cv2.remap(state[1], motion.maps_test, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+            weight = stab._weight(ref, motion.view.luma, motion.trust, mw)
+            self._out[1] = _blend(ref, new[1], weight)
+            if weight.shape != (mh, mw):
+                weight = cv2.resize(weight, (mw, mh), interpolation=cv2.INTER_LINEAR)
+            self._weight = weight
+        parts = max(1, min(int(parts), mh))
+        self._bands = [(mh * k // parts, mh * (k + 1) // parts) for k in range(parts)]
+        self._left = parts
 
-    def _mix(self, new: list[np.ndarray], motion: Motion) -> list[np.ndarray]:
-        s = self.steadiness
-        packed = len(new) == 1  # RGB + luma in one plane, all at the mix (= test) size
-        warped = [cv2.remap(self._state[0], motion.maps, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)]
-        if packed:
-            ref = cv2.extractChannel(warped[0], 3)
+    def _run(self, band: tuple[int, int]) -> None:
+        r0, r1 = band
+        stab, motion = self._stab, self._motion
+        warped = cv2.remap(stab._state[0], motion.maps[r0:r1], None, cv2.INTER_LINEAR,
+                           borderMode=cv2.BORDER_REPLICATE)
+        if self._packed:
+            weight = stab._weight(cv2.extractChannel(warped, 3), motion.view.luma[r0:r1], motion.trust[r0:r1],
+                                  motion.view.mix[0])
         else:
-            ref = cv2.remap(self._state[1], motion.maps_test, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-            warped.append(ref)
-        change = cv2.absdiff(ref, motion.view.luma)
-        if s.reach:  # (the reach is in mix pixels; the test may be smaller)
-            r = max(1, round(s.reach * ref.shape[1] / new[0].shape[1]))
-            change = cv2.dilate(change, _square(r))
-        lut = _weight_lut(s.strength, s.mode, s.threshold)
-        weight = cv2.multiply(cv2.LUT(change, lut), motion.trust, scale=1.0 / (255.0 * 255.0), dtype=cv2.CV_32F)
-        other = cv2.subtract(1.0, weight)
-        if packed:
-            return [cv2.blendLinear(warped[0], new[0], weight, other)]
-        mixed_ref = cv2.blendLinear(ref, new[1], weight, other)
-        if weight.shape != new[0].shape[:2]:
-            mh, mw = new[0].shape[:2]
-            weight = cv2.resize(weight, (mw, mh), interpolation=cv2.INTER_LINEAR)
-            other = cv2.subtract(1.0, weight)
-        return [cv2.blendLinear(warped[0], new[0], weight, other), mixed_ref]
+            weight = self._weight[r0:r1]
+        self._out[0][r0:r1] = _blend(warped, self._new[0][r0:r1], weight)
+
+    def help(self) -> None:
+        """Run bands of this mix until none is left unclaimed (from any thread)."""
+        while True:
+            with self._lock:
+                if self._next >= len(self._bands) or self._error is not None:
+                    return
+                band = self._bands[self._next]
+                self._next += 1
+            try:
+                self._run(band)
+            except BaseException as e:
+                with self._lock:
+                    self._error = e
+                self._done.set()
+                raise
+            with self._lock:
+                self._left -= 1
+                last = self._left == 0
+            if last:
+                self._stab._state = self._out
+                self._done.set()
+
+    @property
+    def done(self) -> bool:
+        return self._done.is_set()
+
+    def wait(self) -> None:
+        self._done.wait()
+        if self._error is not None:
+            raise RuntimeError("a band of this frame's mix failed") from self._error
+
+    def result(self) -> np.ndarray:
+        """The stabilized picture (waits for every band)."""
+        self.wait()
+        return self._picture if self._out is None else _picture(self._out, self._picture)
 
 
 _K3 = np.ones((3, 3), np.uint8)
+
+
+def _blend(past: np.ndarray, new: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    """``past * w + new * (1 - w)`` per pixel, w = ``weight`` / 255, all uint8: three saturating
+    uint8 passes (each term rounded, so within one level of the exact blend) cost less than
+    half of cv2.blendLinear's float weights on a 4-channel picture."""
+    inv = cv2.bitwise_not(weight)  # 255 - w
+    if past.ndim == 3:
+        n = past.shape[2]
+        weight, inv = cv2.merge([weight] * n), cv2.merge([inv] * n)
+    return cv2.add(cv2.multiply(past, weight, scale=1.0 / 255.0), cv2.multiply(new, inv, scale=1.0 / 255.0))
+
+
 
 
 def _square(r: int) -> np.ndarray:
@@ -444,5 +558,5 @@ def _weight_lut(strength: float, mode: str, threshold: float) -> np.ndarray:
     return lut
 
 
-__all__ = ["FLOW_SIDE", "MODES", "Anchor", "Motion", "Stabilizer", "Steadiness", "View", "consistency", "flows",
+__all__ = ["FLOW_SIDE", "MODES", "Anchor", "Mixing", "Motion", "Stabilizer", "Steadiness", "View", "consistency", "flows",
            "grid", "scene_cut", "thumb_size", "warp_maps"]
