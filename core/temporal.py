@@ -189,18 +189,19 @@ def grid(w: int, h: int) -> tuple[np.ndarray, np.ndarray]:
     return xs, ys
 
 
-_GRIDS: dict[tuple[int, int], np.ndarray] = {}
+_GRIDS: dict[tuple[int, int, int, int], np.ndarray] = {}
 
 
-def _grid2(w: int, h: int) -> np.ndarray:
-    """The identity remap, float32 (h, w, 2), cached per size (read-only)."""
-    g = _GRIDS.get((w, h))
+def _grid2(w: int, h: int, x0: int = 0, y0: int = 0) -> np.ndarray:
+    """The identity remap (plus ``(x0, y0)``), float32 (h, w, 2), cached per size (read-only)."""
+    g = _GRIDS.get((w, h, x0, y0))
     if g is None:
         if len(_GRIDS) > 8:
             _GRIDS.clear()
-        g = np.dstack(grid(w, h))
+        xs, ys = grid(w, h)
+        g = np.dstack((xs + x0, ys + y0))
         g.setflags(write=False)
-        _GRIDS[(w, h)] = g
+        _GRIDS[(w, h, x0, y0)] = g
     return g
 
 
@@ -223,14 +224,15 @@ def consistency(backward: np.ndarray, forward: np.ndarray) -> np.ndarray:
     return err < cv2.addWeighted(mag, FB_ALPHA, mag, 0.0, FB_BETA)
 
 
-def warp_maps(flow: np.ndarray, w: int, h: int) -> np.ndarray:
+def warp_maps(flow: np.ndarray, w: int, h: int, origin: tuple[int, int] = (0, 0)) -> np.ndarray:
     """cv2.remap map (float32 (h, w, 2)) for pictures of (w, h) from a thumbnail backward flow
-    (upsampled, rescaled to the picture's pixels)."""
+    (upsampled, rescaled to the picture's pixels); ``origin``: where the picture's (0, 0) is in
+    the image read (a padded texture)."""
     fh, fw_ = flow.shape[:2]
     if (fw_, fh) != (w, h):
         # Rescaled on the thumbnail (few pixels), then upsampled.
         flow = cv2.resize(cv2.multiply(flow, (w / fw_, h / fh, 0.0, 0.0)), (w, h), interpolation=cv2.INTER_LINEAR)
-    return cv2.add(_grid2(w, h), flow)
+    return cv2.add(_grid2(w, h, *origin), flow)
 
 
 def _snap_still(a: np.ndarray, b: np.ndarray, back: np.ndarray,
@@ -273,7 +275,14 @@ class Anchor:
     screen. ``offset`` is the accumulated backward flow (thumbnail pixels) from the frame at which
     the texture was laid down; ``sample`` reads a texture of any size through it, wrapping at the
     edges (the textures are noise: a wrap seam does not show). The maps are built once per
-    texture size and frame."""
+    texture size and frame.
+
+    Speed: OpenCV's remap takes a slow path for every pixel it has to wrap, and once the camera
+    has panned most of them would be. So a texture is read from a copy of itself padded by half a
+    period on each side (two periods in all, cached), and the stabilizer keeps the offset's mean
+    within half a period (a whole period less changes nothing on a periodic texture): only
+    pixels that moved half a frame away from the rest still wrap (oil's two textures at 640x360:
+    1.4 ms -> 0.7 ms)."""
 
     def __init__(self, offset: np.ndarray):
         self.offset = offset
@@ -283,16 +292,37 @@ class Anchor:
         self._maps: dict[tuple[int, int], np.ndarray] = {}
 
     def maps(self, w: int, h: int) -> np.ndarray:
+        """remap maps into the padded (2w x 2h) copy of a (w, h) texture."""
         m = self._maps.get((w, h))
         if m is None:
-            m = self._maps[(w, h)] = warp_maps(self.offset, w, h)
+            m = self._maps[(w, h)] = warp_maps(self.offset, w, h, origin=(w // 2, h // 2))
         return m
 
     def sample(self, texture: np.ndarray) -> np.ndarray:
         if self.still:
             return texture
         h, w = texture.shape[:2]
-        return cv2.remap(texture, self.maps(w, h), None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_WRAP)
+        return cv2.remap(_padded(texture), self.maps(w, h), None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_WRAP)
+
+
+_PADDED: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+_PADDED_LOCK = threading.Lock()
+
+
+def _padded(texture: np.ndarray) -> np.ndarray:
+    """``texture`` tiled to twice its size, starting half a period in (cached per texture: the
+    styles' textures are cached read-only arrays)."""
+    with _PADDED_LOCK:
+        hit = _PADDED.get(id(texture))
+        if hit is not None and hit[0] is texture:
+            return hit[1]
+        h, w = texture.shape[:2]
+        padded = cv2.copyMakeBorder(texture, h // 2, h - h // 2, w // 2, w - w // 2, cv2.BORDER_WRAP)
+        padded.setflags(write=False)
+        if len(_PADDED) >= 16:
+            _PADDED.clear()
+        _PADDED[id(texture)] = (texture, padded)  # (the texture itself kept: its id stays its own)
+        return padded
 
 
 class Stabilizer:
@@ -373,8 +403,15 @@ class Stabilizer:
             self._offset = None if motion.flow is None else np.zeros_like(motion.flow)
             return None
         offset = cv2.add(_along(self._offset, motion.flow), motion.flow)
-        if motion.fresh is not None:
-            offset[motion.fresh] = 0.0
+        if motion.fresh is not None:  # (zero where fresh)
+            offset = cv2.bitwise_and(offset, offset, mask=cv2.bitwise_not(motion.fresh.view(np.uint8) * np.uint8(255)))
+        # A whole period (the thumbnail's size: textures span the frame) less, where the mean
+        # has drifted past half of one: the same texture, read from the fast part of its copy.
+        fh, fw = offset.shape[:2]
+        mx, my = cv2.mean(offset)[:2]
+        kx, ky = round(mx / fw), round(my / fh)
+        if kx or ky:
+            offset = cv2.subtract(offset, (kx * fw, ky * fh, 0.0, 0.0))
         self._offset = offset
         return Anchor(offset)
 
