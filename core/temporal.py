@@ -328,8 +328,13 @@ def _padded(texture: np.ndarray) -> np.ndarray:
 class Stabilizer:
     """Steadies one stream of stylized frames (see the module docstring for the contract)."""
 
-    def __init__(self, steadiness: Steadiness | None = None) -> None:
+    def __init__(self, steadiness: Steadiness | None = None, flow_side: int = FLOW_SIDE,
+                 flow_preset: int = cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST) -> None:
+        """``flow_side`` and ``flow_preset``: the thumbnails' longer side and the DIS preset (a
+        backend that spends far more per frame than the flow costs may ask for a finer one)."""
         self.steadiness = steadiness or Steadiness()
+        self.flow_side = flow_side
+        self.flow_preset = flow_preset
         self._state: list[np.ndarray] | None = None  # the last picture's planes + the luma it stands for
         self._offset: np.ndarray | None = None       # texture anchor of the last frame (thumbnail px)
         self.cuts = 0
@@ -347,14 +352,13 @@ class Stabilizer:
     # ----------------------------------------------------------------------------------------
     # Looking and motion: inputs only (thread-safe, no state)
 
-    @staticmethod
-    def look(image: np.ndarray, mix: tuple[int, int] | None = None) -> View:
+    def look(self, image: np.ndarray, mix: tuple[int, int] | None = None) -> View:
         """The :class:`View` of one RGB input frame; ``mix`` = (w, h) of the pictures that will be
         mixed (default: the frame's size)."""
         h, w = image.shape[:2]
         mix = mix or (w, h)
         luma = grey(image)
-        ts = thumb_size(w, h)
+        ts = thumb_size(w, h, self.flow_side)
         small = _resize(luma, test_size(*mix))
         # The thumbnail from the smaller image that is still at least its size (cheaper).
         return View((w, h), mix, small, _thumb(small if small.shape[0] >= ts[1] and small.shape[1] >= ts[0] else luma, ts))
@@ -367,7 +371,7 @@ class Stabilizer:
         # One flow; the photometric test stands for the forward-backward one (Sundaram et al.
         # 2010), at half the cost: where the previous thumbnail moved along the flow does not
         # match this one (occlusion, disocclusion, a flow gone wrong), the flow is not trusted.
-        back = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST).calc(b, a, None)
+        back = cv2.DISOpticalFlow_create(self.flow_preset).calc(b, a, None)
         moved = _along(a, back)
         err = float(cv2.mean(cv2.absdiff(moved, b))[0])
         snapped, fresh, e_moved = _snap_still(a, b, back, moved)
