@@ -496,12 +496,18 @@ class Mixing:
     def _run(self, band: tuple[int, int]) -> None:
         r0, r1 = band
         stab, motion = self._stab, self._motion
-        warped = cv2.remap(stab._state[0], motion.maps[r0:r1], None, cv2.INTER_LINEAR,
-                           borderMode=cv2.BORDER_REPLICATE)
         if self._packed:
-            weight = stab._weight(cv2.extractChannel(warped, 3), motion.view.luma[r0:r1], motion.trust[r0:r1],
-                                  motion.view.mix[0])
+            # The change test's reach looks that many rows past the band: warped with it, cut after.
+            h = motion.maps.shape[0]
+            a0, a1 = max(0, r0 - stab.steadiness.reach), min(h, r1 + stab.steadiness.reach)
+            warped = cv2.remap(stab._state[0], motion.maps[a0:a1], None, cv2.INTER_LINEAR,
+                               borderMode=cv2.BORDER_REPLICATE)
+            weight = stab._weight(cv2.extractChannel(warped, 3), motion.view.luma[a0:a1], motion.trust[a0:a1],
+                                  motion.view.mix[0])[r0 - a0:r1 - a0]
+            warped = warped[r0 - a0:r1 - a0]
         else:
+            warped = cv2.remap(stab._state[0], motion.maps[r0:r1], None, cv2.INTER_LINEAR,
+                               borderMode=cv2.BORDER_REPLICATE)
             weight = self._weight[r0:r1]
         self._out[0][r0:r1] = _blend(warped, self._new[0][r0:r1], weight)
 
