@@ -9,11 +9,12 @@ its worker threads, beside the painting):
    its working size, before it is scaled up — capped at :data:`TEST_SIDE`) and a grey thumbnail
    for the flow;
 2. ``Stabilizer.motion(prev_view, view)`` -> :class:`Motion`: the backward optical flow between
-   the two thumbnails (where each pixel of this frame was in the previous one), checked against
-   the forward flow, whether the pair is a scene cut, and the warp maps at the mix (and test) size;
+   the two thumbnails (where each pixel of this frame was in the previous one), where it can be
+   trusted, whether the pair is a scene cut, and the warp maps at the mix (and test) size;
 3. ``Stabilizer.apply(picture, motion)``, in frame order: warps the stabilizer's state (the last
    stabilized picture plus the input luma that picture stands for) along the flow and mixes it
-   with the new picture.
+   with the new picture. ``Stabilizer.begin(picture, motion, parts)`` is the same step cut into
+   bands of rows that several threads may share (:class:`Mixing`).
 
 ``prepare(prev_input, image, mix)`` does 1 and 2 in one call. Pictures are uint8, (h, w) or
 (h, w, 1 / 3 / 4), at the mix size; they keep their shape and order. The first frame, a frame after
@@ -22,12 +23,13 @@ painted.
 
 Where the previous picture is not used (per pixel, multiplied):
 
-* the forward and backward flows disagree (occlusion, disocclusion, flow failure): consistency
-  test of Sundaram et al. 2010 on the thumbnails;
+* the previous thumbnail, moved along the flow, does not match this one there (occlusion,
+  disocclusion, flow failure): a photometric consistency test on the thumbnails, which measured
+  as steady as the forward-backward test of Sundaram et al. 2010 at half the cost (one flow);
 * the input there changed since the picture it stands for was made (the warped luma of the state
   against this frame's): anything the flow got wrong — the background behind a moving object, a
   light switched on — is repainted at once instead of leaving a ghost;
-* the whole frame, at a scene cut (most of the flow inconsistent, or the warped previous input
+* the whole frame, at a scene cut (most of the flow untrusted, or the warped previous input
   far from this one).
 
 Two ways to mix, a style's choice (:class:`Steadiness`):
@@ -39,10 +41,11 @@ Two ways to mix, a style's choice (:class:`Steadiness`):
            one once it leaves that band. (The classic toon blends its quantized picture and
            snaps it to the palette after the upscale, which measured steadier: docs/quality.md.)
 
-Cost. Flows are OpenCV DIS (ultrafast preset) on grey thumbnails with a longer side of
-:data:`FLOW_SIDE`; everything else works at the mix size, which a style keeps small (oil mixes
-at 640x360 for a 720p frame), or the test size: a remap and a blend per plane, one pass each, in
-OpenCV calls. No float64, no Python loops over pixels, no Qt, no torch.
+Cost. One OpenCV DIS flow (ultrafast preset) on grey thumbnails with a longer side of
+:data:`FLOW_SIDE` (a backend may ask for a finer one); everything else works at the mix size,
+which a style keeps small (oil mixes at 640x360 for a 720p frame), or the test size: a remap and
+a blend per plane, in OpenCV calls, the blend on uint8 weights. No float64, no Python loops over
+pixels, no Qt, no torch. docs/quality.md has each step's time.
 """
 
 from __future__ import annotations
@@ -75,8 +78,6 @@ CUT_ERROR = 28.0
 SNAP_LEVELS = 1.0
 #: Texture anchors start afresh where the frame differs from the moved one by this (grey levels).
 ANCHOR_RESET = 12.0
-PHOTOMETRIC = True
-TRUST_LEVELS = 12
 #: Modes of mixing the previous output in.
 MODES = ("blend", "hold")
 
@@ -90,12 +91,16 @@ class Steadiness:
     reach from the picture feature that makes them (a pencil line drawn beside an edge): a change
     of the input counts that far around it, so a line does not outlive the edge it was drawn for
     (at a disocclusion the flow can be wrong and the input still match, the mark would be moved
-    along with it)."""
+    along with it); ``hold`` (grey levels, 0 = off): where the scene stands still (no motion
+    found) and the input is within this of what the previous picture stands for, the previous
+    picture is kept whole (hysteresis), for styles that repaint differently at every frame
+    however little the input changed (the neural networks)."""
 
     strength: float = 0.0
     mode: str = "blend"
     threshold: float = 24.0
     reach: int = 0
+    hold: float = 0.0
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.strength < 1.0:
@@ -106,6 +111,8 @@ class Steadiness:
             raise ValueError(f"steadiness threshold must be > 0, got {self.threshold!r}")
         if not (isinstance(self.reach, int) and 0 <= self.reach <= 16):
             raise ValueError(f"steadiness reach must be a whole number of pixels from 0 to 16, got {self.reach!r}")
+        if not 0.0 <= self.hold <= 32.0:
+            raise ValueError(f"steadiness hold must be from 0 to 32 grey levels, got {self.hold!r}")
 
     @property
     def on(self) -> bool:
@@ -135,6 +142,7 @@ class Motion:
     maps: np.ndarray | None = None   # cv2.remap map (backward flow) at the mix size, float32 (h, w, 2)
     maps_test: np.ndarray | None = None  # the same at the test size (the same array where equal)
     trust: np.ndarray | None = None  # flow consistency at the test size, uint8 (255 = consistent)
+    still: np.ndarray | None = None  # no motion found, at the test size, uint8 (255); only for ``hold``
     flow: np.ndarray | None = None   # the backward flow itself, thumbnail pixels
     fresh: np.ndarray | None = None  # bool, thumbnail: nothing continues here (texture anchors reset)
     consistent: float = 0.0          # share of thumbnail pixels with a consistent flow
@@ -255,7 +263,7 @@ def _snap_still(a: np.ndarray, b: np.ndarray, back: np.ndarray,
     out = cv2.bitwise_and(back, back, mask=moving)  # (zero where still)
     # Where even the moved frame does not match (an object arrived or left), nothing on the
     # picture continues: textures are laid anew there.
-    return out, cv2.min(e_still, e_moved) > ANCHOR_RESET, e_moved
+    return out, cv2.min(e_still, e_moved) > ANCHOR_RESET, e_moved, moving
 
 
 def scene_cut(prev: np.ndarray, image: np.ndarray) -> tuple[bool, float, float]:
@@ -335,6 +343,7 @@ class Stabilizer:
         self.steadiness = steadiness or Steadiness()
         self.flow_side = flow_side
         self.flow_preset = flow_preset
+        self.trust_levels = TRUST_LEVELS
         self._state: list[np.ndarray] | None = None  # the last picture's planes + the luma it stands for
         self._offset: np.ndarray | None = None       # texture anchor of the last frame (thumbnail px)
         self.cuts = 0
@@ -374,8 +383,8 @@ class Stabilizer:
         back = cv2.DISOpticalFlow_create(self.flow_preset).calc(b, a, None)
         moved = _along(a, back)
         err = float(cv2.mean(cv2.absdiff(moved, b))[0])
-        snapped, fresh, e_moved = _snap_still(a, b, back, moved)
-        ok = cv2.erode(cv2.compare(e_moved, TRUST_LEVELS, cv2.CMP_LE), _K3) > 0
+        snapped, fresh, e_moved, moving = _snap_still(a, b, back, moved)
+        ok = cv2.erode(cv2.compare(e_moved, self.trust_levels, cv2.CMP_LE), _K3) > 0
         share = float(cv2.countNonZero(ok.view(np.uint8))) / ok.size
         if share < CUT_CONSISTENT or err > CUT_ERROR:
             return Motion(view, cut=True, consistent=share, error=err, flow=back)
@@ -390,7 +399,11 @@ class Stabilizer:
         trust = cv2.erode(trust, _K3)
         maps = warp_maps(back, mw, mh)
         maps_test = maps if (tw, th) == (mw, mh) else warp_maps(back, tw, th)
-        return Motion(view, cut=False, maps=maps, maps_test=maps_test, trust=trust, consistent=share, error=err,
+        still = None
+        if self.steadiness.hold:  # (255 where no motion was found, one thumbnail pixel in from any)
+            still = cv2.resize(cv2.erode(cv2.bitwise_not(moving), _K3), (tw, th), interpolation=cv2.INTER_NEAREST)
+        return Motion(view, cut=False, maps=maps, maps_test=maps_test, trust=trust, still=still, consistent=share,
+                      error=err,
                       flow=back, fresh=fresh)
 
     def prepare(self, prev_input: np.ndarray | None, image: np.ndarray,
@@ -436,7 +449,8 @@ class Stabilizer:
         once the previous frame's :class:`Mixing` is done."""
         return Mixing(self, picture, motion, parts)
 
-    def _weight(self, ref: np.ndarray, luma: np.ndarray, trust: np.ndarray, mix_w: int) -> np.ndarray:
+    def _weight(self, ref: np.ndarray, luma: np.ndarray, trust: np.ndarray, mix_w: int,
+                still: np.ndarray | None = None) -> np.ndarray:
         """uint8 weight of the past (255 = all of it) from the warped luma of the state, this
         frame's and the flow's trust: the change's ramp times the trust."""
         s = self.steadiness
@@ -444,7 +458,10 @@ class Stabilizer:
         if s.reach:  # (the reach is in mix pixels; the test may be smaller)
             r = max(1, round(s.reach * ref.shape[1] / mix_w))
             change = cv2.dilate(change, _square(r))
-        return cv2.multiply(cv2.LUT(change, _weight_lut(s.strength, s.mode, s.threshold)), trust, scale=1.0 / 255.0)
+        weight = cv2.multiply(cv2.LUT(change, _weight_lut(s.strength, s.mode, s.threshold)), trust, scale=1.0 / 255.0)
+        if s.hold and still is not None:  # the past kept whole where still and hardly changed
+            weight = cv2.max(weight, cv2.bitwise_and(cv2.compare(change, s.hold, cv2.CMP_LT), still))
+        return weight
 
 
 class Mixing:
@@ -484,7 +501,7 @@ class Mixing:
         self._weight = None
         if not self._packed:
             ref = cv2.remap(state[1], motion.maps_test, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-            weight = stab._weight(ref, motion.view.luma, motion.trust, mw)
+            weight = stab._weight(ref, motion.view.luma, motion.trust, mw, motion.still)
             self._out[1] = _blend(ref, new[1], weight)
             if weight.shape != (mh, mw):
                 weight = cv2.resize(weight, (mw, mh), interpolation=cv2.INTER_LINEAR)
@@ -502,8 +519,9 @@ class Mixing:
             a0, a1 = max(0, r0 - stab.steadiness.reach), min(h, r1 + stab.steadiness.reach)
             warped = cv2.remap(stab._state[0], motion.maps[a0:a1], None, cv2.INTER_LINEAR,
                                borderMode=cv2.BORDER_REPLICATE)
+            still = None if motion.still is None else motion.still[a0:a1]
             weight = stab._weight(cv2.extractChannel(warped, 3), motion.view.luma[a0:a1], motion.trust[a0:a1],
-                                  motion.view.mix[0])[r0 - a0:r1 - a0]
+                                  motion.view.mix[0], still)[r0 - a0:r1 - a0]
             warped = warped[r0 - a0:r1 - a0]
         else:
             warped = cv2.remap(stab._state[0], motion.maps[r0:r1], None, cv2.INTER_LINEAR,

@@ -245,3 +245,24 @@ def test_neural_styles_meet_the_steadiness_bars_on_the_bundled_clip():
         on, off = got[True], got[False]
         assert on["flicker"] <= 1.5 and on["flicker"] < 0.67 * off["flicker"], (name, off, on)
         assert on["edges"] >= 0.5 and on["strength"] >= 6, (name, on)
+
+
+def test_texture_keeps_the_networks_own_fine_texture(frames):
+    """``texture = 1`` is the network's picture scaled up as it is; the default takes the fine
+    structure from the frame; values outside 0-1 are refused in the user's terms."""
+    frame = frames[1]
+
+    def paint(params):
+        be = neural.NeuralBackend(steady=False)
+        be.set_style(make_style({"name": "t", "backend": "neural", "params": params}))
+        return be, be.process([frame])[0]
+
+    be, full = paint({"style": "stained-glass", "texture": 1})
+    painted, _ = be._paint_small([frame])
+    assert np.array_equal(full, cv2.resize(painted[0], (256, 256), interpolation=cv2.INTER_CUBIC))
+    _, default = paint({"style": "stained-glass"})
+    _, half = paint({"style": "stained-glass", "texture": 0.5})
+    assert np.abs(default.astype(np.int16) - full).mean() > 5
+    assert 0 < np.abs(half.astype(np.int16) - full).mean() < np.abs(default.astype(np.int16) - full).mean()
+    with pytest.raises(StyleError, match="'texture' must be a number from 0 to 1"):
+        make_style({"name": "t", "backend": "neural", "params": {"style": 1, "texture": 2}})

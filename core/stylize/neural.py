@@ -42,6 +42,10 @@ from .params import NEURAL_DEFAULT_SIDE, NEURAL_STYLES, validate_neural
 #: frame), so the previous picture is blended in strongly (0.95 by default) over a wide ramp.
 STEADY_MODE = ("blend", 48.0)
 DEFAULT_STEADY = 0.95
+#: …and where the scene stands still, the previous picture is kept whole while the input stays
+#: within STEADY_HOLD grey levels of it: a network repaints a still wall differently at every
+#: frame (40 levels apart on *bikes*), which a blend only divides by twenty.
+STEADY_HOLD = 8.0
 #: The stabilizer's flow for the neural styles: finer than the classic styles' (DIS "fast" on
 #: thumbnails of up to 512 px, about 1.5 ms at 720p against a network's 30 ms): a network's
 #: high-contrast texture shows every fraction of a pixel the previous picture is moved wrong.
@@ -54,7 +58,7 @@ FLOW_PRESET = cv2.DISOPTICAL_FLOW_PRESET_FAST
 #: the network's colours and large strokes and takes its fine structure from the camera's
 #: picture, which moves exactly as the scene does: the network's fine texture, repainted
 #: differently on every frame, was most of what flickered (docs/quality.md).
-GUIDE_RADIUS = 8
+GUIDE_RADIUS = 12
 GUIDE_EPS = 0.01
 #: Side of the square picture the style predictor looks at (the ONNX file's input).
 PREDICT_SIDE = 256
@@ -321,6 +325,12 @@ def guided_up(picture: np.ndarray, guide_small: np.ndarray, guide: np.ndarray, r
     return cv2.convertScaleAbs(cv2.max(out, 0.0))
 
 
+def _up(img: np.ndarray, h: int, w: int) -> np.ndarray:
+    if img.shape[:2] == (h, w):
+        return img
+    return cv2.resize(img, (w, h), interpolation=cv2.INTER_CUBIC)
+
+
 def guide_radius(work_short: int) -> int:
     return max(1, round(GUIDE_RADIUS * work_short / NEURAL_DEFAULT_SIDE))
 
@@ -354,6 +364,7 @@ class NeuralBackend(Backend):
         self.stabilizer = Stabilizer(flow_side=FLOW_SIDE, flow_preset=FLOW_PRESET)
         self._run = None
         self._side = NEURAL_DEFAULT_SIDE
+        self._texture = 0.0
         self._last_view = None
 
     def reset_temporal(self) -> None:
@@ -365,6 +376,7 @@ class NeuralBackend(Backend):
             raise BackendError(f"style {style.name!r} is for the {style.backend!r} backend, not 'neural'")
         params = validate_neural(dict(style.params))
         self._side = params.get("size", NEURAL_DEFAULT_SIDE)
+        self._texture = params.get("texture", 0.0)
         with torch.inference_mode():
             if "image" in params:
                 predictor = load("arbitrary_predict", self.device, self.model_dir)
@@ -377,7 +389,7 @@ class NeuralBackend(Backend):
                 weights = torch.from_numpy(style_weights(params, net.styles)).to(self.device)
                 self._run = lambda x: net(x, weights)
         strength = params.get("steady", DEFAULT_STEADY) if self.steady else 0.0
-        self.stabilizer.set_steadiness(Steadiness(strength, *STEADY_MODE))
+        self.stabilizer.set_steadiness(Steadiness(strength, *STEADY_MODE, hold=STEADY_HOLD))
         self.stabilizer.reset()
         self._last_view = None
 
@@ -397,12 +409,16 @@ class NeuralBackend(Backend):
         with torch.inference_mode():
             return from_batch(self._run(to_batch(small, self.device))), small
 
-    @staticmethod
-    def _finish(picture: np.ndarray, small: np.ndarray, image: np.ndarray) -> np.ndarray:
-        """The painting at the frame's size, its fine structure from the frame (:func:`guided_up`)."""
+    def _finish(self, picture: np.ndarray, small: np.ndarray, image: np.ndarray) -> np.ndarray:
+        """The painting at the frame's size, its fine structure from the frame (:func:`guided_up`)
+        but for the share of the network's own texture the style keeps (``texture``)."""
+        h, w = image.shape[:2]
+        radius = round(guide_radius(min(small.shape[:2])) * (1.0 - self._texture))
+        if radius < 1:
+            return _up(picture, h, w)
         grey = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
         grey_small = grey if small is image else cv2.cvtColor(small, cv2.COLOR_RGB2GRAY)
-        return guided_up(picture, grey_small, grey, guide_radius(min(small.shape[:2])))
+        return guided_up(picture, grey_small, grey, radius)
 
     def process(self, images: list[np.ndarray]) -> list[np.ndarray]:
         if not images:
