@@ -58,7 +58,7 @@ FLOW_PRESET = cv2.DISOPTICAL_FLOW_PRESET_FAST
 #: the network's colours and large strokes and takes its fine structure from the camera's
 #: picture, which moves exactly as the scene does: the network's fine texture, repainted
 #: differently on every frame, was most of what flickered (docs/quality.md).
-GUIDE_RADIUS = 12
+GUIDE_RADIUS = 13
 GUIDE_EPS = 0.01
 #: Side of the square picture the style predictor looks at (the ONNX file's input).
 PREDICT_SIDE = 256
