@@ -65,7 +65,7 @@ FLOW_SIDE = 256
 TEST_SIDE = 640
 #: The flow is trusted where the previous thumbnail, moved along it, is within this many grey
 #: levels of this one (5x5 mean), one thumbnail pixel in from where it is not.
-TRUST_LEVELS = 10
+TRUST_LEVELS = 11
 #: Forward-backward consistency (Sundaram et al.; the quality metric's occlusion mask):
 #: |f + b|^2 < A * (|f|^2 + |b|^2) + B, in pixels.
 FB_ALPHA = 0.01
