@@ -315,3 +315,36 @@ def test_the_stabilizer_keeps_anchor_offsets_within_half_a_period(swan):
     th, tw = anchor.offset.shape[:2]
     mx, my = cv2.mean(anchor.offset)[:2]
     assert abs(mx) <= tw / 2 + 1 and abs(my) <= th / 2 + 1
+
+
+def test_hold_keeps_a_still_scene_whole_and_lets_a_change_through(swan):
+    """``hold``: where nothing moves and the input stays within the hold of what the picture
+    stands for, the previous picture is kept exactly, however differently the style repainted it;
+    where the input changed by more, the new painting comes through."""
+    import cv2
+
+    rng = np.random.default_rng(6)
+    frame = swan[0]
+    held = Stabilizer(Steadiness(0.9, "blend", 48.0, hold=8.0))
+    blended = Stabilizer(Steadiness(0.9, "blend", 48.0))
+    prev = {}
+    outs = {id(held): [], id(blended): []}
+    for k in range(4):
+        img = frame.copy()
+        if k == 3:  # a bright patch appears
+            img[40:120, 40:120] = 250
+        picture = rng.integers(0, 256, frame.shape, dtype=np.uint8)  # repainted anew every frame
+        for stab in (held, blended):
+            view = stab.look(img)
+            motion = stab.motion(prev.get(id(stab)), view)
+            prev[id(stab)] = view
+            outs[id(stab)].append((stab.apply(picture, motion), picture))
+    h = outs[id(held)]
+    assert np.array_equal(h[1][0], h[0][0]) and np.array_equal(h[2][0], h[0][0])
+    b = outs[id(blended)]
+    assert not np.array_equal(b[1][0], b[0][0])
+    patch = (slice(50, 110), slice(50, 110))
+    assert np.abs(h[3][0][patch].astype(np.int16) - h[3][1][patch]).mean() < 2  # the change came through
+    assert np.array_equal(h[3][0][200:, 200:], h[0][0][200:, 200:])  # the rest held
+    with pytest.raises(ValueError, match="hold"):
+        Steadiness(0.5, hold=40.0)
