@@ -300,8 +300,8 @@ class Anchor:
     has panned most of them would be. So a texture is read from a copy of itself padded by half a
     period on each side (two periods in all, cached), and the stabilizer keeps the offset's mean
     within half a period (a whole period less changes nothing on a periodic texture): only
-    pixels that moved half a frame away from the rest still wrap (oil's two textures at 640x360:
-    1.4 ms -> 0.7 ms)."""
+    pixels that moved half a frame away from the rest still wrap (oil's stroke texture at 640x360
+    after a 300-px pan: 2.2 ms -> 0.4 ms)."""
 
     def __init__(self, offset: np.ndarray):
         self.offset = offset
