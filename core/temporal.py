@@ -381,7 +381,8 @@ class Stabilizer:
         ts = thumb_size(w, h, self.flow_side)
         small = _resize(luma, test_size(*mix))
         # The thumbnail from the smaller image that is still at least its size (cheaper).
-        return View((w, h), mix, small, _thumb(small if small.shape[0] >= ts[1] and small.shape[1] >= ts[0] else luma, ts))
+        source = small if small.shape[0] >= ts[1] and small.shape[1] >= ts[0] else luma
+        return View((w, h), mix, small, _thumb(source, ts))
 
     def motion(self, prev: View | None, view: View) -> Motion:
         """How ``view``'s frame moved from ``prev``'s (None: there is none, start afresh)."""
@@ -634,5 +635,5 @@ def _weight_lut(strength: float, mode: str, threshold: float) -> np.ndarray:
     return lut
 
 
-__all__ = ["FLOW_SIDE", "MODES", "Anchor", "Mixing", "Motion", "Stabilizer", "Steadiness", "View", "consistency", "flows",
-           "grid", "scene_cut", "thumb_size", "warp_maps"]
+__all__ = ["FLOW_SIDE", "MODES", "Anchor", "Mixing", "Motion", "Stabilizer", "Steadiness", "View", "consistency",
+           "flows", "grid", "scene_cut", "thumb_size", "warp_maps"]

@@ -250,7 +250,8 @@ def test_a_mix_in_bands_from_several_threads_equals_the_whole_mix(swan):
         whole, banded = Stabilizer(Steadiness(0.8, "blend", 24.0, 2)), Stabilizer(Steadiness(0.8, "blend", 24.0, 2))
         prev = None
         for img in swan[:6]:
-            picture = cv2.resize(img, mix) if len(shape) == 3 else cv2.resize(cv2.cvtColor(img, cv2.COLOR_RGB2GRAY), mix)
+            grey = cv2.cvtColor(img, cv2.COLOR_RGB2GRAY)
+            picture = cv2.resize(img, mix) if len(shape) == 3 else cv2.resize(grey, mix)
             view = whole.look(img, mix)
             motion = whole.motion(prev, view)
             prev = view
@@ -292,7 +293,8 @@ def test_anchored_textures_read_from_the_padded_copy_equal_a_wrapped_read():
     for shift in ((0.3, -0.7), (25.5, 9.25), (-70.0, 40.0), (130.0, -75.0)):  # up to two periods away
         offset = np.dstack([shift[0] + 0.05 * xx, shift[1] - 0.03 * yy]).astype(np.float32)
         got = Anchor(offset).sample(texture)
-        flow = cv2.resize(cv2.multiply(offset, (160 / tw, 90 / th, 0.0, 0.0)), (160, 90), interpolation=cv2.INTER_LINEAR)
+        flow = cv2.resize(cv2.multiply(offset, (160 / tw, 90 / th, 0.0, 0.0)), (160, 90),
+                          interpolation=cv2.INTER_LINEAR)
         want = cv2.remap(texture, cv2.add(_grid2(160, 90), flow), None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_WRAP)
         assert np.abs(got.astype(np.int16) - want).max() <= 1, shift
 
@@ -321,8 +323,6 @@ def test_hold_keeps_a_still_scene_whole_and_lets_a_change_through(swan):
     """``hold``: where nothing moves and the input stays within the hold of what the picture
     stands for, the previous picture is kept exactly, however differently the style repainted it;
     where the input changed by more, the new painting comes through."""
-    import cv2
-
     rng = np.random.default_rng(6)
     frame = swan[0]
     held = Stabilizer(Steadiness(0.9, "blend", 48.0, hold=8.0))
