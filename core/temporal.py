@@ -9,11 +9,12 @@ its worker threads, beside the painting):
    its working size, before it is scaled up — capped at :data:`TEST_SIDE`) and a grey thumbnail
    for the flow;
 2. ``Stabilizer.motion(prev_view, view)`` -> :class:`Motion`: the backward optical flow between
-   the two thumbnails (where each pixel of this frame was in the previous one), checked against
-   the forward flow, whether the pair is a scene cut, and the warp maps at the mix (and test) size;
+   the two thumbnails (where each pixel of this frame was in the previous one), where it can be
+   trusted, whether the pair is a scene cut, and the warp maps at the mix (and test) size;
 3. ``Stabilizer.apply(picture, motion)``, in frame order: warps the stabilizer's state (the last
    stabilized picture plus the input luma that picture stands for) along the flow and mixes it
-   with the new picture.
+   with the new picture. ``Stabilizer.begin(picture, motion, parts)`` is the same step cut into
+   bands of rows that several threads may share (:class:`Mixing`).
 
 ``prepare(prev_input, image, mix)`` does 1 and 2 in one call. Pictures are uint8, (h, w) or
 (h, w, 1 / 3 / 4), at the mix size; they keep their shape and order. The first frame, a frame after
@@ -22,12 +23,13 @@ painted.
 
 Where the previous picture is not used (per pixel, multiplied):
 
-* the forward and backward flows disagree (occlusion, disocclusion, flow failure): consistency
-  test of Sundaram et al. 2010 on the thumbnails;
+* the previous thumbnail, moved along the flow, does not match this one there (occlusion,
+  disocclusion, flow failure): a photometric consistency test on the thumbnails, which measured
+  as steady as the forward-backward test of Sundaram et al. 2010 at half the cost (one flow);
 * the input there changed since the picture it stands for was made (the warped luma of the state
   against this frame's): anything the flow got wrong — the background behind a moving object, a
   light switched on — is repainted at once instead of leaving a ghost;
-* the whole frame, at a scene cut (most of the flow inconsistent, or the warped previous input
+* the whole frame, at a scene cut (most of the flow untrusted, or the warped previous input
   far from this one).
 
 Two ways to mix, a style's choice (:class:`Steadiness`):
@@ -39,28 +41,36 @@ Two ways to mix, a style's choice (:class:`Steadiness`):
            one once it leaves that band. (The classic toon blends its quantized picture and
            snaps it to the palette after the upscale, which measured steadier: docs/quality.md.)
 
-Cost. Flows are OpenCV DIS (ultrafast preset) on grey thumbnails with a longer side of
-:data:`FLOW_SIDE`; everything else works at the mix size, which a style keeps small (oil mixes
-at 640x360 for a 720p frame), or the test size: a remap and a blend per plane, one pass each, in
-OpenCV calls. No float64, no Python loops over pixels, no Qt, no torch.
+Cost. One OpenCV DIS flow (ultrafast preset) on grey thumbnails with a longer side of
+:data:`FLOW_SIDE` (a backend may ask for a finer one); everything else works at the mix size,
+which a style keeps small (oil mixes at 640x360 for a 720p frame), or the test size: a remap and
+a blend per plane, in OpenCV calls, the blend on uint8 weights. No float64, no Python loops over
+pixels, no Qt, no torch. docs/quality.md has each step's time.
 """
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
-#: Longer side of the grey thumbnails the flows are computed on.
+#: Longer side of the grey thumbnails the flows are computed on. (160 px would cost a third, but
+#: DIS's ultrafast preset estimates at a quarter of that: toon's flicker on the bundled clip went
+#: from 0.86 to 1.06, and ghosts appeared beside a moving object: docs/quality.md.)
 FLOW_SIDE = 256
 #: Longer side of the change test (the input's luma, the warped luma of the state, the trust):
 #: a style that mixes larger pictures (sketch draws at 960x540 for 720p) gets the weight scaled up.
 TEST_SIDE = 640
-#: Forward-backward consistency (Sundaram et al.): |f + b|^2 < A * (|f|^2 + |b|^2) + B, thumb px.
+#: The flow is trusted where the previous thumbnail, moved along it, is within this many grey
+#: levels of this one (5x5 mean), one thumbnail pixel in from where it is not.
+TRUST_LEVELS = 11
+#: Forward-backward consistency (Sundaram et al.; the quality metric's occlusion mask):
+#: |f + b|^2 < A * (|f|^2 + |b|^2) + B, in pixels.
 FB_ALPHA = 0.01
 FB_BETA = 0.5
-#: A pair is a scene cut when fewer than this share of thumbnail pixels have a consistent flow…
+#: A pair is a scene cut when fewer than this share of thumbnail pixels have a trusted flow…
 CUT_CONSISTENT = 0.35
 #: …or when the input, moved along the flow, still differs by this many grey levels on average.
 CUT_ERROR = 28.0
@@ -81,12 +91,16 @@ class Steadiness:
     reach from the picture feature that makes them (a pencil line drawn beside an edge): a change
     of the input counts that far around it, so a line does not outlive the edge it was drawn for
     (at a disocclusion the flow can be wrong and the input still match, the mark would be moved
-    along with it)."""
+    along with it); ``hold`` (grey levels, 0 = off): where the scene stands still (no motion
+    found) and the input is within this of what the previous picture stands for, the previous
+    picture is kept whole (hysteresis), for styles that repaint differently at every frame
+    however little the input changed (the neural networks)."""
 
     strength: float = 0.0
     mode: str = "blend"
     threshold: float = 24.0
     reach: int = 0
+    hold: float = 0.0
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.strength < 1.0:
@@ -97,6 +111,8 @@ class Steadiness:
             raise ValueError(f"steadiness threshold must be > 0, got {self.threshold!r}")
         if not (isinstance(self.reach, int) and 0 <= self.reach <= 16):
             raise ValueError(f"steadiness reach must be a whole number of pixels from 0 to 16, got {self.reach!r}")
+        if not 0.0 <= self.hold <= 32.0:
+            raise ValueError(f"steadiness hold must be from 0 to 32 grey levels, got {self.hold!r}")
 
     @property
     def on(self) -> bool:
@@ -123,9 +139,10 @@ class Motion:
 
     view: View                       # this frame's
     cut: bool                        # a scene cut (or no previous frame): start afresh
-    maps: np.ndarray | None = None   # cv2.remap map (backward flow) at the mix size, float32 (h, w, 2)
-    maps_test: np.ndarray | None = None  # the same at the test size (the same array where equal)
+    maps: tuple | None = None        # cv2.remap maps (backward flow) at the mix size, fixed point (_fixed)
+    maps_test: tuple | None = None   # the same at the test size (the same arrays where equal)
     trust: np.ndarray | None = None  # flow consistency at the test size, uint8 (255 = consistent)
+    still: np.ndarray | None = None  # no motion found, at the test size, uint8 (255); only for ``hold``
     flow: np.ndarray | None = None   # the backward flow itself, thumbnail pixels
     fresh: np.ndarray | None = None  # bool, thumbnail: nothing continues here (texture anchors reset)
     consistent: float = 0.0          # share of thumbnail pixels with a consistent flow
@@ -156,6 +173,17 @@ def _resize(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return cv2.resize(img, size, interpolation=cv2.INTER_AREA)
 
 
+def _thumb(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """``img`` shrunk to ``size``: halved by area while still twice as large (OpenCV's fast path
+    for exact factors), then one linear step of less than 2 (INTER_AREA by a factor like 2.5
+    costs ten times as much, 0.2 ms from 640x360 to 256x144)."""
+    while img.shape[1] >= 2 * size[0] and img.shape[0] >= 2 * size[1]:
+        img = cv2.resize(img, (img.shape[1] // 2, img.shape[0] // 2), interpolation=cv2.INTER_AREA)
+    if (img.shape[1], img.shape[0]) == size:
+        return img
+    return cv2.resize(img, size, interpolation=cv2.INTER_LINEAR)
+
+
 def flows(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(backward, forward) DIS flows between grey images ``a`` (earlier) and ``b`` (later):
     ``backward[y, x]`` is where pixel (x, y) of ``b`` was in ``a``; ``forward`` the reverse."""
@@ -169,18 +197,19 @@ def grid(w: int, h: int) -> tuple[np.ndarray, np.ndarray]:
     return xs, ys
 
 
-_GRIDS: dict[tuple[int, int], np.ndarray] = {}
+_GRIDS: dict[tuple[int, int, int, int], np.ndarray] = {}
 
 
-def _grid2(w: int, h: int) -> np.ndarray:
-    """The identity remap, float32 (h, w, 2), cached per size (read-only)."""
-    g = _GRIDS.get((w, h))
+def _grid2(w: int, h: int, x0: int = 0, y0: int = 0) -> np.ndarray:
+    """The identity remap (plus ``(x0, y0)``), float32 (h, w, 2), cached per size (read-only)."""
+    g = _GRIDS.get((w, h, x0, y0))
     if g is None:
         if len(_GRIDS) > 8:
             _GRIDS.clear()
-        g = np.dstack(grid(w, h))
+        xs, ys = grid(w, h)
+        g = np.dstack((xs + x0, ys + y0))
         g.setflags(write=False)
-        _GRIDS[(w, h)] = g
+        _GRIDS[(w, h, x0, y0)] = g
     return g
 
 
@@ -203,17 +232,30 @@ def consistency(backward: np.ndarray, forward: np.ndarray) -> np.ndarray:
     return err < cv2.addWeighted(mag, FB_ALPHA, mag, 0.0, FB_BETA)
 
 
-def warp_maps(flow: np.ndarray, w: int, h: int) -> np.ndarray:
+def warp_maps(flow: np.ndarray, w: int, h: int, origin: tuple[int, int] = (0, 0)) -> np.ndarray:
     """cv2.remap map (float32 (h, w, 2)) for pictures of (w, h) from a thumbnail backward flow
-    (upsampled, rescaled to the picture's pixels)."""
+    (upsampled, rescaled to the picture's pixels); ``origin``: where the picture's (0, 0) is in
+    the image read (a padded texture)."""
     fh, fw_ = flow.shape[:2]
     if (fw_, fh) != (w, h):
         # Rescaled on the thumbnail (few pixels), then upsampled.
         flow = cv2.resize(cv2.multiply(flow, (w / fw_, h / fh, 0.0, 0.0)), (w, h), interpolation=cv2.INTER_LINEAR)
-    return cv2.add(_grid2(w, h), flow)
+    return cv2.add(_grid2(w, h, *origin), flow)
 
 
-def _snap_still(a: np.ndarray, b: np.ndarray, back: np.ndarray, moved: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _fixed(maps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Float remap maps as OpenCV's fixed-point pair (CV_16SC2 + interpolation table indices):
+    made once where a frame's maps are read by several remaps, and 6 bytes a pixel to read
+    instead of 8 (a 640x360 RGBA remap 0.69 -> 0.41 ms with a cold cache, 1/32 px steps)."""
+    return cv2.convertMaps(maps, None, cv2.CV_16SC2)
+
+
+def _rows(maps: tuple, r0: int, r1: int) -> tuple:
+    return maps[0][r0:r1], maps[1][r0:r1]
+
+
+def _snap_still(a: np.ndarray, b: np.ndarray, back: np.ndarray,
+                moved: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The backward flow with the sub-pixel jitter of still areas removed, and where textures
     must be laid anew (``moved``: ``a`` warped along ``back``).
 
@@ -228,12 +270,11 @@ def _snap_still(a: np.ndarray, b: np.ndarray, back: np.ndarray, moved: np.ndarra
     # (uint8 box blurs round to whole levels; SNAP_LEVELS = 1 keeps the test as it was in float.)
     # No limit on the flow's size: DIS smears a moving object's motion over the still background
     # behind it, and warping that background along it would drag its texture (a ghost).
-    still = cv2.compare(e_still, cv2.add(e_moved, SNAP_LEVELS), cv2.CMP_LE)
-    out = back.copy()
-    out[still > 0] = 0.0
+    moving = cv2.compare(e_still, cv2.add(e_moved, SNAP_LEVELS), cv2.CMP_GT)
+    out = cv2.bitwise_and(back, back, mask=moving)  # (zero where still)
     # Where even the moved frame does not match (an object arrived or left), nothing on the
     # picture continues: textures are laid anew there.
-    return out, cv2.min(e_still, e_moved) > ANCHOR_RESET
+    return out, cv2.min(e_still, e_moved) > ANCHOR_RESET, e_moved, moving
 
 
 def scene_cut(prev: np.ndarray, image: np.ndarray) -> tuple[bool, float, float]:
@@ -253,33 +294,67 @@ class Anchor:
     screen. ``offset`` is the accumulated backward flow (thumbnail pixels) from the frame at which
     the texture was laid down; ``sample`` reads a texture of any size through it, wrapping at the
     edges (the textures are noise: a wrap seam does not show). The maps are built once per
-    texture size and frame."""
+    texture size and frame.
+
+    Speed: OpenCV's remap takes a slow path for every pixel it has to wrap, and once the camera
+    has panned most of them would be. So a texture is read from a copy of itself padded by half a
+    period on each side (two periods in all, cached), and the stabilizer keeps the offset's mean
+    within half a period (a whole period less changes nothing on a periodic texture): only
+    pixels that moved half a frame away from the rest still wrap (oil's stroke texture at 640x360
+    after a 300-px pan: 2.2 ms -> 0.4 ms)."""
 
     def __init__(self, offset: np.ndarray):
         self.offset = offset
         # Nothing moved since the textures were laid (a still camera): read them where they are.
         # (Snapped flows are exact zeros, and so is everything accumulated from them.)
         self.still = not np.any(offset)
-        self._maps: dict[tuple[int, int], np.ndarray] = {}
+        self._maps: dict[tuple[int, int], tuple] = {}
 
-    def maps(self, w: int, h: int) -> np.ndarray:
+    def maps(self, w: int, h: int) -> tuple:
+        """remap maps (fixed point) into the padded (2w x 2h) copy of a (w, h) texture."""
         m = self._maps.get((w, h))
         if m is None:
-            m = self._maps[(w, h)] = warp_maps(self.offset, w, h)
+            m = self._maps[(w, h)] = _fixed(warp_maps(self.offset, w, h, origin=(w // 2, h // 2)))
         return m
 
     def sample(self, texture: np.ndarray) -> np.ndarray:
         if self.still:
             return texture
         h, w = texture.shape[:2]
-        return cv2.remap(texture, self.maps(w, h), None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_WRAP)
+        return cv2.remap(_padded(texture), *self.maps(w, h), cv2.INTER_LINEAR, borderMode=cv2.BORDER_WRAP)
+
+
+_PADDED: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+_PADDED_LOCK = threading.Lock()
+
+
+def _padded(texture: np.ndarray) -> np.ndarray:
+    """``texture`` tiled to twice its size, starting half a period in (cached per texture: the
+    styles' textures are cached read-only arrays)."""
+    with _PADDED_LOCK:
+        hit = _PADDED.get(id(texture))
+        if hit is not None and hit[0] is texture:
+            return hit[1]
+        h, w = texture.shape[:2]
+        padded = cv2.copyMakeBorder(texture, h // 2, h - h // 2, w // 2, w - w // 2, cv2.BORDER_WRAP)
+        padded.setflags(write=False)
+        if len(_PADDED) >= 16:
+            _PADDED.clear()
+        _PADDED[id(texture)] = (texture, padded)  # (the texture itself kept: its id stays its own)
+        return padded
 
 
 class Stabilizer:
     """Steadies one stream of stylized frames (see the module docstring for the contract)."""
 
-    def __init__(self, steadiness: Steadiness | None = None) -> None:
+    def __init__(self, steadiness: Steadiness | None = None, flow_side: int = FLOW_SIDE,
+                 flow_preset: int = cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST) -> None:
+        """``flow_side`` and ``flow_preset``: the thumbnails' longer side and the DIS preset (a
+        backend that spends far more per frame than the flow costs may ask for a finer one)."""
         self.steadiness = steadiness or Steadiness()
+        self.flow_side = flow_side
+        self.flow_preset = flow_preset
+        self.trust_levels = TRUST_LEVELS
         self._state: list[np.ndarray] | None = None  # the last picture's planes + the luma it stands for
         self._offset: np.ndarray | None = None       # texture anchor of the last frame (thumbnail px)
         self.cuts = 0
@@ -297,31 +372,35 @@ class Stabilizer:
     # ----------------------------------------------------------------------------------------
     # Looking and motion: inputs only (thread-safe, no state)
 
-    @staticmethod
-    def look(image: np.ndarray, mix: tuple[int, int] | None = None) -> View:
+    def look(self, image: np.ndarray, mix: tuple[int, int] | None = None) -> View:
         """The :class:`View` of one RGB input frame; ``mix`` = (w, h) of the pictures that will be
         mixed (default: the frame's size)."""
         h, w = image.shape[:2]
         mix = mix or (w, h)
         luma = grey(image)
-        ts = thumb_size(w, h)
+        ts = thumb_size(w, h, self.flow_side)
         small = _resize(luma, test_size(*mix))
         # The thumbnail from the smaller image that is still at least its size (cheaper).
-        thumb = _resize(small if small.shape[0] >= ts[1] and small.shape[1] >= ts[0] else luma, ts)
-        return View((w, h), mix, small, thumb)
+        source = small if small.shape[0] >= ts[1] and small.shape[1] >= ts[0] else luma
+        return View((w, h), mix, small, _thumb(source, ts))
 
     def motion(self, prev: View | None, view: View) -> Motion:
         """How ``view``'s frame moved from ``prev``'s (None: there is none, start afresh)."""
         if prev is None or prev.size != view.size or prev.mix != view.mix or not self.steadiness.on:
             return Motion(view, cut=True)
         a, b = prev.thumb, view.thumb
-        back, fwd = flows(a, b)
-        ok = consistency(back, fwd)
+        # One flow; the photometric test stands for the forward-backward one (Sundaram et al.
+        # 2010), at half the cost: where the previous thumbnail moved along the flow does not
+        # match this one (occlusion, disocclusion, a flow gone wrong), the flow is not trusted.
+        back = cv2.DISOpticalFlow_create(self.flow_preset).calc(b, a, None)
         moved = _along(a, back)
-        share, err = float(cv2.countNonZero(ok.view(np.uint8))) / ok.size, float(cv2.mean(cv2.absdiff(moved, b))[0])
+        err = float(cv2.mean(cv2.absdiff(moved, b))[0])
+        snapped, fresh, e_moved, moving = _snap_still(a, b, back, moved)
+        ok = cv2.erode(cv2.compare(e_moved, self.trust_levels, cv2.CMP_LE), _K3) > 0
+        share = float(cv2.countNonZero(ok.view(np.uint8))) / ok.size
         if share < CUT_CONSISTENT or err > CUT_ERROR:
             return Motion(view, cut=True, consistent=share, error=err, flow=back)
-        back, fresh = _snap_still(a, b, back, moved)
+        back = snapped
         fresh |= ~ok
         mw, mh = view.mix
         tw, th = view.test
@@ -330,9 +409,13 @@ class Stabilizer:
         if trust.shape != (th, tw):
             trust = cv2.resize(trust, (tw, th), interpolation=cv2.INTER_LINEAR)
         trust = cv2.erode(trust, _K3)
-        maps = warp_maps(back, mw, mh)
-        maps_test = maps if (tw, th) == (mw, mh) else warp_maps(back, tw, th)
-        return Motion(view, cut=False, maps=maps, maps_test=maps_test, trust=trust, consistent=share, error=err,
+        maps = _fixed(warp_maps(back, mw, mh))
+        maps_test = maps if (tw, th) == (mw, mh) else _fixed(warp_maps(back, tw, th))
+        still = None
+        if self.steadiness.hold:  # (255 where no motion was found, one thumbnail pixel in from any)
+            still = cv2.resize(cv2.erode(cv2.bitwise_not(moving), _K3), (tw, th), interpolation=cv2.INTER_NEAREST)
+        return Motion(view, cut=False, maps=maps, maps_test=maps_test, trust=trust, still=still, consistent=share,
+                      error=err,
                       flow=back, fresh=fresh)
 
     def prepare(self, prev_input: np.ndarray | None, image: np.ndarray,
@@ -349,8 +432,15 @@ class Stabilizer:
             self._offset = None if motion.flow is None else np.zeros_like(motion.flow)
             return None
         offset = cv2.add(_along(self._offset, motion.flow), motion.flow)
-        if motion.fresh is not None:
-            offset[motion.fresh] = 0.0
+        if motion.fresh is not None:  # (zero where fresh)
+            offset = cv2.bitwise_and(offset, offset, mask=cv2.bitwise_not(motion.fresh.view(np.uint8) * np.uint8(255)))
+        # A whole period (the thumbnail's size: textures span the frame) less, where the mean
+        # has drifted past half of one: the same texture, read from the fast part of its copy.
+        fh, fw = offset.shape[:2]
+        mx, my = cv2.mean(offset)[:2]
+        kx, ky = round(mx / fw), round(my / fh)
+        if kx or ky:
+            offset = cv2.subtract(offset, (kx * fw, ky * fh, 0.0, 0.0))
         self._offset = offset
         return Anchor(offset)
 
@@ -360,47 +450,148 @@ class Stabilizer:
     def apply(self, picture: np.ndarray, motion: Motion) -> np.ndarray:
         """The stabilized picture for ``picture`` (painted from the input ``motion`` was made for,
         at its mix size)."""
+        mixing = self.begin(picture, motion)
+        mixing.help()
+        return mixing.result()
+
+    def begin(self, picture: np.ndarray, motion: Motion, parts: int = 1) -> Mixing:
+        """:meth:`apply` cut into ``parts`` bands of rows that any threads may run
+        (:meth:`Mixing.help`), so that the one step that must wait for the frame before is
+        shared by the workers instead of leaving all but one idle. Call in frame order, each
+        once the previous frame's :class:`Mixing` is done."""
+        return Mixing(self, picture, motion, parts)
+
+    def _weight(self, ref: np.ndarray, luma: np.ndarray, trust: np.ndarray, mix_w: int,
+                still: np.ndarray | None = None) -> np.ndarray:
+        """uint8 weight of the past (255 = all of it) from the warped luma of the state, this
+        frame's and the flow's trust: the change's ramp times the trust."""
         s = self.steadiness
+        change = cv2.absdiff(ref, luma)
+        if s.reach:  # (the reach is in mix pixels; the test may be smaller)
+            r = max(1, round(s.reach * ref.shape[1] / mix_w))
+            change = cv2.dilate(change, _square(r))
+        weight = cv2.multiply(cv2.LUT(change, _weight_lut(s.strength, s.mode, s.threshold)), trust, scale=1.0 / 255.0)
+        if s.hold and still is not None:  # the past kept whole where still and hardly changed
+            weight = cv2.max(weight, cv2.bitwise_and(cv2.compare(change, s.hold, cv2.CMP_LT), still))
+        return weight
+
+
+class Mixing:
+    """One frame's mix with the stabilizer's state, in bands of rows (:meth:`Stabilizer.begin`).
+
+    The state's warp and the blend are per pixel, so bands are independent: each reads the whole
+    previous state and writes its own rows of the new one. Where the state is one packed RGBA
+    plane (RGB + the luma it stands for) a band also does its own change test; otherwise the
+    luma plane and the weight are mixed whole when the mixing begins (at the test size: small),
+    and the bands share the picture. Thread-safe: ``help`` claims bands until none is left; the
+    thread that ends the last one stores the new state. ``result`` waits for every band."""
+
+    def __init__(self, stab: Stabilizer, picture: np.ndarray, motion: Motion, parts: int = 1):
         mw, mh = motion.view.mix
         if picture.shape[:2] != (mh, mw):
             raise ValueError(f"the picture to steady is {picture.shape[1]}x{picture.shape[0]}, "
                              f"not the {mw}x{mh} its motion was measured for")
+        self._stab, self._picture, self._motion = stab, picture, motion
+        self._lock = threading.Lock()
+        self._done = threading.Event()
+        self._next = 0
+        self._error: BaseException | None = None
         new = _planes(picture, motion.view.luma)
-        if motion.cut or self._state is None or not s.on or [p.shape for p in self._state] != [p.shape for p in new]:
-            if motion.cut and self._state is not None:
-                self.cuts += 1
-            self._state = new
-            return picture
-        self._state = self._mix(new, motion)
-        return _picture(self._state, picture)
+        state = stab._state
+        if motion.cut or state is None or not stab.steadiness.on or [p.shape for p in state] != [p.shape for p in new]:
+            if motion.cut and state is not None:
+                stab.cuts += 1
+            stab._state = new
+            self._out = None
+            self._bands: list[tuple[int, int]] = []
+            self._left = 0
+            self._done.set()
+            return
+        self._new = new
+        self._out = [np.empty_like(p) for p in new]
+        self._packed = len(new) == 1  # RGB + luma in one plane, all at the mix (= test) size
+        self._weight = None
+        if not self._packed:
+            ref = cv2.remap(state[1], *motion.maps_test, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+            weight = stab._weight(ref, motion.view.luma, motion.trust, mw, motion.still)
+            self._out[1] = _blend(ref, new[1], weight)
+            if weight.shape != (mh, mw):
+                weight = cv2.resize(weight, (mw, mh), interpolation=cv2.INTER_LINEAR)
+            self._weight = weight
+        parts = max(1, min(int(parts), mh))
+        self._bands = [(mh * k // parts, mh * (k + 1) // parts) for k in range(parts)]
+        self._left = parts
 
-    def _mix(self, new: list[np.ndarray], motion: Motion) -> list[np.ndarray]:
-        s = self.steadiness
-        packed = len(new) == 1  # RGB + luma in one plane, all at the mix (= test) size
-        warped = [cv2.remap(self._state[0], motion.maps, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)]
-        if packed:
-            ref = cv2.extractChannel(warped[0], 3)
+    def _run(self, band: tuple[int, int]) -> None:
+        r0, r1 = band
+        stab, motion = self._stab, self._motion
+        if self._packed:
+            # The change test's reach looks that many rows past the band: warped with it, cut after.
+            h = motion.maps[0].shape[0]
+            a0, a1 = max(0, r0 - stab.steadiness.reach), min(h, r1 + stab.steadiness.reach)
+            warped = cv2.remap(stab._state[0], *_rows(motion.maps, a0, a1), cv2.INTER_LINEAR,
+                               borderMode=cv2.BORDER_REPLICATE)
+            still = None if motion.still is None else motion.still[a0:a1]
+            weight = stab._weight(cv2.extractChannel(warped, 3), motion.view.luma[a0:a1], motion.trust[a0:a1],
+                                  motion.view.mix[0], still)[r0 - a0:r1 - a0]
+            warped = warped[r0 - a0:r1 - a0]
         else:
-            ref = cv2.remap(self._state[1], motion.maps_test, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-            warped.append(ref)
-        change = cv2.absdiff(ref, motion.view.luma)
-        if s.reach:  # (the reach is in mix pixels; the test may be smaller)
-            r = max(1, round(s.reach * ref.shape[1] / new[0].shape[1]))
-            change = cv2.dilate(change, _square(r))
-        lut = _weight_lut(s.strength, s.mode, s.threshold)
-        weight = cv2.multiply(cv2.LUT(change, lut), motion.trust, scale=1.0 / (255.0 * 255.0), dtype=cv2.CV_32F)
-        other = cv2.subtract(1.0, weight)
-        if packed:
-            return [cv2.blendLinear(warped[0], new[0], weight, other)]
-        mixed_ref = cv2.blendLinear(ref, new[1], weight, other)
-        if weight.shape != new[0].shape[:2]:
-            mh, mw = new[0].shape[:2]
-            weight = cv2.resize(weight, (mw, mh), interpolation=cv2.INTER_LINEAR)
-            other = cv2.subtract(1.0, weight)
-        return [cv2.blendLinear(warped[0], new[0], weight, other), mixed_ref]
+            warped = cv2.remap(stab._state[0], *_rows(motion.maps, r0, r1), cv2.INTER_LINEAR,
+                               borderMode=cv2.BORDER_REPLICATE)
+            weight = self._weight[r0:r1]
+        self._out[0][r0:r1] = _blend(warped, self._new[0][r0:r1], weight)
+
+    def help(self) -> None:
+        """Run bands of this mix until none is left unclaimed (from any thread)."""
+        while True:
+            with self._lock:
+                if self._next >= len(self._bands) or self._error is not None:
+                    return
+                band = self._bands[self._next]
+                self._next += 1
+            try:
+                self._run(band)
+            except BaseException as e:
+                with self._lock:
+                    self._error = e
+                self._done.set()
+                raise
+            with self._lock:
+                self._left -= 1
+                last = self._left == 0
+            if last:
+                self._stab._state = self._out
+                self._done.set()
+
+    @property
+    def done(self) -> bool:
+        return self._done.is_set()
+
+    def wait(self) -> None:
+        self._done.wait()
+        if self._error is not None:
+            raise RuntimeError("a band of this frame's mix failed") from self._error
+
+    def result(self) -> np.ndarray:
+        """The stabilized picture (waits for every band)."""
+        self.wait()
+        return self._picture if self._out is None else _picture(self._out, self._picture)
 
 
 _K3 = np.ones((3, 3), np.uint8)
+
+
+def _blend(past: np.ndarray, new: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    """``past * w + new * (1 - w)`` per pixel, w = ``weight`` / 255, all uint8: three saturating
+    uint8 passes (each term rounded, so within one level of the exact blend) cost less than
+    half of cv2.blendLinear's float weights on a 4-channel picture."""
+    inv = cv2.bitwise_not(weight)  # 255 - w
+    if past.ndim == 3:
+        n = past.shape[2]
+        weight, inv = cv2.merge([weight] * n), cv2.merge([inv] * n)
+    return cv2.add(cv2.multiply(past, weight, scale=1.0 / 255.0), cv2.multiply(new, inv, scale=1.0 / 255.0))
+
+
 
 
 def _square(r: int) -> np.ndarray:
@@ -444,5 +635,5 @@ def _weight_lut(strength: float, mode: str, threshold: float) -> np.ndarray:
     return lut
 
 
-__all__ = ["FLOW_SIDE", "MODES", "Anchor", "Motion", "Stabilizer", "Steadiness", "View", "consistency", "flows",
-           "grid", "scene_cut", "thumb_size", "warp_maps"]
+__all__ = ["FLOW_SIDE", "MODES", "Anchor", "Mixing", "Motion", "Stabilizer", "Steadiness", "View", "consistency",
+           "flows", "grid", "scene_cut", "thumb_size", "warp_maps"]

@@ -236,3 +236,115 @@ def test_stabilizer_refuses_a_picture_of_another_size_and_a_bad_reach(swan):
         stab.apply(swan[0], motion)
     with pytest.raises(ValueError, match="reach"):
         Steadiness(0.5, "blend", 24.0, 40)
+
+
+def test_a_mix_in_bands_from_several_threads_equals_the_whole_mix(swan):
+    """Stabilizer.begin cuts the mix into bands of rows that any thread may run: three threads
+    on three bands give exactly what one apply gives, frame after frame (packed RGB and a grey
+    picture mixed at another size than its change test)."""
+    import threading
+
+    import cv2
+
+    for shape, mix in (((160, 160, 3), (160, 160)), ((240, 240), (240, 240))):
+        whole, banded = Stabilizer(Steadiness(0.8, "blend", 24.0, 2)), Stabilizer(Steadiness(0.8, "blend", 24.0, 2))
+        prev = None
+        for img in swan[:6]:
+            grey = cv2.cvtColor(img, cv2.COLOR_RGB2GRAY)
+            picture = cv2.resize(img, mix) if len(shape) == 3 else cv2.resize(grey, mix)
+            view = whole.look(img, mix)
+            motion = whole.motion(prev, view)
+            prev = view
+            expected = whole.apply(picture, motion)
+            mixing = banded.begin(picture, motion, parts=3)
+            threads = [threading.Thread(target=mixing.help) for _ in range(3)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            assert np.array_equal(mixing.result(), expected)
+        assert not np.array_equal(expected, picture)  # (the last frames were steadied)
+
+
+def test_the_uint8_blend_is_within_a_level_of_the_exact_one():
+    from stylecam.core.temporal import _blend
+
+    rng = np.random.default_rng(3)
+    past, new = rng.integers(0, 256, (64, 80, 4), dtype=np.uint8), rng.integers(0, 256, (64, 80, 4), dtype=np.uint8)
+    weight = rng.integers(0, 256, (64, 80), dtype=np.uint8)
+    w = weight[..., None] / 255.0
+    exact = past * w + new * (1 - w)
+    assert np.abs(_blend(past, new, weight) - exact).max() <= 1.0
+    assert np.array_equal(_blend(past, new, np.zeros((64, 80), np.uint8)), new)
+    assert np.array_equal(_blend(past, new, np.full((64, 80), 255, np.uint8)), past)
+
+
+def test_anchored_textures_read_from_the_padded_copy_equal_a_wrapped_read():
+    """Textures are read from a copy padded by half a period, with the offset moved by whole
+    periods: the same pixels as reading the texture itself with wrapping, wherever it went."""
+    import cv2
+
+    from stylecam.core.temporal import Anchor, _grid2
+
+    rng = np.random.default_rng(4)
+    texture = cv2.GaussianBlur(rng.integers(0, 256, (90, 160, 4), dtype=np.uint8), (0, 0), 1.0)
+    th, tw = 36, 64  # the thumbnail the offset is in
+    yy, xx = np.mgrid[0:th, 0:tw].astype(np.float32)
+    for shift in ((0.3, -0.7), (25.5, 9.25), (-70.0, 40.0), (130.0, -75.0)):  # up to two periods away
+        offset = np.dstack([shift[0] + 0.05 * xx, shift[1] - 0.03 * yy]).astype(np.float32)
+        got = Anchor(offset).sample(texture)
+        flow = cv2.resize(cv2.multiply(offset, (160 / tw, 90 / th, 0.0, 0.0)), (160, 90),
+                          interpolation=cv2.INTER_LINEAR)
+        want = cv2.remap(texture, cv2.add(_grid2(160, 90), flow), None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_WRAP)
+        assert np.abs(got.astype(np.int16) - want).max() <= 1, shift
+
+
+def test_the_stabilizer_keeps_anchor_offsets_within_half_a_period(swan):
+    """A long pan must not push the texture anchor ever further out (the slow wrapping path):
+    its mean stays within half a thumbnail of zero, and the texture it reads is unchanged."""
+    import cv2
+
+    stab = Stabilizer(Steadiness(0.7))
+    big = cv2.resize(swan[0], (640, 320))
+    prev = None
+    for k in range(30):  # the picture slides 9 px a frame to the left: 270 px in all
+        frame = np.ascontiguousarray(np.roll(big, -9 * k, axis=1)[:, :320])
+        view = stab.look(frame, (320, 320))
+        motion = stab.motion(prev, view)
+        prev = view
+        anchor = stab.anchor(motion)
+    assert anchor is not None and not motion.cut
+    th, tw = anchor.offset.shape[:2]
+    mx, my = cv2.mean(anchor.offset)[:2]
+    assert abs(mx) <= tw / 2 + 1 and abs(my) <= th / 2 + 1
+
+
+def test_hold_keeps_a_still_scene_whole_and_lets_a_change_through(swan):
+    """``hold``: where nothing moves and the input stays within the hold of what the picture
+    stands for, the previous picture is kept exactly, however differently the style repainted it;
+    where the input changed by more, the new painting comes through."""
+    rng = np.random.default_rng(6)
+    frame = swan[0]
+    held = Stabilizer(Steadiness(0.9, "blend", 48.0, hold=8.0))
+    blended = Stabilizer(Steadiness(0.9, "blend", 48.0))
+    prev = {}
+    outs = {id(held): [], id(blended): []}
+    for k in range(4):
+        img = frame.copy()
+        if k == 3:  # a bright patch appears
+            img[40:120, 40:120] = 250
+        picture = rng.integers(0, 256, frame.shape, dtype=np.uint8)  # repainted anew every frame
+        for stab in (held, blended):
+            view = stab.look(img)
+            motion = stab.motion(prev.get(id(stab)), view)
+            prev[id(stab)] = view
+            outs[id(stab)].append((stab.apply(picture, motion), picture))
+    h = outs[id(held)]
+    assert np.array_equal(h[1][0], h[0][0]) and np.array_equal(h[2][0], h[0][0])
+    b = outs[id(blended)]
+    assert not np.array_equal(b[1][0], b[0][0])
+    patch = (slice(50, 110), slice(50, 110))
+    assert np.abs(h[3][0][patch].astype(np.int16) - h[3][1][patch]).mean() < 2  # the change came through
+    assert np.array_equal(h[3][0][200:, 200:], h[0][0][200:, 200:])  # the rest held
+    with pytest.raises(ValueError, match="hold"):
+        Steadiness(0.5, hold=40.0)

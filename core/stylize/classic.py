@@ -773,9 +773,12 @@ class _Batch:
     where its textures sit (the anchor: a chain over the motions); its painting; the mix with
     the previous picture (the stabilizer's state: a chain over the frames); its finish. Only the
     two chains need the frame before, so each task waits at those two points for the previous
-    frame's step and runs everything else in parallel with the other frames: the serial part of
-    a batch is two short steps per frame, not a round per step. Tasks are started in frame order
-    (the pool takes them first in, first out), so a task only ever waits for one already
+    frame's step and runs everything else in parallel with the other frames. The mix, the longer
+    of the two, is cut into one band of rows per worker (``Stabilizer.begin``): the task of the
+    next frame, which has to wait for it anyway, runs a band instead of idling, and the task of
+    this frame runs a band of the next one's mix when that frame is already painted (bands of
+    one mix are independent; docs/quality.md has the cost it saves). Tasks are started in frame
+    order (the pool takes them first in, first out), so a task only ever waits for one already
     running. A failing frame still releases its followers, which then fail too.
     """
 
@@ -784,9 +787,11 @@ class _Batch:
         self.images = images
         n = len(images)
         self.views: list = [None] * n
+        self.mixings: list = [None] * n
         self.looked = [threading.Event() for _ in range(n)]
         self.anchored = [threading.Event() for _ in range(n)]
-        self.mixed = [threading.Event() for _ in range(n)]
+        self.painted = [threading.Event() for _ in range(n)]
+        self.begun = [threading.Event() for _ in range(n)]
         self.failed = False
 
     def _after(self, events: list[threading.Event], i: int) -> None:
@@ -795,9 +800,17 @@ class _Batch:
         if self.failed:
             raise BackendError("an earlier frame of this batch failed")
 
+    def _help(self, k: int) -> None:
+        """Run what is left of frame ``k``'s mix (once it has begun)."""
+        self.begun[k].wait()
+        if self.failed:
+            raise BackendError("an earlier frame of this batch failed")
+        self.mixings[k].help()
+
     def frame(self, i: int) -> np.ndarray:
         be, image = self.backend, self.images[i]
         stab, st, knobs = be.stabilizer, be._stages, be._knobs
+        n = len(self.images)
         try:
             shape = image.shape[:2]
             image = _pad(image)
@@ -809,17 +822,23 @@ class _Batch:
             anchor = stab.anchor(motion)
             self.anchored[i].set()
             picture = st.paint(image, anchor, **knobs)
-            self._after(self.mixed, i)
-            picture = stab.apply(picture, motion)
-            if i == len(self.images) - 1:
+            self.painted[i].set()
+            if i > 0:  # the frame before's mix: a band of it, then the rest of it done by others
+                self._help(i - 1)
+                self.mixings[i - 1].wait()
+            mixing = self.mixings[i] = stab.begin(picture, motion, parts=be.workers)
+            if i == n - 1:
                 be._last_view = view
-            self.mixed[i].set()
+            self.begun[i].set()
+            mixing.help()
+            picture = mixing.result()
+            if i + 1 < n and self.painted[i + 1].is_set():  # the next frame begins its mix now
+                self._help(i + 1)
             out = st.finish(picture, *image.shape[:2], anchor, **knobs)
             return out if out.shape[:2] == shape else np.ascontiguousarray(out[:shape[0], :shape[1]])
         except BaseException:
             self.failed = True
             raise
         finally:
-            for e in (self.looked[i], self.anchored[i], self.mixed[i]):
+            for e in (self.looked[i], self.anchored[i], self.painted[i], self.begun[i]):
                 e.set()
-

@@ -39,9 +39,27 @@ from .params import NEURAL_DEFAULT_SIDE, NEURAL_STYLES, validate_neural
 
 #: How the neural styles are steadied (see core/temporal.py): their textures are painted anew on
 #: every frame, and change with small changes of the input (the instance norms see the whole
-#: frame), so the previous picture is blended in strongly (0.9 by default) over a wide ramp.
+#: frame), so the previous picture is blended in strongly (0.95 by default) over a wide ramp.
 STEADY_MODE = ("blend", 48.0)
-DEFAULT_STEADY = 0.9
+DEFAULT_STEADY = 0.95
+#: …and where the scene stands still, the previous picture is kept whole while the input stays
+#: within STEADY_HOLD grey levels of it: a network repaints a still wall differently at every
+#: frame (40 levels apart on *bikes*), which a blend only divides by twenty.
+STEADY_HOLD = 8.0
+#: The stabilizer's flow for the neural styles: finer than the classic styles' (DIS "fast" on
+#: thumbnails of up to 512 px, about 1.5 ms at 720p against a network's 30 ms): a network's
+#: high-contrast texture shows every fraction of a pixel the previous picture is moved wrong.
+FLOW_SIDE = 512
+FLOW_PRESET = cv2.DISOPTICAL_FLOW_PRESET_FAST
+#: The picture is brought to the frame's size with a guided filter (He et al. 2010) whose guide
+#: is the frame's own luma: within windows of GUIDE_RADIUS px (at a working short side of 240,
+#: scaled with it) the output is a linear function of the input's luma fitted to the network's
+#: colours, with GUIDE_EPS (in [0, 1] units squared) as the regularizer. So the painting keeps
+#: the network's colours and large strokes and takes its fine structure from the camera's
+#: picture, which moves exactly as the scene does: the network's fine texture, repainted
+#: differently on every frame, was most of what flickered (docs/quality.md).
+GUIDE_RADIUS = 13
+GUIDE_EPS = 0.01
 #: Side of the square picture the style predictor looks at (the ONNX file's input).
 PREDICT_SIDE = 256
 
@@ -279,10 +297,42 @@ def from_batch(y: torch.Tensor) -> list[np.ndarray]:
     return list(out)
 
 
+def guided_up(picture: np.ndarray, guide_small: np.ndarray, guide: np.ndarray, radius: int,
+              eps: float = GUIDE_EPS) -> np.ndarray:
+    """``picture`` (RGB uint8, the size of ``guide_small``) at the size of ``guide`` (grey uint8),
+    through a fast guided filter: the per-window linear fit ``picture ~ a * guide_small + b``
+    (He et al. 2010, "Guided Image Filtering"), its coefficients smoothed, scaled up and applied
+    to the full-size guide. float32 throughout; OpenCV calls only."""
+    k = (2 * radius + 1, 2 * radius + 1)
+    g = guide_small.astype(np.float32) * (1.0 / 255.0)
+    p = picture.astype(np.float32) * (1.0 / 255.0)
+    g3 = cv2.cvtColor(g, cv2.COLOR_GRAY2RGB)
+    mean_g = cv2.blur(g, k, borderType=cv2.BORDER_REFLECT)
+    var_g = cv2.subtract(cv2.blur(cv2.multiply(g, g), k, borderType=cv2.BORDER_REFLECT), cv2.multiply(mean_g, mean_g))
+    mean_g3 = cv2.cvtColor(mean_g, cv2.COLOR_GRAY2RGB)
+    mean_p = cv2.blur(p, k, borderType=cv2.BORDER_REFLECT)
+    cov = cv2.subtract(cv2.blur(cv2.multiply(g3, p), k, borderType=cv2.BORDER_REFLECT), cv2.multiply(mean_g3, mean_p))
+    a = cv2.divide(cov, cv2.cvtColor(cv2.add(var_g, eps), cv2.COLOR_GRAY2RGB))
+    b = cv2.subtract(mean_p, cv2.multiply(a, mean_g3))
+    # (b in levels of 255 and a per level: the full-size step is one multiply-add on the guide.)
+    a = cv2.blur(a, k, borderType=cv2.BORDER_REFLECT)
+    b = cv2.blur(b, k, borderType=cv2.BORDER_REFLECT) * 255.0
+    h, w = guide.shape[:2]
+    if a.shape[:2] != (h, w):
+        a = cv2.resize(a, (w, h), interpolation=cv2.INTER_LINEAR)
+        b = cv2.resize(b, (w, h), interpolation=cv2.INTER_LINEAR)
+    out = cv2.add(cv2.multiply(a, cv2.cvtColor(guide, cv2.COLOR_GRAY2RGB), dtype=cv2.CV_32F), b)
+    return cv2.convertScaleAbs(cv2.max(out, 0.0))
+
+
 def _up(img: np.ndarray, h: int, w: int) -> np.ndarray:
     if img.shape[:2] == (h, w):
         return img
     return cv2.resize(img, (w, h), interpolation=cv2.INTER_CUBIC)
+
+
+def guide_radius(work_short: int) -> int:
+    return max(1, round(GUIDE_RADIUS * work_short / NEURAL_DEFAULT_SIDE))
 
 
 def work_size(w: int, h: int, side: int) -> tuple[int, int]:
@@ -311,9 +361,10 @@ class NeuralBackend(Backend):
         self.batch_size = 4 if self.device.type == "cuda" else 1
         self.steady = steady
         self.model_dir = model_dir
-        self.stabilizer = Stabilizer()
+        self.stabilizer = Stabilizer(flow_side=FLOW_SIDE, flow_preset=FLOW_PRESET)
         self._run = None
         self._side = NEURAL_DEFAULT_SIDE
+        self._texture = 0.0
         self._last_view = None
 
     def reset_temporal(self) -> None:
@@ -325,6 +376,7 @@ class NeuralBackend(Backend):
             raise BackendError(f"style {style.name!r} is for the {style.backend!r} backend, not 'neural'")
         params = validate_neural(dict(style.params))
         self._side = params.get("size", NEURAL_DEFAULT_SIDE)
+        self._texture = params.get("texture", 0.0)
         with torch.inference_mode():
             if "image" in params:
                 predictor = load("arbitrary_predict", self.device, self.model_dir)
@@ -337,32 +389,43 @@ class NeuralBackend(Backend):
                 weights = torch.from_numpy(style_weights(params, net.styles)).to(self.device)
                 self._run = lambda x: net(x, weights)
         strength = params.get("steady", DEFAULT_STEADY) if self.steady else 0.0
-        self.stabilizer.set_steadiness(Steadiness(strength, *STEADY_MODE))
+        self.stabilizer.set_steadiness(Steadiness(strength, *STEADY_MODE, hold=STEADY_HOLD))
         self.stabilizer.reset()
         self._last_view = None
 
     def paint(self, images: list[np.ndarray]) -> list[np.ndarray]:
         """The network's pictures for ``images`` (same sizes), without the stabilizer."""
-        h, w = images[0].shape[:2]
-        return [_up(o, h, w) for o in self._paint_small(images)]
+        painted, small = self._paint_small(images)
+        return [self._finish(p, s, i) for p, s, i in zip(painted, small, images)]
 
-    def _paint_small(self, images: list[np.ndarray]) -> list[np.ndarray]:
-        """The network's pictures at the working size, for frames of one size."""
+    def _paint_small(self, images: list[np.ndarray]) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """(the network's pictures, the frames it was given), at the working size, for frames of
+        one size."""
         if self._run is None:
             raise BackendError("NeuralBackend.process called before set_style")
         h, w = images[0].shape[:2]
         ww, wh = work_size(w, h, self._side)
         small = [cv2.resize(i, (ww, wh), interpolation=cv2.INTER_AREA) if (ww, wh) != (w, h) else i for i in images]
         with torch.inference_mode():
-            return from_batch(self._run(to_batch(small, self.device)))
+            return from_batch(self._run(to_batch(small, self.device))), small
+
+    def _finish(self, picture: np.ndarray, small: np.ndarray, image: np.ndarray) -> np.ndarray:
+        """The painting at the frame's size, its fine structure from the frame (:func:`guided_up`)
+        but for the share of the network's own texture the style keeps (``texture``)."""
+        h, w = image.shape[:2]
+        radius = round(guide_radius(min(small.shape[:2])) * (1.0 - self._texture))
+        if radius < 1:
+            return _up(picture, h, w)
+        grey = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
+        grey_small = grey if small is image else cv2.cvtColor(small, cv2.COLOR_RGB2GRAY)
+        return guided_up(picture, grey_small, grey, radius)
 
     def process(self, images: list[np.ndarray]) -> list[np.ndarray]:
         if not images:
             return []
         if len({i.shape for i in images}) > 1:  # a batch is one size; paint mixed sizes one by one
             return [o for i in images for o in self.process([i])]
-        h, w = images[0].shape[:2]
-        painted = self._paint_small(images)
+        painted, small = self._paint_small(images)
         # Steadied at the working size (a few times fewer pixels than the frame), then scaled up.
         mix = (painted[0].shape[1], painted[0].shape[0])
         stab = self.stabilizer
@@ -372,7 +435,7 @@ class NeuralBackend(Backend):
             if views:
                 motion = stab.motion(views[k - 1] if k else self._last_view, views[k])
                 picture = stab.apply(picture, motion)
-            out.append(_up(picture, h, w))
+            out.append(self._finish(picture, small[k], images[k]))
         self._last_view = views[-1] if views else None
         return out
 

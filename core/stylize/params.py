@@ -99,6 +99,8 @@ register_backend_params("diffusion", validate)
 # ``image``   instead of a built-in style: any picture (JPEG/PNG path) as the style
 # ``size``    the short side, in pixels, the network paints at (64-1080; the frame is scaled back)
 # ``steady``  temporal steadiness, as the classic styles' (0 = off, at most 0.95)
+# ``texture`` how much of the network's own fine texture to keep, 0-1 (default 0: its colours
+#             and strokes on the frame's own fine structure, the steadiest; 1: all of it)
 
 #: The 26 styles of multistyle26.onnx, in the file's order: (name, label). The file comes
 #: without names; these describe what each one paints (looked at on the bundled clip).
@@ -132,7 +134,7 @@ NEURAL_STYLES: tuple[tuple[str, str], ...] = (
 )
 #: Default working short side: measured to keep >= 15 fps on the 2-core CPU (docs/quality.md).
 NEURAL_DEFAULT_SIDE = 240
-_NEURAL_KEYS = ("style", "blend", "mix", "image", "size", "steady")
+_NEURAL_KEYS = ("style", "blend", "mix", "image", "size", "steady", "texture")
 
 
 def _style_index(value, key: str) -> int:
@@ -170,11 +172,12 @@ def validate_neural(params: dict) -> dict:
         n = out["size"]
         if isinstance(n, bool) or not isinstance(n, int) or not 64 <= n <= 1080:
             raise ValueError(f"'size' must be a whole number of pixels from 64 to 1080, got {n!r}")
-    if "steady" in out:
-        v = out["steady"]
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 0.95:
-            raise ValueError(f"'steady' must be a number from 0 to 0.95, got {v!r}")
-        out["steady"] = float(v)
+    for key, hi in (("steady", 0.95), ("texture", 1)):
+        if key in out:
+            v = out[key]
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= hi:
+                raise ValueError(f"{key!r} must be a number from 0 to {hi}, got {v!r}")
+            out[key] = float(v)
     return out
 
 
