@@ -38,10 +38,10 @@ def texture(size=SIZE, seed: int = 7) -> np.ndarray:
     return 0.55 + 0.45 * noise
 
 
-def tinted(rgb: tuple[int, int, int], count: int = COUNT, seed: int = 0) -> list[np.ndarray]:
+def tinted(rgb: tuple[int, int, int], count: int = COUNT, seed: int = 0, size=SIZE) -> list[np.ndarray]:
     """``count`` frames of the texture in colour ``rgb``, each with a little noise of its own (a
     camera's), so that a steadied frame differs from the frame painted as it is."""
-    base = texture()[..., None] * np.array(rgb, np.float32)
+    base = texture(size)[..., None] * np.array(rgb, np.float32)
     rng = np.random.default_rng(seed)
     return [np.clip(np.round(base + rng.normal(0, 4, base.shape[:2])[..., None]), 0, 255).astype(np.uint8)
             for _ in range(count)]
