@@ -295,7 +295,8 @@ def test_two_sessions_with_a_steadied_style_never_see_each_others_pictures():
         both: dict[str, list] = {}
         sessions = {sid: client(server.url, "oil") for sid in frames}
         try:
-            threads = [threading.Thread(target=lambda sid=sid: both.__setitem__(sid, stream(sessions[sid], frames[sid])))
+            threads = [threading.Thread(target=lambda sid=sid: both.__setitem__(sid, stream(sessions[sid],
+                                                                                          frames[sid])))
                        for sid in frames]
             for t in threads:
                 t.start()
