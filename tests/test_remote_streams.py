@@ -341,3 +341,29 @@ def test_a_non_temporal_diffusion_style_still_shares_batches(tiny_bundle, monkey
     factory = diffusion_factory(tiny_bundle, 2)
     _, stats = run_hub(factory, STYLES["ai-oil"], {"a": constant(225, 6), "b": constant(25, 6)})
     assert stats["shared_batches"] >= 2, stats
+
+
+def test_a_reused_vision_and_lllite_conditioning_stays_with_its_own_session():
+    """The paper's regime: Qwen3-VL looks at the frames and LLLite's control CNNs read them,
+    each refreshed every second batch and reused in between. The reused conditioning is made
+    from a session's own frames only: each session's frames come back exactly as alone (the hub
+    before the swap painted B's frames with A's conditioning, 15 levels off from the first)."""
+    from stylecam.core.stylize import bundle as B
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("HF_HUB_OFFLINE", "1")
+        tiny = B.build_tiny_bundle("mllm-edit", lllite=True)
+    style = Style("ai-edit-refresh", "diffusion", {**STYLES["ai-edit-oil"].params, "refresh": 2, "lllite_refresh": 2})
+    # One frame a batch: a refresh every second batch is then every second frame of a session,
+    # alone or not (with larger batches the grouping, not only the session, would decide it).
+    factory = lambda s: start_backend(s, 1, bundle=tiny)  # noqa: E731
+    w, h = tiny.manifest.size
+    rng = np.random.default_rng(3)
+    pictures = {"a": [rng.integers(150, 256, (h, w, 3), dtype=np.uint8) for _ in range(6)],
+                "b": [rng.integers(0, 100, (h, w, 3), dtype=np.uint8) for _ in range(6)]}
+    alone = {sid: run_hub(factory, style, {sid: frames})[0][sid] for sid, frames in pictures.items()}
+    both, stats = run_hub(factory, style, pictures)
+    for sid in pictures:
+        for i, (o, ref) in enumerate(zip(both[sid], alone[sid])):
+            assert np.array_equal(o, ref), (sid, i, int(np.abs(o.astype(np.int16) - ref).max()))
+    assert stats["shared_batches"] == 0, stats
