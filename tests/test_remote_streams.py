@@ -367,3 +367,18 @@ def test_a_reused_vision_and_lllite_conditioning_stays_with_its_own_session():
         for i, (o, ref) in enumerate(zip(both[sid], alone[sid])):
             assert np.array_equal(o, ref), (sid, i, int(np.abs(o.astype(np.int16) - ref).max()))
     assert stats["shared_batches"] == 0, stats
+
+
+def test_neural_stabilizer_state_stays_with_its_own_session():
+    style = STYLES["neural-pastel-wash"]  # steady 0.9
+
+    def factory(s):
+        return start_backend(s, 1, device="cpu")
+
+    pictures = {"a": tinted(RED, 6, seed=1), "b": tinted(GREEN, 6, seed=2)}
+    alone = {sid: run_hub(factory, style, {sid: frames})[0][sid] for sid, frames in pictures.items()}
+    both, stats = run_hub(factory, style, pictures)
+    for sid in pictures:
+        for i, (o, ref) in enumerate(zip(both[sid], alone[sid])):
+            assert np.array_equal(o, ref), (sid, i, float(np.abs(o.astype(np.int16) - ref).mean()))
+    assert stats["shared_batches"] == 0, stats
