@@ -482,6 +482,8 @@ class Hub:
         if owner is not None:
             with self._cond:
                 restart, owner.restart = owner.restart, False
+            if restart:
+                owner.saved_temporal = None
         held = self._stream.get(kind, _WARMUP)
         if owner is None and held is None:
             return None  # a stateless batch on a backend that holds no session's state
