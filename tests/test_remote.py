@@ -26,9 +26,9 @@ STYLES, _ = load_styles()
 TOKEN = "test-token-0123456789abcdef"
 
 
-def local(style: str, frames):
+def local(style, frames):
     backend = ClassicBackend(workers=1)
-    backend.set_style(STYLES[style])
+    backend.set_style(STYLES[style] if isinstance(style, str) else style)
     try:
         return backend.process(list(frames))
     finally:
@@ -148,12 +148,22 @@ def test_style_switch_over_the_data_channel_applies_within_two_frames():
     assert is_sketch.index(True) <= 1
 
 
-def test_two_sessions_with_one_style_share_batches_and_get_only_their_own_frames_in_order():
+def test_two_sessions_with_one_style_share_batches_and_get_only_their_own_frames_in_order(tmp_path):
+    # Sessions share batches where the style keeps nothing from frame to frame: here a user
+    # style, oil with the stabilizer off. (With it on, each session's batches are its own:
+    # tests/test_remote_streams.py.)
+    styles = tmp_path / "config" / "stylecam" / "styles"
+    styles.mkdir(parents=True)
+    (styles / "flat.toml").write_text('[[style]]\nname = "oil-flat"\nbackend = "classic"\n'
+                                      'params = { effect = "oil", radius = 4, steady = 0.0 }\n')
+    flat, _ = load_styles([styles])
+    flat = flat["oil-flat"]
     frames_a = demo_frames(30)
     frames_b = [f[::-1].copy() for f in frames_a]  # upside down: another picture, same colours
-    with Server("--style", "oil", "--batch", "2", "--gather-ms", "300") as server:
-        a = remote(server.url, exact=True)
-        b = remote(server.url, exact=True)
+    with Server("--style", "oil-flat", "--batch", "2", "--gather-ms", "300",
+                env={"XDG_CONFIG_HOME": str(tmp_path / "config")}) as server:
+        a = create_backend(flat, server=server.url, exact=True, frame_timeout=60.0, stall_timeout=30.0)
+        b = create_backend(flat, server=server.url, exact=True, frame_timeout=60.0, stall_timeout=30.0)
         results = {}
 
         def feed(name, backend, frames):
@@ -176,7 +186,7 @@ def test_two_sessions_with_one_style_share_batches_and_get_only_their_own_frames
     assert status["hub"]["max_inflight"] == 1  # the classic backend paints one batch at a time
     for stats in (stats_a, stats_b):
         assert stats["frames_local"] == 0 and stats["frames_lost"] == 0 and stats["out_of_order"] == 0, stats
-    ref_a, ref_b = local("oil", frames_a), local("oil", frames_b)
+    ref_a, ref_b = local(flat, frames_a), local(flat, frames_b)
     for i in range(len(frames_a)):
         assert mad(results["a"][i], ref_a[i]) < mad(results["a"][i], ref_b[i])
         assert mad(results["b"][i], ref_b[i]) < mad(results["b"][i], ref_a[i])

@@ -44,8 +44,8 @@ class PipelinedClassic(Backend):
     name = "pipelined-classic"
     max_inflight = 2
 
-    def __init__(self, style: Style, batch_size: int = 2, min_batch_s: float = 0.05):
-        self.inner = ClassicBackend(workers=1)
+    def __init__(self, style: Style, batch_size: int = 2, min_batch_s: float = 0.05, steady: bool = True):
+        self.inner = ClassicBackend(workers=1, steady=steady)
         self.inner.set_style(style)
         self.batch_size = batch_size
         self.min_batch_s = min_batch_s
@@ -61,6 +61,18 @@ class PipelinedClassic(Backend):
             raise BackendError(f"style {style.name!r} is not a classic style")
         self._style = style.name
         self._worker.submit(self.inner.set_style, style)  # in turn: applies from the next batch
+
+    def temporal(self, style: Style) -> bool:
+        return self.inner.temporal(style)
+
+    def detach_temporal(self):
+        return self._worker.submit(self.inner.detach_temporal)  # in turn: resolved before a later attach
+
+    def attach_temporal(self, state) -> None:
+        self._worker.submit(lambda: self.inner.attach_temporal(None if state is None else state.result()))
+
+    def reset_temporal(self) -> None:
+        self._worker.submit(self.inner.reset_temporal)
 
     def _paint(self, images):
         t0 = time.perf_counter()
@@ -172,7 +184,9 @@ def test_two_batches_in_flight_each_frame_back_to_its_own_session_in_order():
     count = 40
     clip = demo_frames(count)
     frames = [[stamp(f if s == 0 else f[::-1].copy(), s, i) for i, f in enumerate(clip)] for s in (0, 1)]
-    with InProcessServer(lambda s: PipelinedClassic(s), STYLES["toon-comic"]) as server:
+    # The stabilizer off: a style without temporal state, whose sessions share batches (with it
+    # on they never do: test_two_sessions_with_a_steadied_style_never_see_each_others_pictures).
+    with InProcessServer(lambda s: PipelinedClassic(s, steady=False), STYLES["toon-comic"]) as server:
         a, b = client(server.url, "toon-comic"), client(server.url, "toon-comic")
         results: dict[int, list] = {}
         try:
@@ -206,7 +220,7 @@ def test_two_batches_in_flight_each_frame_back_to_its_own_session_in_order():
         outs = results[s]
         assert [read_stamp(o) for o in outs] == [(s, i) for i in range(count)]
         # Painted, not passed through: a comic is far from the input, the codec is not.
-        reference = ClassicBackend(workers=1)
+        reference = ClassicBackend(workers=1, steady=False)
         reference.set_style(STYLES["toon-comic"])
         try:
             painted = reference.process(frames[s])
@@ -258,3 +272,52 @@ def test_a_style_switch_with_batches_in_flight_applies_within_two_frames():
     first = grey.index(True)
     assert switch - 4 <= first <= switch + 1, [round(saturation(o), 1) for o in outs]
     assert all(grey[first:]), [round(saturation(o), 1) for o in outs]
+
+
+def test_two_sessions_with_a_steadied_style_never_see_each_others_pictures():
+    """Real peers, the stabilizer on, two batches in flight: session A sends a red texture,
+    session B the same texture in green at the same luma (the stabilizer's change test sees no
+    difference between them). Each gets back what it gets when it is the server's only session
+    (the codec aside), and B's pictures never turn red, nor A's green."""
+    from test_remote_streams import GREEN, RED, red_minus_green, tinted
+
+    count = 24
+    size = (320, 176)
+    frames = {"a": tinted(RED, count, seed=1, size=size), "b": tinted(GREEN, count, seed=2, size=size)}
+    with InProcessServer(lambda s: PipelinedClassic(s, min_batch_s=0.03), STYLES["oil"]) as server:
+        alone = {}
+        for sid in frames:  # one after the other: each the only session
+            session = client(server.url, "oil")
+            try:
+                alone[sid] = stream(session, frames[sid])
+            finally:
+                session.close()
+        both: dict[str, list] = {}
+        sessions = {sid: client(server.url, "oil") for sid in frames}
+        try:
+            threads = [threading.Thread(target=lambda sid=sid: both.__setitem__(sid, stream(sessions[sid],
+                                                                                          frames[sid])))
+                       for sid in frames]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(timeout=180)
+            stats = {sid: s.stats() for sid, s in sessions.items()}
+        finally:
+            for s in sessions.values():
+                s.close()
+        hub = server.hub.stats()
+        backend = server.backends[0]
+    assert backend.log and max(n for _, _, n in backend.log) == 2, "no batch was ever in flight beside another"
+    for sid in frames:
+        st = stats[sid]
+        assert st["frames_local"] == 0 and st["frames_lost"] == 0 and st["out_of_order"] == 0, st
+    colour = {sid: [red_minus_green(o) for o in outs] for sid, outs in alone.items()}
+    assert min(colour["a"]) > 50 and max(colour["b"]) < -30, colour
+    for sid in frames:
+        got = [red_minus_green(o) for o in both[sid]]
+        lo, hi = min(colour[sid]) - 6, max(colour[sid]) + 6  # the codec's margin
+        assert all(lo <= c <= hi for c in got), (sid, got, colour[sid])
+        diffs = [round(mad(o, ref), 2) for o, ref in zip(both[sid], alone[sid])]
+        assert max(diffs) < 6, (sid, diffs)
+    assert hub["shared_batches"] == 0, hub

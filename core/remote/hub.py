@@ -22,6 +22,15 @@ size only with none in flight).
 
 Backends are created in the hub thread (a diffusion backend's CUDA context and streams belong
 to the thread that made them), one per backend kind, and switched between styles per batch.
+
+Temporal state is per session. A style whose output depends on earlier frames (a stabilizer, the
+diffusion engine's feedback...: ``Backend.temporal``) never mixes sessions in one batch, and
+before a batch of another session than the last one the hub detaches the backend's temporal
+state, keeps it with the session it belongs to, and attaches the new session's own
+(``Backend.detach_temporal``/``attach_temporal``; a fresh one for a new session, after a pause,
+or after a style or size change). So each session's frames follow its own earlier frames only,
+exactly as if it ran alone, and no caller's picture leaks into another's. The swap happens at
+submit, in submit order, with batches in flight. Styles without temporal state share batches.
 """
 
 from __future__ import annotations
@@ -46,6 +55,8 @@ log = logging.getLogger(__name__)
 DEFAULT_DEPTH = 2
 #: The most a client may ask for (a client that sends a file waits for its frames).
 MAX_DEPTH = 16
+#: Whose temporal state a backend holds before the hub first attaches one: its warm-up's.
+_WARMUP = object()
 
 
 @dataclass
@@ -101,6 +112,11 @@ class HubSession:
         self.slot: collections.deque = collections.deque()
         self.stats = SessionStats()
         self.failing = False
+        #: The session's temporal state while another session's is in the backend (hub thread):
+        #: (backend kind, style name, frame shape, state), or None.
+        self.saved_temporal: tuple | None = None
+        #: The next frame does not follow the last one (a pause): start its state afresh.
+        self.restart = False
 
     @property
     def key(self) -> tuple:
@@ -157,6 +173,9 @@ class Hub:
         self.batch_ms: collections.deque = collections.deque(maxlen=256)
         self._pending: collections.deque[_InFlight] = collections.deque()  # hub thread only
         self._last_done = 0.0
+        #: backend kind -> (session, style name, frame shape) whose temporal state the backend
+        #: holds (None: a fresh or stateless stream; absent: its warm-up's). Hub thread only.
+        self._stream: dict[str, object] = {}
 
     # -- life cycle --------------------------------------------------------------------------
 
@@ -231,6 +250,8 @@ class Hub:
         with self._cond:
             session = self._sessions.get(sid)
             if session is not None:
+                if session.paused != bool(paused):
+                    session.restart = True  # the frames in between were not painted
                 session.paused = bool(paused)
                 self._cond.notify_all()
 
@@ -335,6 +356,7 @@ class Hub:
         for session, style in pending:
             try:
                 backend = self._backend_for(style)
+                self._park(style.backend, backend)  # set_style may reset the stream it holds
                 backend.set_style(style)  # fails here, not mid-stream, for params it cannot run
                 self._backend_style[style.backend] = style.name
             except Exception as e:
@@ -371,7 +393,10 @@ class Hub:
             key, style = first.key, first.style
             backend = self._backends.get(style.backend)
             limit = self.batch_size or (backend.batch_size if backend is not None else 1)
-            group = [s for s in self._sessions.values() if s.key == key and not s.paused]
+            if self._temporal(backend, style):
+                group = [first]  # its frames follow its own earlier frames only: a batch of its own
+            else:
+                group = [s for s in self._sessions.values() if s.key == key and not s.paused]
             # Wait a moment for the other sessions of this style, so their frames share the
             # batch instead of each paying a batch of its own.
             deadline = first.slot[0][2] + self.gather
@@ -416,9 +441,12 @@ class Hub:
         # Another backend or frame size: what is in flight comes back first.
         self._drain(lambda old: old.key != item.key)
         try:
+            joining = self._leave_stream(backend, style, batch)
             if self._backend_style.get(style.backend) != style.name:
                 backend.set_style(style)  # applies from this batch; those in flight keep theirs
                 self._backend_style[style.backend] = style.name
+            if joining is not None:
+                self._join_stream(backend, style, *joining)
             item.t_submit = time.perf_counter()
             item.ticket = backend.submit(images)
         except Exception as e:  # goes back unpainted, in its turn
@@ -429,6 +457,69 @@ class Hub:
         limit = max(1, int(getattr(backend, "max_inflight", 1) or 1))
         while len(self._pending) >= limit:
             self._finish(self._pending.popleft())
+
+    # -- temporal state per session (hub thread) ---------------------------------------------
+
+    def _temporal(self, backend: Backend | None, style: Style) -> bool:
+        """Whether ``style`` keeps state from frame to frame on ``backend`` (not made yet: assume so)."""
+        if backend is None:
+            return True
+        try:
+            return bool(backend.temporal(style))
+        except Exception:  # a style it cannot check is refused by set_style; never mix on a guess
+            log.debug("backend %s cannot say whether %s is temporal", backend.name, style.name, exc_info=True)
+            return True
+
+    def _leave_stream(self, backend: Backend, style: Style, batch: list) -> tuple | None:
+        """Before ``batch`` is submitted (and before ``set_style``): unless it continues the
+        stream the backend holds, park that stream (:meth:`_park`). Returns what
+        :meth:`_join_stream` needs after ``set_style``, or None when nothing changes hands."""
+        kind, shape = style.backend, batch[0][1].shape
+        owner = batch[0][0] if self._temporal(backend, style) else None
+        if owner is not None and any(s is not owner for s, _, _, _ in batch):
+            raise RuntimeError("internal: a batch of a style with temporal state mixes sessions")
+        restart = False
+        if owner is not None:
+            with self._cond:
+                restart, owner.restart = owner.restart, False
+            if restart:
+                owner.saved_temporal = None
+        held = self._stream.get(kind, _WARMUP)
+        if owner is None and held is None:
+            return None  # a stateless batch on a backend that holds no session's state
+        if owner is not None and not restart and held == (owner, style.name, shape):
+            return None  # the next batch of the stream it holds
+        self._park(kind, backend, drop=owner if restart else None)
+        return owner, shape, restart
+
+    def _park(self, kind: str, backend: Backend, drop: HubSession | None = None) -> None:
+        """Detach the temporal state the backend holds and keep it with its session (unless that
+        session is gone, or is ``drop``); the backend then holds a fresh stream. Called before
+        anything (a batch of another stream, a ``set_style``) would change or read it."""
+        held = self._stream.get(kind, _WARMUP)
+        if held is None:
+            return
+        state = backend.detach_temporal()
+        self._stream[kind] = None
+        if isinstance(held, tuple):
+            session, name, shape = held
+            with self._cond:
+                live = self._sessions.get(session.id) is session
+            if live and session is not drop and state is not None:
+                session.saved_temporal = (kind, name, shape, state)
+
+    def _join_stream(self, backend: Backend, style: Style, owner: HubSession | None, shape: tuple,
+                     restart: bool) -> None:
+        """After ``set_style``: attach ``owner``'s own state (a fresh one where it kept none for
+        this style and frame size, or restarts); a stateless batch leaves the backend fresh."""
+        if owner is None:
+            return
+        saved, owner.saved_temporal = owner.saved_temporal, None
+        state = None
+        if saved is not None and not restart and saved[:3] == (style.backend, style.name, shape):
+            state = saved[3]
+        backend.attach_temporal(state)
+        self._stream[style.backend] = (owner, style.name, shape)
 
     def _finish(self, item: _InFlight) -> None:
         """Collect a batch (the oldest in flight) and hand each frame to its session."""

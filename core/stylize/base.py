@@ -29,7 +29,12 @@ class Backend:
       are collected in the order they were submitted, at most ``max_inflight`` out at a time;
     * errors: :class:`BackendError` for what the user can fix (the message says how), anything
       else for a failed batch (the runner passes that batch through unstyled and retries);
-    * ``set_style`` applies from the next batch; ``close`` is safe to call twice.
+    * ``set_style`` applies from the next batch; ``close`` is safe to call twice;
+    * streams: a backend paints one stream of frames at a time, and its temporal state (what it
+      keeps of earlier frames) is that stream's. ``temporal(style)`` says whether there is any;
+      ``detach_temporal``/``attach_temporal`` move it out and back in, so that one backend can
+      paint several streams in turn (``stylecam serve``'s callers) with each stream continuing
+      from its own frames only. Both apply in submit order, with batches in flight.
     """
 
     name = "backend"
@@ -51,6 +56,32 @@ class Backend:
     def reset_temporal(self) -> None:
         """The next frame does not follow the last one (the stream was paused, or its source
         changed): forget what temporal stabilization kept of earlier frames. Runner thread only."""
+
+    def temporal(self, style: Style) -> bool:
+        """Whether, with ``style``, an output frame depends on other frames than its own input:
+        on earlier ones (a stabilizer, feedback, a conditioning reused between refreshes) or on
+        others of its batch (a conditioning taken from one frame for all). Where it does, frames
+        of two streams must never share a batch, and a backend that paints two streams in turn
+        must swap their state (:meth:`detach_temporal`, :meth:`attach_temporal`), or one stream's
+        pictures would show in the other's. The default, for a backend that does not say: True."""
+        return True
+
+    def detach_temporal(self) -> object | None:
+        """Hand over the temporal state of the stream painted so far (as of every batch
+        submitted, collected or not) and start a fresh stream, as after :meth:`reset_temporal`.
+        Returns an object only :meth:`attach_temporal` of this backend reads, or None where there
+        is nothing to hand over. The default keeps nothing: it resets, so the next stream starts
+        afresh (less steady for a moment) instead of continuing another stream's pictures."""
+        self.reset_temporal()
+        return None
+
+    def attach_temporal(self, state: object | None) -> None:
+        """From the next submitted batch, continue the stream ``state`` was detached from (None:
+        a fresh stream). The caller attaches a state under the style and frame size it was
+        detached under, after ``set_style``; a stream whose style or size changed starts fresh.
+        The default, for a backend that keeps no state it can hand over: a fresh stream."""
+        if state is None:
+            self.reset_temporal()
 
     def set_output_size(self, size: tuple[int, int] | None) -> None:
         """The (W, H) of the frames the sinks want (``resizes`` backends; None: the input's).

@@ -765,6 +765,31 @@ class ClassicBackend(Backend):
             self._pool.shutdown(wait=True)
             self._pool = None
 
+    # -- streams (base.Backend's contract): the stabilizer and the last frame's view are the
+    # stream's; the style's knobs and the worker pool are shared.
+
+    def temporal(self, style: Style) -> bool:
+        """True while the stabilizer is on for ``style`` (its ``steady`` > 0, and not ``steady=False``)."""
+        if not self.steady:
+            return False
+        try:
+            return validate_params(dict(style.params))["steady"] > 0
+        except ValueError:
+            return True  # set_style refuses it anyway; never claim a style is stateless by mistake
+
+    def detach_temporal(self):
+        state = (self.stabilizer, self._last_view)
+        self.stabilizer, self._last_view = Stabilizer(self.stabilizer.steadiness), None
+        return state
+
+    def attach_temporal(self, state) -> None:
+        steadiness = self.stabilizer.steadiness  # the style's, as set_style left it
+        if state is None:
+            self.stabilizer, self._last_view = Stabilizer(steadiness), None
+            return
+        self.stabilizer, self._last_view = state
+        self.stabilizer.set_steadiness(steadiness)  # (resets it, were the style another)
+
 
 class _Batch:
     """One batch of a steadied stream, one task per frame.

@@ -169,6 +169,31 @@ class DiffusionBackend(Backend):
         self.process(images)
         return self._engine.latents()[:len(images)].clone()
 
+    # -- streams (base.Backend's contract): the engine's feedback, flow, skip reference and
+    # reused conditioning are the stream's (:meth:`.engine.StreamEngine.detach_temporal`).
+
+    def temporal(self, style: Style) -> bool:
+        engine = self._engine
+        if engine is None or not hasattr(engine, "temporal"):
+            return True  # no engine yet, or a pool over several devices: assume it keeps state
+        return engine.temporal(style.params)
+
+    def detach_temporal(self):
+        if self._engine is None:
+            return None
+        if not hasattr(self._engine, "detach_temporal"):
+            self.reset_temporal()
+            return None
+        return self._engine.detach_temporal()
+
+    def attach_temporal(self, state) -> None:
+        if self._engine is None:
+            return
+        if not hasattr(self._engine, "attach_temporal"):
+            self.reset_temporal()
+            return
+        self._engine.attach_temporal(state)
+
 
 def _load(ref, device: torch.device, dtype: torch.dtype, offline: bool | None) -> Bundle:
     if isinstance(ref, Bundle):

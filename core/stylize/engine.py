@@ -969,6 +969,66 @@ class StreamEngine:
         if self.cuda:
             torch.cuda.empty_cache()
 
+    # ------------------------------------------------------------------ streams (a server's callers)
+    #
+    # What one stream of frames leaves behind for its next batch: the feedback blend and its
+    # weight, the flow estimator's last thumbnail, the similarity skip's reference, and a
+    # conditioning that is reused between refreshes (Qwen3-VL looking at the frames, LLLite).
+    # Sessions are not mixed in a batch where any of it is in use (the decode step's blend chains
+    # frame i to frame i - 1 of its batch, baked into its CUDA graph); between batches of two
+    # streams the state is copied out of and into the captured steps' fixed buffers, on the main
+    # stream, so it follows submit order with batches in flight and costs no synchronization.
+
+    def temporal(self, params: Mapping) -> bool:
+        """Whether a style with ``params`` makes an output depend on other frames than its own."""
+        s = self.settings.with_style(params)
+        qwen = self.bundle.qwen
+        broadcast = qwen is not None and (s.broadcast or qwen.broadcast)
+        looks = self.cond_on_side and qwen is not None and s.vision  # conditioning made from frames
+        return (s.feedback > 0 or s.skip_threshold > 0 or (looks and (s.refresh > 1 or broadcast))
+                or (self.folded is not None and (s.lllite_refresh > 1 or broadcast)))
+
+    @torch.no_grad()
+    def detach_temporal(self) -> dict:
+        """The state the stream painted so far leaves for its next batch (as of every batch
+        submitted), for :meth:`attach_temporal`; the engine goes on as a fresh stream."""
+        self._check_open()
+        with self._on(self._main_stream()):
+            state = {"prev": self._prev.clone(), "weight": self._weight.clone(),
+                     "cond": self._main_cond.clone() if self.cond_on_side else None,
+                     "lllite": ([b.clone() for b in self.folded.conditioning_buffers()]
+                                if self.folded is not None else None)}
+        state |= {"flow": self._flow, "cond_due": self._cond_due, "since_cond": self._since_cond,
+                  "lllite_due": self._lllite_due, "since_lllite": self._since_lllite}
+        self.attach_temporal(None)
+        return state
+
+    @torch.no_grad()
+    def attach_temporal(self, state: dict | None) -> None:
+        """From the next submitted batch, continue the stream ``state`` came from (None: a fresh
+        one, as :meth:`reset_temporal` plus a conditioning made from its own first batch)."""
+        self._check_open()
+        # The first batch after a switch is always painted: a skipped batch repeats the output
+        # collected last, which may be another stream's.
+        self._skip_ref = None
+        if state is None:
+            self.reset_temporal()
+            self._flow = None
+            self._cond_due, self._since_cond = True, 0
+            self._lllite_due, self._since_lllite = self.folded is not None, 0
+            return
+        with self._on(self._main_stream()):
+            self._prev.copy_(state["prev"])
+            self._weight.copy_(state["weight"])
+            if state["cond"] is not None and self.cond_on_side:
+                self._main_cond.copy_(state["cond"])
+            if state["lllite"] is not None and self.folded is not None:
+                for buf, saved in zip(self.folded.conditioning_buffers(), state["lllite"]):
+                    buf.copy_(saved)
+        self._flow = state["flow"]
+        self._cond_due, self._since_cond = state["cond_due"], state["since_cond"]
+        self._lllite_due, self._since_lllite = state["lllite_due"], state["since_lllite"]
+
 
 def run_batches(engine, frames: Iterable[np.ndarray], max_inflight: int) -> Iterator[list[np.ndarray]]:
     """Output batches for a stream of frames through ``engine`` (a :class:`StreamEngine` or a
