@@ -693,6 +693,9 @@ def start_backend(style: Style, batch_size: int | None = None, *,
                     # Its steps stay captured at that size; the runner (or a caller that uses
                     # process) says the real output size before the first real batch.
                     backend.set_output_size(None)
+                # The grey frames are not the stream's past: a steadied or feedback style must
+                # not blend its first real frames with them.
+                backend.reset_temporal()
             return backend
         except Exception as e:
             if backend is not None:

@@ -250,4 +250,35 @@ def test_app_compile_mode_works_for_every_stack_on_cuda(stack, frames, monkeypat
         backend.close()
         outs[mode] = [f.image for f in keep.frames]
     d = np.stack([np.abs(a.astype(np.int16) - b.astype(np.int16)) for a, b in zip(outs["graphs"], outs["compile"])])
-    assert len(outs["compile"]) == len(frames) and d.mean() < 1.0 and d.max() <= 8, (d.mean(), d.max())
+    # Inductor's fused kernels round bf16 differently from eager. pix2pix's two guidance scales
+    # multiply that difference (three predictions, out = u + s_t (t - i) + s_i (i - u)): on an
+    # H100 (2026-12-06) it gave mean 0.92 / max 12 levels, where the other stacks stay under 8.
+    mean_bound, max_bound = (2.0, 24) if stack == "pix2pix" else (1.0, 8)
+    assert len(outs["compile"]) == len(frames), len(outs["compile"])
+    assert d.mean() < mean_bound and d.max() <= max_bound, (d.mean(), d.max())
+
+
+def test_warm_up_frames_are_not_the_streams_past(frames):
+    """start_backend paints grey frames to capture the steps: a feedback style's first real
+    frames must not blend with them (the same frames as a backend that never warmed up)."""
+    from stylecam.core.runner import start_backend
+
+    style = Style("ai-steady", "diffusion", params=dict(STYLE, feedback=0.6))
+    def factory(s, **options):
+        backend = DiffusionBackend(_bundle("sd-turbo"), "cpu", **options)
+        backend.set_style(s)
+        return backend
+
+    outs = {}
+    for warm in (False, True):
+        if warm:
+            backend = start_backend(style, 2, factory=factory, output_size=(96, 72))
+        else:
+            backend = factory(style, batch_size=2)
+        keep = _Keep()
+        Runner(_ListSource(frames), backend, [keep], size=(96, 72)).run()
+        backend.close()
+        outs[warm] = [f.image for f in keep.frames]
+    assert len(outs[True]) == len(frames)
+    for a, b in zip(outs[True], outs[False]):
+        assert np.abs(a.astype(np.int16) - b).max() <= 1

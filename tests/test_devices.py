@@ -190,6 +190,23 @@ def test_feedback_warp_and_skip_follow_the_stream(devices, bundles, clip):
     assert np.mean([np.abs(a.astype(np.int16) - b).mean() for a, b in zip(ref, plain)]) > 1.0
 
 
+def test_reset_temporal_starts_the_pool_afresh(bundles, clip):
+    # After a pause the runner resets: the pool's next frames owe nothing to the earlier ones
+    # (feedback in every engine, the stream's flow and skip reference).
+    bundle = bundles("sd-turbo")
+    kw = dict(batch_size=2, feedback=0.6, feedback_warp=True, skip_threshold=2.0)
+    engine = open_engine(bundle, EngineSettings(devices="replicate:cpu,cpu", mode="eager", **kw), STYLE)
+    try:
+        first = engine.process(clip)
+        carried = engine.process(clip)  # follows the first pass's last frame
+        engine.reset_temporal()
+        fresh = engine.process(clip)
+    finally:
+        engine.close()
+    assert_equal(fresh, first, "after reset")
+    assert np.abs(carried[0].astype(np.int16) - first[0]).mean() > 1.0
+
+
 def test_style_switch_reaches_every_engine(bundles, clip):
     bundle = bundles("sd-turbo")
     other = {"prompt": "a pencil sketch", "seed": 5, "strength": 0.7}

@@ -241,6 +241,23 @@ def test_feedback_is_a_moving_average_in_frame_order(device, bundles, refs, clip
     assert _diff(outs[1], ref).mean() > 1.0
 
 
+def test_a_style_without_feedback_after_one_with_it_paints_without(bundles, refs, clip):
+    """A style's engine keys override the engine's own settings, not the previous style's: after
+    ai-oil-steady-like feedback, a style that names no feedback paints plain frames again."""
+    ref = refs("sd-turbo", STYLE_A, "cpu")
+    engine = StreamEngine(bundles("sd-turbo"), _settings("cpu", batch_size=2), dict(STYLE_A, feedback=0.6))
+    try:
+        assert engine.settings.feedback == 0.6
+        blended = engine.process(clip)
+        engine.set_style(STYLE_A)
+        assert engine.settings.feedback == 0.0
+        plain = engine.process(clip)
+    finally:
+        engine.close()
+    assert _diff(blended, ref).mean() > 1.0  # the first style did blend
+    assert_close(plain, ref, "no feedback after a feedback style")
+
+
 def test_similarity_skip_reuses_the_last_output_for_a_still_scene(bundles, clip):
     bundle = bundles("sd-turbo")
     still = [clip[0]] * 4 + [clip[3]] * 2
@@ -280,6 +297,8 @@ def test_errors_say_what_to_do(bundles, clip):
         engine.set_style(STYLE_A)
     with pytest.raises(ValueError, match="refresh"):
         EngineSettings(refresh=0)
+    with pytest.raises(ValueError, match="host_wait must be one of sleep, spin"):
+        EngineSettings(host_wait="nap")
 
 
 def test_close_unfolds_lllite_and_restores_the_encoder(bundles):
@@ -391,6 +410,20 @@ def test_cuda_graphs_and_side_stream_equal_reference(stack, bundles, refs, clip)
     finally:
         engine.close()
     assert_close(out, ref, f"{stack} on CUDA")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU")
+def test_a_sleeping_host_wait_paints_what_a_spinning_one_does(bundles, clip):
+    # host_wait only changes how the host waits for its events, never what the GPU computes.
+    outs = {}
+    for wait in ("spin", "sleep"):
+        engine = StreamEngine(bundles("sd-turbo", "cuda"), _settings("cuda", batch_size=3, host_wait=wait), STYLE_A)
+        try:
+            outs[wait] = engine.process(clip)
+        finally:
+            engine.close()
+    assert_close(outs["sleep"], outs["spin"], "host_wait")
 
 
 def test_style_presets_carry_engine_policies(bundles, clip, monkeypatch):

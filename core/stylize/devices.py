@@ -234,7 +234,7 @@ class EnginePool:
 
     def __init__(self, bundle: Bundle, settings: EngineSettings, style=None, *, plan: DevicePlan):
         self.plan = plan
-        self.settings = settings
+        self.settings = self._base_settings = settings
         self.batch_size = settings.batch_size
         # The pool decides the similarity skip for the whole stream (see the module docstring).
         inner = replace(settings, devices=None, skip_threshold=0.0)
@@ -294,7 +294,7 @@ class EnginePool:
         """Every engine gets the style (from its next batch); the skip threshold stays here."""
         self._check_open()
         params = dict(getattr(style, "params", style))
-        self.settings = self.settings.with_style(params)
+        self.settings = self._base_settings.with_style(params)  # unset keys: back to the base
         inner = {k: v for k, v in params.items() if k != "skip_threshold"}
         for engine in self.engines:
             engine.set_style(inner)
@@ -398,6 +398,16 @@ class EnginePool:
         out = {k: round(float(np.median([p[k] for p in per if k in p])), 3) for k in sorted(keys)}
         out["per_device"] = per
         return out
+
+    def reset_temporal(self) -> None:
+        """The next frame does not follow the last one (as :meth:`StreamEngine.reset_temporal`):
+        every engine forgets its feedback, and the stream its flow and skip reference."""
+        self._check_open()
+        for engine in self.engines:
+            engine.reset_temporal()
+        if self._flow is not None:
+            self._flow.reset()
+        self._skip_ref = None
 
     # ------------------------------------------------------------------ helpers
 

@@ -112,8 +112,9 @@ class DiffusionBackend(Backend):
             from .engine import EngineSettings
 
             options = {"mode": default_mode(), **self._engine_options, "batch_size": self.batch_size}
-            settings = EngineSettings(**options).with_style(style.params)
-            self._engine = open_engine(self.bundle, settings)
+            # The base settings, without the style: set_style below lays the style's engine
+            # keys over them, and the next style's over them again (not over this one's).
+            self._engine = open_engine(self.bundle, EngineSettings(**options))
         self._engine.set_style(style)
 
     def reset_temporal(self) -> None:

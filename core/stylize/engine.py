@@ -64,6 +64,8 @@ log = logging.getLogger(__name__)
 STYLE_KEYS = ("refresh", "broadcast", "lllite_refresh", "feedback", "feedback_warp", "skip_threshold")
 #: Side of the thumbnail the similarity skip compares, as a fraction of the frame side.
 SKIP_THUMB_DIVISOR = 16
+#: How the host waits for the GPU (EngineSettings.host_wait).
+HOST_WAITS = ("sleep", "spin")
 #: Profiled stages of the side stream, and of the main device's compute (split: their devices).
 SIDE_STAGES = ("vae_encode", "encoder", "lllite")
 MAIN_STAGES = ("unet", "vae_decode")
@@ -105,6 +107,12 @@ class EngineSettings:
     (:func:`.compile.attention_context`). ``compile_mode``: ``default`` | ``max-autotune`` |
     ``max-autotune-no-cudagraphs`` (:func:`.compile.inductor_mode`). ``cuda_graphs``: False runs
     the (compiled) steps without capturing them, so a profiler sees every kernel.
+
+    ``host_wait``: how the host thread waits for a batch it collects (CUDA): ``sleep`` (blocking
+    events: the thread sleeps until the GPU is done) or ``spin`` (CUDA's default, a busy loop).
+    On an H100 (2026-12-06) spinning made the runner's thread read 4.5-11 ms of CPU per frame,
+    a whole core, mostly waiting: a core that OBS's encoder or the call app needs. With two
+    batches in flight the GPU never waits for that wake-up, so ``sleep`` is the default.
     """
 
     batch_size: int = 8
@@ -133,6 +141,7 @@ class EngineSettings:
     fp8: bool = False
     sdpa_backend: str = "auto"
     cuda_graphs: bool = True
+    host_wait: str = "sleep"
 
     def __post_init__(self):
         if not isinstance(self.batch_size, int) or self.batch_size < 1:
@@ -148,6 +157,8 @@ class EngineSettings:
         if self.sdpa_backend not in ATTENTION_BACKENDS:
             raise ValueError(f"sdpa_backend must be one of {', '.join(ATTENTION_BACKENDS)}, got {self.sdpa_backend!r}")
         inductor_mode(self.compile_mode)  # a ValueError naming the choices
+        if self.host_wait not in HOST_WAITS:
+            raise ValueError(f"host_wait must be one of {', '.join(HOST_WAITS)}, got {self.host_wait!r}")
 
     @classmethod
     def throughput(cls, batch_size: int = 16, **kw) -> "EngineSettings":
@@ -206,6 +217,9 @@ class StreamEngine:
                  side_device=None):
         self.bundle = bundle
         self.settings = settings = settings or EngineSettings()
+        # What a style's engine keys (STYLE_KEYS) override: a style that leaves a key out gets
+        # this value back, not the previous style's (ai-oil after ai-oil-steady must not blend).
+        self._base_settings = settings
         if settings.devices is not None and side_device is None:
             raise EngineError("a device list is opened by stylecam.core.stylize.devices.open_engine(bundle, "
                               "settings), which places the bundle; StreamEngine runs on the bundle's device")
@@ -371,9 +385,7 @@ class StreamEngine:
         self._check_open()
         params = dict(getattr(style, "params", style))
         s = style_settings(params, self.bundle)
-        engine_keys = {k: params[k] for k in STYLE_KEYS if k in params}
-        if engine_keys:
-            self._apply_engine_params(engine_keys)
+        self._apply_engine_params({k: params[k] for k in STYLE_KEYS if k in params})
         key = (s["steps"], s["strength"])
         if key != self._schedule_key:
             self._denoiser = Denoiser(self._unet, self.bundle.manifest,
@@ -446,7 +458,9 @@ class StreamEngine:
         self._steps.pop("prep", None)
 
     def _apply_engine_params(self, params: Mapping) -> None:
-        new = self.settings.with_style(params)
+        new = self._base_settings.with_style(params)
+        if new == self.settings:
+            return
         broadcast = new.broadcast or (self.bundle.qwen is not None and self.bundle.qwen.broadcast)
         if broadcast != self.broadcast:
             # The captured encoder/LLLite steps read one frame or all B: capture them again.
@@ -693,7 +707,7 @@ class StreamEngine:
             if warping:
                 # After "consumed": the main stream copies the previous batch's flow out of it.
                 self._side_flow.copy_(self._host_flow[slot], non_blocking=True)
-            self._h2d_done[slot] = self._record(side)
+            self._h2d_done[slot] = self._record(side, host=True)
             with self._stage(prof, stages, "vae_encode", side):
                 latent = self._steps["encode"].replay()
             cond = lllite = None
@@ -761,7 +775,7 @@ class StreamEngine:
                 if not self._graphs and self._copy is not self._main:
                     out.record_stream(self._copy)
                 self._host_out[slot].copy_(out, non_blocking=True)
-                ticket.event = self._last_d2h = self._record(self._copy)
+                ticket.event = self._last_d2h = self._record(self._copy, host=True)
         else:
             ticket.frames = list(out[:n].numpy().copy())
 
@@ -920,10 +934,12 @@ class StreamEngine:
     def _on(self, stream):
         return torch.cuda.stream(stream) if stream is not None else contextlib.nullcontext()
 
-    def _record(self, stream):
+    def _record(self, stream, host: bool = False):
+        """An event recorded on ``stream``; ``host``: one the host thread will wait on, which
+        sleeps rather than spins there unless ``host_wait`` is ``spin``."""
         if stream is None:
             return None
-        ev = torch.cuda.Event()
+        ev = torch.cuda.Event(blocking=host and self.settings.host_wait == "sleep")
         ev.record(stream)
         return ev
 
@@ -981,7 +997,7 @@ class StreamEngine:
 
     def temporal(self, params: Mapping) -> bool:
         """Whether a style with ``params`` makes an output depend on other frames than its own."""
-        s = self.settings.with_style(params)
+        s = self._base_settings.with_style(params)
         qwen = self.bundle.qwen
         broadcast = qwen is not None and (s.broadcast or qwen.broadcast)
         looks = self.cond_on_side and qwen is not None and s.vision  # conditioning made from frames
