@@ -106,3 +106,62 @@ def test_bench_takes_the_profile_flag():
     bench.configure_parser(p)
     assert p.parse_args(["--backend", "diffusion", "--profile"]).profile is True
     assert p.parse_args([]).profile is False
+
+
+def test_attention_flops_count_grouped_query_heads_as_query_heads():
+    from torch.utils.flop_counter import sdpa_flop_count
+
+    from stylecam.core.bench_profile import attention_flops
+
+    q, kv = (2, 8, 40, 16), (2, 2, 24, 16)
+    # The reference: torch's formula on K/V expanded to the query's heads (what enable_gqa does).
+    expanded = (2, 8, 24, 16)
+    assert attention_flops(q, kv, kv) == sdpa_flop_count(q, expanded, expanded) == 2 * 2 * 8 * 40 * 24 * 32
+    assert attention_flops(q, expanded, expanded) == sdpa_flop_count(q, expanded, expanded)
+    with pytest.raises(ValueError, match="attention shapes"):
+        attention_flops(q, (2, 3, 24, 16), (2, 3, 24, 16))  # 8 query heads over 3 K/V heads
+
+
+def test_a_component_whose_flops_cannot_be_counted_keeps_the_others():
+    from torch.utils.flop_counter import sdpa_flop_count
+
+    from stylecam.core.bench_profile import count_flops
+
+    a, b = torch.randn(8, 16), torch.randn(16, 4)
+
+    def fails():  # torch's formula asserting mid-step, as torch 2.11's did on Qwen3-VL's GQA
+        torch.mm(a, b)
+        sdpa_flop_count((1, 4, 8, 16), (2, 4, 8, 16), (2, 4, 8, 16))
+
+    per_component, per_kind, errors = count_flops({"good": lambda: torch.mm(a, b), "bad": fails})
+    assert per_component == {"good": 2 * 8 * 16 * 4}
+    assert list(errors) == ["bad"] and "shapes are incompatible" in errors["bad"]
+    assert per_kind == {}  # a kind's total from part of the work would mislead
+    per_component, per_kind, errors = count_flops({"good": lambda: torch.mm(a, b)})
+    assert per_kind == {"GEMM": 2 * 8 * 16 * 4} and errors == {}
+
+
+def test_grouped_query_attention_of_the_tiny_qwen_is_counted():
+    bundle = build_tiny_bundle("mllm-edit")
+    text = bundle.qwen.core.language_model.config
+    assert text.num_key_value_heads < text.num_attention_heads  # the case the H100 run failed on
+    rows = profile_stack(bundle, sample_frames(bundle.manifest.size, 2), STYLE, batch=2)
+    total = next(r for r in rows if r["group_by"] == "total")
+    assert "flops_errors" not in total and total["tflop"] > 0
+    kinds = {r["group"]: r for r in rows if r["group_by"] == "kind"}
+    assert kinds["attention"]["tflop"] > 0
+    components = {r["group"]: r for r in rows if r["group_by"] == "component"}
+    assert components["Qwen3-VL LM"]["tflop"] > 0
+
+
+def test_markdown_names_a_failed_profile_and_keeps_the_others():
+    ok = {"bench": "profile", "stack": "sd-turbo", "batch": 8, "mode": "compile", "device": "cpu",
+          "peak_bf16_tflops": None, "group_by": "total", "group": "batch", "ms": 2.0, "wall_ms": 2.5, "kernels": 10,
+          "flops_errors": {"encoder": "AssertionError: shapes"}}
+    part = dict(ok, group_by="component", group="TAESD encode", ms=2.0, share=1.0, tflop=None, tflops=None,
+                peak_share=None)
+    failed = {"bench": "profile", "stack": "mllm-edit", "group_by": "total", "error": "AssertionError: boom"}
+    table = markdown([failed, ok, part])
+    assert "**mllm-edit**: the profile failed: AssertionError: boom" in table
+    assert "**sd-turbo**, B=8" in table and "| component | TAESD encode | 2.000 |" in table
+    assert "FLOPs not counted for encoder (AssertionError: shapes)" in table
