@@ -2,7 +2,8 @@
 plan, on the CPU: a real tiny bundle profiled with the profiler's CPU activities gives a
 non-empty table whose components and whose kinds each sum to the measured total, with
 Qwen3-VL's vision tower and language model apart; kernel names of a CUDA trace land in the
-right kind; the A/B plan is a baseline and its variants over one base.
+right kind; the A/B plan is a baseline and its variants over one base, and each A/B engine in
+one process compiles for its own settings (memory format, attention backend).
 """
 
 from __future__ import annotations
@@ -165,3 +166,70 @@ def test_markdown_names_a_failed_profile_and_keeps_the_others():
     assert "**mllm-edit**: the profile failed: AssertionError: boom" in table
     assert "**sd-turbo**, B=8" in table and "| component | TAESD encode | 2.000 |" in table
     assert "FLOPs not counted for encoder (AssertionError: shapes)" in table
+
+
+def test_a_step_compiled_for_channels_last_is_not_reused_after_close():
+    """The H100 A/B run: TAESD compiled with channels-last weights (baseline), the engine closed
+    (weights back to contiguous), the next engine's step ran the stale graph and failed
+    Inductor's stride assertion. Real Inductor on the CPU, the engine's conversions, and torch
+    2.11's guard setting (recursive dict tags) on."""
+    from stylecam.core.stylize.compile import compile_step, to_memory_format
+    from stylecam.core.stylize.denoiser import encode_frames
+
+    torch._dynamo.reset()
+    bundle = build_tiny_bundle("sd-turbo")
+    vae = bundle.vae
+    frames = torch.from_numpy(__import__("numpy").stack(sample_frames(bundle.manifest.size, 2)))
+
+    class Engine:  # an engine's compiled step: one code object shared by every engine
+        def step(self):
+            return encode_frames(bundle.vae, frames)
+
+    before = {n: p for n, p in vae.named_parameters()}
+    outputs = []
+    with torch._dynamo.config.patch(use_recursive_dict_tags_for_guards=True):
+        for fmt in (torch.channels_last, torch.contiguous_format):
+            to_memory_format(vae, fmt)  # the engine's channels_last_vae (on), then close (off)
+            step = compile_step(Engine().step)
+            with torch.no_grad():
+                outputs += [(step(), step(), encode_frames(vae, frames))]
+            if fmt is torch.channels_last:
+                weight = vae.encoder.layers[0].weight
+                assert weight.is_contiguous(memory_format=torch.channels_last) and weight.stride()[1] == 1
+    for compiled, again, eager in outputs:
+        torch.testing.assert_close(compiled, eager, rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(again, eager, rtol=1e-4, atol=1e-4)
+    after = dict(vae.named_parameters())
+    # New objects (the modules' parameter dicts changed: what the guards look at), same values.
+    conv = [n for n, p in after.items() if p.dim() == 4]
+    assert conv and all(after[n] is not before[n] for n in conv)
+    assert all(torch.equal(after[n], before[n]) for n in after)
+    assert all(after[n] is before[n] for n in after if after[n].dim() != 4)
+
+
+def test_an_engine_with_another_attention_backend_traces_its_steps_again():
+    """Dynamo does not guard on the SDPA backend (picked when it traces): the A/B row
+    ``sdpa_backend=cudnn`` reused the baseline's compiled kernels. Real engines, Dynamo's tracing
+    as CI runs it (``compile_backend="eager"``)."""
+    from torch._dynamo.utils import counters
+
+    from stylecam.core.stylize.engine import EngineSettings, StreamEngine
+
+    torch._dynamo.reset()
+    bundle = build_tiny_bundle("sd-turbo")
+    frames = sample_frames(bundle.manifest.size, 2)
+
+    def graphs_traced(backend: str) -> int:
+        before = counters["stats"]["unique_graphs"]
+        engine = StreamEngine(bundle, EngineSettings(batch_size=2, mode="compile", compile_backend="eager",
+                                                     sdpa_backend=backend), style=STYLE)
+        try:
+            engine.collect(engine.submit(frames))
+        finally:
+            engine.close()
+        return counters["stats"]["unique_graphs"] - before
+
+    assert graphs_traced("auto") >= 3  # encode, U-Net, decode
+    assert graphs_traced("auto") == 0  # same settings: Dynamo's cache serves them
+    assert graphs_traced("math") >= 3  # another backend: traced under it
+    assert graphs_traced("math") == 0
