@@ -233,3 +233,18 @@ def test_an_engine_with_another_attention_backend_traces_its_steps_again():
     assert graphs_traced("auto") == 0  # same settings: Dynamo's cache serves them
     assert graphs_traced("math") >= 3  # another backend: traced under it
     assert graphs_traced("math") == 0
+
+
+def test_compile_only_plan_is_the_rows_the_peer_is_compared_with(monkeypatch):
+    for k, v in {"STYLECAM_BENCH_MODES": "stream,latency", "STYLECAM_BENCH_BATCHES": "8",
+                 "STYLECAM_BENCH_LATENCY_BATCHES": "1", "STYLECAM_BENCH_REFRESH": "1", "STYLECAM_BENCH_EXTRA": "0",
+                 "STYLECAM_BENCH_DEVICES": "", "STYLECAM_BENCH_COMPILE": "only"}.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.delenv("STYLECAM_BENCH_AB_BASE", raising=False)
+    monkeypatch.delenv("STYLECAM_BENCH_COMPILE_MODE", raising=False)
+    compiled = {"mode": "compile", "compile_mode": "default"}
+    assert [(c["mode"], c["batch"], c.get("extra")) for c in plan("sd-turbo")] == [
+        ("stream", 8, compiled), ("latency", 1, compiled)]
+    monkeypatch.setenv("STYLECAM_BENCH_COMPILE", "1")  # the CUDA-graph rows too, first
+    assert [(c["mode"], c["batch"], c.get("extra")) for c in plan("sd-turbo")] == [
+        ("stream", 8, None), ("latency", 1, None), ("stream", 8, compiled), ("latency", 1, compiled)]
