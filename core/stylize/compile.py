@@ -163,9 +163,10 @@ def to_memory_format(module: torch.nn.Module, memory_format: torch.memory_format
     ``module.to(memory_format=...)`` does), as **new** tensor objects.
 
     ``Module.to`` changes each parameter's data in place: the same ``Parameter`` objects in
-    unchanged ``_parameters`` dicts. Dynamo's recursive dict-tag guards (on by default in torch
-    2.11; pytorch/pytorch#177525) take unchanged dicts as proof that nothing under them changed,
-    so a step compiled before the change kept running with the old strides baked in. New
+    unchanged ``_parameters`` dicts. Dynamo's recursive dict-tag guards (on by default up to
+    torch 2.11, the GPU image's; turned off later: pytorch/pytorch#163064, #181925) take
+    unchanged dicts as proof that nothing under them changed, so a step compiled before the
+    change kept running with the old strides baked in. New
     objects change those dicts, and every kind of guard sees it. Tensors already in the format
     are left alone (their strides, which a compiled graph may rely on, stay as they are)."""
     with torch.no_grad():
