@@ -120,6 +120,13 @@ def configure_runtime(cache_dir: str | None = None) -> None:
         inductor_config.fx_graph_cache = True
     if "TORCHINDUCTOR_AUTOTUNE_LOCAL_CACHE" not in os.environ:
         inductor_config.autotune_local_cache = True
+    # Full guard checks: the recursive dict-tag shortcut (on by default up to torch 2.11) misses
+    # tensors changed in place (Module.to: memory format, device), see to_memory_format. Our
+    # steps replay CUDA graphs, so guard time is not on the hot path.
+    import torch._dynamo.config as dynamo_config
+
+    if hasattr(dynamo_config, "use_recursive_dict_tags_for_guards"):
+        dynamo_config.use_recursive_dict_tags_for_guards = False
     _configured = True
 
 
