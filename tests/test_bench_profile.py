@@ -205,6 +205,10 @@ def test_a_step_compiled_for_channels_last_is_not_reused_after_close():
     assert conv and all(after[n] is not before[n] for n in conv)
     assert all(torch.equal(after[n], before[n]) for n in after)
     assert all(after[n] is before[n] for n in after if after[n].dim() != 4)
+    shared = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Conv2d(3, 4, 3))
+    shared[1].weight = shared[0].weight
+    to_memory_format(shared, torch.channels_last)
+    assert shared[1].weight is shared[0].weight and shared[0].weight.is_contiguous(memory_format=torch.channels_last)
 
 
 def test_an_engine_with_another_attention_backend_traces_its_steps_again():

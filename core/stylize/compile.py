@@ -176,12 +176,15 @@ def to_memory_format(module: torch.nn.Module, memory_format: torch.memory_format
     change kept running with the old strides baked in. New
     objects change those dicts, and every kind of guard sees it. Tensors already in the format
     are left alone (their strides, which a compiled graph may rely on, stay as they are)."""
+    swapped = {}  # a parameter shared by two modules stays one parameter
     with torch.no_grad():
         for m in module.modules():
             for name, p in list(m._parameters.items()):
                 if p is not None and p.dim() == 4 and not p.is_contiguous(memory_format=memory_format):
-                    m._parameters[name] = torch.nn.Parameter(p.detach().contiguous(memory_format=memory_format),
-                                                             requires_grad=p.requires_grad)
+                    if id(p) not in swapped:
+                        swapped[id(p)] = torch.nn.Parameter(p.detach().contiguous(memory_format=memory_format),
+                                                            requires_grad=p.requires_grad)
+                    m._parameters[name] = swapped[id(p)]
             for name, b in list(m._buffers.items()):
                 if b is not None and b.dim() == 4 and not b.is_contiguous(memory_format=memory_format):
                     m._buffers[name] = b.contiguous(memory_format=memory_format)
