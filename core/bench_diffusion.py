@@ -23,7 +23,8 @@ versions and every setting. The plan comes from environment variables (defaults 
 [naive,naive-graphs,stream,latency], ``STYLECAM_BENCH_BATCHES`` [8,16],
 ``STYLECAM_BENCH_LATENCY_BATCHES`` [1,2], ``STYLECAM_BENCH_REFRESH`` [1,4,8],
 ``STYLECAM_BENCH_FRAMES`` [max(--frames, 480)], ``STYLECAM_BENCH_CHECK`` [1: finiteness and
-engine-vs-reference equivalence rows], ``STYLECAM_BENCH_COMPILE`` [0: also time ``mode=compile``],
+engine-vs-reference equivalence rows], ``STYLECAM_BENCH_COMPILE`` [0: also time ``mode=compile``;
+``only``: the compiled rows without their CUDA-graph twins],
 ``STYLECAM_BENCH_COMPILE_MODE`` [default], ``STYLECAM_BENCH_AB`` [[]: a JSON list of variants of
 the B=16 headline row, each a mapping of engine settings, plus ``batch``/``refresh`` for the row,
 ``text_bucket`` for the conditioner and ``cudnn_benchmark``; side-by-side A/B in one process],
@@ -37,8 +38,10 @@ comparing each list's outputs with one GPU's. Every row says its ``devices``.
 Issue #17 (closer to the hardware): ``--profile`` or ``STYLECAM_BENCH_PROFILE=1`` first profiles
 one batch per stack kernel by kernel (:mod:`.bench_profile`; ``STYLECAM_BENCH_PROFILE_BATCH``
 [16], ``_PROFILE_MODE`` [compile], ``_PROFILE_SETTINGS`` [{}: engine settings, e.g.
-``{"fp8": true}``]) and prints its markdown table; ``STYLECAM_BENCH_MODES=`` (empty) then
-runs nothing else. ``STYLECAM_BENCH_AB_BASE`` (a JSON mapping, e.g. ``{"mode": "compile"}``)
+``{"fp8": true}``], ``_PROFILE_AT`` [first; ``last``: after the timed and peer rows, so a run
+cut short keeps those]) and prints its markdown table; ``STYLECAM_BENCH_MODES=`` (empty) then
+runs nothing else. Every row carries ``elapsed_s``, the seconds since the bench began (where
+a device call's time went). ``STYLECAM_BENCH_AB_BASE`` (a JSON mapping, e.g. ``{"mode": "compile"}``)
 makes the A/B plan a baseline row with those settings plus one row per ``STYLECAM_BENCH_AB``
 variant over the same base, each row marked ``ab`` (``baseline`` or the variant), in one
 process on the same frames (``STYLECAM_BENCH_AB_PATH``: ``both`` [default], ``e2e`` or ``engine``:
@@ -394,7 +397,8 @@ def plan(stack: str) -> list[dict]:
     if "naive-graphs" in modes:
         first.append(dict(mode="naive-graphs", batch=1, refresh=1, inflight=1))
     # The same headline rows on several devices (one GPU's are the rows above).
-    compiled_too = os.environ.get("STYLECAM_BENCH_COMPILE", "0") == "1"
+    compile_env = os.environ.get("STYLECAM_BENCH_COMPILE", "0")
+    compiled_too = compile_env in ("1", "only")
     for spec in device_specs():
         for compiled in ((False, True) if compiled_too else (False,)):
             extra = {"devices": spec}
@@ -409,7 +413,7 @@ def plan(stack: str) -> list[dict]:
         for b in sorted(batches, reverse=True):
             for n in (refreshes if vision else [1]):
                 rest.append(dict(mode="stream", batch=b, refresh=n, inflight=2))
-        if os.environ.get("STYLECAM_BENCH_COMPILE", "0") == "1" and big:
+        if compiled_too and big:
             # Inductor's default mode: max-autotune's search takes many minutes per model and B.
             compiled = {"mode": "compile", "compile_mode": os.environ.get("STYLECAM_BENCH_COMPILE_MODE", "default")}
             rest.append(dict(mode="stream", batch=big, refresh=head if vision else 1, inflight=2, extra=compiled))
@@ -442,7 +446,10 @@ def plan(stack: str) -> list[dict]:
         for b in lat_batches:
             for n in ((1, 4) if vision else (1,)):
                 rest.append(dict(mode="latency", batch=b, refresh=n, inflight=2))
-    return first + [c for c in rest if c not in first or "ab" in c]
+    configs = first + [c for c in rest if c not in first or "ab" in c]
+    if compile_env == "only":  # e.g. the rows a same-run peer is compared with, first
+        configs = [c for c in configs if (c.get("extra") or {}).get("mode") == "compile" or "ab" in c]
+    return configs
 
 
 def bench_diffusion(args) -> list[dict]:
@@ -461,9 +468,12 @@ def bench_diffusion(args) -> list[dict]:
     profile = bool(getattr(args, "profile", False)) or os.environ.get("STYLECAM_BENCH_PROFILE", "0") == "1"
     peer = os.environ.get("STYLECAM_BENCH_PEER", "0") == "1"
     jsonl = getattr(args, "json", None)
+    profile_last = os.environ.get("STYLECAM_BENCH_PROFILE_AT", "first") == "last"
     rows = []
+    started = time.perf_counter()
 
     def emit(row):
+        row["elapsed_s"] = round(time.perf_counter() - started, 1)
         row["machine"] = machine
         rows.append(row)
         print(json.dumps({k: v for k, v in row.items() if k != "machine"}), file=sys.stderr, flush=True)
@@ -498,7 +508,7 @@ def bench_diffusion(args) -> list[dict]:
                     log.exception("device equivalence check failed")
                     emit(base | {"mode": "check-devices", "devices_spec": spec, "error": f"{type(e).__name__}: {e}"})
             faulthandler.cancel_dump_traceback_later()
-        if profile:
+        if profile and not profile_last:
             _profile_rows(bundle, frames, params, base, emit)
         for cfg in plan(stack):
             label = cfg["mode"] + ("" if not cfg.get("extra") else "+" + "+".join(
@@ -542,6 +552,8 @@ def bench_diffusion(args) -> list[dict]:
 
             for row in peer_rows(bundle, frames, rows, frames_total=frames_total):
                 emit(base | row)
+        if profile and profile_last:
+            _profile_rows(bundle, frames, params, base, emit)
         del bundle
         gc.collect()
         torch.cuda.empty_cache()

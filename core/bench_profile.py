@@ -27,7 +27,9 @@ Two groupings of the same kernels, each summing to the batch's total:
 On CUDA a group's time is the sum of its kernels' device time; on the CPU (tests) it is the
 ops' own (self) CPU time. Where FLOPs are countable (``FlopCounterMode`` on the same engine's
 eager steps, same inputs) a group also gets its achieved TFLOP/s and the share of the card's
-dense bf16 peak (:data:`PEAK_TFLOPS`, the one table of those facts).
+dense bf16 peak (:data:`PEAK_TFLOPS`, the one table of those facts). Attention is counted by
+:func:`attention_flops` (grouped-query attention included); a component whose count fails keeps
+its times and loses only its TFLOP columns (the total row's ``flops_errors`` says why).
 """
 
 from __future__ import annotations
@@ -162,22 +164,54 @@ def _attribute(events, *, cuda: bool, root: str) -> list[tuple[str, str, str, fl
     return out
 
 
-def _flops(engine) -> tuple[dict, dict]:
-    """FLOPs of one batch per component and per kind, counted on the engine's eager steps
-    with the inputs its buffers hold now (the batch just profiled)."""
+def attention_flops(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+    """FLOPs of one scaled-dot-product attention call, ``(batch, heads, seq, dim)`` shapes.
+
+    Grouped-query attention counts right: key/value may have fewer heads than the query (each
+    K/V head serves ``h_q / h_kv`` query heads; Qwen3-VL's language model, ``enable_gqa``), and
+    the work is that of ``h_q`` heads — Q·Kᵀ and P·V, 2 FLOPs per multiply-add, as torch's own
+    formula counts equal heads. (torch 2.11's formula asserted on it: the first H100 run lost
+    the mllm-edit profile to "query/key/value shapes are incompatible".)"""
+    b, h_q, s_q, d_qk = query_shape
+    b_k, h_kv, s_k, d_k = key_shape
+    h_v, s_v, d_v = value_shape[-3:]
+    if b_k != b or d_k != d_qk or s_v != s_k or h_v != h_kv or h_kv < 1 or h_q % h_kv:
+        raise ValueError(f"attention shapes do not fit: q {tuple(query_shape)}, k {tuple(key_shape)}, "
+                         f"v {tuple(value_shape)}")
+    return 2 * b * h_q * s_q * s_k * (d_qk + d_v)
+
+
+def _attention_formulas() -> dict:
+    # Our formula for every fused SDPA op whose first three arguments are q, k, v (B, H, S, D):
+    # the CUDA kernels, and the CPU's flash op, which torch's counter leaves uncounted.
+    import torch
+
+    aten = torch.ops.aten
+    names = ("_scaled_dot_product_efficient_attention", "_scaled_dot_product_flash_attention",
+             "_scaled_dot_product_cudnn_attention", "_scaled_dot_product_flash_attention_for_cpu")
+    return {getattr(aten, n): attention_flops for n in names if hasattr(aten, n)}
+
+
+def count_flops(steps: dict) -> tuple[dict, dict, dict]:
+    """FLOPs of each zero-argument step in ``steps`` (label -> callable), counted with
+    ``FlopCounterMode`` and :func:`attention_flops`: ``(per_component, per_kind, errors)``.
+
+    A step whose counting fails (an op torch cannot count, a formula that asserts) gets no
+    entry in ``per_component`` and its message in ``errors``; the other steps keep theirs.
+    ``per_kind`` sums the counted steps only, so it is left empty when any step failed (a
+    kind's TFLOP/s from part of its work would read as slow kernels)."""
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    steps = {"U-Net (+ folded LLLite)": engine._unet_step, "TAESD encode": engine._encode_step,
-             "TAESD decode (+ resize out)": engine._decode_step}
-    if engine.cond_on_side:
-        steps["encoder"] = engine._cond_step
-    if engine.folded is not None:
-        steps["LLLite conditioning"] = engine._lllite_step
-    per_component, per_kind = {}, {}
+    formulas = _attention_formulas()
+    per_component, per_kind, errors = {}, {}, {}
     for label, fn in steps.items():
-        with torch.no_grad(), FlopCounterMode(display=False) as counter:
-            fn()
+        try:
+            with torch.no_grad(), FlopCounterMode(display=False, custom_mapping=formulas) as counter:
+                fn()
+        except Exception as e:  # one component's count must not cost the others (or the profile)
+            errors[label] = f"{type(e).__name__}: {e}"[:300]
+            continue
         counts = counter.get_flop_counts()
         per_component[label] = counter.get_total_flops()
         if label == "encoder":
@@ -188,7 +222,19 @@ def _flops(engine) -> tuple[dict, dict]:
         for op, n in counts.get("Global", {}).items():
             kind = kernel_kind(str(op).replace("aten.", "aten::"))
             per_kind[kind] = per_kind.get(kind, 0) + n
-    return per_component, per_kind
+    return per_component, ({} if errors else per_kind), errors
+
+
+def _flops(engine) -> tuple[dict, dict, dict]:
+    """FLOPs of one batch per component and per kind (:func:`count_flops`), counted on the
+    engine's eager steps with the inputs its buffers hold now (the batch just profiled)."""
+    steps = {"U-Net (+ folded LLLite)": engine._unet_step, "TAESD encode": engine._encode_step,
+             "TAESD decode (+ resize out)": engine._decode_step}
+    if engine.cond_on_side:
+        steps["encoder"] = engine._cond_step
+    if engine.folded is not None:
+        steps["LLLite conditioning"] = engine._lllite_step
+    return count_flops(steps)
 
 
 def _rows(items, total_us: float, flops: dict, peak: float | None, group_by: str) -> list[dict]:
@@ -249,7 +295,7 @@ def profile_stack(bundle, frames, params, *, batch: int = 16, mode: str | None =
         events = prof.events()
         items = _attribute(events, cuda=cuda, root="stylecam.batch")
         split = _attribute(events, cuda=cuda, root="stylecam.encoder_eager") if encoder_compiled else []
-        flops_component, flops_kind = _flops(engine)
+        flops_component, flops_kind, flops_errors = _flops(engine)
         # With the vision/LM ranges open, "encoder" holds only what lies outside both.
         flops_split = dict(flops_component)
         if "Qwen3-VL vision" in flops_split:
@@ -265,7 +311,10 @@ def profile_stack(bundle, frames, params, *, batch: int = 16, mode: str | None =
     peak = peaks["bf16"] if peaks else None
     head = {"bench": "profile", "stack": bundle.manifest.stack, "batch": batch, "mode": mode,
             "device": device_name, "peak_bf16_tflops": peak, "settings": extra, **report}
-    total_flops = sum(v for k, v in flops_component.items() if not k.startswith("Qwen3-VL "))
+    # The batch's TFLOP only when every component was counted.
+    total_flops = None if flops_errors else sum(v for k, v in flops_component.items() if not k.startswith("Qwen3-VL "))
+    if flops_errors:
+        head = head | {"flops_errors": flops_errors}
     rows = [head | {"group_by": "total", "group": "batch", "ms": round(total_us / 1000.0, 4), "share": 1.0,
                     "wall_ms": round(wall_ms, 3), "kernels": len(items),
                     "tflop": round(total_flops / 1e12, 5) if total_flops else None,
@@ -288,7 +337,12 @@ def markdown(rows: list[dict]) -> str:
     lines = []
     for stack in dict.fromkeys(r["stack"] for r in rows if r.get("bench") == "profile"):
         mine = [r for r in rows if r.get("bench") == "profile" and r["stack"] == stack]
-        total = next(r for r in mine if r["group_by"] == "total")
+        total = next((r for r in mine if r.get("group_by") == "total" and "error" not in r), None)
+        if total is None:  # the profile failed: its error row says why
+            error = next((r["error"] for r in mine if "error" in r), "no rows")
+            lines += [f"**{stack}**: the profile failed: {error}", ""]
+            continue
+        mine = [r for r in mine if "error" not in r]
         peak = total.get("peak_bf16_tflops")
         lines += [f"**{stack}**, B={total['batch']}, {total['mode']}, {total['device']}: kernels {total['ms']:.2f} ms "
                   f"per batch (wall {total['wall_ms']:.2f} ms, {total['kernels']} kernels)"
@@ -300,6 +354,9 @@ def markdown(rows: list[dict]) -> str:
             of_peak = "" if r["peak_share"] is None else f"{100 * r['peak_share']:.0f} %"
             lines.append(f"| {r['group_by']} | {r['group']} | {r['ms']:.3f} | {100 * (r['share'] or 0):.1f} % | "
                          f"{_num(r['tflop'])} | {_num(r['tflops'])} | {of_peak} |")
+        for label, error in (total.get("flops_errors") or {}).items():
+            lines += ["", f"FLOPs not counted for {label} ({error}): its TFLOP columns, the kinds' and the total's "
+                          "are left empty."]
         top = next((r for r in mine if r["group_by"] == "top kernels"), None)
         if top:
             lines += ["", "Top kernels: " + "; ".join(f"{k['name'][:60]} ({k['kind']}) {k['ms']:.3f} ms"
@@ -312,5 +369,5 @@ def _num(v) -> str:
     return "" if v is None else f"{v:g}"
 
 
-__all__ = ["COMPONENTS", "KINDS", "PEAK_TFLOPS", "card_peak", "kernel_kind", "markdown", "profile_stack",
-           "qwen_ranges"]
+__all__ = ["COMPONENTS", "KINDS", "PEAK_TFLOPS", "attention_flops", "card_peak", "count_flops", "kernel_kind",
+           "markdown", "profile_stack", "qwen_ranges"]

@@ -1,31 +1,42 @@
 #!/usr/bin/env bash
-# Issue #17 "Closer to the hardware" in one device call (H100/H200): the kernel profile, the A/B
-# rows of the new engine knobs, and StreamDiffusion beside our sd-turbo rows, in the same run.
+# Issue #17 "Closer to the hardware" in two device calls (H100/H200): StreamDiffusion beside our
+# compiled sd-turbo rows, the kernel profiles, and the A/B rows of the engine knobs.
 #
-#   OUT=/some/dir scripts/gpu_hw.sh               # = mllm sd-turbo (one 10-minute call)
-#   OUT=/some/dir scripts/gpu_hw.sh mllm          # mllm-edit: checks (fp8 vs bf16), profile B=16,
-#                                                 #   A/B e2e rows: baseline compiled, +fp8, +sdpa cudnn,
-#                                                 #   channels-last TAESD off (it is on by default)
-#   OUT=/some/dir scripts/gpu_hw.sh sd-turbo      # sd-turbo: profile B=8, compiled B=8 / B=1 rows,
-#                                                 #   StreamDiffusion fb=8 / fb=1 (same process) + ratios
-#   OUT=/some/dir scripts/gpu_hw.sh autotune      # mllm-edit B=16: compile_mode max-autotune vs default,
-#                                                 #   then the same again in a new process (second start)
+#   OUT=/some/dir scripts/gpu_hw.sh               # = sd-turbo (call 1)
+#   OUT=/some/dir scripts/gpu_hw.sh sd-turbo      # compiled B=8 and B=1 rows (engine + e2e twins), then
+#                                                 #   StreamDiffusion fb=1 / fb=8 in the same process + ratios,
+#                                                 #   then the B=8 kernel profile (last: a cut run keeps the rest)
+#   SD_BATCH=16 OUT=... scripts/gpu_hw.sh sd-turbo  # sd-turbo at B=16 instead (issue #13's e2e twin): CUDA-graph
+#                                                 #   and compiled rows, engine + e2e; no peer (it has no fb=16), no profile
+#   OUT=/some/dir scripts/gpu_hw.sh mllm          # call 2, mllm-edit: checks (fp8 vs bf16), profile B=16, then the
+#                                                 #   A/B e2e rows: baseline compiled, sdpa cudnn, channels-last TAESD
+#                                                 #   off (it is on by default), fp8
+#   OUT=/some/dir scripts/gpu_hw.sh autotune      # a call of its own: mllm-edit B=16 max-autotune vs default, then
+#                                                 #   the same again in a new process (second start)
 #
-# Wall time (estimated, not measured: no GPU was lent while this was written; compile costs from
-# docs/benchmarks.md, 38-89 s per mllm-edit start on an H200): set-up ~10 s; mllm ~6-7 min, capped at
-# MLLM_LIMIT=370 s (bundle 15 s, checks ~30 s, profile with the first compile ~120 s, then each A/B
-# row one e2e start: baseline ~30 s from the warm cache, fp8 and sdpa=cudnn ~60-90 s each (new
-# graphs), channels-last TAESD ~30 s); sd-turbo ~3 min, capped at SD_LIMIT=180 s. Total <= ~570 s.
-# Rows are written as they come ($OUT/*.jsonl.partial), so a part cut by its timeout keeps what it
-# measured; the order inside each part is the order of priority. autotune is a call of its own
-# (max-autotune searches for minutes): ~2 x AUTOTUNE_LIMIT=270 s.
+# Wall time, from the first H100 80GB run (2026-12-06; every machine starts with an empty Inductor
+# cache, so each new shape compiles from scratch): set-up ~15 s (wheels, versions; the mllm-edit
+# bench bundle builds in 3.7 s). A first compile costs, per engine shape: sd-turbo B=8 54 s, B=1 42 s;
+# mllm-edit B=16 73 s, B=1 68 s, with fp8 89 s; a shape compiled before in the same process 0.05-3 s.
+# Each row then runs ~3-10 s (480 frames; its e2e twin warms up first). The first run's single call
+# ran out: its sd-turbo part (profile first, then CUDA-graph rows, compiled rows) was cut at 170 s
+# before the StreamDiffusion rows; its mllm part (checks, profile, A/B) took ~150 s from a warm cache.
+# Budgets now (estimates from those figures; StreamDiffusion's own compile, reduce-overhead once per
+# buffer size, was not reached yet, taken as ~60 s each):
+#   sd-turbo: compiled B=8 ~70 s + B=1 ~55 s + StreamDiffusion 2 x ~70 s + profile ~30 s (re-traced after
+#     the peer's Dynamo reset, kernels from the cache) = ~300 s; SD_LIMIT=400 (B=16: ~150 s, SD_LIMIT=240).
+#   mllm: checks ~20 s, profile with the first compile ~90 s, CUDA-graph row ~20 s, A/B baseline ~10 s (the
+#     profile's kernels), sdpa cudnn ~80 s (new attention graphs), channels-last off ~60 s (new TAESD
+#     graphs, the rest from the cache), fp8 ~95 s = ~375 s; MLLM_LIMIT=480.
+# Each call stays under the 600 s a device command may run. Rows are written as they come
+# ($OUT/*.jsonl.partial, each with elapsed_s), so a part cut by its timeout keeps what it
+# measured; the order inside each part is the order of priority. autotune: ~2 x AUTOTUNE_LIMIT=270 s.
 #
 # Expects in .whl/ the wheels the GPU image lacks: diffusers, platformdirs, pyvirtualcam (as
 # scripts/gpu_app_path.sh) and streamdiffusion-0.1.1-py3-none-any.whl (installed --no-deps: it
 # pins diffusers 0.24, and the parts we use run on 0.42). Runs stylecam from this checkout.
 set -uo pipefail
-PHASES=("${@:-mllm}")
-[ $# -eq 0 ] && PHASES=(mllm sd-turbo)
+PHASES=("${@:-sd-turbo}")
 OUT=${OUT:-$PWD/out}
 mkdir -p "$OUT"
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
@@ -52,19 +63,31 @@ bench() {  # NAME LIMIT
 for PHASE in "${PHASES[@]}"; do
 case $PHASE in
   mllm)
+    # Profile first (the A/B baseline then reuses its compiled steps), then the A/B rows: the ones
+    # the first run lost (sdpa cudnn reused the baseline's kernels; channels-last off failed) before fp8.
     STYLECAM_BENCH_STACKS=mllm-edit STYLECAM_BENCH_PROFILE=1 STYLECAM_BENCH_PROFILE_BATCH=16 STYLECAM_BENCH_CHECK=1 \
     STYLECAM_BENCH_MODES=stream STYLECAM_BENCH_BATCHES=16 STYLECAM_BENCH_REFRESH=4 STYLECAM_BENCH_COMPILE=0 \
     STYLECAM_BENCH_EXTRA=0 STYLECAM_BENCH_E2E=1 STYLECAM_BENCH_FRAMES=${STYLECAM_BENCH_FRAMES:-480} \
+    STYLECAM_BENCH_DEVICES= \
     STYLECAM_BENCH_AB_BASE='{"mode": "compile", "compile_mode": "default"}' STYLECAM_BENCH_AB_PATH=${AB_PATH:-e2e} \
-    STYLECAM_BENCH_AB=${AB:-'[{"fp8": true}, {"sdpa_backend": "cudnn"}, {"channels_last_vae": false}]'} \
-      bench mllm "${MLLM_LIMIT:-370}"
+    STYLECAM_BENCH_AB=${AB:-'[{"sdpa_backend": "cudnn"}, {"channels_last_vae": false}, {"fp8": true}]'} \
+      bench mllm "${MLLM_LIMIT:-480}"
     ;;
   sd-turbo)
-    STYLECAM_BENCH_STACKS=sd-turbo STYLECAM_BENCH_PROFILE=1 STYLECAM_BENCH_PROFILE_BATCH=8 STYLECAM_BENCH_CHECK=0 \
-    STYLECAM_BENCH_MODES=stream,latency STYLECAM_BENCH_BATCHES=8 STYLECAM_BENCH_LATENCY_BATCHES=1 \
-    STYLECAM_BENCH_REFRESH=1 STYLECAM_BENCH_COMPILE=1 STYLECAM_BENCH_EXTRA=0 STYLECAM_BENCH_E2E=${SD_E2E:-0} \
-    STYLECAM_BENCH_FRAMES=${STYLECAM_BENCH_FRAMES:-480} STYLECAM_BENCH_PEER=1 \
-      bench sd-turbo "${SD_LIMIT:-180}"
+    if [ "${SD_BATCH:-8}" = 8 ]; then
+      # The rows StreamDiffusion is compared with (compiled B=8 and B=1), the peer, then the profile.
+      STYLECAM_BENCH_STACKS=sd-turbo STYLECAM_BENCH_CHECK=0 STYLECAM_BENCH_MODES=stream,latency \
+      STYLECAM_BENCH_BATCHES=8 STYLECAM_BENCH_LATENCY_BATCHES=1 STYLECAM_BENCH_REFRESH=1 STYLECAM_BENCH_COMPILE=only \
+      STYLECAM_BENCH_EXTRA=0 STYLECAM_BENCH_DEVICES= STYLECAM_BENCH_E2E=${SD_E2E:-1} \
+      STYLECAM_BENCH_FRAMES=${STYLECAM_BENCH_FRAMES:-480} STYLECAM_BENCH_PEER=1 \
+      STYLECAM_BENCH_PROFILE=1 STYLECAM_BENCH_PROFILE_BATCH=8 STYLECAM_BENCH_PROFILE_AT=last \
+        bench sd-turbo "${SD_LIMIT:-400}"
+    else
+      STYLECAM_BENCH_STACKS=sd-turbo STYLECAM_BENCH_CHECK=0 STYLECAM_BENCH_MODES=stream \
+      STYLECAM_BENCH_BATCHES="$SD_BATCH" STYLECAM_BENCH_REFRESH=1 STYLECAM_BENCH_COMPILE=1 STYLECAM_BENCH_EXTRA=0 \
+      STYLECAM_BENCH_DEVICES= STYLECAM_BENCH_E2E=1 STYLECAM_BENCH_FRAMES=${STYLECAM_BENCH_FRAMES:-480} \
+        bench "sd-turbo-b$SD_BATCH" "${SD_LIMIT:-240}"
+    fi
     ;;
   autotune)
     for start in first second; do
@@ -88,13 +111,13 @@ out = sys.argv[1]
 rows = []
 for path in sorted(glob.glob(f"{out}/rows-*.jsonl")):
     rows += [json.loads(line) for line in open(path) if line.strip()]
-table = markdown([r for r in rows if r.get("bench") == "profile" and "error" not in r])
+table = markdown([r for r in rows if r.get("bench") == "profile"])
 open(f"{out}/profile.md", "w").write(table)
 print(table)
 keys = ("stack", "ab", "mode", "path", "batch", "fps", "latency_p50_ms", "setup_s", "compile_s", "fp8",
-        "sdpa_backend", "ratio_engine", "ratio_e2e", "error")
+        "sdpa_backend", "ours_engine_fps", "ratio_engine", "ours_e2e_fps", "ratio_e2e", "elapsed_s", "error")
 for r in rows:
-    if r.get("bench") == "profile" and "error" not in r:
+    if r.get("bench") == "profile":
         continue
     if r.get("mode") == "check-equivalence":
         print("check", r.get("stack"), {k: r.get(k) for k in ("graphs_streams", "fp8", "fp8_vs_bf16", "error")})

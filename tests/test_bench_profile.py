@@ -2,7 +2,8 @@
 plan, on the CPU: a real tiny bundle profiled with the profiler's CPU activities gives a
 non-empty table whose components and whose kinds each sum to the measured total, with
 Qwen3-VL's vision tower and language model apart; kernel names of a CUDA trace land in the
-right kind; the A/B plan is a baseline and its variants over one base.
+right kind; the A/B plan is a baseline and its variants over one base, and each A/B engine in
+one process compiles for its own settings (memory format, attention backend).
 """
 
 from __future__ import annotations
@@ -106,3 +107,148 @@ def test_bench_takes_the_profile_flag():
     bench.configure_parser(p)
     assert p.parse_args(["--backend", "diffusion", "--profile"]).profile is True
     assert p.parse_args([]).profile is False
+
+
+def test_attention_flops_count_grouped_query_heads_as_query_heads():
+    from torch.utils.flop_counter import sdpa_flop_count
+
+    from stylecam.core.bench_profile import attention_flops
+
+    q, kv = (2, 8, 40, 16), (2, 2, 24, 16)
+    # The reference: torch's formula on K/V expanded to the query's heads (what enable_gqa does).
+    expanded = (2, 8, 24, 16)
+    assert attention_flops(q, kv, kv) == sdpa_flop_count(q, expanded, expanded) == 2 * 2 * 8 * 40 * 24 * 32
+    assert attention_flops(q, expanded, expanded) == sdpa_flop_count(q, expanded, expanded)
+    with pytest.raises(ValueError, match="attention shapes"):
+        attention_flops(q, (2, 3, 24, 16), (2, 3, 24, 16))  # 8 query heads over 3 K/V heads
+
+
+def test_a_component_whose_flops_cannot_be_counted_keeps_the_others():
+    from torch.utils.flop_counter import sdpa_flop_count
+
+    from stylecam.core.bench_profile import count_flops
+
+    a, b = torch.randn(8, 16), torch.randn(16, 4)
+
+    def fails():  # torch's formula asserting mid-step, as torch 2.11's did on Qwen3-VL's GQA
+        torch.mm(a, b)
+        sdpa_flop_count((1, 4, 8, 16), (2, 4, 8, 16), (2, 4, 8, 16))
+
+    per_component, per_kind, errors = count_flops({"good": lambda: torch.mm(a, b), "bad": fails})
+    assert per_component == {"good": 2 * 8 * 16 * 4}
+    assert list(errors) == ["bad"] and "shapes are incompatible" in errors["bad"]
+    assert per_kind == {}  # a kind's total from part of the work would mislead
+    per_component, per_kind, errors = count_flops({"good": lambda: torch.mm(a, b)})
+    assert per_kind == {"GEMM": 2 * 8 * 16 * 4} and errors == {}
+
+
+def test_grouped_query_attention_of_the_tiny_qwen_is_counted():
+    bundle = build_tiny_bundle("mllm-edit")
+    text = bundle.qwen.core.language_model.config
+    assert text.num_key_value_heads < text.num_attention_heads  # the case the H100 run failed on
+    rows = profile_stack(bundle, sample_frames(bundle.manifest.size, 2), STYLE, batch=2)
+    total = next(r for r in rows if r["group_by"] == "total")
+    assert "flops_errors" not in total and total["tflop"] > 0
+    kinds = {r["group"]: r for r in rows if r["group_by"] == "kind"}
+    assert kinds["attention"]["tflop"] > 0
+    components = {r["group"]: r for r in rows if r["group_by"] == "component"}
+    assert components["Qwen3-VL LM"]["tflop"] > 0
+
+
+def test_markdown_names_a_failed_profile_and_keeps_the_others():
+    ok = {"bench": "profile", "stack": "sd-turbo", "batch": 8, "mode": "compile", "device": "cpu",
+          "peak_bf16_tflops": None, "group_by": "total", "group": "batch", "ms": 2.0, "wall_ms": 2.5, "kernels": 10,
+          "flops_errors": {"encoder": "AssertionError: shapes"}}
+    part = dict(ok, group_by="component", group="TAESD encode", ms=2.0, share=1.0, tflop=None, tflops=None,
+                peak_share=None)
+    failed = {"bench": "profile", "stack": "mllm-edit", "group_by": "total", "error": "AssertionError: boom"}
+    table = markdown([failed, ok, part])
+    assert "**mllm-edit**: the profile failed: AssertionError: boom" in table
+    assert "**sd-turbo**, B=8" in table and "| component | TAESD encode | 2.000 |" in table
+    assert "FLOPs not counted for encoder (AssertionError: shapes)" in table
+
+
+def test_a_step_compiled_for_channels_last_is_not_reused_after_close():
+    """The H100 A/B run: TAESD compiled with channels-last weights (baseline), the engine closed
+    (weights back to contiguous), the next engine's step ran the stale graph and failed
+    Inductor's stride assertion. Real Inductor on the CPU, the engine's conversions, and torch
+    2.11's guard setting (recursive dict tags) on."""
+    from stylecam.core.stylize.compile import compile_step, to_memory_format
+    from stylecam.core.stylize.denoiser import encode_frames
+
+    torch._dynamo.reset()
+    bundle = build_tiny_bundle("sd-turbo")
+    vae = bundle.vae
+    frames = torch.from_numpy(__import__("numpy").stack(sample_frames(bundle.manifest.size, 2)))
+
+    class Engine:  # an engine's compiled step: one code object shared by every engine
+        def step(self):
+            return encode_frames(bundle.vae, frames)
+
+    before = {n: p for n, p in vae.named_parameters()}
+    outputs = []
+    with torch._dynamo.config.patch(use_recursive_dict_tags_for_guards=True):
+        for fmt in (torch.channels_last, torch.contiguous_format):
+            to_memory_format(vae, fmt)  # the engine's channels_last_vae (on), then close (off)
+            step = compile_step(Engine().step)
+            with torch.no_grad():
+                outputs += [(step(), step(), encode_frames(vae, frames))]
+            if fmt is torch.channels_last:
+                weight = vae.encoder.layers[0].weight
+                assert weight.is_contiguous(memory_format=torch.channels_last) and weight.stride()[1] == 1
+    for compiled, again, eager in outputs:
+        torch.testing.assert_close(compiled, eager, rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(again, eager, rtol=1e-4, atol=1e-4)
+    after = dict(vae.named_parameters())
+    # New objects (the modules' parameter dicts changed: what the guards look at), same values.
+    conv = [n for n, p in after.items() if p.dim() == 4]
+    assert conv and all(after[n] is not before[n] for n in conv)
+    assert all(torch.equal(after[n], before[n]) for n in after)
+    assert all(after[n] is before[n] for n in after if after[n].dim() != 4)
+    shared = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Conv2d(3, 4, 3))
+    shared[1].weight = shared[0].weight
+    to_memory_format(shared, torch.channels_last)
+    assert shared[1].weight is shared[0].weight and shared[0].weight.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_an_engine_with_another_attention_backend_traces_its_steps_again():
+    """Dynamo does not guard on the SDPA backend (picked when it traces): the A/B row
+    ``sdpa_backend=cudnn`` reused the baseline's compiled kernels. Real engines, Dynamo's tracing
+    as CI runs it (``compile_backend="eager"``)."""
+    from torch._dynamo.utils import counters
+
+    from stylecam.core.stylize.engine import EngineSettings, StreamEngine
+
+    torch._dynamo.reset()
+    bundle = build_tiny_bundle("sd-turbo")
+    frames = sample_frames(bundle.manifest.size, 2)
+
+    def graphs_traced(backend: str) -> int:
+        before = counters["stats"]["unique_graphs"]
+        engine = StreamEngine(bundle, EngineSettings(batch_size=2, mode="compile", compile_backend="eager",
+                                                     sdpa_backend=backend), style=STYLE)
+        try:
+            engine.collect(engine.submit(frames))
+        finally:
+            engine.close()
+        return counters["stats"]["unique_graphs"] - before
+
+    assert graphs_traced("auto") >= 3  # encode, U-Net, decode
+    assert graphs_traced("auto") == 0  # same settings: Dynamo's cache serves them
+    assert graphs_traced("math") >= 3  # another backend: traced under it
+    assert graphs_traced("math") == 0
+
+
+def test_compile_only_plan_is_the_rows_the_peer_is_compared_with(monkeypatch):
+    for k, v in {"STYLECAM_BENCH_MODES": "stream,latency", "STYLECAM_BENCH_BATCHES": "8",
+                 "STYLECAM_BENCH_LATENCY_BATCHES": "1", "STYLECAM_BENCH_REFRESH": "1", "STYLECAM_BENCH_EXTRA": "0",
+                 "STYLECAM_BENCH_DEVICES": "", "STYLECAM_BENCH_COMPILE": "only"}.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.delenv("STYLECAM_BENCH_AB_BASE", raising=False)
+    monkeypatch.delenv("STYLECAM_BENCH_COMPILE_MODE", raising=False)
+    compiled = {"mode": "compile", "compile_mode": "default"}
+    assert [(c["mode"], c["batch"], c.get("extra")) for c in plan("sd-turbo")] == [
+        ("stream", 8, compiled), ("latency", 1, compiled)]
+    monkeypatch.setenv("STYLECAM_BENCH_COMPILE", "1")  # the CUDA-graph rows too, first
+    assert [(c["mode"], c["batch"], c.get("extra")) for c in plan("sd-turbo")] == [
+        ("stream", 8, None), ("latency", 1, None), ("stream", 8, compiled), ("latency", 1, compiled)]

@@ -27,6 +27,17 @@ torch's order, so a shape the chosen kernel cannot run still runs. The context i
 the step's call, outside the compiled function: the backend is chosen when Dynamo traces (or the
 CUDA graph captures) the call, and baked into what it made.
 
+Two things Dynamo's guards miss, so an engine of other settings would run code compiled for
+the previous one (both met in the first H100 A/B run, one process, engines one after another):
+
+* **Memory format** (``channels_last_vae``/``channels_last_unet``, undone by ``close``):
+  :func:`to_memory_format` swaps in new parameter objects instead of ``Module.to``'s in-place
+  change, which torch 2.11's recursive dict-tag guards did not see (the stale channels-last
+  TAESD graph then failed Inductor's ``assert_size_stride`` on contiguous weights).
+* **Attention backend**: chosen when Dynamo traces and never guarded, so a later engine with
+  another ``sdpa_backend`` reused the earlier kernels (the A/B row's ``compile_s`` was 0.13 s).
+  :func:`prepare_compile` drops Dynamo's in-memory code cache when it changes.
+
 Nothing here runs at import: :func:`configure_runtime` sets the process-wide knobs explicitly.
 """
 
@@ -109,6 +120,13 @@ def configure_runtime(cache_dir: str | None = None) -> None:
         inductor_config.fx_graph_cache = True
     if "TORCHINDUCTOR_AUTOTUNE_LOCAL_CACHE" not in os.environ:
         inductor_config.autotune_local_cache = True
+    # Full guard checks: the recursive dict-tag shortcut (on by default up to torch 2.11) misses
+    # tensors changed in place (Module.to: memory format, device), see to_memory_format. Our
+    # steps replay CUDA graphs, so guard time is not on the hot path.
+    import torch._dynamo.config as dynamo_config
+
+    if hasattr(dynamo_config, "use_recursive_dict_tags_for_guards"):
+        dynamo_config.use_recursive_dict_tags_for_guards = False
     _configured = True
 
 
@@ -145,6 +163,52 @@ def attention_context(backend: str | None) -> Callable | None:
         return lambda: sdpa_kernel(backends, set_priority=True)
     # An older torch: no priority order, so the chosen backend or the always-there MATH.
     return lambda: sdpa_kernel([chosen, SDPBackend.MATH])
+
+
+def to_memory_format(module: torch.nn.Module, memory_format: torch.memory_format) -> None:
+    """Put ``module``'s 4-D parameters and buffers in ``memory_format`` (what
+    ``module.to(memory_format=...)`` does), as **new** tensor objects.
+
+    ``Module.to`` changes each parameter's data in place: the same ``Parameter`` objects in
+    unchanged ``_parameters`` dicts. Dynamo's recursive dict-tag guards (on by default up to
+    torch 2.11, the GPU image's; turned off later: pytorch/pytorch#163064, #181925) take
+    unchanged dicts as proof that nothing under them changed, so a step compiled before the
+    change kept running with the old strides baked in. New
+    objects change those dicts, and every kind of guard sees it. Tensors already in the format
+    are left alone (their strides, which a compiled graph may rely on, stay as they are)."""
+    swapped = {}  # a parameter shared by two modules stays one parameter
+    with torch.no_grad():
+        for m in module.modules():
+            for name, p in list(m._parameters.items()):
+                if p is not None and p.dim() == 4 and not p.is_contiguous(memory_format=memory_format):
+                    if id(p) not in swapped:
+                        swapped[id(p)] = torch.nn.Parameter(p.detach().contiguous(memory_format=memory_format),
+                                                            requires_grad=p.requires_grad)
+                    m._parameters[name] = swapped[id(p)]
+            for name, b in list(m._buffers.items()):
+                if b is not None and b.dim() == 4 and not b.is_contiguous(memory_format=memory_format):
+                    m._buffers[name] = b.contiguous(memory_format=memory_format)
+
+
+#: The ``sdpa_backend`` this process's compiled steps were traced under (None: none yet).
+_traced_attention: str | None = None
+
+
+def prepare_compile(sdpa_backend: str | None) -> bool:
+    """Called by an engine before it compiles its steps. The attention backend is picked when
+    Dynamo traces, and Dynamo does not guard on it: code traced under another backend would be
+    reused as it is. When ``sdpa_backend`` differs from the one the last compiling engine used,
+    Dynamo's in-memory caches are dropped (``torch._dynamo.reset()``), so the steps are traced
+    again; Inductor's on-disk caches stay, so graphs that did not change load from there.
+    Captured CUDA graphs never call Dynamo and are not affected. True when it reset."""
+    global _traced_attention
+    backend = sdpa_backend or "auto"
+    reset = _traced_attention is not None and backend != _traced_attention
+    if reset:
+        log.info("attention backend %s after %s: compiled steps are traced again", backend, _traced_attention)
+        torch._dynamo.reset()
+    _traced_attention = backend
+    return reset
 
 
 @dataclass
@@ -282,4 +346,4 @@ def make_step(fn: Callable, mode: str, *, name: str, report: CompileReport | Non
 
 __all__ = ["ATTENTION_BACKENDS", "COMPILE_MODES", "CompileReport", "DEFAULT_COMPILE_MODE", "EagerStep", "GraphedStep",
            "MODES", "attention_context", "compile_step", "configure_runtime", "default_mode", "eager_requested",
-           "inductor_mode", "make_step", "resolve_mode"]
+           "inductor_mode", "make_step", "prepare_compile", "resolve_mode", "to_memory_format"]

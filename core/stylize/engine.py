@@ -55,7 +55,7 @@ import torch
 
 from .bundle import Bundle
 from .compile import (ATTENTION_BACKENDS, DEFAULT_COMPILE_MODE, CompileReport, attention_context, compile_step,
-                      configure_runtime, inductor_mode, make_step, resolve_mode)
+                      configure_runtime, inductor_mode, make_step, prepare_compile, resolve_mode, to_memory_format)
 from .denoiser import Denoiser, decode_latents, encode_frames, latent_size, make_schedule, stream_noise
 
 log = logging.getLogger(__name__)
@@ -241,6 +241,8 @@ class StreamEngine:
         # Graphs off (``cuda_graphs=False``): steps run as they are, each call a fresh allocation.
         self._graphs = self.cuda and settings.cuda_graphs
         self._around = attention_context(settings.sdpa_backend)
+        if self.mode == "compile":
+            prepare_compile(settings.sdpa_backend)  # a new backend: trace again (Dynamo does not guard it)
         if settings.sdpa_backend != "auto":
             self.report.notes["sdpa_backend"] = settings.sdpa_backend
         B = self.batch_size = settings.batch_size
@@ -295,13 +297,13 @@ class StreamEngine:
         self._vae_format = None
         if self.cuda and settings.channels_last_vae:
             self._vae_format = torch.channels_last
-            vae.to(memory_format=torch.channels_last)
+            to_memory_format(vae, torch.channels_last)  # new tensors: compiled steps' guards see it
         # The U-Net's convolutions in NHWC (off by default: on the H200 in bf16 with graphs it
         # made the mllm-edit U-Net slower, 67.6 -> 78.4 ms at B=16; see docs/benchmarks.md).
         self._unet_format = None
         if self.cuda and settings.channels_last_unet:
             self._unet_format = torch.channels_last
-            bundle.unet.to(memory_format=torch.channels_last)
+            to_memory_format(bundle.unet, torch.channels_last)
 
         # Streams and events (CPU: stand-ins).
         if self.cuda:
@@ -978,9 +980,9 @@ class StreamEngine:
         self.folded = None
         self.cond.close()
         if self._vae_format is not None:
-            self.bundle.vae.to(memory_format=torch.contiguous_format)
+            to_memory_format(self.bundle.vae, torch.contiguous_format)
         if self._unet_format is not None:
-            self.bundle.unet.to(memory_format=torch.contiguous_format)
+            to_memory_format(self.bundle.unet, torch.contiguous_format)
         self.closed = True
         if self.cuda:
             torch.cuda.empty_cache()
