@@ -348,3 +348,23 @@ def test_hold_keeps_a_still_scene_whole_and_lets_a_change_through(swan):
     assert np.array_equal(h[3][0][200:, 200:], h[0][0][200:, 200:])  # the rest held
     with pytest.raises(ValueError, match="hold"):
         Steadiness(0.5, hold=40.0)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_reset_temporal_forgets_the_previous_picture(swan, workers):
+    """After ``reset_temporal`` the stream goes on as a fresh one: no motion is measured from the
+    last frame before the reset (a stale view would anchor oil's textures to the old shot one
+    frame early), and the first frame after it comes out as painted."""
+    styles, _ = load_styles()
+    be = ClassicBackend(workers=workers)
+    be.set_style(styles["oil"])
+    for i in range(0, 8, workers):
+        be.process(swan[i:i + workers])
+    be.reset_temporal()
+    assert be._last_view is None
+    after = [o for i in range(12, 20, workers) for o in be.process(swan[i:i + workers])]
+    be.close()
+    fresh = run(styles["oil"], swan[12:20], workers=workers)
+    plain = run(styles["oil"], swan[12:13], steady=False, workers=1)
+    assert np.array_equal(after[0], plain[0])
+    assert all(np.array_equal(a, b) for a, b in zip(after, fresh))
