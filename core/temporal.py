@@ -76,6 +76,13 @@ CUT_CONSISTENT = 0.35
 CUT_ERROR = 28.0
 #: Flow is set to zero where not moving explains the frame as well, within this (grey levels).
 SNAP_LEVELS = 1.0
+#: …but not on featureless areas (grey range under FLAT_RANGE levels within FLAT_REACH thumbnail
+#: pixels), where both explain the frame equally: there a flow of more than KEEP_PX thumbnail
+#: pixels is DIS's propagation from the edges of a large, plain object that moves (the white
+#: roof crossing *bikes*), and is kept.
+FLAT_RANGE = 10
+FLAT_REACH = 2
+KEEP_PX = 2.0
 #: Texture anchors start afresh where the frame differs from the moved one by this (grey levels).
 ANCHOR_RESET = 12.0
 #: Modes of mixing the previous output in.
@@ -271,6 +278,13 @@ def _snap_still(a: np.ndarray, b: np.ndarray, back: np.ndarray,
     # No limit on the flow's size: DIS smears a moving object's motion over the still background
     # behind it, and warping that background along it would drag its texture (a ghost).
     moving = cv2.compare(e_still, cv2.add(e_moved, SNAP_LEVELS), cv2.CMP_GT)
+    # Where the area is featureless the test cannot tell still from moved; a large flow there is
+    # propagated from a moving object's edges and kept (snapped, a plain moving object keeps its
+    # painting on the screen while it moves away under it: confetti on bikes 2.19 -> 1.39).
+    k = _square(FLAT_REACH)
+    flat = cv2.compare(cv2.subtract(cv2.dilate(b, k), cv2.erode(b, k)), FLAT_RANGE, cv2.CMP_LT)
+    fast = cv2.compare(cv2.transform(cv2.multiply(back, back), _SUM2), KEEP_PX * KEEP_PX, cv2.CMP_GT)
+    moving = cv2.bitwise_or(moving, cv2.bitwise_and(flat, fast))
     out = cv2.bitwise_and(back, back, mask=moving)  # (zero where still)
     # Where even the moved frame does not match (an object arrived or left), nothing on the
     # picture continues: textures are laid anew there.

@@ -368,3 +368,29 @@ def test_reset_temporal_forgets_the_previous_picture(swan, workers):
     plain = run(styles["oil"], swan[12:13], steady=False, workers=1)
     assert np.array_equal(after[0], plain[0])
     assert all(np.array_equal(a, b) for a, b in zip(after, fresh))
+
+
+def test_a_large_plain_object_that_moves_keeps_its_motion():
+    """On a featureless area the still-or-moved test cannot decide: a large flow there (DIS's,
+    propagated from the object's edges) is kept, so the painting moves with a plain object
+    instead of staying on the screen while the object slides away under it; the textured still
+    background around it keeps a flow of exactly zero."""
+    import cv2
+
+    rng = np.random.default_rng(3)
+    h, w = 288, 512
+    base = cv2.normalize(cv2.GaussianBlur(rng.integers(0, 255, (h, w, 3), dtype=np.uint8), (0, 0), 2),
+                         None, 40, 200, cv2.NORM_MINMAX)
+
+    def frame(y):
+        img = base.copy()
+        img[y:y + 120, 180:330] = (235, 235, 230)  # a plain white roof…
+        img[y + 4:y + 10, 186:200] = (60, 60, 60)  # …with one mark near its edge
+        return img
+
+    motion = Stabilizer(Steadiness(0.9)).prepare(frame(120), frame(108))  # 12 px up
+    assert not motion.cut
+    s = motion.flow.shape[1] / w  # thumbnail px per frame px
+    inner = motion.flow[int(118 * s):int(200 * s), int(200 * s):int(310 * s), 1] / s
+    assert (inner != 0).mean() > 0.9 and abs(float(np.median(inner)) - 12) < 3
+    assert not motion.flow[int(260 * s):, :int(150 * s)].any()
