@@ -146,8 +146,11 @@ class Motion:
 
     view: View                       # this frame's
     cut: bool                        # a scene cut (or no previous frame): start afresh
-    maps: tuple | None = None        # cv2.remap maps (backward flow) at the mix size, fixed point (_fixed)
+    maps: tuple | None = None        # cv2.remap maps (backward flow) at the mix size, fixed point (_fixed);
+    #                                  None where nothing moved (the identity: the state is read in place)
     maps_test: tuple | None = None   # the same at the test size (the same arrays where equal)
+    box: tuple | None = None         # (x0, y0, x1, y1) at the mix size: outside it the flow is zero
+    box_test: tuple | None = None    # the same at the test size
     trust: np.ndarray | None = None  # flow consistency at the test size, uint8 (255 = consistent)
     still: np.ndarray | None = None  # no motion found, at the test size, uint8 (255); only for ``hold``
     flow: np.ndarray | None = None   # the backward flow itself, thumbnail pixels
@@ -257,8 +260,32 @@ def _fixed(maps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return cv2.convertMaps(maps, None, cv2.CV_16SC2)
 
 
-def _rows(maps: tuple, r0: int, r1: int) -> tuple:
-    return maps[0][r0:r1], maps[1][r0:r1]
+def _box(flow: np.ndarray, size: tuple[int, int]) -> tuple[int, int, int, int]:
+    """(x0, y0, x1, y1) of the pixels of a picture of ``size`` whose warp along ``flow`` (a
+    thumbnail flow, upsampled linearly) may differ from the identity: the nonzero flow's bounding
+    box, one thumbnail pixel wider on each side (linear upsampling reads the next one)."""
+    fh, fw = flow.shape[:2]
+    x, y, w, h = cv2.boundingRect(cv2.compare(cv2.transform(cv2.absdiff(flow, 0.0), _SUM2), 0.0, cv2.CMP_GT))
+    sx, sy = size[0] / fw, size[1] / fh
+    return (max(0, int((x - 1) * sx)), max(0, int((y - 1) * sy)),
+            min(size[0], int(np.ceil((x + w + 1) * sx))), min(size[1], int(np.ceil((y + h + 1) * sy))))
+
+
+def _warp(img: np.ndarray, maps: tuple | None, box: tuple | None, r0: int, r1: int) -> np.ndarray:
+    """Rows ``r0:r1`` of ``img`` warped along ``maps``: remapped inside ``box`` only, the rest
+    (zero flow: the identity, which a fixed-point remap reproduces exactly) read in place."""
+    if maps is None or box is None:
+        return img[r0:r1]
+    x0, y0, x1, y1 = box
+    y0, y1 = max(r0, y0), min(r1, y1)
+    if y0 >= y1 or x0 >= x1:
+        return img[r0:r1]
+    if (x0, y0, x1, y1) == (0, r0, img.shape[1], r1):
+        return cv2.remap(img, maps[0][r0:r1], maps[1][r0:r1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    out = img[r0:r1].copy()
+    out[y0 - r0:y1 - r0, x0:x1] = cv2.remap(img, maps[0][y0:y1, x0:x1], maps[1][y0:y1, x0:x1], cv2.INTER_LINEAR,
+                                            borderMode=cv2.BORDER_REPLICATE)
+    return out
 
 
 def _snap_still(a: np.ndarray, b: np.ndarray, back: np.ndarray,
@@ -423,14 +450,18 @@ class Stabilizer:
         if trust.shape != (th, tw):
             trust = cv2.resize(trust, (tw, th), interpolation=cv2.INTER_LINEAR)
         trust = cv2.erode(trust, _K3)
-        maps = _fixed(warp_maps(back, mw, mh))
-        maps_test = maps if (tw, th) == (mw, mh) else _fixed(warp_maps(back, tw, th))
+        # Where the flow is zero the warp is the identity (a still camera: most of a webcam's
+        # picture): only the box around the moving pixels is remapped, the rest read in place.
+        box = box_test = maps = maps_test = None
+        if cv2.countNonZero(moving) and back.any():
+            box, box_test = _box(back, (mw, mh)), _box(back, (tw, th))
+            maps = _fixed(warp_maps(back, mw, mh))
+            maps_test = maps if (tw, th) == (mw, mh) else _fixed(warp_maps(back, tw, th))
         still = None
         if self.steadiness.hold:  # (255 where no motion was found, one thumbnail pixel in from any)
             still = cv2.resize(cv2.erode(cv2.bitwise_not(moving), _K3), (tw, th), interpolation=cv2.INTER_NEAREST)
-        return Motion(view, cut=False, maps=maps, maps_test=maps_test, trust=trust, still=still, consistent=share,
-                      error=err,
-                      flow=back, fresh=fresh)
+        return Motion(view, cut=False, maps=maps, maps_test=maps_test, box=box, box_test=box_test, trust=trust,
+                      still=still, consistent=share, error=err, flow=back, fresh=fresh)
 
     def prepare(self, prev_input: np.ndarray | None, image: np.ndarray,
                 mix: tuple[int, int] | None = None) -> Motion:
@@ -526,7 +557,7 @@ class Mixing:
         self._packed = len(new) == 1  # RGB + luma in one plane, all at the mix (= test) size
         self._weight = None
         if not self._packed:
-            ref = cv2.remap(state[1], *motion.maps_test, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+            ref = _warp(state[1], motion.maps_test, motion.box_test, 0, state[1].shape[0])
             weight = stab._weight(ref, motion.view.luma, motion.trust, mw, motion.still)
             self._out[1] = _blend(ref, new[1], weight)
             if weight.shape != (mh, mw):
@@ -541,17 +572,15 @@ class Mixing:
         stab, motion = self._stab, self._motion
         if self._packed:
             # The change test's reach looks that many rows past the band: warped with it, cut after.
-            h = motion.maps[0].shape[0]
+            h = stab._state[0].shape[0]
             a0, a1 = max(0, r0 - stab.steadiness.reach), min(h, r1 + stab.steadiness.reach)
-            warped = cv2.remap(stab._state[0], *_rows(motion.maps, a0, a1), cv2.INTER_LINEAR,
-                               borderMode=cv2.BORDER_REPLICATE)
+            warped = _warp(stab._state[0], motion.maps, motion.box, a0, a1)
             still = None if motion.still is None else motion.still[a0:a1]
             weight = stab._weight(cv2.extractChannel(warped, 3), motion.view.luma[a0:a1], motion.trust[a0:a1],
                                   motion.view.mix[0], still)[r0 - a0:r1 - a0]
             warped = warped[r0 - a0:r1 - a0]
         else:
-            warped = cv2.remap(stab._state[0], *_rows(motion.maps, r0, r1), cv2.INTER_LINEAR,
-                               borderMode=cv2.BORDER_REPLICATE)
+            warped = _warp(stab._state[0], motion.maps, motion.box, r0, r1)
             weight = self._weight[r0:r1]
         self._out[0][r0:r1] = _blend(warped, self._new[0][r0:r1], weight)
 
@@ -599,10 +628,9 @@ def _blend(past: np.ndarray, new: np.ndarray, weight: np.ndarray) -> np.ndarray:
     """``past * w + new * (1 - w)`` per pixel, w = ``weight`` / 255, all uint8: three saturating
     uint8 passes (each term rounded, so within one level of the exact blend) cost less than
     half of cv2.blendLinear's float weights on a 4-channel picture."""
-    inv = cv2.bitwise_not(weight)  # 255 - w
     if past.ndim == 3:
-        n = past.shape[2]
-        weight, inv = cv2.merge([weight] * n), cv2.merge([inv] * n)
+        weight = cv2.merge([weight] * past.shape[2])
+    inv = cv2.bitwise_not(weight)  # 255 - w (one merge, not two)
     return cv2.add(cv2.multiply(past, weight, scale=1.0 / 255.0), cv2.multiply(new, inv, scale=1.0 / 255.0))
 
 

@@ -394,3 +394,36 @@ def test_a_large_plain_object_that_moves_keeps_its_motion():
     inner = motion.flow[int(118 * s):int(200 * s), int(200 * s):int(310 * s), 1] / s
     assert (inner != 0).mean() > 0.9 and abs(float(np.median(inner)) - 12) < 3
     assert not motion.flow[int(260 * s):, :int(150 * s)].any()
+
+
+def test_still_areas_are_copied_exactly_and_the_moving_box_equals_a_full_warp():
+    """Where the flow is zero the state is read in place, not remapped: a still scene's mix has
+    no maps at all, and a mix with a moving object in a still room equals, pixel for pixel, the
+    same mix with the whole picture remapped; the still room's pixels are the exact blend of the
+    unmoved state with the new picture."""
+    import cv2
+
+    from stylecam.core import temporal
+
+    frames, boxes = moving_square(n=6)
+    rng = np.random.default_rng(1)
+    pictures = [cv2.GaussianBlur(rng.integers(0, 255, f.shape, dtype=np.uint8), (0, 0), 1.5) for f in frames]
+    stab = Stabilizer(Steadiness(0.8))
+    still = stab.prepare(frames[0], frames[0])
+    assert not still.cut and still.maps is None and still.box is None
+    stab.apply(pictures[0], stab.prepare(None, frames[0]))
+    for t in range(1, len(frames)):
+        motion = stab.prepare(frames[t - 1], frames[t])
+        assert motion.maps is not None and motion.box is not None
+        x0, y0, x1, y1 = motion.box
+        assert (x1 - x0) * (y1 - y0) < 0.5 * frames[t].shape[0] * frames[t].shape[1]  # the square's, not all
+        state = stab._state[0].copy()
+        full = cv2.remap(state, *motion.maps, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        weight = stab._weight(cv2.extractChannel(full, 3), motion.view.luma, motion.trust, motion.view.mix[0])
+        want = cv2.cvtColor(temporal._blend(full, temporal._planes(pictures[t], motion.view.luma)[0], weight),
+                            cv2.COLOR_RGBA2RGB)
+        got = stab.apply(pictures[t], motion)
+        assert np.array_equal(got, want)
+        outside = np.ones(got.shape[:2], bool)
+        outside[y0:y1, x0:x1] = False
+        assert np.array_equal(full[outside], state[outside])  # the identity there: a copy
