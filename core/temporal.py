@@ -51,7 +51,7 @@ pixels, no Qt, no torch. docs/quality.md has each step's time.
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
@@ -85,6 +85,12 @@ FLAT_REACH = 2
 KEEP_PX = 2.0
 #: Texture anchors start afresh where the frame differs from the moved one by this (grey levels).
 ANCHOR_RESET = 12.0
+#: A flow carried on to the next frame (``Stabilizer(carry=True)``) is estimated afresh instead
+#: when it explains the next pair worse than its own: a share of trusted pixels this much lower…
+CARRY_SHARE = 0.03
+#: …or a mean grey error this many times higher (plus half a level): the motion changed (an object
+#: started or stopped, the camera turned, a cut).
+CARRY_ERROR = 1.25
 #: Modes of mixing the previous output in.
 MODES = ("blend", "hold")
 
@@ -134,6 +140,9 @@ class View:
     mix: tuple[int, int]    # (w, h) of the pictures that will be mixed
     luma: np.ndarray        # the frame's luma at the test size (test_size(mix)), uint8
     thumb: np.ndarray       # grey thumbnail (longer side <= FLOW_SIDE), uint8
+    #: the motion that led to this frame, once :meth:`Stabilizer.motion` has measured it (the next
+    #: frame may carry its flow on)
+    motion: Motion | None = field(default=None, repr=False)
 
     @property
     def test(self) -> tuple[int, int]:
@@ -157,6 +166,7 @@ class Motion:
     fresh: np.ndarray | None = None  # bool, thumbnail: nothing continues here (texture anchors reset)
     consistent: float = 0.0          # share of thumbnail pixels with a consistent flow
     error: float = 0.0               # mean grey error of the warped previous thumbnail
+    carried: bool = False            # the flow is the frame before's, carried on (no DIS run)
 
     @property
     def size(self) -> tuple[int, int]:
@@ -260,6 +270,15 @@ def _fixed(maps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return cv2.convertMaps(maps, None, cv2.CV_16SC2)
 
 
+def _trust(ok: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """The trust mask (bool, thumbnail) at ``size``, uint8 (255 = trusted), with soft edges: a
+    hard mask upsampled draws seams."""
+    trust = cv2.multiply(ok.view(np.uint8), 255)
+    if (trust.shape[1], trust.shape[0]) != size:
+        trust = cv2.resize(trust, size, interpolation=cv2.INTER_LINEAR)
+    return cv2.erode(trust, _K3)
+
+
 def _box(flow: np.ndarray, size: tuple[int, int]) -> tuple[int, int, int, int]:
     """(x0, y0, x1, y1) of the pixels of a picture of ``size`` whose warp along ``flow`` (a
     thumbnail flow, upsampled linearly) may differ from the identity: the nonzero flow's bounding
@@ -350,6 +369,7 @@ class Anchor:
         # (Snapped flows are exact zeros, and so is everything accumulated from them.)
         self.still = not np.any(offset)
         self._maps: dict[tuple[int, int], tuple] = {}
+        self._boxes: dict[tuple[int, int], tuple] = {}
 
     def maps(self, w: int, h: int) -> tuple:
         """remap maps (fixed point) into the padded (2w x 2h) copy of a (w, h) texture."""
@@ -359,10 +379,23 @@ class Anchor:
         return m
 
     def sample(self, texture: np.ndarray) -> np.ndarray:
+        """``texture`` read through the anchor: remapped inside the box around the moved
+        pixels, read in place elsewhere (where nothing has moved since the texture was laid:
+        a still room around the person of a video call)."""
         if self.still:
             return texture
         h, w = texture.shape[:2]
-        return cv2.remap(_padded(texture), *self.maps(w, h), cv2.INTER_LINEAR, borderMode=cv2.BORDER_WRAP)
+        box = self._boxes.get((w, h))
+        if box is None:
+            box = self._boxes[(w, h)] = _box(self.offset, (w, h))
+        x0, y0, x1, y1 = box
+        maps = self.maps(w, h)
+        if (x0, y0, x1, y1) == (0, 0, w, h):
+            return cv2.remap(_padded(texture), *maps, cv2.INTER_LINEAR, borderMode=cv2.BORDER_WRAP)
+        out = texture.copy()
+        out[y0:y1, x0:x1] = cv2.remap(_padded(texture), maps[0][y0:y1, x0:x1], maps[1][y0:y1, x0:x1],
+                                      cv2.INTER_LINEAR, borderMode=cv2.BORDER_WRAP)
+        return out
 
 
 _PADDED: dict[int, tuple[np.ndarray, np.ndarray]] = {}
@@ -389,10 +422,15 @@ class Stabilizer:
     """Steadies one stream of stylized frames (see the module docstring for the contract)."""
 
     def __init__(self, steadiness: Steadiness | None = None, flow_side: int = FLOW_SIDE,
-                 flow_preset: int = cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST) -> None:
+                 flow_preset: int = cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST, carry: bool = False) -> None:
         """``flow_side`` and ``flow_preset``: the thumbnails' longer side and the DIS preset (a
-        backend that spends far more per frame than the flow costs may ask for a finer one)."""
+        backend that spends far more per frame than the flow costs may ask for a finer one).
+        ``carry``: every other frame, the frame before's flow (and its warp maps) carried on
+        instead of a new one where it still explains the pair (camera motion is smooth at 30
+        fps); then :meth:`motion` must be called in frame order, each once the one before it
+        has returned."""
         self.steadiness = steadiness or Steadiness()
+        self.carry = carry
         self.flow_side = flow_side
         self.flow_preset = flow_preset
         self.trust_levels = TRUST_LEVELS
@@ -427,8 +465,18 @@ class Stabilizer:
 
     def motion(self, prev: View | None, view: View) -> Motion:
         """How ``view``'s frame moved from ``prev``'s (None: there is none, start afresh)."""
+        m = view.motion = self._motion(prev, view)
+        return m
+
+    def _motion(self, prev: View | None, view: View) -> Motion:
         if prev is None or prev.size != view.size or prev.mix != view.mix or not self.steadiness.on:
             return Motion(view, cut=True)
+        before = prev.motion
+        if self.carry and before is not None and before.view is prev and not before.cut and not before.carried \
+                and before.flow is not None and not self.steadiness.hold:
+            m = self._carry(prev, view, before)
+            if m is not None:
+                return m
         a, b = prev.thumb, view.thumb
         # One flow; the photometric test stands for the forward-backward one (Sundaram et al.
         # 2010), at half the cost: where the previous thumbnail moved along the flow does not
@@ -445,11 +493,7 @@ class Stabilizer:
         fresh |= ~ok
         mw, mh = view.mix
         tw, th = view.test
-        # Soft edges on the trust mask (uint8, 255 = trusted): a hard mask upsampled draws seams.
-        trust = cv2.multiply(ok.view(np.uint8), 255)
-        if trust.shape != (th, tw):
-            trust = cv2.resize(trust, (tw, th), interpolation=cv2.INTER_LINEAR)
-        trust = cv2.erode(trust, _K3)
+        trust = _trust(ok, (tw, th))
         # Where the flow is zero the warp is the identity (a still camera: most of a webcam's
         # picture): only the box around the moving pixels is remapped, the rest read in place.
         box = box_test = maps = maps_test = None
@@ -462,6 +506,23 @@ class Stabilizer:
             still = cv2.resize(cv2.erode(cv2.bitwise_not(moving), _K3), (tw, th), interpolation=cv2.INTER_NEAREST)
         return Motion(view, cut=False, maps=maps, maps_test=maps_test, box=box, box_test=box_test, trust=trust,
                       still=still, consistent=share, error=err, flow=back, fresh=fresh)
+
+    def _carry(self, prev: View, view: View, before: Motion) -> Motion | None:
+        """``before``'s flow (and its maps) carried on to the next pair, with this pair's own
+        trust test; None where it explains this pair worse than its own (estimate afresh)."""
+        a, b = prev.thumb, view.thumb
+        moved = a if before.maps is None else _along(a, before.flow)  # (zero flow: the identity)
+        diff = cv2.absdiff(moved, b)
+        err = float(cv2.mean(diff)[0])
+        e_moved = cv2.blur(diff, (5, 5))
+        ok = cv2.erode(cv2.compare(e_moved, self.trust_levels, cv2.CMP_LE), _K3) > 0
+        share = float(cv2.countNonZero(ok.view(np.uint8))) / ok.size
+        if share < before.consistent - CARRY_SHARE or err > CARRY_ERROR * before.error + 0.5:
+            return None
+        fresh = (cv2.min(cv2.blur(cv2.absdiff(a, b), (5, 5)), e_moved) > ANCHOR_RESET) | ~ok
+        return Motion(view, cut=False, maps=before.maps, maps_test=before.maps_test, box=before.box,
+                      box_test=before.box_test, trust=_trust(ok, view.test), still=before.still, consistent=share,
+                      error=err, flow=before.flow, fresh=fresh, carried=True)
 
     def prepare(self, prev_input: np.ndarray | None, image: np.ndarray,
                 mix: tuple[int, int] | None = None) -> Motion:

@@ -29,7 +29,7 @@ from stylecam.core.stylize import classic
 from stylecam.core.stylize.classic import ClassicBackend
 from stylecam.core.stylize.neural import NeuralBackend
 from stylecam.core.stylize.params import NEURAL_DEFAULT_SIDE
-from stylecam.core.temporal import Stabilizer, Steadiness
+from stylecam.core.temporal import Steadiness
 
 
 def fps(backend, frames, count: int) -> float:
@@ -68,7 +68,7 @@ def stages(style, frames, rounds: int = 3) -> dict:
     h, w = frames[0].shape[:2]
     best: dict[str, float] = {}
     for _ in range(rounds):
-        stab = Stabilizer(Steadiness(strength, mode, threshold, *reach))
+        stab = ClassicBackend._stabilizer(Steadiness(strength, mode, threshold, *reach))
         spent = dict.fromkeys(("off", "look", "motion", "anchor", "paint", "mix", "finish"), 0.0)
         last = None
         for k, img in enumerate(frames):

@@ -427,3 +427,22 @@ def test_still_areas_are_copied_exactly_and_the_moving_box_equals_a_full_warp():
         outside = np.ones(got.shape[:2], bool)
         outside[y0:y1, x0:x1] = False
         assert np.array_equal(full[outside], state[outside])  # the identity there: a copy
+
+
+def test_anchored_textures_are_read_in_place_where_nothing_moved():
+    """An anchor whose offset is zero but for one patch reads a texture exactly as a full remap
+    through its maps does, and outside the patch's box the texture is its own pixels."""
+    import cv2
+
+    from stylecam.core.temporal import Anchor, _padded
+
+    rng = np.random.default_rng(2)
+    texture = rng.integers(0, 255, (90, 160, 4), dtype=np.uint8)
+    texture.setflags(write=False)
+    offset = np.zeros((72, 128, 2), np.float32)
+    offset[20:30, 40:60] = (3.4, -1.7)
+    anchor = Anchor(offset)
+    full = cv2.remap(_padded(texture), *anchor.maps(160, 90), cv2.INTER_LINEAR, borderMode=cv2.BORDER_WRAP)
+    got = anchor.sample(texture)
+    assert np.array_equal(got, full) and not np.array_equal(got, texture)
+    assert np.array_equal(got[60:], texture[60:]) and np.array_equal(got[:, 100:], texture[:, 100:])

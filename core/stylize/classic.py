@@ -712,8 +712,14 @@ class ClassicBackend(Backend):
         self._fn: Callable[..., np.ndarray] | None = None
         self._stages: Stages | None = None
         self._knobs: dict = {}
-        self.stabilizer = Stabilizer()
+        self.stabilizer = self._stabilizer(Steadiness())
         self._last_view = None
+
+    @staticmethod
+    def _stabilizer(steadiness: Steadiness) -> Stabilizer:
+        # Every other frame carries the flow before it on (core/temporal.py): the classic
+        # effects paint in a few ms, so the flow and its warp maps are a large share of a frame.
+        return Stabilizer(steadiness, carry=True)
 
     def reset_temporal(self) -> None:
         self.stabilizer.reset()
@@ -779,13 +785,13 @@ class ClassicBackend(Backend):
 
     def detach_temporal(self):
         state = (self.stabilizer, self._last_view)
-        self.stabilizer, self._last_view = Stabilizer(self.stabilizer.steadiness), None
+        self.stabilizer, self._last_view = self._stabilizer(self.stabilizer.steadiness), None
         return state
 
     def attach_temporal(self, state) -> None:
         steadiness = self.stabilizer.steadiness  # the style's, as set_style left it
         if state is None:
-            self.stabilizer, self._last_view = Stabilizer(steadiness), None
+            self.stabilizer, self._last_view = self._stabilizer(steadiness), None
             return
         self.stabilizer, self._last_view = state
         self.stabilizer.set_steadiness(steadiness)  # (resets it, were the style another)
@@ -794,12 +800,13 @@ class ClassicBackend(Backend):
 class _Batch:
     """One batch of a steadied stream, one task per frame.
 
-    A frame's steps: its luma and thumbnail (``look``); its motion from the frame before;
-    where its textures sit (the anchor: a chain over the motions); its painting; the mix with
+    A frame's steps: its luma and thumbnail (``look``); its motion from the frame before (a
+    chain: a frame may carry the flow before it on); where its textures sit (the anchor: a chain
+    over the motions); its painting; the mix with
     the previous picture (the stabilizer's state: a chain over the frames); its finish. Only the
-    two chains need the frame before, so each task waits at those two points for the previous
-    frame's step and runs everything else in parallel with the other frames. The mix, the longer
-    of the two, is cut into one band of rows per worker (``Stabilizer.begin``): the task of the
+    three chains need the frame before, so each task waits at those three points for the previous
+    frame's step and runs everything else in parallel with the other frames. The mix, the longest
+    of the three, is cut into one band of rows per worker (``Stabilizer.begin``): the task of the
     next frame, which has to wait for it anyway, runs a band instead of idling, and the task of
     this frame runs a band of the next one's mix when that frame is already painted (bands of
     one mix are independent; docs/quality.md has the cost it saves). Tasks are started in frame
@@ -813,7 +820,7 @@ class _Batch:
         n = len(images)
         self.views: list = [None] * n
         self.mixings: list = [None] * n
-        self.looked = [threading.Event() for _ in range(n)]
+        self.moved = [threading.Event() for _ in range(n)]
         self.anchored = [threading.Event() for _ in range(n)]
         self.painted = [threading.Event() for _ in range(n)]
         self.begun = [threading.Event() for _ in range(n)]
@@ -840,9 +847,9 @@ class _Batch:
             shape = image.shape[:2]
             image = _pad(image)
             view = self.views[i] = stab.look(image, st.mix(*image.shape[:2], **knobs))
-            self.looked[i].set()
-            self._after(self.looked, i)
+            self._after(self.moved, i)
             motion = stab.motion(self.views[i - 1] if i else be._last_view, view)
+            self.moved[i].set()
             self._after(self.anchored, i)
             anchor = stab.anchor(motion)
             self.anchored[i].set()
@@ -865,5 +872,5 @@ class _Batch:
             self.failed = True
             raise
         finally:
-            for e in (self.looked[i], self.anchored[i], self.painted[i], self.begun[i]):
+            for e in (self.moved[i], self.anchored[i], self.painted[i], self.begun[i]):
                 e.set()
