@@ -1,8 +1,8 @@
 """One temporal stabilizer for every CPU backend: the previous output moved along the motion of
 the *input* and blended into the new output where that motion can be trusted.
 
-Contract. Three steps per frame, the first two free of state (the classic backend runs them in
-its worker threads, beside the painting):
+Contract. Three steps per frame, the first two free of the stabilizer's state (the classic
+backend runs them in its worker threads, beside the painting):
 
 1. ``Stabilizer.look(image, mix)`` -> :class:`View`: the input's luma at the *test size* (the
    *mix size* — the size of the picture the style will hand to :meth:`Stabilizer.apply`, usually
@@ -10,7 +10,10 @@ its worker threads, beside the painting):
    for the flow;
 2. ``Stabilizer.motion(prev_view, view)`` -> :class:`Motion`: the backward optical flow between
    the two thumbnails (where each pixel of this frame was in the previous one), where it can be
-   trusted, whether the pair is a scene cut, and the warp maps at the mix (and test) size;
+   trusted, whether the pair is a scene cut, and the warp maps at the mix (and test) size (none
+   where nothing moved). With ``Stabilizer(carry=True)`` every other frame may carry the flow
+   and maps of the frame before on (kept on the previous :class:`View`): it then needs that
+   frame's motion measured first (``motion(..., carry=False)`` where it cannot wait);
 3. ``Stabilizer.apply(picture, motion)``, in frame order: warps the stabilizer's state (the last
    stabilized picture plus the input luma that picture stands for) along the flow and mixes it
    with the new picture. ``Stabilizer.begin(picture, motion, parts)`` is the same step cut into
@@ -42,9 +45,11 @@ Two ways to mix, a style's choice (:class:`Steadiness`):
            snaps it to the palette after the upscale, which measured steadier: docs/quality.md.)
 
 Cost. One OpenCV DIS flow (ultrafast preset) on grey thumbnails with a longer side of
-:data:`FLOW_SIDE` (a backend may ask for a finer one); everything else works at the mix size,
+:data:`FLOW_SIDE` (a backend may ask for a finer one; ``carry`` skips it on every other frame
+where the flow before still explains the pair); everything else works at the mix size,
 which a style keeps small (oil mixes at 640x360 for a 720p frame), or the test size: a remap and
-a blend per plane, in OpenCV calls, the blend on uint8 weights. No float64, no Python loops over
+a blend per plane, in OpenCV calls, the blend on uint8 weights; the remaps (the state's and
+the anchored textures') only inside the box around the pixels that moved. No float64, no Python loops over
 pixels, no Qt, no torch. docs/quality.md has each step's time.
 """
 
@@ -143,6 +148,8 @@ class View:
     #: the motion that led to this frame, once :meth:`Stabilizer.motion` has measured it (the next
     #: frame may carry its flow on)
     motion: Motion | None = field(default=None, repr=False)
+    #: the frame's place in its stream, for a backend that carries flows on at fixed places
+    index: int = 0
 
     @property
     def test(self) -> tuple[int, int]:
@@ -425,10 +432,10 @@ class Stabilizer:
                  flow_preset: int = cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST, carry: bool = False) -> None:
         """``flow_side`` and ``flow_preset``: the thumbnails' longer side and the DIS preset (a
         backend that spends far more per frame than the flow costs may ask for a finer one).
-        ``carry``: every other frame, the frame before's flow (and its warp maps) carried on
-        instead of a new one where it still explains the pair (camera motion is smooth at 30
-        fps); then :meth:`motion` must be called in frame order, each once the one before it
-        has returned."""
+        ``carry``: every other frame at most, the frame before's flow (and its warp maps)
+        carried on instead of a new one where it still explains the pair (camera motion is
+        smooth at 30 fps); :meth:`motion` then reads the previous view's motion, so call it
+        once that one has returned, or pass ``carry=False``."""
         self.steadiness = steadiness or Steadiness()
         self.carry = carry
         self.flow_side = flow_side
@@ -463,16 +470,18 @@ class Stabilizer:
         source = small if small.shape[0] >= ts[1] and small.shape[1] >= ts[0] else luma
         return View((w, h), mix, small, _thumb(source, ts))
 
-    def motion(self, prev: View | None, view: View) -> Motion:
-        """How ``view``'s frame moved from ``prev``'s (None: there is none, start afresh)."""
-        m = view.motion = self._motion(prev, view)
+    def motion(self, prev: View | None, view: View, carry: bool = True) -> Motion:
+        """How ``view``'s frame moved from ``prev``'s (None: there is none, start afresh).
+        ``carry=False``: never carry the flow before on (a caller that cannot wait for ``prev``'s
+        motion)."""
+        m = view.motion = self._motion(prev, view, carry and self.carry)
         return m
 
-    def _motion(self, prev: View | None, view: View) -> Motion:
+    def _motion(self, prev: View | None, view: View, carry: bool) -> Motion:
         if prev is None or prev.size != view.size or prev.mix != view.mix or not self.steadiness.on:
             return Motion(view, cut=True)
         before = prev.motion
-        if self.carry and before is not None and before.view is prev and not before.cut and not before.carried \
+        if carry and before is not None and before.view is prev and not before.cut and not before.carried \
                 and before.flow is not None and not self.steadiness.hold:
             m = self._carry(prev, view, before)
             if m is not None:

@@ -446,3 +446,34 @@ def test_anchored_textures_are_read_in_place_where_nothing_moved():
     got = anchor.sample(texture)
     assert np.array_equal(got, full) and not np.array_equal(got, texture)
     assert np.array_equal(got[60:], texture[60:]) and np.array_equal(got[:, 100:], texture[:, 100:])
+
+
+def test_a_carried_flow_is_measured_afresh_at_a_cut_or_a_change_of_motion():
+    """``carry``: on a steady pan, every other frame carries the flow before it on (no new flow,
+    the same warp maps); a hard cut, or the pan stopping, is not explained by the carried flow:
+    that frame gets a fresh flow (and the cut is found)."""
+    import cv2
+
+    rng = np.random.default_rng(4)
+    world = cv2.GaussianBlur(rng.integers(0, 255, (260, 560, 3), dtype=np.uint8), (0, 0), 2.5)
+    world = cv2.normalize(world, None, 30, 220, cv2.NORM_MINMAX)
+    other = np.ascontiguousarray(world[::-1, ::-1])
+
+    def pan(x):
+        return np.ascontiguousarray(world[20:20 + 216, x:x + 384])
+
+    stab = Stabilizer(Steadiness(0.8), carry=True)
+    frames = [pan(6 * t) for t in range(4)] + [pan(18), other[:216, :384]]
+    motions, prev = [], None
+    for f in frames:
+        view = stab.look(f)
+        motions.append(stab.motion(prev, view))
+        prev = view
+    assert [m.carried for m in motions[:4]] == [False, False, True, False]
+    assert motions[2].maps is motions[1].maps and motions[2].flow is motions[1].flow
+    assert not motions[2].cut and motions[2].consistent > 0.9
+    # Frame 4 may carry (frame 3 carried nothing) but the pan stopped: measured afresh; frame 5
+    # may carry (frame 4's flow is its own) but is a hard cut: found, not carried over.
+    assert not motions[4].carried and not motions[4].cut and not motions[4].flow.any()
+    assert motions[5].cut and not motions[5].carried
+    assert not stab.motion(prev, stab.look(frames[-1]), carry=False).carried

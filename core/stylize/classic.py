@@ -717,7 +717,7 @@ class ClassicBackend(Backend):
 
     @staticmethod
     def _stabilizer(steadiness: Steadiness) -> Stabilizer:
-        # Every other frame carries the flow before it on (core/temporal.py): the classic
+        # Every other frame may carry the flow before it on (core/temporal.py): the classic
         # effects paint in a few ms, so the flow and its warp maps are a large share of a frame.
         return Stabilizer(steadiness, carry=True)
 
@@ -801,12 +801,14 @@ class _Batch:
     """One batch of a steadied stream, one task per frame.
 
     A frame's steps: its luma and thumbnail (``look``); its motion from the frame before (a
-    chain: a frame may carry the flow before it on); where its textures sit (the anchor: a chain
-    over the motions); its painting; the mix with
+    frame at an odd place in the stream may carry the flow before it on, where that one is
+    already measured: the first frame of a batch, all frames with one worker; so one worker and
+    two give the same stream for full batches; the others measure their own, in parallel); where its textures sit (the anchor: a chain over the
+    motions); its painting; the mix with
     the previous picture (the stabilizer's state: a chain over the frames); its finish. Only the
-    three chains need the frame before, so each task waits at those three points for the previous
-    frame's step and runs everything else in parallel with the other frames. The mix, the longest
-    of the three, is cut into one band of rows per worker (``Stabilizer.begin``): the task of the
+    two chains need the frame before, so each task waits at those two points for the previous
+    frame's step and runs everything else in parallel with the other frames. The mix, the longer
+    of the two, is cut into one band of rows per worker (``Stabilizer.begin``): the task of the
     next frame, which has to wait for it anyway, runs a band instead of idling, and the task of
     this frame runs a band of the next one's mix when that frame is already painted (bands of
     one mix are independent; docs/quality.md has the cost it saves). Tasks are started in frame
@@ -817,10 +819,11 @@ class _Batch:
     def __init__(self, backend: ClassicBackend, images: list[np.ndarray]):
         self.backend = backend
         self.images = images
+        self.first = 0 if backend._last_view is None else backend._last_view.index + 1  # (stream place)
         n = len(images)
         self.views: list = [None] * n
         self.mixings: list = [None] * n
-        self.moved = [threading.Event() for _ in range(n)]
+        self.looked = [threading.Event() for _ in range(n)]
         self.anchored = [threading.Event() for _ in range(n)]
         self.painted = [threading.Event() for _ in range(n)]
         self.begun = [threading.Event() for _ in range(n)]
@@ -847,9 +850,11 @@ class _Batch:
             shape = image.shape[:2]
             image = _pad(image)
             view = self.views[i] = stab.look(image, st.mix(*image.shape[:2], **knobs))
-            self._after(self.moved, i)
-            motion = stab.motion(self.views[i - 1] if i else be._last_view, view)
-            self.moved[i].set()
+            self.looked[i].set()
+            self._after(self.looked, i)
+            prev = self.views[i - 1] if i else be._last_view
+            view.index = self.first + i
+            motion = stab.motion(prev, view, carry=i == 0 and view.index % 2 == 1)
             self._after(self.anchored, i)
             anchor = stab.anchor(motion)
             self.anchored[i].set()
@@ -872,5 +877,5 @@ class _Batch:
             self.failed = True
             raise
         finally:
-            for e in (self.moved[i], self.anchored[i], self.painted[i], self.begun[i]):
+            for e in (self.looked[i], self.anchored[i], self.painted[i], self.begun[i]):
                 e.set()
