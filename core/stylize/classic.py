@@ -801,7 +801,7 @@ class _Batch:
     """One batch of a steadied stream, one task per frame.
 
     A frame's steps: its luma and thumbnail (``look``); its motion from the frame before (a
-    frame at an odd place in the stream may carry the flow before it on, where that one is
+    frame at an even place in the stream may carry the flow before it on, where that one is
     already measured: the first frame of a batch, all frames with one worker; so one worker and
     two give the same stream for full batches; the others measure their own, in parallel); where its textures sit (the anchor: a chain over the
     motions); its painting; the mix with
@@ -854,7 +854,7 @@ class _Batch:
             self._after(self.looked, i)
             prev = self.views[i - 1] if i else be._last_view
             view.index = self.first + i
-            motion = stab.motion(prev, view, carry=i == 0 and view.index % 2 == 1)
+            motion = stab.motion(prev, view, carry=i == 0 and view.index % 2 == 0)
             self._after(self.anchored, i)
             anchor = stab.anchor(motion)
             self.anchored[i].set()
