@@ -29,7 +29,7 @@ from stylecam.core.stylize import classic
 from stylecam.core.stylize.classic import ClassicBackend
 from stylecam.core.stylize.neural import NeuralBackend
 from stylecam.core.stylize.params import NEURAL_DEFAULT_SIDE
-from stylecam.core.temporal import Steadiness
+from stylecam.core.temporal import Stabilizer, Steadiness
 
 
 def fps(backend, frames, count: int) -> float:
@@ -68,7 +68,8 @@ def stages(style, frames, rounds: int = 3) -> dict:
     h, w = frames[0].shape[:2]
     best: dict[str, float] = {}
     for _ in range(rounds):
-        stab = ClassicBackend._stabilizer(Steadiness(strength, mode, threshold, *reach))
+        # (the backend's own stabilizer; a plain one where the backend has no choice to make)
+        stab = getattr(ClassicBackend, "_stabilizer", Stabilizer)(Steadiness(strength, mode, threshold, *reach))
         spent = dict.fromkeys(("off", "look", "motion", "anchor", "paint", "mix", "finish"), 0.0)
         last = None
         for k, img in enumerate(frames):
