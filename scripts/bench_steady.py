@@ -137,8 +137,9 @@ def main() -> None:
                 res.setdefault(steady, []).append(fps(be, hd, args.frames))
                 be.close()
         off, on = max(res[False]), max(res[True])
-        emit({"bench": "steady", "style": name, "size": "1280x720", "scene": args.scene, "workers": ClassicBackend().workers,
-              "fps_off": round(off, 1), "fps_on": round(on, 1), "ratio": round(on / off, 3)})
+        emit({"bench": "steady", "style": name, "size": "1280x720", "scene": args.scene,
+              "workers": ClassicBackend().workers, "fps_off": round(off, 1), "fps_on": round(on, 1),
+              "ratio": round(on / off, 3)})
         if args.stages:
             emit({"bench": "steady-stages", "style": name, "size": "1280x720", "scene": args.scene,
                   "cpu_ms_per_frame": stages(styles[name], hd[:12])})

@@ -801,13 +801,13 @@ class _Batch:
     """One batch of a steadied stream, one task per frame.
 
     A frame's steps: its luma and thumbnail (``look``); its motion from the frame before (a
-    frame at an even place in the stream may carry the flow before it on, where that one is
-    already measured: the first frame of a batch, all frames with one worker; so one worker and
-    two give the same stream for full batches; the others measure their own, in parallel); where its textures sit (the anchor: a chain over the
-    motions); its painting; the mix with
-    the previous picture (the stabilizer's state: a chain over the frames); its finish. Only the
-    two chains need the frame before, so each task waits at those two points for the previous
-    frame's step and runs everything else in parallel with the other frames. The mix, the longer
+    frame at an even place in the stream may carry the flow before it on where that one is
+    already measured: the first frame of a full batch, every even frame with one worker, so one
+    worker and two give the same stream; the others measure their own, in parallel); where its
+    textures sit (the anchor: a chain over the motions); its painting; the mix with the previous
+    picture (the stabilizer's state: a chain over the frames); its finish. Only the two chains
+    need the frame before, so each task waits at those two points for the previous frame's step
+    and runs everything else in parallel with the other frames. The mix, the longer
     of the two, is cut into one band of rows per worker (``Stabilizer.begin``): the task of the
     next frame, which has to wait for it anyway, runs a band instead of idling, and the task of
     this frame runs a band of the next one's mix when that frame is already painted (bands of
