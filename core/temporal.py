@@ -1,8 +1,8 @@
 """One temporal stabilizer for every CPU backend: the previous output moved along the motion of
 the *input* and blended into the new output where that motion can be trusted.
 
-Contract. Three steps per frame, the first two free of state (the classic backend runs them in
-its worker threads, beside the painting):
+Contract. Three steps per frame, the first two free of the stabilizer's state (the classic
+backend runs them in its worker threads, beside the painting):
 
 1. ``Stabilizer.look(image, mix)`` -> :class:`View`: the input's luma at the *test size* (the
    *mix size* — the size of the picture the style will hand to :meth:`Stabilizer.apply`, usually
@@ -10,7 +10,10 @@ its worker threads, beside the painting):
    for the flow;
 2. ``Stabilizer.motion(prev_view, view)`` -> :class:`Motion`: the backward optical flow between
    the two thumbnails (where each pixel of this frame was in the previous one), where it can be
-   trusted, whether the pair is a scene cut, and the warp maps at the mix (and test) size;
+   trusted, whether the pair is a scene cut, and the warp maps at the mix (and test) size (none
+   where nothing moved). With ``Stabilizer(carry=True)`` every other frame may carry the flow
+   and maps of the frame before on (kept on the previous :class:`View`): it then needs that
+   frame's motion measured first (``motion(..., carry=False)`` where it cannot wait);
 3. ``Stabilizer.apply(picture, motion)``, in frame order: warps the stabilizer's state (the last
    stabilized picture plus the input luma that picture stands for) along the flow and mixes it
    with the new picture. ``Stabilizer.begin(picture, motion, parts)`` is the same step cut into
@@ -42,16 +45,18 @@ Two ways to mix, a style's choice (:class:`Steadiness`):
            snaps it to the palette after the upscale, which measured steadier: docs/quality.md.)
 
 Cost. One OpenCV DIS flow (ultrafast preset) on grey thumbnails with a longer side of
-:data:`FLOW_SIDE` (a backend may ask for a finer one); everything else works at the mix size,
+:data:`FLOW_SIDE` (a backend may ask for a finer one; ``carry`` skips it on every other frame
+where the flow before still explains the pair); everything else works at the mix size,
 which a style keeps small (oil mixes at 640x360 for a 720p frame), or the test size: a remap and
-a blend per plane, in OpenCV calls, the blend on uint8 weights. No float64, no Python loops over
+a blend per plane, in OpenCV calls, the blend on uint8 weights; the remaps (the state's and
+the anchored textures') only inside the box around the pixels that moved. No float64, no Python loops over
 pixels, no Qt, no torch. docs/quality.md has each step's time.
 """
 
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
@@ -76,8 +81,21 @@ CUT_CONSISTENT = 0.35
 CUT_ERROR = 28.0
 #: Flow is set to zero where not moving explains the frame as well, within this (grey levels).
 SNAP_LEVELS = 1.0
+#: …but not on featureless areas (grey range under FLAT_RANGE levels within FLAT_REACH thumbnail
+#: pixels), where both explain the frame equally: there a flow of more than KEEP_PX thumbnail
+#: pixels is DIS's propagation from the edges of a large, plain object that moves (the white
+#: roof crossing *bikes*), and is kept.
+FLAT_RANGE = 10
+FLAT_REACH = 2
+KEEP_PX = 2.0
 #: Texture anchors start afresh where the frame differs from the moved one by this (grey levels).
 ANCHOR_RESET = 12.0
+#: A flow carried on to the next frame (``Stabilizer(carry=True)``) is estimated afresh instead
+#: when it explains the next pair worse than its own: a share of trusted pixels this much lower…
+CARRY_SHARE = 0.03
+#: …or a mean grey error this many times higher (plus half a level): the motion changed (an object
+#: started or stopped, the camera turned, a cut).
+CARRY_ERROR = 1.25
 #: Modes of mixing the previous output in.
 MODES = ("blend", "hold")
 
@@ -127,6 +145,11 @@ class View:
     mix: tuple[int, int]    # (w, h) of the pictures that will be mixed
     luma: np.ndarray        # the frame's luma at the test size (test_size(mix)), uint8
     thumb: np.ndarray       # grey thumbnail (longer side <= FLOW_SIDE), uint8
+    #: the motion that led to this frame, once :meth:`Stabilizer.motion` has measured it (the next
+    #: frame may carry its flow on)
+    motion: Motion | None = field(default=None, repr=False)
+    #: the frame's place in its stream, for a backend that carries flows on at fixed places
+    index: int = 0
 
     @property
     def test(self) -> tuple[int, int]:
@@ -139,14 +162,18 @@ class Motion:
 
     view: View                       # this frame's
     cut: bool                        # a scene cut (or no previous frame): start afresh
-    maps: tuple | None = None        # cv2.remap maps (backward flow) at the mix size, fixed point (_fixed)
+    maps: tuple | None = None        # cv2.remap maps (backward flow) at the mix size, fixed point (_fixed);
+    #                                  None where nothing moved (the identity: the state is read in place)
     maps_test: tuple | None = None   # the same at the test size (the same arrays where equal)
+    box: tuple | None = None         # (x0, y0, x1, y1) at the mix size: outside it the flow is zero
+    box_test: tuple | None = None    # the same at the test size
     trust: np.ndarray | None = None  # flow consistency at the test size, uint8 (255 = consistent)
     still: np.ndarray | None = None  # no motion found, at the test size, uint8 (255); only for ``hold``
     flow: np.ndarray | None = None   # the backward flow itself, thumbnail pixels
     fresh: np.ndarray | None = None  # bool, thumbnail: nothing continues here (texture anchors reset)
     consistent: float = 0.0          # share of thumbnail pixels with a consistent flow
     error: float = 0.0               # mean grey error of the warped previous thumbnail
+    carried: bool = False            # the flow is the frame before's, carried on (no DIS run)
 
     @property
     def size(self) -> tuple[int, int]:
@@ -250,8 +277,41 @@ def _fixed(maps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return cv2.convertMaps(maps, None, cv2.CV_16SC2)
 
 
-def _rows(maps: tuple, r0: int, r1: int) -> tuple:
-    return maps[0][r0:r1], maps[1][r0:r1]
+def _trust(ok: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """The trust mask (bool, thumbnail) at ``size``, uint8 (255 = trusted), with soft edges: a
+    hard mask upsampled draws seams."""
+    trust = cv2.multiply(ok.view(np.uint8), 255)
+    if (trust.shape[1], trust.shape[0]) != size:
+        trust = cv2.resize(trust, size, interpolation=cv2.INTER_LINEAR)
+    return cv2.erode(trust, _K3)
+
+
+def _box(flow: np.ndarray, size: tuple[int, int]) -> tuple[int, int, int, int]:
+    """(x0, y0, x1, y1) of the pixels of a picture of ``size`` whose warp along ``flow`` (a
+    thumbnail flow, upsampled linearly) may differ from the identity: the nonzero flow's bounding
+    box, one thumbnail pixel wider on each side (linear upsampling reads the next one)."""
+    fh, fw = flow.shape[:2]
+    x, y, w, h = cv2.boundingRect(cv2.compare(cv2.transform(cv2.absdiff(flow, 0.0), _SUM2), 0.0, cv2.CMP_GT))
+    sx, sy = size[0] / fw, size[1] / fh
+    return (max(0, int((x - 1) * sx)), max(0, int((y - 1) * sy)),
+            min(size[0], int(np.ceil((x + w + 1) * sx))), min(size[1], int(np.ceil((y + h + 1) * sy))))
+
+
+def _warp(img: np.ndarray, maps: tuple | None, box: tuple | None, r0: int, r1: int) -> np.ndarray:
+    """Rows ``r0:r1`` of ``img`` warped along ``maps``: remapped inside ``box`` only, the rest
+    (zero flow: the identity, which a fixed-point remap reproduces exactly) read in place."""
+    if maps is None or box is None:
+        return img[r0:r1]
+    x0, y0, x1, y1 = box
+    y0, y1 = max(r0, y0), min(r1, y1)
+    if y0 >= y1 or x0 >= x1:
+        return img[r0:r1]
+    if (x0, y0, x1, y1) == (0, r0, img.shape[1], r1):
+        return cv2.remap(img, maps[0][r0:r1], maps[1][r0:r1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    out = img[r0:r1].copy()
+    out[y0 - r0:y1 - r0, x0:x1] = cv2.remap(img, maps[0][y0:y1, x0:x1], maps[1][y0:y1, x0:x1], cv2.INTER_LINEAR,
+                                            borderMode=cv2.BORDER_REPLICATE)
+    return out
 
 
 def _snap_still(a: np.ndarray, b: np.ndarray, back: np.ndarray,
@@ -271,6 +331,13 @@ def _snap_still(a: np.ndarray, b: np.ndarray, back: np.ndarray,
     # No limit on the flow's size: DIS smears a moving object's motion over the still background
     # behind it, and warping that background along it would drag its texture (a ghost).
     moving = cv2.compare(e_still, cv2.add(e_moved, SNAP_LEVELS), cv2.CMP_GT)
+    # Where the area is featureless the test cannot tell still from moved; a large flow there is
+    # propagated from a moving object's edges and kept (snapped, a plain moving object keeps its
+    # painting on the screen while it moves away under it: confetti on bikes 2.19 -> 1.39).
+    k = _square(FLAT_REACH)
+    flat = cv2.compare(cv2.subtract(cv2.dilate(b, k), cv2.erode(b, k)), FLAT_RANGE, cv2.CMP_LT)
+    fast = cv2.compare(cv2.transform(cv2.multiply(back, back), _SUM2), KEEP_PX * KEEP_PX, cv2.CMP_GT)
+    moving = cv2.bitwise_or(moving, cv2.bitwise_and(flat, fast))
     out = cv2.bitwise_and(back, back, mask=moving)  # (zero where still)
     # Where even the moved frame does not match (an object arrived or left), nothing on the
     # picture continues: textures are laid anew there.
@@ -309,6 +376,7 @@ class Anchor:
         # (Snapped flows are exact zeros, and so is everything accumulated from them.)
         self.still = not np.any(offset)
         self._maps: dict[tuple[int, int], tuple] = {}
+        self._boxes: dict[tuple[int, int], tuple] = {}
 
     def maps(self, w: int, h: int) -> tuple:
         """remap maps (fixed point) into the padded (2w x 2h) copy of a (w, h) texture."""
@@ -318,10 +386,23 @@ class Anchor:
         return m
 
     def sample(self, texture: np.ndarray) -> np.ndarray:
+        """``texture`` read through the anchor: remapped inside the box around the moved
+        pixels, read in place elsewhere (where nothing has moved since the texture was laid:
+        a still room around the person of a video call)."""
         if self.still:
             return texture
         h, w = texture.shape[:2]
-        return cv2.remap(_padded(texture), *self.maps(w, h), cv2.INTER_LINEAR, borderMode=cv2.BORDER_WRAP)
+        box = self._boxes.get((w, h))
+        if box is None:
+            box = self._boxes[(w, h)] = _box(self.offset, (w, h))
+        x0, y0, x1, y1 = box
+        maps = self.maps(w, h)
+        if (x0, y0, x1, y1) == (0, 0, w, h):
+            return cv2.remap(_padded(texture), *maps, cv2.INTER_LINEAR, borderMode=cv2.BORDER_WRAP)
+        out = texture.copy()
+        out[y0:y1, x0:x1] = cv2.remap(_padded(texture), maps[0][y0:y1, x0:x1], maps[1][y0:y1, x0:x1],
+                                      cv2.INTER_LINEAR, borderMode=cv2.BORDER_WRAP)
+        return out
 
 
 _PADDED: dict[int, tuple[np.ndarray, np.ndarray]] = {}
@@ -348,10 +429,15 @@ class Stabilizer:
     """Steadies one stream of stylized frames (see the module docstring for the contract)."""
 
     def __init__(self, steadiness: Steadiness | None = None, flow_side: int = FLOW_SIDE,
-                 flow_preset: int = cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST) -> None:
+                 flow_preset: int = cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST, carry: bool = False) -> None:
         """``flow_side`` and ``flow_preset``: the thumbnails' longer side and the DIS preset (a
-        backend that spends far more per frame than the flow costs may ask for a finer one)."""
+        backend that spends far more per frame than the flow costs may ask for a finer one).
+        ``carry``: every other frame at most, the frame before's flow (and its warp maps)
+        carried on instead of a new one where it still explains the pair (camera motion is
+        smooth at 30 fps); :meth:`motion` then reads the previous view's motion, so call it
+        once that one has returned, or pass ``carry=False``."""
         self.steadiness = steadiness or Steadiness()
+        self.carry = carry
         self.flow_side = flow_side
         self.flow_preset = flow_preset
         self.trust_levels = TRUST_LEVELS
@@ -384,10 +470,22 @@ class Stabilizer:
         source = small if small.shape[0] >= ts[1] and small.shape[1] >= ts[0] else luma
         return View((w, h), mix, small, _thumb(source, ts))
 
-    def motion(self, prev: View | None, view: View) -> Motion:
-        """How ``view``'s frame moved from ``prev``'s (None: there is none, start afresh)."""
+    def motion(self, prev: View | None, view: View, carry: bool = True) -> Motion:
+        """How ``view``'s frame moved from ``prev``'s (None: there is none, start afresh).
+        ``carry=False``: never carry the flow before on (a caller that cannot wait for ``prev``'s
+        motion)."""
+        m = view.motion = self._motion(prev, view, carry and self.carry)
+        return m
+
+    def _motion(self, prev: View | None, view: View, carry: bool) -> Motion:
         if prev is None or prev.size != view.size or prev.mix != view.mix or not self.steadiness.on:
             return Motion(view, cut=True)
+        before = prev.motion
+        if carry and before is not None and before.view is prev and not before.cut and not before.carried \
+                and before.flow is not None and not self.steadiness.hold:
+            m = self._carry(prev, view, before)
+            if m is not None:
+                return m
         a, b = prev.thumb, view.thumb
         # One flow; the photometric test stands for the forward-backward one (Sundaram et al.
         # 2010), at half the cost: where the previous thumbnail moved along the flow does not
@@ -404,19 +502,36 @@ class Stabilizer:
         fresh |= ~ok
         mw, mh = view.mix
         tw, th = view.test
-        # Soft edges on the trust mask (uint8, 255 = trusted): a hard mask upsampled draws seams.
-        trust = cv2.multiply(ok.view(np.uint8), 255)
-        if trust.shape != (th, tw):
-            trust = cv2.resize(trust, (tw, th), interpolation=cv2.INTER_LINEAR)
-        trust = cv2.erode(trust, _K3)
-        maps = _fixed(warp_maps(back, mw, mh))
-        maps_test = maps if (tw, th) == (mw, mh) else _fixed(warp_maps(back, tw, th))
+        trust = _trust(ok, (tw, th))
+        # Where the flow is zero the warp is the identity (a still camera: most of a webcam's
+        # picture): only the box around the moving pixels is remapped, the rest read in place.
+        box = box_test = maps = maps_test = None
+        if cv2.countNonZero(moving) and back.any():
+            box, box_test = _box(back, (mw, mh)), _box(back, (tw, th))
+            maps = _fixed(warp_maps(back, mw, mh))
+            maps_test = maps if (tw, th) == (mw, mh) else _fixed(warp_maps(back, tw, th))
         still = None
         if self.steadiness.hold:  # (255 where no motion was found, one thumbnail pixel in from any)
             still = cv2.resize(cv2.erode(cv2.bitwise_not(moving), _K3), (tw, th), interpolation=cv2.INTER_NEAREST)
-        return Motion(view, cut=False, maps=maps, maps_test=maps_test, trust=trust, still=still, consistent=share,
-                      error=err,
-                      flow=back, fresh=fresh)
+        return Motion(view, cut=False, maps=maps, maps_test=maps_test, box=box, box_test=box_test, trust=trust,
+                      still=still, consistent=share, error=err, flow=back, fresh=fresh)
+
+    def _carry(self, prev: View, view: View, before: Motion) -> Motion | None:
+        """``before``'s flow (and its maps) carried on to the next pair, with this pair's own
+        trust test; None where it explains this pair worse than its own (estimate afresh)."""
+        a, b = prev.thumb, view.thumb
+        moved = a if before.maps is None else _along(a, before.flow)  # (zero flow: the identity)
+        diff = cv2.absdiff(moved, b)
+        err = float(cv2.mean(diff)[0])
+        e_moved = cv2.blur(diff, (5, 5))
+        ok = cv2.erode(cv2.compare(e_moved, self.trust_levels, cv2.CMP_LE), _K3) > 0
+        share = float(cv2.countNonZero(ok.view(np.uint8))) / ok.size
+        if share < before.consistent - CARRY_SHARE or err > CARRY_ERROR * before.error + 0.5:
+            return None
+        fresh = (cv2.min(cv2.blur(cv2.absdiff(a, b), (5, 5)), e_moved) > ANCHOR_RESET) | ~ok
+        return Motion(view, cut=False, maps=before.maps, maps_test=before.maps_test, box=before.box,
+                      box_test=before.box_test, trust=_trust(ok, view.test), still=before.still, consistent=share,
+                      error=err, flow=before.flow, fresh=fresh, carried=True)
 
     def prepare(self, prev_input: np.ndarray | None, image: np.ndarray,
                 mix: tuple[int, int] | None = None) -> Motion:
@@ -512,7 +627,7 @@ class Mixing:
         self._packed = len(new) == 1  # RGB + luma in one plane, all at the mix (= test) size
         self._weight = None
         if not self._packed:
-            ref = cv2.remap(state[1], *motion.maps_test, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+            ref = _warp(state[1], motion.maps_test, motion.box_test, 0, state[1].shape[0])
             weight = stab._weight(ref, motion.view.luma, motion.trust, mw, motion.still)
             self._out[1] = _blend(ref, new[1], weight)
             if weight.shape != (mh, mw):
@@ -527,17 +642,15 @@ class Mixing:
         stab, motion = self._stab, self._motion
         if self._packed:
             # The change test's reach looks that many rows past the band: warped with it, cut after.
-            h = motion.maps[0].shape[0]
+            h = stab._state[0].shape[0]
             a0, a1 = max(0, r0 - stab.steadiness.reach), min(h, r1 + stab.steadiness.reach)
-            warped = cv2.remap(stab._state[0], *_rows(motion.maps, a0, a1), cv2.INTER_LINEAR,
-                               borderMode=cv2.BORDER_REPLICATE)
+            warped = _warp(stab._state[0], motion.maps, motion.box, a0, a1)
             still = None if motion.still is None else motion.still[a0:a1]
             weight = stab._weight(cv2.extractChannel(warped, 3), motion.view.luma[a0:a1], motion.trust[a0:a1],
                                   motion.view.mix[0], still)[r0 - a0:r1 - a0]
             warped = warped[r0 - a0:r1 - a0]
         else:
-            warped = cv2.remap(stab._state[0], *_rows(motion.maps, r0, r1), cv2.INTER_LINEAR,
-                               borderMode=cv2.BORDER_REPLICATE)
+            warped = _warp(stab._state[0], motion.maps, motion.box, r0, r1)
             weight = self._weight[r0:r1]
         self._out[0][r0:r1] = _blend(warped, self._new[0][r0:r1], weight)
 
@@ -585,10 +698,9 @@ def _blend(past: np.ndarray, new: np.ndarray, weight: np.ndarray) -> np.ndarray:
     """``past * w + new * (1 - w)`` per pixel, w = ``weight`` / 255, all uint8: three saturating
     uint8 passes (each term rounded, so within one level of the exact blend) cost less than
     half of cv2.blendLinear's float weights on a 4-channel picture."""
-    inv = cv2.bitwise_not(weight)  # 255 - w
     if past.ndim == 3:
-        n = past.shape[2]
-        weight, inv = cv2.merge([weight] * n), cv2.merge([inv] * n)
+        weight = cv2.merge([weight] * past.shape[2])
+    inv = cv2.bitwise_not(weight)  # 255 - w (one merge, not two)
     return cv2.add(cv2.multiply(past, weight, scale=1.0 / 255.0), cv2.multiply(new, inv, scale=1.0 / 255.0))
 
 

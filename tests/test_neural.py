@@ -266,3 +266,23 @@ def test_texture_keeps_the_networks_own_fine_texture(frames):
     assert 0 < np.abs(half.astype(np.int16) - full).mean() < np.abs(default.astype(np.int16) - full).mean()
     with pytest.raises(StyleError, match="'texture' must be a number from 0 to 1"):
         make_style({"name": "t", "backend": "neural", "params": {"style": 1, "texture": 2}})
+
+
+def test_reset_temporal_forgets_the_previous_picture():
+    """After ``reset_temporal`` the next frame comes out as painted and nothing of the stream
+    before it is kept: the stream goes on exactly as a fresh backend's."""
+    styles, _ = load_styles()
+    clip = sample_frames((256, 144), 8)
+    be = neural.NeuralBackend()
+    be.set_style(styles["neural-starry-blue"])
+    for f in clip[:4]:
+        be.process([f])
+    be.reset_temporal()
+    assert be._last_view is None
+    after = [be.process([f])[0] for f in clip[4:]]
+    fresh = neural.NeuralBackend()
+    fresh.set_style(styles["neural-starry-blue"])
+    plain = neural.NeuralBackend(steady=False)
+    plain.set_style(styles["neural-starry-blue"])
+    assert np.array_equal(after[0], plain.process([clip[4]])[0])
+    assert all(np.array_equal(a, fresh.process([f])[0]) for a, f in zip(after, clip[4:]))

@@ -348,3 +348,132 @@ def test_hold_keeps_a_still_scene_whole_and_lets_a_change_through(swan):
     assert np.array_equal(h[3][0][200:, 200:], h[0][0][200:, 200:])  # the rest held
     with pytest.raises(ValueError, match="hold"):
         Steadiness(0.5, hold=40.0)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_reset_temporal_forgets_the_previous_picture(swan, workers):
+    """After ``reset_temporal`` the stream goes on as a fresh one: no motion is measured from the
+    last frame before the reset (a stale view would anchor oil's textures to the old shot one
+    frame early), and the first frame after it comes out as painted."""
+    styles, _ = load_styles()
+    be = ClassicBackend(workers=workers)
+    be.set_style(styles["oil"])
+    for i in range(0, 8, workers):
+        be.process(swan[i:i + workers])
+    be.reset_temporal()
+    assert be._last_view is None
+    after = [o for i in range(12, 20, workers) for o in be.process(swan[i:i + workers])]
+    be.close()
+    fresh = run(styles["oil"], swan[12:20], workers=workers)
+    plain = run(styles["oil"], swan[12:13], steady=False, workers=1)
+    assert np.array_equal(after[0], plain[0])
+    assert all(np.array_equal(a, b) for a, b in zip(after, fresh))
+
+
+def test_a_large_plain_object_that_moves_keeps_its_motion():
+    """On a featureless area the still-or-moved test cannot decide: a large flow there (DIS's,
+    propagated from the object's edges) is kept, so the painting moves with a plain object
+    instead of staying on the screen while the object slides away under it; the textured still
+    background around it keeps a flow of exactly zero."""
+    import cv2
+
+    rng = np.random.default_rng(3)
+    h, w = 288, 512
+    base = cv2.normalize(cv2.GaussianBlur(rng.integers(0, 255, (h, w, 3), dtype=np.uint8), (0, 0), 2),
+                         None, 40, 200, cv2.NORM_MINMAX)
+
+    def frame(y):
+        img = base.copy()
+        img[y:y + 120, 180:330] = (235, 235, 230)  # a plain white roof…
+        img[y + 4:y + 10, 186:200] = (60, 60, 60)  # …with one mark near its edge
+        return img
+
+    motion = Stabilizer(Steadiness(0.9)).prepare(frame(120), frame(108))  # 12 px up
+    assert not motion.cut
+    s = motion.flow.shape[1] / w  # thumbnail px per frame px
+    inner = motion.flow[int(118 * s):int(200 * s), int(200 * s):int(310 * s), 1] / s
+    assert (inner != 0).mean() > 0.9 and abs(float(np.median(inner)) - 12) < 3
+    assert not motion.flow[int(260 * s):, :int(150 * s)].any()
+
+
+def test_still_areas_are_copied_exactly_and_the_moving_box_equals_a_full_warp():
+    """Where the flow is zero the state is read in place, not remapped: a still scene's mix has
+    no maps at all, and a mix with a moving object in a still room equals, pixel for pixel, the
+    same mix with the whole picture remapped; the still room's pixels are the exact blend of the
+    unmoved state with the new picture."""
+    import cv2
+
+    from stylecam.core import temporal
+
+    frames, boxes = moving_square(n=6)
+    rng = np.random.default_rng(1)
+    pictures = [cv2.GaussianBlur(rng.integers(0, 255, f.shape, dtype=np.uint8), (0, 0), 1.5) for f in frames]
+    stab = Stabilizer(Steadiness(0.8))
+    still = stab.prepare(frames[0], frames[0])
+    assert not still.cut and still.maps is None and still.box is None
+    stab.apply(pictures[0], stab.prepare(None, frames[0]))
+    for t in range(1, len(frames)):
+        motion = stab.prepare(frames[t - 1], frames[t])
+        assert motion.maps is not None and motion.box is not None
+        x0, y0, x1, y1 = motion.box
+        assert (x1 - x0) * (y1 - y0) < 0.5 * frames[t].shape[0] * frames[t].shape[1]  # the square's, not all
+        state = stab._state[0].copy()
+        full = cv2.remap(state, *motion.maps, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        weight = stab._weight(cv2.extractChannel(full, 3), motion.view.luma, motion.trust, motion.view.mix[0])
+        want = cv2.cvtColor(temporal._blend(full, temporal._planes(pictures[t], motion.view.luma)[0], weight),
+                            cv2.COLOR_RGBA2RGB)
+        got = stab.apply(pictures[t], motion)
+        assert np.array_equal(got, want)
+        outside = np.ones(got.shape[:2], bool)
+        outside[y0:y1, x0:x1] = False
+        assert np.array_equal(full[outside], state[outside])  # the identity there: a copy
+
+
+def test_anchored_textures_are_read_in_place_where_nothing_moved():
+    """An anchor whose offset is zero but for one patch reads a texture exactly as a full remap
+    through its maps does, and outside the patch's box the texture is its own pixels."""
+    import cv2
+
+    from stylecam.core.temporal import Anchor, _padded
+
+    rng = np.random.default_rng(2)
+    texture = rng.integers(0, 255, (90, 160, 4), dtype=np.uint8)
+    texture.setflags(write=False)
+    offset = np.zeros((72, 128, 2), np.float32)
+    offset[20:30, 40:60] = (3.4, -1.7)
+    anchor = Anchor(offset)
+    full = cv2.remap(_padded(texture), *anchor.maps(160, 90), cv2.INTER_LINEAR, borderMode=cv2.BORDER_WRAP)
+    got = anchor.sample(texture)
+    assert np.array_equal(got, full) and not np.array_equal(got, texture)
+    assert np.array_equal(got[60:], texture[60:]) and np.array_equal(got[:, 100:], texture[:, 100:])
+
+
+def test_a_carried_flow_is_measured_afresh_at_a_cut_or_a_change_of_motion():
+    """``carry``: on a steady pan, every other frame carries the flow before it on (no new flow,
+    the same warp maps); a hard cut, or the pan stopping, is not explained by the carried flow:
+    that frame gets a fresh flow (and the cut is found)."""
+    import cv2
+
+    rng = np.random.default_rng(4)
+    world = cv2.GaussianBlur(rng.integers(0, 255, (260, 560, 3), dtype=np.uint8), (0, 0), 2.5)
+    world = cv2.normalize(world, None, 30, 220, cv2.NORM_MINMAX)
+    other = np.ascontiguousarray(world[::-1, ::-1])
+
+    def pan(x):
+        return np.ascontiguousarray(world[20:20 + 216, x:x + 384])
+
+    stab = Stabilizer(Steadiness(0.8), carry=True)
+    frames = [pan(6 * t) for t in range(4)] + [pan(18), other[:216, :384]]
+    motions, prev = [], None
+    for f in frames:
+        view = stab.look(f)
+        motions.append(stab.motion(prev, view))
+        prev = view
+    assert [m.carried for m in motions[:4]] == [False, False, True, False]
+    assert motions[2].maps is motions[1].maps and motions[2].flow is motions[1].flow
+    assert not motions[2].cut and motions[2].consistent > 0.9
+    # Frame 4 may carry (frame 3 carried nothing) but the pan stopped: measured afresh; frame 5
+    # may carry (frame 4's flow is its own) but is a hard cut: found, not carried over.
+    assert not motions[4].carried and not motions[4].cut and not motions[4].flow.any()
+    assert motions[5].cut and not motions[5].carried
+    assert not stab.motion(prev, stab.look(frames[-1]), carry=False).carried

@@ -712,12 +712,18 @@ class ClassicBackend(Backend):
         self._fn: Callable[..., np.ndarray] | None = None
         self._stages: Stages | None = None
         self._knobs: dict = {}
-        self.stabilizer = Stabilizer()
+        self.stabilizer = self._stabilizer(Steadiness())
         self._last_view = None
+
+    @staticmethod
+    def _stabilizer(steadiness: Steadiness) -> Stabilizer:
+        # Every other frame may carry the flow before it on (core/temporal.py): the classic
+        # effects paint in a few ms, so the flow and its warp maps are a large share of a frame.
+        return Stabilizer(steadiness, carry=True)
 
     def reset_temporal(self) -> None:
         self.stabilizer.reset()
-        self._last_input = None
+        self._last_view = None  # (the view the next frame's motion is measured from)
 
     def set_style(self, style: Style) -> None:
         if style.backend != "classic":
@@ -779,13 +785,13 @@ class ClassicBackend(Backend):
 
     def detach_temporal(self):
         state = (self.stabilizer, self._last_view)
-        self.stabilizer, self._last_view = Stabilizer(self.stabilizer.steadiness), None
+        self.stabilizer, self._last_view = self._stabilizer(self.stabilizer.steadiness), None
         return state
 
     def attach_temporal(self, state) -> None:
         steadiness = self.stabilizer.steadiness  # the style's, as set_style left it
         if state is None:
-            self.stabilizer, self._last_view = Stabilizer(steadiness), None
+            self.stabilizer, self._last_view = self._stabilizer(steadiness), None
             return
         self.stabilizer, self._last_view = state
         self.stabilizer.set_steadiness(steadiness)  # (resets it, were the style another)
@@ -794,11 +800,14 @@ class ClassicBackend(Backend):
 class _Batch:
     """One batch of a steadied stream, one task per frame.
 
-    A frame's steps: its luma and thumbnail (``look``); its motion from the frame before;
-    where its textures sit (the anchor: a chain over the motions); its painting; the mix with
-    the previous picture (the stabilizer's state: a chain over the frames); its finish. Only the
-    two chains need the frame before, so each task waits at those two points for the previous
-    frame's step and runs everything else in parallel with the other frames. The mix, the longer
+    A frame's steps: its luma and thumbnail (``look``); its motion from the frame before (a
+    frame at an even place in the stream may carry the flow before it on where that one is
+    already measured: the first frame of a full batch, every even frame with one worker, so one
+    worker and two give the same stream; the others measure their own, in parallel); where its
+    textures sit (the anchor: a chain over the motions); its painting; the mix with the previous
+    picture (the stabilizer's state: a chain over the frames); its finish. Only the two chains
+    need the frame before, so each task waits at those two points for the previous frame's step
+    and runs everything else in parallel with the other frames. The mix, the longer
     of the two, is cut into one band of rows per worker (``Stabilizer.begin``): the task of the
     next frame, which has to wait for it anyway, runs a band instead of idling, and the task of
     this frame runs a band of the next one's mix when that frame is already painted (bands of
@@ -810,6 +819,7 @@ class _Batch:
     def __init__(self, backend: ClassicBackend, images: list[np.ndarray]):
         self.backend = backend
         self.images = images
+        self.first = 0 if backend._last_view is None else backend._last_view.index + 1  # (stream place)
         n = len(images)
         self.views: list = [None] * n
         self.mixings: list = [None] * n
@@ -842,7 +852,9 @@ class _Batch:
             view = self.views[i] = stab.look(image, st.mix(*image.shape[:2], **knobs))
             self.looked[i].set()
             self._after(self.looked, i)
-            motion = stab.motion(self.views[i - 1] if i else be._last_view, view)
+            prev = self.views[i - 1] if i else be._last_view
+            view.index = self.first + i
+            motion = stab.motion(prev, view, carry=i == 0 and view.index % 2 == 0)
             self._after(self.anchored, i)
             anchor = stab.anchor(motion)
             self.anchored[i].set()

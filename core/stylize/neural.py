@@ -369,7 +369,7 @@ class NeuralBackend(Backend):
 
     def reset_temporal(self) -> None:
         self.stabilizer.reset()
-        self._last_input = None
+        self._last_view = None  # (the view the next frame's motion is measured from)
 
     def set_style(self, style: Style) -> None:
         if style.backend != "neural":
