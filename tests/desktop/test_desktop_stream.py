@@ -187,7 +187,11 @@ def test_failing_style_falls_back_to_classic_default(qtbot, make_app, monkeypatc
     # The runner passes frames through while it retries, and says so.
     assert notes[0][0] == "The stylizer failed" and "injected" in app.history[-len(notes)][2]
     pair = next_pair(qtbot, app, styled("oil"))
-    assert np.array_equal(pair.output, classic_reference("oil", pair.input))
+    # Oil is steadied: the pair may be its second or third frame, blended with the ones before
+    # (the reference paints the frame as a stream's first). Close to oil, far from the input.
+    out, ref = pair.output.astype(np.int16), classic_reference("oil", pair.input).astype(np.int16)
+    assert np.abs(out - ref).mean() < 2.0, np.abs(out - ref).mean()
+    assert np.abs(out - pair.input.astype(np.int16)).mean() > 6.0
     assert app.style_actions["oil"].isChecked()
 
 
