@@ -11,7 +11,6 @@ at the source's size with no host resize and the frames it emits say what made t
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import cv2
@@ -25,7 +24,7 @@ from stylecam.core.runner import Runner
 from stylecam.core.sinks import Sink
 from stylecam.core.sources import Source
 from stylecam.core.styles import Style
-from stylecam.core.stylize.bundle import build_tiny_bundle
+from tiny import tiny_bundle
 from stylecam.core.stylize.diffusion import DiffusionBackend
 from stylecam.core.stylize.engine import EngineError, EngineSettings, StreamEngine
 from stylecam.core.stylize.geometry import crop_box, resize, to_uint8
@@ -35,25 +34,13 @@ STYLE = {"prompt": "an oil painting, thick brush strokes", "instruction": "turn 
          "seed": 3}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
 def frames():
     """Real footage at a camera's 4:3 shape (the bundled clip is 512x512: cropped, then scaled)."""
     return [fit(f, (96, 72)) for f in read_clip(DEMO, 40)[::8]]
-
-
-def _bundle(stack: str):
-    b = build_tiny_bundle(stack, lllite=stack == "mllm-edit")
-    if stack == "mllm-edit":
-        b.manifest = dataclasses.replace(b.manifest, lllite_subset="down_blocks")
-    return b
 
 
 def _resized(images, size, box=None):
@@ -83,7 +70,7 @@ def test_crop_box_is_the_whole_frame_when_aspects_match():
 @pytest.mark.parametrize("stack", ["sd-turbo", "mllm-edit"])
 def test_engine_resizes_in_and_out_on_the_device(stack, frames):
     """4:3 frames in, 16:9 out: the same as feeding the model-size crop and resizing its output."""
-    bundle = _bundle(stack)
+    bundle = tiny_bundle(stack)
     model = bundle.manifest.size
     out_size = (80, 45)
     box = crop_box((96, 72), out_size)
@@ -119,7 +106,7 @@ def test_every_step_compiles_as_one_graph(stack, frames):
     frames equal to the eager engine's. Before the fix the mllm-edit encoder step broke in
     Qwen3-VL's ``get_rope_index`` (``itertools.groupby``)."""
     torch._dynamo.reset()
-    bundle = _bundle(stack)
+    bundle = tiny_bundle(stack)
     kw = dict(batch_size=2, refresh=1, lllite_refresh=1, fast_encoder=True, feedback=0.3, feedback_warp=True)
     eager = StreamEngine(bundle, EngineSettings(mode="eager", **kw), STYLE)
     try:
@@ -128,7 +115,7 @@ def test_every_step_compiles_as_one_graph(stack, frames):
     finally:
         eager.close()
     # A fresh bundle: nothing cached by an eager run (the app's first call is the compiled one).
-    engine = StreamEngine(_bundle(stack), EngineSettings(mode="compile", compile_backend="eager", **kw), STYLE)
+    engine = StreamEngine(tiny_bundle(stack), EngineSettings(mode="compile", compile_backend="eager", **kw), STYLE)
     try:
         engine.set_io_size((96, 72), (80, 60))
         got = engine.process(frames[:4])
@@ -178,7 +165,7 @@ class _Keep(Sink):
 
 
 def test_runner_gives_the_diffusion_backend_camera_frames_and_no_host_resize(frames, monkeypatch):
-    bundle = _bundle("sd-turbo")
+    bundle = tiny_bundle("sd-turbo")
     backend = DiffusionBackend(bundle, "cpu", batch_size=2)
     backend.set_style(Style("ai-test", "diffusion", params=STYLE))
     calls = []
@@ -199,7 +186,7 @@ def test_runner_gives_the_diffusion_backend_camera_frames_and_no_host_resize(fra
 
 
 def test_paused_and_passthrough_frames_reach_the_sinks_at_the_output_size(frames):
-    bundle = _bundle("sd-turbo")
+    bundle = tiny_bundle("sd-turbo")
     backend = DiffusionBackend(bundle, "cpu", batch_size=2)
     backend.set_style(Style("ai-test", "diffusion", params=STYLE))
     keep = _Keep()
@@ -221,7 +208,7 @@ def test_bench_e2e_row_runs_the_user_path(tmp_path, monkeypatch):
 
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # the clip is made in the test's folder
     style = Style("ai-test", "diffusion", params=STYLE)
-    row = run_e2e(_bundle("sd-turbo"), style, batch=2, refresh=1, frames_total=10, mode="eager", size=(160, 96))
+    row = run_e2e(tiny_bundle("sd-turbo"), style, batch=2, refresh=1, frames_total=10, mode="eager", size=(160, 96))
     assert row["path"] == "e2e" and row["in_size"] == row["out_size"] == [160, 96]
     assert row["frames_out"] == 10 and row["passthrough"] == 0 and row["fps"] > 0
     assert row["virtualcam_sent"] > 0  # the camera got frames (paced at 30 fps)
@@ -241,7 +228,7 @@ def test_app_compile_mode_works_for_every_stack_on_cuda(stack, frames, monkeypat
     for mode in ("graphs", "compile"):
         monkeypatch.setenv("STYLECAM_COMPILE", "1" if mode == "compile" else "0")
         torch._dynamo.reset()
-        backend = DiffusionBackend(_bundle(stack), "cuda", batch_size=2)
+        backend = DiffusionBackend(tiny_bundle(stack), "cuda", batch_size=2)
         backend.set_style(Style("ai-test", "diffusion", params=STYLE))
         keep = _Keep()
         Runner(_ListSource(frames), backend, [keep], size=(80, 60)).run()
@@ -265,7 +252,7 @@ def test_warm_up_frames_are_not_the_streams_past(frames):
 
     style = Style("ai-steady", "diffusion", params=dict(STYLE, feedback=0.6))
     def factory(s, **options):
-        backend = DiffusionBackend(_bundle("sd-turbo"), "cpu", **options)
+        backend = DiffusionBackend(tiny_bundle("sd-turbo"), "cpu", **options)
         backend.set_style(s)
         return backend
 

@@ -17,12 +17,7 @@ from stylecam.core.bench_peer import PEER, build_stream, ours, peer_rows, run_on
 from stylecam.core.stylize.bundle import build_tiny_bundle  # noqa: E402
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _our_row(batch, fps, mode="stream+mode=compile+compile_mode=default", **kw):

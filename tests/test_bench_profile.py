@@ -24,12 +24,7 @@ from stylecam.core.stylize.bundle import build_tiny_bundle
 STYLE = {"prompt": "an oil painting", "instruction": "turn it into an oil painting", "seed": 3}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_profile_of_a_tiny_batch_sums_to_its_total():

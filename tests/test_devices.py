@@ -12,7 +12,6 @@ GPUs exist, and the one-GPU degenerate case (``split:0,0``, ``replicate:0,0``).
 
 from __future__ import annotations
 
-import dataclasses
 
 import numpy as np
 import pytest
@@ -22,7 +21,7 @@ from clips import clip_path, read_clip
 from stylecam.core import cli
 from stylecam.core.frames import fit
 from stylecam.core.stylize.base import BackendError
-from stylecam.core.stylize.bundle import build_tiny_bundle
+from tiny import tiny_bundle
 from stylecam.core.stylize.devices import (DeviceError, DevicePlan, EnginePool, open_engine, parse_devices,
                                            place_split)
 from stylecam.core.stylize.diffusion import DiffusionBackend
@@ -48,20 +47,13 @@ def clip():
     return [fit(f, (64, 64), "stretch") for f in frames]
 
 
-def _bundle(stack: str):
-    b = build_tiny_bundle(stack, lllite=stack == "mllm-edit")
-    if stack == "mllm-edit":
-        b.manifest = dataclasses.replace(b.manifest, lllite_subset="down_blocks")
-    return b
-
-
 @pytest.fixture(scope="module")
 def bundles():
     cache = {}
 
     def get(stack):
         if stack not in cache:
-            cache[stack] = _bundle(stack)
+            cache[stack] = tiny_bundle(stack)
         return cache[stack]
 
     return get
@@ -287,7 +279,7 @@ def test_device_list_goes_through_open_engine(bundles):
 
 def test_split_places_each_component_on_its_device():
     # The meta device stands in for the side GPU: each parameter says where it went.
-    bundle = _bundle("mllm-edit")
+    bundle = tiny_bundle("mllm-edit")
     place_split(bundle, "meta", "cpu")
 
     def where(module):
@@ -300,7 +292,7 @@ def test_split_places_each_component_on_its_device():
         assert where(adapter.conditioning1) == {"meta"}
         assert where(adapter.down) | where(adapter.mid) | where(adapter.up) == {"cpu"}
     assert bundle.device == torch.device("cpu")
-    clip_bundle = _bundle("sd-turbo")
+    clip_bundle = tiny_bundle("sd-turbo")
     place_split(clip_bundle, "meta", "cpu")
     assert where(clip_bundle.text_encoder) == {"meta"} and where(clip_bundle.unet) == {"cpu"}
 
@@ -359,7 +351,7 @@ def test_cli_runs_a_clip_on_two_logical_devices(tmp_path, capsys, monkeypatch):
 
 
 def _cuda_case(bundle_stack, devices, clip, mode="graphs"):
-    bundle = _bundle(bundle_stack).to("cuda:0")
+    bundle = tiny_bundle(bundle_stack).to("cuda:0")
     kw = dict(batch_size=3, refresh=1, lllite_refresh=1, mode=mode, profile=True)
     one = open_engine(bundle, EngineSettings(**kw), STYLE)
     try:
@@ -439,7 +431,7 @@ def test_bench_e2e_row_on_two_logical_devices(bundles, tmp_path, monkeypatch):
     from stylecam.core.styles import Style
 
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
-    row = run_e2e(_bundle("sd-turbo"), Style("ai-test", "diffusion", params=STYLE), batch=2, refresh=1,
+    row = run_e2e(tiny_bundle("sd-turbo"), Style("ai-test", "diffusion", params=STYLE), batch=2, refresh=1,
                   frames_total=8, mode="eager", size=(96, 64), devices="replicate:cpu,cpu")
     assert row["devices"] == "replicate:cpu,cpu" and row["frames_out"] == 8 and row["passthrough"] == 0
     # Both engines ran (the warm-up run counts too), taking turns.

@@ -7,7 +7,6 @@ On a GPU of compute capability 8.9+ the same modules run ``torch._scaled_mm`` (s
 
 from __future__ import annotations
 
-import dataclasses
 
 import numpy as np
 import pytest
@@ -15,7 +14,7 @@ import torch
 
 from stylecam.core.bench import sample_frames
 from stylecam.core.bench_diffusion import fp8_equivalence
-from stylecam.core.stylize.bundle import build_tiny_bundle
+from tiny import tiny_bundle
 from stylecam.core.stylize.compile import attention_context, inductor_mode
 from stylecam.core.stylize.engine import EngineSettings, StreamEngine
 from stylecam.core.stylize.fp8 import (FP8Conv1x1, FP8Linear, enable_fp8, fp8_support, quantize_rows,
@@ -24,19 +23,7 @@ from stylecam.core.stylize.fp8 import (FP8Conv1x1, FP8Linear, enable_fp8, fp8_su
 STYLE = {"prompt": "an oil painting, thick brush strokes", "instruction": "turn it into an oil painting", "seed": 3}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
-def _bundle(stack="mllm-edit"):
-    b = build_tiny_bundle(stack, lllite=stack == "mllm-edit")
-    if stack == "mllm-edit":
-        b.manifest = dataclasses.replace(b.manifest, lllite_subset="down_blocks")
-    return b
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +70,7 @@ def test_fp8_conv1x1_is_the_same_gemm_over_pixels(channels_last):
 
 
 def test_enable_fp8_swaps_only_the_gemms_it_should_and_restores_them():
-    bundle = _bundle()
+    bundle = tiny_bundle()
     before = {n: m for n, m in bundle.unet.named_modules()}
     lm_before = {n: m for n, m in bundle.qwen.core.language_model.named_modules()}
     swap = enable_fp8(bundle)
@@ -114,7 +101,7 @@ def test_engine_with_fp8_traces_as_one_graph_and_matches_eager_fp8(frames):
     """FP8 on under ``mode="compile"`` (Dynamo fullgraph, no Inductor): every step still one
     graph, the same frames as the eager FP8 engine; the bundle is plain again after close."""
     torch._dynamo.reset()
-    bundle = _bundle()
+    bundle = tiny_bundle()
     kw = dict(batch_size=2, refresh=1, lllite_refresh=1, fast_encoder=True, fp8=True)
     eager = StreamEngine(bundle, EngineSettings(mode="eager", **kw), STYLE)
     try:
@@ -137,7 +124,7 @@ def test_engine_with_fp8_traces_as_one_graph_and_matches_eager_fp8(frames):
 
 
 def test_bench_equivalence_reports_fp8_against_the_plain_engine(frames):
-    result = fp8_equivalence(_bundle(), frames * 2, STYLE, batch=2)
+    result = fp8_equivalence(tiny_bundle(), frames * 2, STYLE, batch=2)
     assert result["fp8"] == "emulated"
     err = result["fp8_vs_bf16"]
     # Measured on this tiny random fp32 bundle: about 2 % latents, ~1 level mean; a wiring
@@ -161,7 +148,7 @@ def test_sdpa_backend_is_the_same_picture_and_traces(backend, frames):
     to the next backend in torch's order. Both give the auto backend's frames (within float
     rounding) and trace as one graph."""
     torch._dynamo.reset()
-    bundle = _bundle("sd-turbo")
+    bundle = tiny_bundle("sd-turbo")
     kw = dict(batch_size=2, refresh=1)
     outs = {}
     for label, settings in (("auto", EngineSettings(mode="eager", **kw)),
