@@ -14,10 +14,8 @@ set -uo pipefail
 PHASES=("${@:-tests}")
 OUT=${OUT:-$PWD/out}
 mkdir -p "$OUT"
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
-# "stylecam" is a namespace package: point stylecam.core / stylecam.desktop at this checkout.
-mkdir -p /tmp/pkg/stylecam && ln -sfn "$PWD/core" /tmp/pkg/stylecam/core && ln -sfn "$PWD/desktop" /tmp/pkg/stylecam/desktop
-export PYTHONPATH=/tmp/pkg:/tmp/site PYTHONUNBUFFERED=1 TORCHINDUCTOR_CACHE_DIR=/tmp/inductor HF_HUB_OFFLINE=1
+# shellcheck source=scripts/gpu_env.sh
+source scripts/gpu_env.sh
 
 { nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
   python3 -c "import torch, diffusers, transformers; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'diffusers', diffusers.__version__, 'transformers', transformers.__version__)"

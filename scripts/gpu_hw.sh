@@ -39,10 +39,8 @@ set -uo pipefail
 PHASES=("${@:-sd-turbo}")
 OUT=${OUT:-$PWD/out}
 mkdir -p "$OUT"
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
-# "stylecam" is a namespace package: point stylecam.core / stylecam.desktop at this checkout.
-mkdir -p /tmp/pkg/stylecam && ln -sfn "$PWD/core" /tmp/pkg/stylecam/core && ln -sfn "$PWD/desktop" /tmp/pkg/stylecam/desktop
-export PYTHONPATH=/tmp/pkg:/tmp/site PYTHONUNBUFFERED=1 TORCHINDUCTOR_CACHE_DIR=${TORCHINDUCTOR_CACHE_DIR:-/tmp/inductor} HF_HUB_OFFLINE=1
+# shellcheck source=scripts/gpu_env.sh
+source scripts/gpu_env.sh
 
 { nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv,noheader
   python3 -c "import torch, diffusers, transformers; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'capability', torch.cuda.get_device_capability(), 'diffusers', diffusers.__version__, 'transformers', transformers.__version__)"
@@ -68,7 +66,7 @@ case $PHASE in
     STYLECAM_BENCH_STACKS=mllm-edit STYLECAM_BENCH_PROFILE=1 STYLECAM_BENCH_PROFILE_BATCH=16 STYLECAM_BENCH_CHECK=1 \
     STYLECAM_BENCH_MODES=stream STYLECAM_BENCH_BATCHES=16 STYLECAM_BENCH_REFRESH=4 STYLECAM_BENCH_COMPILE=0 \
     STYLECAM_BENCH_EXTRA=0 STYLECAM_BENCH_E2E=1 STYLECAM_BENCH_FRAMES=${STYLECAM_BENCH_FRAMES:-480} \
-    STYLECAM_BENCH_DEVICES= \
+    STYLECAM_BENCH_DEVICES='' \
     STYLECAM_BENCH_AB_BASE='{"mode": "compile", "compile_mode": "default"}' STYLECAM_BENCH_AB_PATH=${AB_PATH:-e2e} \
     STYLECAM_BENCH_AB=${AB:-'[{"sdpa_backend": "cudnn"}, {"channels_last_vae": false}, {"fp8": true}]'} \
       bench mllm "${MLLM_LIMIT:-480}"
@@ -78,14 +76,14 @@ case $PHASE in
       # The rows StreamDiffusion is compared with (compiled B=8 and B=1), the peer, then the profile.
       STYLECAM_BENCH_STACKS=sd-turbo STYLECAM_BENCH_CHECK=0 STYLECAM_BENCH_MODES=stream,latency \
       STYLECAM_BENCH_BATCHES=8 STYLECAM_BENCH_LATENCY_BATCHES=1 STYLECAM_BENCH_REFRESH=1 STYLECAM_BENCH_COMPILE=only \
-      STYLECAM_BENCH_EXTRA=0 STYLECAM_BENCH_DEVICES= STYLECAM_BENCH_E2E=${SD_E2E:-1} \
+      STYLECAM_BENCH_EXTRA=0 STYLECAM_BENCH_DEVICES='' STYLECAM_BENCH_E2E=${SD_E2E:-1} \
       STYLECAM_BENCH_FRAMES=${STYLECAM_BENCH_FRAMES:-480} STYLECAM_BENCH_PEER=1 \
       STYLECAM_BENCH_PROFILE=1 STYLECAM_BENCH_PROFILE_BATCH=8 STYLECAM_BENCH_PROFILE_AT=last \
         bench sd-turbo "${SD_LIMIT:-400}"
     else
       STYLECAM_BENCH_STACKS=sd-turbo STYLECAM_BENCH_CHECK=0 STYLECAM_BENCH_MODES=stream \
       STYLECAM_BENCH_BATCHES="$SD_BATCH" STYLECAM_BENCH_REFRESH=1 STYLECAM_BENCH_COMPILE=1 STYLECAM_BENCH_EXTRA=0 \
-      STYLECAM_BENCH_DEVICES= STYLECAM_BENCH_E2E=1 STYLECAM_BENCH_FRAMES=${STYLECAM_BENCH_FRAMES:-480} \
+      STYLECAM_BENCH_DEVICES='' STYLECAM_BENCH_E2E=1 STYLECAM_BENCH_FRAMES=${STYLECAM_BENCH_FRAMES:-480} \
         bench "sd-turbo-b$SD_BATCH" "${SD_LIMIT:-240}"
     fi
     ;;
