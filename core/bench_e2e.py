@@ -84,6 +84,26 @@ def e2e_clip(size=E2E_SIZE, frames: int = 64) -> str:
     return path
 
 
+class StopAfter:
+    """A sink that stops the run (``stop()``) once ``frames`` frames have reached it."""
+
+    name = "stop-after"
+
+    def __init__(self, frames: int, stop):
+        self.frames, self.stop, self.count = frames, stop, 0
+
+    def open(self, size, fps):
+        pass
+
+    def write(self, frame):
+        self.count += 1
+        if self.count == self.frames:
+            self.stop()
+
+    def close(self):
+        pass
+
+
 class LiveFile:
     """A looped file read as a camera: live (the runner keeps the newest frame), unpaced."""
 
@@ -129,8 +149,13 @@ def run_e2e(bundle, style, *, batch: int, refresh: int, frames_total: int, mode:
         def run(frames: int):
             source = FileSource(clip, loop=True)
             sinks = [open_sink(f"virtualcam:{w}x{h}@30,backend={CAMERA_BACKEND}"), open_sink("null")]
+            # A live source drops most frames (it decodes several times faster than the stylizer),
+            # so ``frames`` read would leave a short sample: live rows stop after ``frames``
+            # frames have reached the sinks instead.
             runner = Runner(LiveFile(source) if live else source, backend, sinks, size=size,
-                            max_frames=frames, batch_size=batch, style=style)
+                            max_frames=None if live else frames, batch_size=batch, style=style)
+            if live:
+                runner.sinks.append(StopAfter(frames, runner.stop))
             return runner.run()
 
         # Warm-up: the first batch captures (or compiles) every step, at the stream's sizes.
@@ -170,5 +195,6 @@ def summarize(rows: list[dict]) -> list[str]:
     return lines
 
 
-__all__ = ["CAMERA_BACKEND", "CountingCamera", "E2E_SIZE", "LiveFile", "e2e_clip", "registered_camera", "run_e2e",
+__all__ = ["CAMERA_BACKEND", "CountingCamera", "E2E_SIZE", "LiveFile", "StopAfter", "e2e_clip", "registered_camera",
+           "run_e2e",
            "summarize"]

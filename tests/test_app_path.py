@@ -218,6 +218,22 @@ def test_bench_e2e_row_runs_the_user_path(tmp_path, monkeypatch):
     assert lines and "50 % of the engine's" in lines[0]
 
 
+def test_bench_e2e_live_row_counts_frames_that_reach_the_sinks(tmp_path, monkeypatch):
+    """A live row (the latency rows) drops frames the stylizer is too slow for; it still times
+    ``frames_total`` output frames, not a sample cut short by the fast decoder."""
+    import tempfile
+
+    from stylecam.core.bench_e2e import run_e2e
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    style = Style("ai-test", "diffusion", params=STYLE)
+    row = run_e2e(tiny_bundle("sd-turbo"), style, batch=1, refresh=1, frames_total=12, mode="eager", size=(160, 96),
+                  live=True)
+    assert row["live_source"] and row["passthrough"] == 0
+    assert 12 <= row["frames_out"] <= 12 + 2  # what was in flight when it stopped still leaves
+    assert row["frames_in"] >= row["frames_out"] and row["latency_p50_ms"] > 0
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 @pytest.mark.parametrize("stack", ["sd-turbo", "pix2pix", "mllm-edit"])
