@@ -193,6 +193,8 @@ def run_config(bundle, frames: list[np.ndarray], params: dict, *, mode: str, bat
         t_end = time.perf_counter()
         stages = engine.stage_times(tickets)
         report = engine.report.as_dict()
+        pacer = getattr(engine, "pacer", None)
+        report["pace_ms"] = pacer.as_dict() if pacer is not None else None
     finally:
         if engine is not None:
             engine.close()
@@ -233,13 +235,19 @@ def _drive(engine, source, batch: int, batches: int, inflight: int):
 
     A frame's capture time is when the engine takes it (the source always has one ready), so
     the latency is what the engine adds: waiting for its batch to be submitted, then the GPU.
+    At the latency operating point the engine paces (``EngineSettings.pace``): the loop holds
+    the next batch back as the runner does, and its frames are taken after the hold.
     """
     pending = []
+    pace = getattr(engine, "pace", None)  # the runner's just-in-time submit (a device pool has none)
     for _ in range(batches):
         if len(pending) >= inflight:
             t = pending.pop(0)
             engine.collect(t)
             yield t
+        hold = pace() if pace is not None and pending else 0.0
+        if hold > 0:
+            time.sleep(hold)
         imgs = [next(source) for _ in range(batch)]
         now = time.perf_counter()
         pending.append(engine.submit(imgs, capture_times=[now] * batch))
@@ -420,6 +428,10 @@ def plan(stack: str) -> list[dict]:
             if "latency" in modes and lat_batches:
                 rest.append(dict(mode="latency", batch=lat_batches[0], refresh=head if vision else 1, inflight=2,
                                  extra=dict(compiled)))
+                if os.environ.get("STYLECAM_BENCH_PACE_AB", "0") == "1":
+                    # The same row without just-in-time submits: what pacing buys, same process.
+                    rest.append(dict(mode="latency", batch=lat_batches[0], refresh=head if vision else 1, inflight=2,
+                                     extra=dict(compiled, pace="off")))
     # STYLECAM_BENCH_EXTRA=0: only the rows above (a short device call keeps its headline rows).
     extras = os.environ.get("STYLECAM_BENCH_EXTRA", "1") == "1"
     if "stream" in modes and vision and big and extras:

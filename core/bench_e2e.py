@@ -165,6 +165,8 @@ def run_e2e(bundle, style, *, batch: int, refresh: int, frames_total: int, mode:
         setup_s = time.perf_counter() - t0
         summary = run(frames_total)
         report = backend._engine.report.as_dict()
+        pacer = getattr(backend._engine, "pacer", None)
+        report["pace_ms"] = pacer.as_dict() if pacer is not None else None
         inflight = backend.max_inflight
     keys = ("frames_in", "frames_out", "dropped", "fps_out", "latency_p50_ms", "latency_p95_ms", "batch_p50_ms",
             "passthrough", "cpu_loop_ms_per_frame", "cpu_capture_ms_per_frame")

@@ -55,6 +55,8 @@ EVENT_WINDOW = 256
 BACKEND_RETRIES = 5
 #: Seconds without a frame from the source before a stall is reported.
 STALL_TIMEOUT = 2.0
+#: The longest the runner holds a waiting batch back for the backend's ``pace``, seconds.
+PACE_MAX_S = 0.05
 #: Unusable frames in a row before the source is given up.
 BAD_FRAME_LIMIT = 100
 #: First and longest wait, in seconds, before a failed reopenable output is tried again.
@@ -91,12 +93,14 @@ class Handoff:
             self._cond.notify_all()
             return True
 
-    def get_batch(self, n: int, timeout: float | None = None) -> list:
+    def get_batch(self, n: int, timeout: float | None = None, newest: bool = False) -> list:
         """Wait for at least one item, then take up to ``n`` without waiting further.
 
         Oldest first, also when lossy: the hand-off holds two batches so that a backend keeping
         two in flight finds the next batch waiting when it submits one (taking only the newest
-        batch and dropping the rest would leave nothing to overlap with).
+        batch and dropping the rest would leave nothing to overlap with). ``newest`` (lossy
+        only): the newest ``n``, the older ones dropped — for a caller that held the batch back
+        on purpose (the backend's ``pace``) and wants the freshest frames.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
@@ -105,9 +109,17 @@ class Handoff:
                 if remaining is not None and remaining <= 0:
                     return []
                 self._cond.wait(0.1 if remaining is None else min(0.1, remaining))
+            while newest and self.lossy and len(self._items) > n:
+                self._items.popleft()
+                self.dropped += 1
             batch = [self._items.popleft() for _ in range(min(n, len(self._items)))]
             self._cond.notify_all()
             return batch
+
+    def waiting(self) -> int:
+        """How many items are ready now."""
+        with self._cond:
+            return len(self._items)
 
     def close(self) -> None:
         with self._cond:
@@ -465,7 +477,10 @@ class Runner:
         inflight = max(1, int(getattr(self.backend, "max_inflight", 1)))
         while True:
             wait = 0.0 if pending else min(0.25, self.stall_timeout)
-            batch = self._handoff.get_batch(self.batch_size, timeout=wait)
+            # Frames already waiting while a batch is in flight: the backend may ask to hold
+            # them back until the device can take them (``Backend.pace``); then the newest go.
+            held = pending and self._handoff.waiting() and self._hold()
+            batch = self._handoff.get_batch(self.batch_size, timeout=wait, newest=held)
             if not batch:
                 if pending:
                     self._finish(*pending.popleft())
@@ -502,6 +517,17 @@ class Runner:
                 while len(pending) >= inflight:
                     self._finish(*pending.popleft())
             self.metrics.dropped = self._handoff.dropped
+
+    def _hold(self) -> bool:
+        """Wait as long as the backend's ``pace`` says (a stop cuts it short); whether it did."""
+        try:
+            hold = float(self.backend.pace()) if hasattr(self.backend, "pace") else 0.0
+        except Exception:  # pacing is an optimisation: never a reason to stop the stream
+            hold = 0.0
+        if hold <= 0.0:
+            return False
+        self._stop.wait(min(hold, PACE_MAX_S))
+        return True
 
     def _submit(self, batch: list[Frame]) -> tuple:
         t0 = time.perf_counter()

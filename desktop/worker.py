@@ -147,6 +147,9 @@ class TrackingBackend(Backend):
     def reset_temporal(self) -> None:
         self.inner.reset_temporal()
 
+    def pace(self) -> float:
+        return self.inner.pace()
+
     def process(self, images):
         return self.collect(self.submit(images))
 

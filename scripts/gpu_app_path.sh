@@ -25,15 +25,17 @@ for PHASE in "${PHASES[@]}"; do
 case $PHASE in
   tests)
     timeout "${TEST_LIMIT:-240}" python3 -m pytest -q -p no:cacheprovider -o faulthandler_timeout=120 \
-      tests/test_app_path.py tests/test_engine.py -k "cuda or gpu or compile or geometry or io" 2>&1 \
+      tests/test_app_path.py tests/test_engine.py tests/test_pacing.py -k "${TEST_K:-cuda or gpu or compile or geometry or io}" 2>&1 \
       | tee "$OUT/pytest.log" | tail -15
     ;;
   *)
-    # The headline rows and their twins: B=16 (graphs, compiled) and latency B=1 (graphs, compiled).
+    # The headline rows and their twins: B=16 (graphs, compiled) and latency B=1 (graphs, compiled,
+    # and compiled without just-in-time submits: STYLECAM_BENCH_PACE_AB).
     export STYLECAM_BENCH_STACKS=$PHASE STYLECAM_BENCH_MODES=${STYLECAM_BENCH_MODES:-stream,latency} STYLECAM_BENCH_BATCHES=16 \
            STYLECAM_BENCH_REFRESH=4 STYLECAM_BENCH_LATENCY_BATCHES=1 STYLECAM_BENCH_COMPILE=${STYLECAM_BENCH_COMPILE:-1} \
            STYLECAM_BENCH_CHECK=${STYLECAM_BENCH_CHECK:-0} STYLECAM_BENCH_E2E=1 \
-           STYLECAM_BENCH_FRAMES=${STYLECAM_BENCH_FRAMES:-480} STYLECAM_BENCH_EXTRA=${STYLECAM_BENCH_EXTRA:-0}
+           STYLECAM_BENCH_FRAMES=${STYLECAM_BENCH_FRAMES:-480} STYLECAM_BENCH_EXTRA=${STYLECAM_BENCH_EXTRA:-0} \
+           STYLECAM_BENCH_PACE_AB=${STYLECAM_BENCH_PACE_AB:-1}
     timeout "${BENCH_LIMIT:-400}" python3 -m stylecam.core bench --backend diffusion --json "$OUT/rows-$PHASE.jsonl" \
       2>&1 | grep -v "Warning\|warn(" | tee "$OUT/bench-$PHASE.log" | grep -E "stylecam bench|Error|error" | tail -20
     [ -f "$OUT/rows-$PHASE.jsonl.partial" ] && cp "$OUT/rows-$PHASE.jsonl.partial" "$OUT/rows-$PHASE.partial.jsonl"

@@ -53,6 +53,14 @@ class Backend:
     #: copies each frame once each way and never resizes).
     resizes: bool = False
 
+    def pace(self) -> float:
+        """Seconds to hold the next batch back when its frames are already waiting and a batch
+        is in flight, so that it starts on the device just when the device can take it (a
+        fresher frame, the same rate); 0: submit at once. The runner asks only then, and then
+        takes the newest frames. The diffusion engine learns it at the latency operating point
+        (:mod:`.pacing`); a backend that does not overlap batches never needs it."""
+        return 0.0
+
     def reset_temporal(self) -> None:
         """The next frame does not follow the last one (the stream was paused, or its source
         changed): forget what temporal stabilization kept of earlier frames. Runner thread only."""

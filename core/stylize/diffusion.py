@@ -137,6 +137,10 @@ class DiffusionBackend(Backend):
     def collect(self, ticket) -> list[np.ndarray]:
         return [] if ticket is None else self._engine.collect(ticket)
 
+    def pace(self) -> float:
+        pace = getattr(self._engine, "pace", None)  # a device pool does not pace
+        return pace() if pace is not None else 0.0
+
     def _prepare(self, images: list[np.ndarray]) -> None:
         # Frames come at the source's size and leave at the sinks' (or their own) size; the
         # engine resizes on the device. A new size re-captures only the resize steps.

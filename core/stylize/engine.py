@@ -57,6 +57,7 @@ from .bundle import Bundle
 from .compile import (ATTENTION_BACKENDS, DEFAULT_COMPILE_MODE, CompileReport, attention_context, compile_step,
                       configure_runtime, inductor_mode, make_step, prepare_compile, resolve_mode, to_memory_format)
 from .denoiser import Denoiser, decode_latents, encode_frames, latent_size, make_schedule, stream_noise
+from .pacing import SubmitPacer
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +67,10 @@ STYLE_KEYS = ("refresh", "broadcast", "lllite_refresh", "feedback", "feedback_wa
 SKIP_THUMB_DIVISOR = 16
 #: How the host waits for the GPU (EngineSettings.host_wait).
 HOST_WAITS = ("sleep", "spin")
+#: When the engine paces submits (EngineSettings.pace): ``auto`` = at the latency operating point.
+PACES = ("auto", "on", "off")
+#: The largest batch ``pace="auto"`` paces: one or two frames per batch is the calls setting.
+PACE_AUTO_MAX_BATCH = 2
 #: Profiled stages of the side stream, and of the main device's compute (split: their devices).
 SIDE_STAGES = ("vae_encode", "encoder", "lllite")
 MAIN_STAGES = ("unet", "vae_decode")
@@ -113,6 +118,11 @@ class EngineSettings:
     On an H100 (2026-12-06) spinning made the runner's thread read 4.5-11 ms of CPU per frame,
     a whole core, mostly waiting: a core that OBS's encoder or the call app needs. With two
     batches in flight the GPU never waits for that wake-up, so ``sleep`` is the default.
+
+    ``pace``: ``auto`` (on for batches of up to two frames, the calls setting), ``on`` or
+    ``off``: :meth:`StreamEngine.pace` tells a caller that has the next frame waiting how long
+    to hold it back so it does not queue on the GPU behind the batch in flight
+    (:mod:`.pacing`; CUDA with the side stream, one device).
     """
 
     batch_size: int = 8
@@ -142,6 +152,7 @@ class EngineSettings:
     sdpa_backend: str = "auto"
     cuda_graphs: bool = True
     host_wait: str = "sleep"
+    pace: str = "auto"
 
     def __post_init__(self):
         if not isinstance(self.batch_size, int) or self.batch_size < 1:
@@ -159,6 +170,8 @@ class EngineSettings:
         inductor_mode(self.compile_mode)  # a ValueError naming the choices
         if self.host_wait not in HOST_WAITS:
             raise ValueError(f"host_wait must be one of {', '.join(HOST_WAITS)}, got {self.host_wait!r}")
+        if self.pace not in PACES:
+            raise ValueError(f"pace must be one of {', '.join(PACES)}, got {self.pace!r}")
 
     @classmethod
     def throughput(cls, batch_size: int = 16, **kw) -> "EngineSettings":
@@ -191,6 +204,8 @@ class Ticket:
     frames: list[np.ndarray] | None = None
     t_ready: float | None = None
     stages: list = field(default_factory=list)  # (stage, start event, end event) when profiling
+    #: Pacing: (cycle key, side done, main begins, main done) timing events (:meth:`StreamEngine.pace`).
+    marks: tuple | None = None
     replica: int = 0  # which engine of a device pool (:mod:`.devices`) ran it
 
 
@@ -374,6 +389,12 @@ class StreamEngine:
         #: the previous batch's blend (made by another replica) into this engine's feedback state.
         self.feedback_source = None
         self.skipped_batches = 0
+        # Just-in-time submits (:mod:`.pacing`): the GPU's own timings say how long the next
+        # batch may wait on the host, so it does not wait on the GPU instead.
+        paced = settings.pace == "on" or (settings.pace == "auto" and B <= PACE_AUTO_MAX_BATCH)
+        self.pacer = SubmitPacer() if paced and self.cuda and settings.streams and not self.split else None
+        self._marks = None
+        self._last_main_end = None
         self.closed = False
         if style is not None:
             self.set_style(style)
@@ -394,6 +415,8 @@ class StreamEngine:
                                       make_schedule(self.bundle, s["steps"], s["strength"]))
             self._steps.pop("unet", None)  # the schedule's constants live in the captured step
             self._schedule_key = key
+            if self.pacer is not None:  # another number of steps: another U-Net time
+                self.pacer.reset()
         if s["seed"] != self._seed:
             with self._on(self._main_stream()):
                 self._noise.copy_(stream_noise(s["seed"], tuple(self._noise.shape)).to(self.device, non_blocking=False))
@@ -458,6 +481,8 @@ class StreamEngine:
         box = crop_box(in_size, out_size)
         self._box = None if box == (0, 0, *in_size) else box
         self._steps.pop("prep", None)
+        if self.pacer is not None:  # other sizes: other upload, resize and copy times
+            self.pacer.reset()
 
     def _apply_engine_params(self, params: Mapping) -> None:
         new = self._base_settings.with_style(params)
@@ -661,11 +686,44 @@ class StreamEngine:
             self._sync()
             self._build_steps()
         prof = self.settings.profile and self.cuda
+        key = self._cycle_key()
         side, side_out = self._side_encode(slot, raw, warping, prof, ticket.stages)
         out = self._main_denoise(side, side_out, warping, n, prof, ticket.stages)
         self._copy_out(out, slot, n, ticket)
+        if self.pacer is not None:
+            ticket.marks = (key, *self._marks)
         self._pending.append(ticket)
         return ticket
+
+    def pace(self) -> float:
+        """Seconds a caller that already has the next batch's frames should hold them back
+        before :meth:`submit`, so that they do not queue on the GPU behind the batch in flight
+        (a fresher frame comes out at the same rate); 0 when nothing is in flight or the engine
+        does not pace (``EngineSettings.pace``). See :mod:`.pacing`."""
+        if self.pacer is None or not self._pending:
+            return 0.0
+        return self.pacer.delay(self._cycle_key())
+
+    def _cycle_key(self) -> tuple[int, int]:
+        """The next batch's position in the conditioning and LLLite refresh cycles (what runs on
+        its side stream): ``refresh`` when the encoder is due."""
+        st = self.settings
+        cond = 0
+        if self.cond_on_side:
+            cond = st.refresh if self._cond_due or self._since_cond >= st.refresh else self._since_cond
+        lllite = 0
+        if self.folded is not None:
+            due = self._lllite_due or self._since_lllite >= st.lllite_refresh
+            lllite = st.lllite_refresh if due else self._since_lllite
+        return cond, lllite
+
+    def _observe_pace(self, marks: tuple) -> None:
+        """A collected batch's timings (its events have completed) into the pacer."""
+        key, side_done, begin, main_done = marks
+        queued = side_done.elapsed_time(begin)
+        idle = self._last_main_end.elapsed_time(begin) if self._last_main_end is not None else 0.0
+        self._last_main_end = main_done
+        self.pacer.observe(key, queued, idle)
 
     # The four stages of a batch, in the order :meth:`submit` runs them.
 
@@ -719,7 +777,7 @@ class StreamEngine:
             if lllite_due:
                 with self._stage(prof, stages, "lllite", side):
                     lllite = self._steps["lllite"].replay()
-            side_done = self._record(side)
+            side_done = self._record(side, timing=self.pacer is not None)
         if self.split:
             latent, cond, lllite, side_done = self._cross(side_done, latent, cond, lllite, warping, prof, stages)
         return side, (latent, cond, lllite, side_done)
@@ -732,6 +790,9 @@ class StreamEngine:
         with self._on(main):
             if self.cuda:
                 main.wait_event(side_done)
+                # Pacing: when the main stream took this batch up (its idle gap since the last
+                # batch, or how long the side results waited for it).
+                begin = self._record(main, timing=True) if self.pacer is not None else None
                 if not self._graphs and side is not main:
                     for t in [latent, cond, *(lllite or [])]:
                         if t is not None:
@@ -764,7 +825,9 @@ class StreamEngine:
                 out, blended = out
                 self._prev.copy_(blended[n - 1])
                 self._weight.fill_(self.settings.feedback)
-            self._decoded = self._record(main)
+            self._decoded = self._record(main, timing=self.pacer is not None)
+            if self.pacer is not None:
+                self._marks = (side_done, begin, self._decoded)
         self._since_cond += 1
         self._since_lllite += 1
         return out
@@ -795,6 +858,8 @@ class StreamEngine:
         elif self.cuda:
             ticket.event.synchronize()
             ticket.frames = list(self._host_out[ticket.slot][:ticket.count].numpy().copy())
+            if ticket.marks is not None:
+                self._observe_pace(ticket.marks)
         ticket.t_ready = time.perf_counter()
         self._last_output = ticket.frames[-1]
         return ticket.frames
@@ -936,12 +1001,13 @@ class StreamEngine:
     def _on(self, stream):
         return torch.cuda.stream(stream) if stream is not None else contextlib.nullcontext()
 
-    def _record(self, stream, host: bool = False):
+    def _record(self, stream, host: bool = False, timing: bool = False):
         """An event recorded on ``stream``; ``host``: one the host thread will wait on, which
-        sleeps rather than spins there unless ``host_wait`` is ``spin``."""
+        sleeps rather than spins there unless ``host_wait`` is ``spin``; ``timing``: one whose
+        time the pacer reads."""
         if stream is None:
             return None
-        ev = torch.cuda.Event(blocking=host and self.settings.host_wait == "sleep")
+        ev = torch.cuda.Event(enable_timing=timing, blocking=host and self.settings.host_wait == "sleep")
         ev.record(stream)
         return ev
 

@@ -55,6 +55,9 @@ class StrengthBackend(Backend):
     def reset_temporal(self) -> None:
         self.inner.reset_temporal()
 
+    def pace(self) -> float:
+        return self.inner.pace()
+
     def _strength(self) -> float:
         if self.style_name is None:
             return 1.0
