@@ -237,7 +237,7 @@ def bench_neural(args) -> list[dict]:
 
     def guarded(fn, *a, **kw) -> dict:
         # One failing row must not lose the others; a hung one ends the process (rows so far kept).
-        faulthandler.dump_traceback_later(WATCHDOG_S, exit=True)
+        faulthandler.dump_traceback_later(WATCHDOG_S, exit=True, file=sys.__stderr__)
         try:
             return fn(*a, **kw)
         except Exception as e:
