@@ -254,10 +254,11 @@ def bench_neural(args) -> list[dict]:
             backends[key] = NeuralBackend(steady=steady, device=str(device), settings=settings, batch_size=batch)
         return backends[key]
 
+    # Sides outermost: a run cut short has every preset at the first side (the headline) already.
     for size in sizes:
         frames = sample_frames(size, 8)
-        for index, (kind, preset) in enumerate(plan):
-            for side in sides:
+        for side in sides:
+            for index, (kind, preset) in enumerate(plan):
                 style = with_side(preset, side, size)
                 paint_side, paint_size = paint_geometry(style, size)
                 for settings in [default] + variants:

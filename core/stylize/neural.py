@@ -409,10 +409,18 @@ def device_settings(device: torch.device | str, **overrides) -> DeviceSettings:
     return replace(base, **overrides)
 
 
+_REFLECT: dict[tuple, torch.Tensor] = {}
+
+
 def _reflect_index(n: int, r: int, device) -> torch.Tensor:
-    # OpenCV's BORDER_REFLECT ("fedcba|abcdef"), for any r: indices of the padded axis.
-    i = np.arange(-r, n + r) % (2 * n)
-    return torch.from_numpy(np.where(i >= n, 2 * n - 1 - i, i)).to(device)
+    # OpenCV's BORDER_REFLECT ("fedcba|abcdef"), for any r: indices of the padded axis (made
+    # once per size and device: no host-to-device copy per filter pass).
+    key = (n, r, str(device))
+    index = _REFLECT.get(key)
+    if index is None:
+        i = np.arange(-r, n + r) % (2 * n)
+        index = _REFLECT[key] = torch.from_numpy(np.where(i >= n, 2 * n - 1 - i, i)).to(device)
+    return index
 
 
 def box_t(x: torch.Tensor, radius: int) -> torch.Tensor:
