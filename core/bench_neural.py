@@ -148,7 +148,8 @@ def network_row(backend, frames: list[np.ndarray], *, calls: int) -> dict:
     call()  # the first call: cuDNN's choices, or the compile
     first_s = time.perf_counter() - t0
     times = time_calls(call, calls, warmup=3)
-    return {"path": "network", "first_call_s": round(first_s, 2), "calls": calls, **summarize(times, backend.batch_size)}
+    return {"path": "network", "first_call_s": round(first_s, 2), "calls": calls,
+            **summarize(times, backend.batch_size)}
 
 
 def e2e_row(backend, style, size: tuple[int, int], *, frames_total: int, live: bool) -> dict:
@@ -297,7 +298,8 @@ def summarize_rows(rows: list[dict]) -> list[str]:
             network[key] = r["fps"]
         elif r.get("path") == "e2e":
             net = network.get(key)
-            ratio = f"{100.0 * r['fps'] / net:.0f} % of the network's {net:.1f}" if net and r.get("fps") else "no network row"
+            ratio = (f"{100.0 * r['fps'] / net:.0f} % of the network's {net:.1f}" if net and r.get("fps")
+                     else "no network row")
             steady = "on" if r.get("steady") else "off"
             lines.append(f"{r.get('style')} {r.get('size')} painted at {r.get('paint_side')} ({r.get('settings')}, "
                          f"B={r.get('batch')}, stabilizer {steady}{', live' if r.get('live_source') else ''}): "
