@@ -25,7 +25,7 @@ BENCHMARKS: dict[str, Callable] = {}
 
 #: Benchmarks in modules of their own, by backend: imported by name on first use (the module adds
 #: itself to BENCHMARKS), so this module never imports them back.
-BENCHMARK_MODULES = {"diffusion": "stylecam.core.bench_diffusion"}
+BENCHMARK_MODULES = {"diffusion": "stylecam.core.bench_diffusion", "neural": "stylecam.core.bench_neural"}
 
 
 def benchmarks() -> dict[str, Callable]:

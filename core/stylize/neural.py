@@ -17,12 +17,19 @@ Both are fully convolutional and take a batch ``(B, 3, H, W)`` in [0, 1] with H 
 of 4, on the CPU or CUDA. The backend paints at a working size (``size``: the short side),
 steadies the stream there with the shared stabilizer (``core/temporal.py``) and scales back to
 the frame size.
+
+Where the work runs (:class:`DeviceSettings`): on the CPU exactly as measured in docs/quality.md
+(float32, OpenCV for the resizes and the guided filter). On CUDA the frames go to the device once
+and the resize in, the network (float16, channels-last), the guided filter and the scale-up all
+run there; only the stabilizer stays on the host, at the working size, when it is on. Each
+device-side step has a CPU twin test against the host path (tests/test_bench_neural.py).
 """
 
 from __future__ import annotations
 
 import os
 import threading
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import cv2
@@ -252,16 +259,31 @@ _CACHE: dict[tuple, nn.Module] = {}
 _LOCK = threading.Lock()
 
 
-def load(kind: str, device: str = "cpu", folder: str | Path | None = None) -> nn.Module:
-    """The module for ``kind`` (``multistyle26``, ``arbitrary_predict``, ``arbitrary_transform``)."""
-    key = (kind, str(device), str(folder))
+def load(kind: str, device: str = "cpu", folder: str | Path | None = None, *, dtype: torch.dtype = torch.float32,
+         channels_last: bool = False) -> nn.Module:
+    """The module for ``kind`` (``multistyle26``, ``arbitrary_predict``, ``arbitrary_transform``),
+    its weights in ``dtype`` (and its 4-D ones channels-last when asked): one copy per process
+    and combination, made from the float32 one."""
+    key = (kind, str(device), str(folder), dtype, channels_last)
     with _LOCK:
         module = _CACHE.get(key)
-        if module is None:
+        if module is not None:
+            return module
+        base_key = (kind, str(device), str(folder), torch.float32, False)
+        base = _CACHE.get(base_key)
+        if base is None:
             graph = read_model(kind, folder)
             cls = {"multistyle26": MultiStyleNet, "arbitrary_predict": StylePredictor,
                    "arbitrary_transform": ArbitraryTransformer}[kind]
-            module = _CACHE[key] = cls(graph).eval().to(device)
+            base = _CACHE[base_key] = cls(graph).eval().to(device)
+        if key == base_key:
+            return base
+        import copy
+
+        module = copy.deepcopy(base).to(dtype=dtype)
+        if channels_last:
+            module = module.to(memory_format=torch.channels_last)
+        _CACHE[key] = module
     return module
 
 
@@ -342,6 +364,138 @@ def work_size(w: int, h: int, side: int) -> tuple[int, int]:
 
 
 # --------------------------------------------------------------------------------------------
+# The device path: the same steps as the host path's OpenCV calls, in torch, on (B, C, H, W)
+# float32 tensors of levels 0-255, so a frame goes to the GPU once and comes back once.
+
+_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+@dataclass(frozen=True)
+class DeviceSettings:
+    """How a :class:`NeuralBackend` runs its network and the steps around it.
+
+    ``dtype``: the network's (``float32``, ``float16``, ``bfloat16``; the guided filter is
+    float32 always); ``channels_last``: the network's memory layout; ``compile``: None, or a
+    ``torch.compile`` backend (``inductor``; ``eager`` traces the graph only, for tests);
+    ``on_device``: resize in, guided filter and scale-up on the device instead of OpenCV on the
+    host. :func:`device_settings` gives each device's default.
+    """
+
+    dtype: str = "float32"
+    channels_last: bool = False
+    compile: str | None = None
+    on_device: bool = False
+
+    def __post_init__(self):
+        if self.dtype not in _DTYPES:
+            raise ValueError(f"dtype must be one of {', '.join(_DTYPES)}, got {self.dtype!r}")
+
+    def describe(self) -> str:
+        parts = [self.dtype] + (["channels_last"] if self.channels_last else [])
+        parts += [f"compile={self.compile}"] if self.compile else []
+        return "+".join(parts + ["on_device" if self.on_device else "host"])
+
+
+def device_settings(device: torch.device | str, **overrides) -> DeviceSettings:
+    """The defaults for ``device``, with ``overrides``. CPU: float32 and OpenCV on the host, the
+    path whose speed and quality docs/quality.md measures. CUDA: what a GPU user wants, a
+    frame rate far above the camera's with the host left free: float16 (half the memory
+    traffic of the norms and activations, tensor cores), channels-last, everything but the
+    stabilizer on the device (on the host the 720p guided filter alone is 40 ms of one core).
+    No compile by default: a first start would wait for Inductor, and the network is
+    conv-bound (the compiled twin is a benchmark row)."""
+    base = (DeviceSettings(dtype="float16", channels_last=True, on_device=True)
+            if torch.device(device).type == "cuda" else DeviceSettings())
+    return replace(base, **overrides)
+
+
+_REFLECT: dict[tuple, torch.Tensor] = {}
+
+
+def _reflect_index(n: int, r: int, device) -> torch.Tensor:
+    # OpenCV's BORDER_REFLECT ("fedcba|abcdef"), for any r: indices of the padded axis (made
+    # once per size and device: no host-to-device copy per filter pass).
+    key = (n, r, str(device))
+    index = _REFLECT.get(key)
+    if index is None:
+        i = np.arange(-r, n + r) % (2 * n)
+        index = _REFLECT[key] = torch.from_numpy(np.where(i >= n, 2 * n - 1 - i, i)).to(device)
+    return index
+
+
+def box_t(x: torch.Tensor, radius: int) -> torch.Tensor:
+    """Mean over (2r+1)² windows, borders reflected as ``cv2.blur(..., BORDER_REFLECT)``."""
+    k = 2 * radius + 1
+    h, w = x.shape[-2:]
+    x = x.index_select(-1, _reflect_index(w, radius, x.device)).index_select(-2, _reflect_index(h, radius, x.device))
+    # Two separable passes: O(k) per pixel, and no cancellation as in a running sum.
+    return F.avg_pool2d(F.avg_pool2d(x, (1, k), stride=1), (k, 1), stride=1)
+
+
+def grey_t(x: torch.Tensor) -> torch.Tensor:
+    """(B, 3, H, W) RGB levels (whole numbers) -> (B, 1, H, W) grey levels, exactly as
+    ``cv2.COLOR_RGB2GRAY`` on uint8 (OpenCV 4's 16-bit fixed-point weights, found equal on every
+    one of a million random pixels; every sum stays below 2**24, exact in float32)."""
+    r, g, b = x[:, 0:1], x[:, 1:2], x[:, 2:3]
+    return torch.floor((r * 19596 + g * 38470 + b * 7470 + 32768) * (1.0 / 65536))
+
+
+def guided_up_t(picture: torch.Tensor, guide_small: torch.Tensor, guide: torch.Tensor, radius: int,
+                eps: float = GUIDE_EPS) -> torch.Tensor:
+    """:func:`guided_up` on the device: ``picture`` (B, 3, h, w) and ``guide_small`` (B, 1, h, w)
+    in levels, ``guide`` (B, 1, H, W) in levels; returns (B, 3, H, W) whole levels 0-255, float32."""
+    g = guide_small * (1.0 / 255.0)
+    p = picture * (1.0 / 255.0)
+    mean_g = box_t(g, radius)
+    var_g = box_t(g * g, radius) - mean_g * mean_g
+    mean_p = box_t(p, radius)
+    cov = box_t(g * p, radius) - mean_g * mean_p
+    a = cov / (var_g + eps)
+    b = mean_p - a * mean_g
+    a = box_t(a, radius)
+    b = box_t(b, radius) * 255.0
+    if a.shape[-2:] != guide.shape[-2:]:
+        # (bilinear, half-pixel centres: what cv2.INTER_LINEAR does when it enlarges)
+        ab = F.interpolate(torch.cat([a, b], 1), size=guide.shape[-2:], mode="bilinear", align_corners=False)
+        a, b = ab[:, :3], ab[:, 3:]
+    return (a * guide + b).clamp_(0.0, 255.0).round_()
+
+
+_AREA: dict[tuple, torch.Tensor] = {}
+
+
+def area_weights(n_in: int, n_out: int, device) -> torch.Tensor:
+    """(n_out, n_in): ``cv2.INTER_AREA``'s shrinking along one axis: each output pixel the mean
+    of the input span it covers, the cells cut by the span's ends weighted by the part covered
+    (torch's ``area`` mode rounds the spans to whole pixels instead: 0.7 levels off on average
+    at 1280 -> 428)."""
+    key = (n_in, n_out, str(device))
+    m = _AREA.get(key)
+    if m is None:
+        scale = n_in / n_out
+        w = np.zeros((n_out, n_in))
+        for o in range(n_out):
+            lo, hi = o * scale, min(n_in, (o + 1) * scale)
+            for i in range(int(np.floor(lo)), int(np.ceil(hi))):
+                w[o, i] = min(hi, i + 1) - max(lo, i)
+        w[w < 1e-3] = 0.0  # (OpenCV's threshold for a sliver of a cell)
+        m = _AREA[key] = torch.from_numpy(w / w.sum(1, keepdims=True)).float().to(device)
+    return m
+
+
+def resize_t(x: torch.Tensor, h: int, w: int, mode: str) -> torch.Tensor:
+    """(B, C, H, W) levels at (h, w), whole levels: ``area`` to shrink (as ``cv2.INTER_AREA``:
+    two small matrix products), ``bicubic`` to enlarge (as ``cv2.INTER_CUBIC``: the same
+    a = -0.75 kernel)."""
+    if x.shape[-2:] == (h, w):
+        return x
+    if mode == "area":
+        wy, wx = area_weights(x.shape[-2], h, x.device), area_weights(x.shape[-1], w, x.device)
+        return (wy @ x @ wx.T).round_()
+    return F.interpolate(x, size=(h, w), mode="bicubic", align_corners=False).clamp_(0.0, 255.0).round_()
+
+
+# --------------------------------------------------------------------------------------------
 # Backend
 
 
@@ -350,22 +504,45 @@ class NeuralBackend(Backend):
 
     Options: ``device`` (``cpu``, ``cuda``; default CUDA when there is one), ``steady`` (False:
     stabilizer off), ``model_dir`` (a folder with the three ONNX files instead of the installed
-    package: still hash-checked).
+    package: still hash-checked), ``settings`` (a :class:`DeviceSettings`; default
+    :func:`device_settings` of the device), ``batch_size`` (frames per call; default 4 on CUDA,
+    1 on the CPU).
     """
 
     name = "neural"
 
-    def __init__(self, steady: bool = True, device: str | None = None, model_dir: str | Path | None = None):
+    def __init__(self, steady: bool = True, device: str | None = None, model_dir: str | Path | None = None,
+                 settings: DeviceSettings | None = None, batch_size: int | None = None):
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.settings = settings or device_settings(self.device)
         # CPU: torch already spreads one frame over the cores; CUDA: frames in batches.
-        self.batch_size = 4 if self.device.type == "cuda" else 1
+        self.batch_size = batch_size or (4 if self.device.type == "cuda" else 1)
         self.steady = steady
         self.model_dir = model_dir
-        self.stabilizer = Stabilizer(flow_side=FLOW_SIDE, flow_preset=FLOW_PRESET)
+        self.stabilizer = self._new_stabilizer()
         self._run = None
         self._side = NEURAL_DEFAULT_SIDE
         self._texture = 0.0
         self._last_view = None
+
+    @staticmethod
+    def _new_stabilizer(steadiness: Steadiness | None = None) -> Stabilizer:
+        # (a fresh stream's too: with the neural styles' finer flow, not the classic styles')
+        return Stabilizer(steadiness, flow_side=FLOW_SIDE, flow_preset=FLOW_PRESET)
+
+    def _load(self, kind: str) -> nn.Module:
+        """The style network in this backend's dtype and layout, compiled when asked."""
+        s = self.settings
+        net = load(kind, self.device, self.model_dir, dtype=_DTYPES[s.dtype], channels_last=s.channels_last)
+        if s.compile:
+            # One graph per input shape (dynamic=False: the stream's shapes are few and fixed);
+            # the style's weights are an input, so a new style does not compile again.
+            net = torch.compile(net, backend=s.compile, fullgraph=True, dynamic=False)
+        return net
+
+    def _net_input(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.to(_DTYPES[self.settings.dtype])
+        return x.contiguous(memory_format=torch.channels_last) if self.settings.channels_last else x
 
     def reset_temporal(self) -> None:
         self.stabilizer.reset()
@@ -379,15 +556,16 @@ class NeuralBackend(Backend):
         self._texture = params.get("texture", 0.0)
         with torch.inference_mode():
             if "image" in params:
+                # (the style code once per style, in float32; the transformer takes it in its dtype)
                 predictor = load("arbitrary_predict", self.device, self.model_dir)
                 picture = read_style_picture(params["image"])
                 code = predictor(to_batch([picture], self.device))[0]
-                net = load("arbitrary_transform", self.device, self.model_dir)
-                self._run = lambda x: net(x, code)
+                net = self._load("arbitrary_transform")
+                self._run = lambda x: net(self._net_input(x), code).float()
             else:
-                net = load("multistyle26", self.device, self.model_dir)
+                net = self._load("multistyle26")
                 weights = torch.from_numpy(style_weights(params, net.styles)).to(self.device)
-                self._run = lambda x: net(x, weights)
+                self._run = lambda x: net(self._net_input(x), weights).float()
         strength = params.get("steady", DEFAULT_STEADY) if self.steady else 0.0
         self.stabilizer.set_steadiness(Steadiness(strength, *STEADY_MODE, hold=STEADY_HOLD))
         self.stabilizer.reset()
@@ -395,6 +573,8 @@ class NeuralBackend(Backend):
 
     def paint(self, images: list[np.ndarray]) -> list[np.ndarray]:
         """The network's pictures for ``images`` (same sizes), without the stabilizer."""
+        if self.settings.on_device:
+            return self._process_on_device(images, steady=False)
         painted, small = self._paint_small(images)
         return [self._finish(p, s, i) for p, s, i in zip(painted, small, images)]
 
@@ -425,19 +605,53 @@ class NeuralBackend(Backend):
             return []
         if len({i.shape for i in images}) > 1:  # a batch is one size; paint mixed sizes one by one
             return [o for i in images for o in self.process([i])]
+        if self.settings.on_device:
+            return self._process_on_device(images, steady=True)
         painted, small = self._paint_small(images)
         # Steadied at the working size (a few times fewer pixels than the frame), then scaled up.
-        mix = (painted[0].shape[1], painted[0].shape[0])
+        if self.stabilizer.steadiness.on:
+            painted = self._steady_host(images, painted)
+        else:
+            self._last_view = None
+        return [self._finish(p, s, i) for p, s, i in zip(painted, small, images)]
+
+    def _steady_host(self, images: list[np.ndarray], painted: list[np.ndarray]) -> list[np.ndarray]:
+        """The stabilizer over a batch of painted pictures, on the host (both paths' step)."""
         stab = self.stabilizer
-        views = [stab.look(i, mix) for i in images] if stab.steadiness.on else []
+        mix = (painted[0].shape[1], painted[0].shape[0])
+        views = [stab.look(i, mix) for i in images]
         out = []
         for k, picture in enumerate(painted):
-            if views:
-                motion = stab.motion(views[k - 1] if k else self._last_view, views[k])
-                picture = stab.apply(picture, motion)
-            out.append(self._finish(picture, small[k], images[k]))
-        self._last_view = views[-1] if views else None
+            out.append(stab.apply(picture, stab.motion(views[k - 1] if k else self._last_view, views[k])))
+        self._last_view = views[-1]
         return out
+
+    def _process_on_device(self, images: list[np.ndarray], steady: bool) -> list[np.ndarray]:
+        """:meth:`process` (``steady``) or :meth:`paint` with every step but the stabilizer on
+        the device: one upload of the frames, one download of the outputs (and, with the
+        stabilizer on, the painted pictures down and back at the working size)."""
+        if self._run is None:
+            raise BackendError("NeuralBackend.process called before set_style")
+        h, w = images[0].shape[:2]
+        ww, wh = work_size(w, h, self._side)
+        dev = self.device
+        with torch.inference_mode():
+            frames = torch.from_numpy(np.stack(images)).to(dev).permute(0, 3, 1, 2).float()  # levels
+            small = resize_t(frames, wh, ww, "area")
+            painted = self._run(small * (1.0 / 255.0)).clamp_(0.0, 1.0).mul_(255.0).round_()
+            if steady and self.stabilizer.steadiness.on:
+                pictures = list(painted.to(torch.uint8).permute(0, 2, 3, 1).contiguous().cpu().numpy())
+                steadied = np.stack(self._steady_host(images, pictures))
+                painted = torch.from_numpy(steadied).to(dev).permute(0, 3, 1, 2).float()
+            elif steady:
+                self._last_view = None
+            radius = round(guide_radius(min(wh, ww)) * (1.0 - self._texture))
+            if radius < 1:
+                out = resize_t(painted, h, w, "bicubic")
+            else:
+                guide = grey_t(frames)
+                out = guided_up_t(painted, guide if small is frames else grey_t(small), guide, radius)
+            return list(out.to(torch.uint8).permute(0, 2, 3, 1).contiguous().cpu().numpy())
 
     def close(self) -> None:
         self._run = None
@@ -456,13 +670,13 @@ class NeuralBackend(Backend):
 
     def detach_temporal(self):
         state = (self.stabilizer, self._last_view)
-        self.stabilizer, self._last_view = Stabilizer(self.stabilizer.steadiness), None
+        self.stabilizer, self._last_view = self._new_stabilizer(self.stabilizer.steadiness), None
         return state
 
     def attach_temporal(self, state) -> None:
         steadiness = self.stabilizer.steadiness  # the style's, as set_style left it
         if state is None:
-            self.stabilizer, self._last_view = Stabilizer(steadiness), None
+            self.stabilizer, self._last_view = self._new_stabilizer(steadiness), None
             return
         self.stabilizer, self._last_view = state
         self.stabilizer.set_steadiness(steadiness)  # (resets it, were the style another)
@@ -486,5 +700,5 @@ def thumbnails(frame: np.ndarray, side: int = 96) -> dict[str, np.ndarray]:
     return out
 
 
-__all__ = ["ArbitraryTransformer", "MultiStyleNet", "NeuralBackend", "StylePredictor", "load", "style_weights",
-           "thumbnails", "work_size"]
+__all__ = ["ArbitraryTransformer", "DeviceSettings", "MultiStyleNet", "NeuralBackend", "StylePredictor",
+           "device_settings", "guided_up_t", "load", "style_weights", "thumbnails", "work_size"]
