@@ -185,7 +185,7 @@ def configure_parser(p) -> None:
     from .cli_args import positive_int as _positive_int
     from .cli_args import size as _size
 
-    p.add_argument("--backend", default="classic", help="classic | diffusion")
+    p.add_argument("--backend", default="classic", help="classic | neural | diffusion")
     p.add_argument("--style", default=None, help="one style (default: every style of the backend)")
     p.add_argument("--size", type=_size, default=None, help="frame size WxH (default 1280x720)")
     p.add_argument("--frames", type=_positive_int, default=120, help="timed frames per configuration")
