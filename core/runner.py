@@ -479,7 +479,7 @@ class Runner:
             wait = 0.0 if pending else min(0.25, self.stall_timeout)
             # Frames already waiting while a batch is in flight: the backend may ask to hold
             # them back until the device can take them (``Backend.pace``); then the newest go.
-            held = pending and self._handoff.waiting() and self._hold()
+            held = bool(pending) and self._handoff.waiting() > 0 and self._hold()
             batch = self._handoff.get_batch(self.batch_size, timeout=wait, newest=held)
             if not batch:
                 if pending:

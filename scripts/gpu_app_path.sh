@@ -36,6 +36,12 @@ case $PHASE in
            STYLECAM_BENCH_CHECK=${STYLECAM_BENCH_CHECK:-0} STYLECAM_BENCH_E2E=1 \
            STYLECAM_BENCH_FRAMES=${STYLECAM_BENCH_FRAMES:-480} STYLECAM_BENCH_EXTRA=${STYLECAM_BENCH_EXTRA:-0} \
            STYLECAM_BENCH_PACE_AB=${STYLECAM_BENCH_PACE_AB:-1}
+    # Last: the host's wait for the GPU, blocking events (default) against CUDA's spin, e2e only
+    # (the host CPU per frame of each), over the compiled B=16 row. HOST_AB=0 leaves them out.
+    if [ "${HOST_AB:-1}" = 1 ]; then
+      export STYLECAM_BENCH_AB_BASE='{"mode": "compile", "compile_mode": "default"}' STYLECAM_BENCH_AB_PATH=e2e \
+             STYLECAM_BENCH_AB='[{"host_wait": "spin"}]'
+    fi
     timeout "${BENCH_LIMIT:-400}" python3 -m stylecam.core bench --backend diffusion --json "$OUT/rows-$PHASE.jsonl" \
       2>&1 | grep -v "Warning\|warn(" | tee "$OUT/bench-$PHASE.log" | grep -E "stylecam bench|Error|error" | tail -20
     [ -f "$OUT/rows-$PHASE.jsonl.partial" ] && cp "$OUT/rows-$PHASE.jsonl.partial" "$OUT/rows-$PHASE.partial.jsonl"
