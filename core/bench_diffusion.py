@@ -400,12 +400,16 @@ def plan(stack: str) -> list[dict]:
         first.append(dict(mode="stream", batch=big, refresh=head if vision else 1, inflight=2))
     if "naive" in modes:
         first.append(dict(mode="naive", batch=1, refresh=1, inflight=1))
+    compile_env = os.environ.get("STYLECAM_BENCH_COMPILE", "0")
+    pace_ab = os.environ.get("STYLECAM_BENCH_PACE_AB", "0") == "1"
     if "latency" in modes and lat_batches:
         first.append(dict(mode="latency", batch=lat_batches[0], refresh=head if vision else 1, inflight=2))
+        if pace_ab and compile_env == "0":  # the pacing A/B on the CUDA-graph row (no compile to wait for)
+            first.append(dict(mode="latency", batch=lat_batches[0], refresh=head if vision else 1, inflight=2,
+                              extra={"pace": "off"}))
     if "naive-graphs" in modes:
         first.append(dict(mode="naive-graphs", batch=1, refresh=1, inflight=1))
     # The same headline rows on several devices (one GPU's are the rows above).
-    compile_env = os.environ.get("STYLECAM_BENCH_COMPILE", "0")
     compiled_too = compile_env in ("1", "only")
     for spec in device_specs():
         for compiled in ((False, True) if compiled_too else (False,)):
@@ -428,7 +432,7 @@ def plan(stack: str) -> list[dict]:
             if "latency" in modes and lat_batches:
                 rest.append(dict(mode="latency", batch=lat_batches[0], refresh=head if vision else 1, inflight=2,
                                  extra=dict(compiled)))
-                if os.environ.get("STYLECAM_BENCH_PACE_AB", "0") == "1":
+                if pace_ab:
                     # The same row without just-in-time submits: what pacing buys, same process.
                     rest.append(dict(mode="latency", batch=lat_batches[0], refresh=head if vision else 1, inflight=2,
                                      extra=dict(compiled, pace="off")))
