@@ -69,6 +69,27 @@ def machine_info() -> dict:
     return info
 
 
+class RowLog:
+    """The rows of a benchmark run as they come: each gets ``elapsed_s`` (seconds since the run
+    began) and ``machine``, is printed as a JSON line on stderr (without ``machine``) and, with a
+    ``jsonl`` path, appended to ``jsonl + ".partial"`` at once, so a run cut short keeps what it
+    measured. ``rows`` is the list in order; calling the log adds a row."""
+
+    def __init__(self, machine: dict, jsonl: str | None = None):
+        self.machine, self.jsonl = machine, jsonl
+        self.rows: list[dict] = []
+        self.started = time.perf_counter()
+
+    def __call__(self, row: dict) -> None:
+        row["elapsed_s"] = round(time.perf_counter() - self.started, 1)
+        row["machine"] = self.machine
+        self.rows.append(row)
+        print(json.dumps({k: v for k, v in row.items() if k != "machine"}), file=sys.stderr, flush=True)
+        if self.jsonl:
+            with open(self.jsonl + ".partial", "a") as f:
+                f.write(json.dumps(row) + "\n")
+
+
 def sample_frames(size: tuple[int, int], count: int = 16) -> list[np.ndarray]:
     """Real footage at ``size``: frames of the bundled clip (speed depends on content for
     edge-aware filters, so never time on a flat or synthetic image)."""

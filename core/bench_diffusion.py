@@ -63,7 +63,7 @@ import time
 
 import numpy as np
 
-from .bench import BENCHMARKS, machine_info, sample_frames
+from .bench import BENCHMARKS, RowLog, machine_info, sample_frames
 
 log = logging.getLogger(__name__)
 
@@ -485,17 +485,8 @@ def bench_diffusion(args) -> list[dict]:
     peer = os.environ.get("STYLECAM_BENCH_PEER", "0") == "1"
     jsonl = getattr(args, "json", None)
     profile_last = os.environ.get("STYLECAM_BENCH_PROFILE_AT", "first") == "last"
-    rows = []
-    started = time.perf_counter()
-
-    def emit(row):
-        row["elapsed_s"] = round(time.perf_counter() - started, 1)
-        row["machine"] = machine
-        rows.append(row)
-        print(json.dumps({k: v for k, v in row.items() if k != "machine"}), file=sys.stderr, flush=True)
-        if jsonl:  # rows also land as they come: a run cut short keeps what it measured
-            with open(jsonl + ".partial", "a") as f:
-                f.write(json.dumps(row) + "\n")
+    emit = RowLog(machine, jsonl)  # rows also land as they come: a run cut short keeps them
+    rows = emit.rows
 
     for stack in _env_list("STYLECAM_BENCH_STACKS", "mllm-edit,sd-turbo"):
         t0 = time.perf_counter()

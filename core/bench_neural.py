@@ -48,7 +48,7 @@ import time
 
 import numpy as np
 
-from .bench import BENCHMARKS, machine_info, sample_frames, summarize, time_calls
+from .bench import BENCHMARKS, RowLog, machine_info, sample_frames, summarize, time_calls
 
 log = logging.getLogger(__name__)
 
@@ -220,21 +220,15 @@ def bench_neural(args) -> list[dict]:
     default = device_settings(device)
     machine = machine_info()
     jsonl = getattr(args, "json", None)
-    rows: list[dict] = []
-    started = time.perf_counter()
+    log_row = RowLog(machine, jsonl)
+    rows = log_row.rows
     print(f"stylecam bench: neural on {device}, {len(plan)} preset(s) x {len(sides)} side(s) at "
           f"{', '.join(f'{w}x{h}' for w, h in sizes)}, {frames_total} frames per e2e row", file=sys.stderr, flush=True)
 
     def emit(row: dict) -> None:
-        row["elapsed_s"] = round(time.perf_counter() - started, 1)
         if device.type == "cuda":
             row["mem_peak_gb"] = round(torch.cuda.max_memory_allocated(device) / 2**30, 3)
-        row["machine"] = machine
-        rows.append(row)
-        print(json.dumps({k: v for k, v in row.items() if k != "machine"}), file=sys.stderr, flush=True)
-        if jsonl:  # rows also land as they come: a run cut short keeps what it measured
-            with open(jsonl + ".partial", "a") as f:
-                f.write(json.dumps(row) + "\n")
+        log_row(row)
 
     def guarded(fn, *a, **kw) -> dict:
         # One failing row must not lose the others; a hung one ends the process (rows so far kept).

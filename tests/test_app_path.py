@@ -285,3 +285,21 @@ def test_warm_up_frames_are_not_the_streams_past(frames):
     assert len(outs[True]) == len(frames)
     for a, b in zip(outs[True], outs[False]):
         assert np.abs(a.astype(np.int16) - b).max() <= 1
+
+
+def test_row_log_keeps_each_row_as_it_comes(tmp_path, capsys):
+    """The benchmarks' row recorder: elapsed time and machine on every row, a JSON line on stderr
+    without the machine, and the row in ``.partial`` at once (a run cut short keeps it)."""
+    import json
+
+    from stylecam.core.bench import RowLog
+
+    log = RowLog({"gpu": "test"}, str(tmp_path / "rows.jsonl"))
+    log({"fps": 1.0})
+    log({"fps": 2.0})
+    assert [r["fps"] for r in log.rows] == [1.0, 2.0]
+    assert all(r["machine"] == {"gpu": "test"} and r["elapsed_s"] >= 0 for r in log.rows)
+    kept = [json.loads(line) for line in (tmp_path / "rows.jsonl.partial").read_text().splitlines()]
+    assert [r["fps"] for r in kept] == [1.0, 2.0]
+    printed = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
+    assert [r["fps"] for r in printed] == [1.0, 2.0] and all("machine" not in r for r in printed)

@@ -118,6 +118,18 @@ def run_hub(factory, style: Style, pictures: dict[str, list[np.ndarray]]) -> tup
     return got.out, stats
 
 
+def assert_sessions_paint_as_alone(factory, style, pictures: dict) -> None:
+    """Sessions served together through one hub get exactly what each gets served alone, and a
+    temporal style never shares a batch between them."""
+    alone = {sid: run_hub(factory, style, {sid: frames})[0][sid] for sid, frames in pictures.items()}
+    both, stats = run_hub(factory, style, pictures)
+    for sid in pictures:
+        for i, (o, ref) in enumerate(zip(both[sid], alone[sid])):
+            diff = np.abs(o.astype(np.int16) - ref)
+            assert np.array_equal(o, ref), (sid, i, int(diff.max()), float(diff.mean()))
+    assert stats["shared_batches"] == 0, stats
+
+
 # --------------------------------------------------------------------------------------------
 # The classic stylizer, its stabilizer on
 
@@ -361,12 +373,7 @@ def test_a_reused_vision_and_lllite_conditioning_stays_with_its_own_session():
     rng = np.random.default_rng(3)
     pictures = {"a": [rng.integers(150, 256, (h, w, 3), dtype=np.uint8) for _ in range(6)],
                 "b": [rng.integers(0, 100, (h, w, 3), dtype=np.uint8) for _ in range(6)]}
-    alone = {sid: run_hub(factory, style, {sid: frames})[0][sid] for sid, frames in pictures.items()}
-    both, stats = run_hub(factory, style, pictures)
-    for sid in pictures:
-        for i, (o, ref) in enumerate(zip(both[sid], alone[sid])):
-            assert np.array_equal(o, ref), (sid, i, int(np.abs(o.astype(np.int16) - ref).max()))
-    assert stats["shared_batches"] == 0, stats
+    assert_sessions_paint_as_alone(factory, style, pictures)
 
 
 def test_neural_stabilizer_state_stays_with_its_own_session():
@@ -376,9 +383,4 @@ def test_neural_stabilizer_state_stays_with_its_own_session():
         return start_backend(s, 1, device="cpu")
 
     pictures = {"a": tinted(RED, 6, seed=1), "b": tinted(GREEN, 6, seed=2)}
-    alone = {sid: run_hub(factory, style, {sid: frames})[0][sid] for sid, frames in pictures.items()}
-    both, stats = run_hub(factory, style, pictures)
-    for sid in pictures:
-        for i, (o, ref) in enumerate(zip(both[sid], alone[sid])):
-            assert np.array_equal(o, ref), (sid, i, float(np.abs(o.astype(np.int16) - ref).mean()))
-    assert stats["shared_batches"] == 0, stats
+    assert_sessions_paint_as_alone(factory, style, pictures)
