@@ -34,7 +34,7 @@ from stylecam.core.runner import Runner, start_backend
 from stylecam.core.sinks import Sink, open_sink
 from stylecam.core.sources import Source, open_source
 from stylecam.core.styles import Style
-from stylecam.core.stylize.base import Backend, create_backend
+from stylecam.core.stylize.base import Backend, BackendWrapper, create_backend
 from stylecam.core.stylize.strength import StrengthBackend
 
 from .fixes import describe_failure
@@ -113,7 +113,7 @@ class BackendFailure(RuntimeError):
     """The stylizer raised while painting; the worker falls back to the classic style."""
 
 
-class TrackingBackend(Backend):
+class TrackingBackend(BackendWrapper):
     """The worker's handle on the real backend: the style and key it was built for, and its
     failures turned into :class:`BackendFailure` so the worker can fall back to another style.
 
@@ -125,11 +125,7 @@ class TrackingBackend(Backend):
     """
 
     def __init__(self, inner: Backend, style: Style, key: tuple = ()):
-        self.inner = inner
-        self.name = inner.name
-        self.batch_size = inner.batch_size
-        self.max_inflight = getattr(inner, "max_inflight", 1)
-        self.resizes = getattr(inner, "resizes", False)
+        super().__init__(inner)
         self.style = style
         self.key = key
 
@@ -140,18 +136,6 @@ class TrackingBackend(Backend):
     def set_style(self, style: Style) -> None:
         self.inner.set_style(style)
         self.style = style
-
-    def set_output_size(self, size) -> None:
-        self.inner.set_output_size(size)
-
-    def reset_temporal(self) -> None:
-        self.inner.reset_temporal()
-
-    def pace(self) -> float:
-        return self.inner.pace()
-
-    def process(self, images):
-        return self.collect(self.submit(images))
 
     def submit(self, images):
         with self._failures():
@@ -167,9 +151,6 @@ class TrackingBackend(Backend):
             yield
         except Exception as e:
             raise BackendFailure(f"the {self.style.backend} style {self.style.name!r} failed: {e}") from e
-
-    def close(self) -> None:
-        self.inner.close()
 
 
 def _round_trip_ms(backend) -> float | None:

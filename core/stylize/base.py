@@ -116,6 +116,55 @@ class Backend:
         """Release models and device memory. Safe to call twice."""
 
 
+class BackendWrapper(Backend):
+    """A backend around another (``inner``) that adds to what it does: every part of the
+    :class:`Backend` contract passes straight through unless a subclass overrides it, so a
+    wrapper never hides what the backend under it can do (two batches in flight, GPU resizes,
+    just-in-time submits, its temporal state moving between streams). The tray app's wrappers
+    (strength, failure tracking) are these; a method added to :class:`Backend` is added here.
+    """
+
+    def __init__(self, inner: Backend):
+        self.inner = inner
+        self.name = inner.name
+        self.batch_size = inner.batch_size
+        self.max_inflight = getattr(inner, "max_inflight", 1)
+        self.resizes = getattr(inner, "resizes", False)
+
+    def pace(self) -> float:
+        return self.inner.pace()
+
+    def reset_temporal(self) -> None:
+        self.inner.reset_temporal()
+
+    def temporal(self, style: Style) -> bool:
+        return self.inner.temporal(style)
+
+    def detach_temporal(self) -> object | None:
+        return self.inner.detach_temporal()
+
+    def attach_temporal(self, state: object | None) -> None:
+        self.inner.attach_temporal(state)
+
+    def set_output_size(self, size: tuple[int, int] | None) -> None:
+        self.inner.set_output_size(size)
+
+    def set_style(self, style: Style) -> None:
+        self.inner.set_style(style)
+
+    def process(self, images: list[np.ndarray]) -> list[np.ndarray]:
+        return self.collect(self.submit(images))
+
+    def submit(self, images: list[np.ndarray]):
+        return self.inner.submit(images)
+
+    def collect(self, ticket) -> list[np.ndarray]:
+        return self.inner.collect(ticket)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
 def create_backend(style: Style, **options) -> Backend:
     """Build the backend a style needs (see ``registry.BACKENDS``). ``options`` pass through to
     backends that take them (``bundle``, ``device``, …); ``steady=False`` turns the CPU

@@ -17,7 +17,7 @@ import numpy as np
 
 from ..frames import fit
 from ..styles import Style
-from .base import Backend
+from .base import Backend, BackendWrapper
 
 
 def blend(styled: np.ndarray, original: np.ndarray, strength: float) -> np.ndarray:
@@ -33,30 +33,17 @@ def clamp(strength: float) -> float:
     return min(1.0, max(0.0, float(strength)))
 
 
-class StrengthBackend(Backend):
+class StrengthBackend(BackendWrapper):
     """``inner`` with each output blended with its input by the current style's strength."""
 
     def __init__(self, inner: Backend, strength_of: Callable[[str], float]):
-        self.inner = inner
-        self.name = inner.name
-        self.batch_size = inner.batch_size
-        self.max_inflight = getattr(inner, "max_inflight", 1)
-        self.resizes = getattr(inner, "resizes", False)
+        super().__init__(inner)
         self.strength_of = strength_of
         self.style_name: str | None = None
 
     def set_style(self, style: Style) -> None:
         self.inner.set_style(style)
         self.style_name = style.name
-
-    def set_output_size(self, size) -> None:
-        self.inner.set_output_size(size)
-
-    def reset_temporal(self) -> None:
-        self.inner.reset_temporal()
-
-    def pace(self) -> float:
-        return self.inner.pace()
 
     def _strength(self) -> float:
         if self.style_name is None:
@@ -79,9 +66,3 @@ class StrengthBackend(Backend):
         # it as the runner fits frames for the others (cover), only when a blend is asked for.
         return [blend(out, img if out.shape == img.shape else fit(img, (out.shape[1], out.shape[0])), strength)
                 for out, img in zip(outputs, images)]
-
-    def process(self, images):
-        return self.collect(self.submit(images))
-
-    def close(self) -> None:
-        self.inner.close()
