@@ -26,7 +26,8 @@ import numpy as np
 
 from ..styles import Style, register_backend_params
 from ..temporal import Stabilizer, Steadiness
-from .base import Backend, BackendError
+from .base import BackendError
+from .steadied import SteadiedBackend
 
 #: The short side, in pixels, at which the filters do their work.
 WORK_SIDE = 360
@@ -686,7 +687,7 @@ STAGES: dict[str, Stages] = {
 }
 
 
-class ClassicBackend(Backend):
+class ClassicBackend(SteadiedBackend):
     """Runs one effect; frames of a batch are painted in parallel, one per worker thread, and
     steadied in frame order (``core/temporal.py``).
 
@@ -707,23 +708,19 @@ class ClassicBackend(Backend):
     def __init__(self, workers: int | None = None, steady: bool = True) -> None:
         self.workers = max(1, workers if workers is not None else min(4, os.cpu_count() or 1))
         self.batch_size = self.workers
-        self.steady = steady
+        super().__init__(steady)
         self._pool: ThreadPoolExecutor | None = None
         self._fn: Callable[..., np.ndarray] | None = None
         self._stages: Stages | None = None
         self._knobs: dict = {}
-        self.stabilizer = self._stabilizer(Steadiness())
-        self._last_view = None
 
-    @staticmethod
-    def _stabilizer(steadiness: Steadiness) -> Stabilizer:
+    def _new_stabilizer(self, steadiness: Steadiness | None) -> Stabilizer:
         # Every other frame may carry the flow before it on (core/temporal.py): the classic
         # effects paint in a few ms, so the flow and its warp maps are a large share of a frame.
         return Stabilizer(steadiness, carry=True)
 
-    def reset_temporal(self) -> None:
-        self.stabilizer.reset()
-        self._last_view = None  # (the view the next frame's motion is measured from)
+    def _style_steady(self, style: Style) -> float:
+        return validate_params(dict(style.params))["steady"]
 
     def set_style(self, style: Style) -> None:
         if style.backend != "classic":
@@ -736,10 +733,7 @@ class ClassicBackend(Backend):
         self._fn = FUNCTIONS[effect]
         self._stages = STAGES[effect]
         self._knobs = params
-        # A new style starts afresh: its first frame must not be mixed with another style's.
-        self.stabilizer.set_steadiness(Steadiness(strength, mode, threshold, *reach))
-        self.stabilizer.reset()
-        self._last_view = None
+        self._restart_steady(Steadiness(strength, mode, threshold, *reach))
 
     def process(self, images: list[np.ndarray]) -> list[np.ndarray]:
         if self._fn is None:
@@ -771,30 +765,8 @@ class ClassicBackend(Backend):
             self._pool.shutdown(wait=True)
             self._pool = None
 
-    # -- streams (base.Backend's contract): the stabilizer and the last frame's view are the
-    # stream's; the style's knobs and the worker pool are shared.
-
-    def temporal(self, style: Style) -> bool:
-        """True while the stabilizer is on for ``style`` (its ``steady`` > 0, and not ``steady=False``)."""
-        if not self.steady:
-            return False
-        try:
-            return validate_params(dict(style.params))["steady"] > 0
-        except ValueError:
-            return True  # set_style refuses it anyway; never claim a style is stateless by mistake
-
-    def detach_temporal(self):
-        state = (self.stabilizer, self._last_view)
-        self.stabilizer, self._last_view = self._stabilizer(self.stabilizer.steadiness), None
-        return state
-
-    def attach_temporal(self, state) -> None:
-        steadiness = self.stabilizer.steadiness  # the style's, as set_style left it
-        if state is None:
-            self.stabilizer, self._last_view = self._stabilizer(steadiness), None
-            return
-        self.stabilizer, self._last_view = state
-        self.stabilizer.set_steadiness(steadiness)  # (resets it, were the style another)
+    # (Streams: the stabilizer and the last frame's view are the stream's, steadied.py; the
+    # style's knobs and the worker pool are shared.)
 
 
 class _Batch:

@@ -40,8 +40,9 @@ from torch import nn
 
 from ..styles import Style
 from ..temporal import Stabilizer, Steadiness
-from .base import Backend, BackendError
+from .base import BackendError
 from .onnx_weights import Graph, read_model
+from .steadied import SteadiedBackend
 from .params import NEURAL_DEFAULT_SIDE, NEURAL_STYLES, validate_neural
 
 #: How the neural styles are steadied (see core/temporal.py): their textures are painted anew on
@@ -499,7 +500,7 @@ def resize_t(x: torch.Tensor, h: int, w: int, mode: str) -> torch.Tensor:
 # Backend
 
 
-class NeuralBackend(Backend):
+class NeuralBackend(SteadiedBackend):
     """Runs a neural style on the CPU or CUDA, batched, and steadies the stream.
 
     Options: ``device`` (``cpu``, ``cuda``; default CUDA when there is one), ``steady`` (False:
@@ -517,18 +518,18 @@ class NeuralBackend(Backend):
         self.settings = settings or device_settings(self.device)
         # CPU: torch already spreads one frame over the cores; CUDA: frames in batches.
         self.batch_size = batch_size or (4 if self.device.type == "cuda" else 1)
-        self.steady = steady
+        super().__init__(steady)
         self.model_dir = model_dir
-        self.stabilizer = self._new_stabilizer()
         self._run = None
         self._side = NEURAL_DEFAULT_SIDE
         self._texture = 0.0
-        self._last_view = None
 
-    @staticmethod
-    def _new_stabilizer(steadiness: Steadiness | None = None) -> Stabilizer:
+    def _new_stabilizer(self, steadiness: Steadiness | None) -> Stabilizer:
         # (a fresh stream's too: with the neural styles' finer flow, not the classic styles')
         return Stabilizer(steadiness, flow_side=FLOW_SIDE, flow_preset=FLOW_PRESET)
+
+    def _style_steady(self, style: Style) -> float:
+        return validate_neural(dict(style.params)).get("steady", DEFAULT_STEADY)
 
     def _load(self, kind: str) -> nn.Module:
         """The style network in this backend's dtype and layout, compiled when asked."""
@@ -543,10 +544,6 @@ class NeuralBackend(Backend):
     def _net_input(self, x: torch.Tensor) -> torch.Tensor:
         x = x.to(_DTYPES[self.settings.dtype])
         return x.contiguous(memory_format=torch.channels_last) if self.settings.channels_last else x
-
-    def reset_temporal(self) -> None:
-        self.stabilizer.reset()
-        self._last_view = None  # (the view the next frame's motion is measured from)
 
     def set_style(self, style: Style) -> None:
         if style.backend != "neural":
@@ -567,9 +564,7 @@ class NeuralBackend(Backend):
                 weights = torch.from_numpy(style_weights(params, net.styles)).to(self.device)
                 self._run = lambda x: net(self._net_input(x), weights).float()
         strength = params.get("steady", DEFAULT_STEADY) if self.steady else 0.0
-        self.stabilizer.set_steadiness(Steadiness(strength, *STEADY_MODE, hold=STEADY_HOLD))
-        self.stabilizer.reset()
-        self._last_view = None
+        self._restart_steady(Steadiness(strength, *STEADY_MODE, hold=STEADY_HOLD))
 
     def paint(self, images: list[np.ndarray]) -> list[np.ndarray]:
         """The network's pictures for ``images`` (same sizes), without the stabilizer."""
@@ -656,30 +651,8 @@ class NeuralBackend(Backend):
     def close(self) -> None:
         self._run = None
 
-    # -- streams (base.Backend's contract): the stabilizer and the last frame's view are the
-    # stream's; the network and the style are shared.
-
-    def temporal(self, style: Style) -> bool:
-        """True while the stabilizer is on for ``style`` (its ``steady`` > 0, and not ``steady=False``)."""
-        if not self.steady:
-            return False
-        try:
-            return validate_neural(dict(style.params)).get("steady", DEFAULT_STEADY) > 0
-        except ValueError:
-            return True  # set_style refuses it anyway; never claim a style is stateless by mistake
-
-    def detach_temporal(self):
-        state = (self.stabilizer, self._last_view)
-        self.stabilizer, self._last_view = self._new_stabilizer(self.stabilizer.steadiness), None
-        return state
-
-    def attach_temporal(self, state) -> None:
-        steadiness = self.stabilizer.steadiness  # the style's, as set_style left it
-        if state is None:
-            self.stabilizer, self._last_view = self._new_stabilizer(steadiness), None
-            return
-        self.stabilizer, self._last_view = state
-        self.stabilizer.set_steadiness(steadiness)  # (resets it, were the style another)
+    # (Streams: the stabilizer and the last frame's view are the stream's, steadied.py; the
+    # network and the style are shared.)
 
 
 def thumbnails(frame: np.ndarray, side: int = 96) -> dict[str, np.ndarray]:
