@@ -53,7 +53,7 @@ import torch
 
 from .bundle import Bundle
 from .compile import CompileReport
-from .engine import EngineError, EngineSettings, StreamEngine, Ticket, still_batch
+from .engine import EngineError, EngineSettings, StreamEngine, Ticket, still_batch, take_in_order
 
 log = logging.getLogger(__name__)
 
@@ -353,18 +353,12 @@ class EnginePool:
 
     def collect(self, ticket: Ticket) -> list[np.ndarray]:
         """The output frames of ``ticket`` (waits for them); tickets are collected in order."""
-        if ticket.frames is not None and ticket.t_ready is not None and not any(t is ticket for t in self._pending):
+        if ticket.frames is not None and ticket.t_ready is not None and ticket not in self._pending:
             return ticket.frames
-        if not self._pending or self._pending[0] is not ticket:
-            raise EngineError("collect tickets in the order they were submitted")
-        self._pending.popleft()
-        if ticket.skipped:
-            if self._last_output is None:
-                raise EngineError("internal: a skipped batch before any output")
-            ticket.frames = [self._last_output.copy() for _ in range(ticket.count)]
-            ticket.t_ready = time.perf_counter()
-        else:
+        if take_in_order(self._pending, ticket, self._last_output):
             self.engines[ticket.replica].collect(ticket)
+        else:
+            ticket.t_ready = time.perf_counter()
         self._last_output = ticket.frames[-1]
         return ticket.frames
 

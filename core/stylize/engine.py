@@ -190,7 +190,7 @@ class EngineSettings:
         return replace(self, **{k: params[k] for k in STYLE_KEYS if k in params})
 
 
-@dataclass
+@dataclass(eq=False)  # a ticket is one batch: equal only to itself (``in`` a queue of them)
 class Ticket:
     """One submitted batch. ``frames`` are filled by :meth:`StreamEngine.collect`."""
 
@@ -207,6 +207,21 @@ class Ticket:
     #: Pacing: (cycle key, side done, main begins, main done) timing events (:meth:`StreamEngine.pace`).
     marks: tuple | None = None
     replica: int = 0  # which engine of a device pool (:mod:`.devices`) ran it
+
+
+def take_in_order(pending: deque, ticket: Ticket, last_output: np.ndarray | None) -> bool:
+    """The collect order the engine and a device pool both keep: ``ticket`` must be the oldest
+    of ``pending``, and is taken off it. A skipped batch (its frames repeated the last batch's)
+    gets copies of ``last_output`` and False is returned; True: its frames are still to fetch."""
+    if not pending or pending[0] is not ticket:
+        raise EngineError("collect tickets in the order they were submitted")
+    pending.popleft()
+    if not ticket.skipped:
+        return True
+    if last_output is None:
+        raise EngineError("internal: a skipped batch before any output")
+    ticket.frames = [last_output.copy() for _ in range(ticket.count)]
+    return False
 
 
 class StreamEngine:
@@ -848,14 +863,7 @@ class StreamEngine:
         """The output frames of ``ticket`` (waits for them); tickets are collected in order."""
         if ticket.frames is not None and ticket not in self._pending:
             return ticket.frames
-        if not self._pending or self._pending[0] is not ticket:
-            raise EngineError("collect tickets in the order they were submitted")
-        self._pending.popleft()
-        if ticket.skipped:
-            if self._last_output is None:
-                raise EngineError("internal: a skipped batch before any output")
-            ticket.frames = [self._last_output.copy() for _ in range(ticket.count)]
-        elif self.cuda:
+        if take_in_order(self._pending, ticket, self._last_output) and self.cuda:
             ticket.event.synchronize()
             ticket.frames = list(self._host_out[ticket.slot][:ticket.count].numpy().copy())
             if ticket.marks is not None:
