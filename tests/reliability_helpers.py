@@ -313,13 +313,3 @@ def tiny_bundle(tmp_path_factory):
         B.write_tiny_bundle("sd-turbo", partial)
         os.replace(partial, folder)
     return folder
-
-
-@pytest.fixture
-def offline(monkeypatch, tmp_path):
-    """No network and an empty hub cache of the test's own."""
-    import huggingface_hub.constants as hub_constants
-
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    (tmp_path / "hub").mkdir()
-    monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(tmp_path / "hub"))

@@ -32,18 +32,6 @@ def tiny_bundles(tmp_path_factory) -> dict[str, Path]:
 
 
 @pytest.fixture
-def offline(monkeypatch, tmp_path):
-    """No network and an empty hub cache of our own."""
-    import huggingface_hub.constants as hub_constants
-
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    cache = tmp_path / "hub-cache"
-    cache.mkdir()
-    monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(cache))
-    return cache
-
-
-@pytest.fixture
 def no_loading(monkeypatch):
     """Fail the test if any component starts loading: bad bundles must be refused before that."""
     import diffusers

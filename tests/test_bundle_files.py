@@ -35,17 +35,6 @@ def tiny(tmp_path_factory) -> Path:
     return B.write_tiny_bundle("sd-turbo", tmp_path_factory.mktemp("tiny") / "sd-turbo")
 
 
-@pytest.fixture
-def offline(monkeypatch, tmp_path):
-    import huggingface_hub.constants as hub_constants
-
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    cache = tmp_path / "hub-cache"
-    cache.mkdir()
-    monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(cache))
-    return cache
-
-
 def copy_of(tiny: Path, tmp_path: Path, name: str = "bundle") -> Path:
     dst = tmp_path / name
     shutil.copytree(tiny, dst)

@@ -330,13 +330,9 @@ def test_cli_devices_errors_are_one_line(args, message, capsys):
     assert rc == 2 and message in err and len(err.strip().splitlines()) == 1, err
 
 
-def test_cli_runs_a_clip_on_two_logical_devices(tmp_path, capsys, monkeypatch):
-    import huggingface_hub.constants as hub_constants
-
+def test_cli_runs_a_clip_on_two_logical_devices(tmp_path, capsys, offline):
     from stylecam.core.stylize.bundle import write_tiny_bundle
 
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
     folder = write_tiny_bundle("sd-turbo", tmp_path / "bundle")
     out = tmp_path / "out"
     rc = cli.main(["run", "--backend", "diffusion", "--bundle", str(folder), "--devices", "replicate:cpu,cpu",

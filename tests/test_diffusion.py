@@ -33,13 +33,7 @@ def clip_frames():
     return read_clip(clip_path("carphone_pristine.mp4"), 3)  # 176x144: the backend resizes to 64x64
 
 
-@pytest.fixture(autouse=True)
-def offline(monkeypatch, tmp_path):
-    import huggingface_hub.constants as hub_constants
-
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    (tmp_path / "hub").mkdir()
-    monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+pytestmark = pytest.mark.usefixtures("offline")  # (conftest.py) every test here: no network
 
 
 def style(name: str = "ai-oil", **params) -> Style:

@@ -17,7 +17,7 @@ import pytest
 from stylecam.core.sinks import MjpegSink, _host_allowed, open_sink
 from stylecam.core.sources import open_source
 
-from reliability_helpers import offline, tiny_bundle  # noqa: F401
+from reliability_helpers import tiny_bundle  # noqa: F401
 
 REPO = Path(__file__).resolve().parents[1]
 PACKAGE_DIRS = [REPO / "core", REPO / "desktop"]

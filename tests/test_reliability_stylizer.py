@@ -23,7 +23,7 @@ from stylecam.core.stylize import bundle as B
 from stylecam.core.stylize import diffusion
 from stylecam.core.stylize.base import Backend, BackendError, create_backend
 
-from reliability_helpers import EventLog, Recorder, figures, offline, tiny_bundle, wait_until  # noqa: F401
+from reliability_helpers import EventLog, Recorder, figures, tiny_bundle, wait_until  # noqa: F401
 
 STYLES = {s.name: s for s in builtin_styles()}
 
