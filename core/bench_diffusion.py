@@ -25,7 +25,9 @@ versions and every setting. The plan comes from environment variables (defaults 
 ``STYLECAM_BENCH_FRAMES`` [max(--frames, 480)], ``STYLECAM_BENCH_CHECK`` [1: finiteness and
 engine-vs-reference equivalence rows], ``STYLECAM_BENCH_COMPILE`` [0: also time ``mode=compile``;
 ``only``: the compiled rows without their CUDA-graph twins],
-``STYLECAM_BENCH_COMPILE_MODE`` [default], ``STYLECAM_BENCH_AB`` [[]: a JSON list of variants of
+``STYLECAM_BENCH_COMPILE_MODE`` [default], ``STYLECAM_BENCH_PACE_AB`` [0; 1: the latency rows
+again without just-in-time submits], ``STYLECAM_BENCH_LATENCY_AB`` [[]: a JSON list of engine
+settings, each a twin of the compiled latency row], ``STYLECAM_BENCH_AB`` [[]: a JSON list of variants of
 the B=16 headline row, each a mapping of engine settings, plus ``batch``/``refresh`` for the row,
 ``text_bucket`` for the conditioner and ``cudnn_benchmark``; side-by-side A/B in one process],
 ``STYLECAM_BENCH_DEVICES`` [with two GPUs or more: ``split:0,1;replicate:0,1``, plus
@@ -432,10 +434,13 @@ def plan(stack: str) -> list[dict]:
             if "latency" in modes and lat_batches:
                 rest.append(dict(mode="latency", batch=lat_batches[0], refresh=head if vision else 1, inflight=2,
                                  extra=dict(compiled)))
-                if pace_ab:
-                    # The same row without just-in-time submits: what pacing buys, same process.
+                twins = [{"pace": "off"}] if pace_ab else []
+                # e.g. pace off (what just-in-time submits buy), STYLECAM_BENCH_LATENCY_AB's
+                # variants ('[{"deferred_refresh": true}]'): same process, same frames.
+                twins += [v for v in json.loads(os.environ.get("STYLECAM_BENCH_LATENCY_AB", "[]")) if v]
+                for twin in twins:
                     rest.append(dict(mode="latency", batch=lat_batches[0], refresh=head if vision else 1, inflight=2,
-                                     extra=dict(compiled, pace="off")))
+                                     extra=dict(compiled, **twin)))
     # STYLECAM_BENCH_EXTRA=0: only the rows above (a short device call keeps its headline rows).
     extras = os.environ.get("STYLECAM_BENCH_EXTRA", "1") == "1"
     if "stream" in modes and vision and big and extras:

@@ -247,3 +247,19 @@ def test_compile_only_plan_is_the_rows_the_peer_is_compared_with(monkeypatch):
     monkeypatch.setenv("STYLECAM_BENCH_COMPILE", "1")  # the CUDA-graph rows too, first
     assert [(c["mode"], c["batch"], c.get("extra")) for c in plan("sd-turbo")] == [
         ("stream", 8, None), ("latency", 1, None), ("stream", 8, compiled), ("latency", 1, compiled)]
+
+
+def test_latency_twins_follow_the_compiled_latency_row(monkeypatch):
+    # STYLECAM_BENCH_PACE_AB and STYLECAM_BENCH_LATENCY_AB: the compiled latency row again with
+    # each variant (pacing off, a deferred refresh), same process, right after it.
+    for k, v in {"STYLECAM_BENCH_MODES": "stream,latency", "STYLECAM_BENCH_BATCHES": "16",
+                 "STYLECAM_BENCH_LATENCY_BATCHES": "1", "STYLECAM_BENCH_REFRESH": "4", "STYLECAM_BENCH_EXTRA": "0",
+                 "STYLECAM_BENCH_DEVICES": "", "STYLECAM_BENCH_COMPILE": "only", "STYLECAM_BENCH_PACE_AB": "1",
+                 "STYLECAM_BENCH_LATENCY_AB": '[{"deferred_refresh": true}]'}.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.delenv("STYLECAM_BENCH_AB_BASE", raising=False)
+    monkeypatch.delenv("STYLECAM_BENCH_COMPILE_MODE", raising=False)
+    compiled = {"mode": "compile", "compile_mode": "default"}
+    assert [(c["mode"], c["batch"], c.get("extra")) for c in plan("mllm-edit")] == [
+        ("stream", 16, compiled), ("latency", 1, compiled), ("latency", 1, {**compiled, "pace": "off"}),
+        ("latency", 1, {**compiled, "deferred_refresh": True})]

@@ -158,12 +158,14 @@ def _reference_with_cache(monkeypatch, bundle, frames, style, cond_src: list[int
     return out
 
 
-def _sources(n: int, batch: int, every: int, broadcast: bool) -> list[int]:
-    """For each frame, the frame whose conditioning the engine uses (refresh every ``every`` batches)."""
+def _sources(n: int, batch: int, every: int, broadcast: bool, deferred: bool = False) -> list[int]:
+    """For each frame, the frame whose conditioning the engine uses (refresh every ``every``
+    batches; ``deferred``: a periodic refresh is taken up by the batch after it)."""
     src = []
     for i in range(n):
         k = i // batch
-        start = (k - k % every) * batch  # first frame of the refreshing batch
+        r = ((k - 1) // every) * every if deferred and k > 0 else k - k % every  # the refreshing batch
+        start = r * batch  # its first frame
         if broadcast:
             src.append(min(start + batch, n) - 1)  # its newest frame (a short batch: its last)
         else:
@@ -192,6 +194,51 @@ def test_refresh_every_n_equals_reference_fed_cached_conditioning(batch, refresh
         # The cache matters: with fresh conditioning per frame the result is different.
         fresh = reference.stylize_frames(clip, STYLE_A, bundle)
         assert _diff(out, fresh).max() > 1
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("batch,refresh,broadcast", [(2, 2, False), (3, 2, True), (1, 3, False), (2, 1, False)])
+def test_deferred_refresh_equals_reference_fed_the_conditioning_one_batch_later(batch, refresh, broadcast, device,
+                                                                               bundles, clip, monkeypatch):
+    # The encoder of a periodic refresh runs after its batch (its own CUDA stream) and the next
+    # batch takes it up; the first batch's conditioning is its own (a forced refresh, at once).
+    bundle = bundles("mllm-edit", device)
+    expected = _reference_with_cache(monkeypatch, bundle, clip, STYLE_A,
+                                     _sources(N_FRAMES, batch, refresh, broadcast, deferred=True),
+                                     _sources(N_FRAMES, batch, 1, broadcast))
+    settings = _settings(device, batch_size=batch, refresh=refresh, lllite_refresh=1, broadcast=broadcast,
+                         deferred_refresh=True)
+    engine = StreamEngine(bundle, settings, STYLE_A)
+    try:
+        assert engine.deferred and engine.temporal(STYLE_A)
+        out = engine.process(clip)
+    finally:
+        engine.close()
+    assert_close(out, expected, f"deferred B={batch} N={refresh} broadcast={broadcast}")
+    # Not the undeferred result: the lag is real.
+    undeferred = _reference_with_cache(monkeypatch, bundle, clip, STYLE_A, _sources(N_FRAMES, batch, refresh, broadcast),
+                                       _sources(N_FRAMES, batch, 1, broadcast))
+    assert _diff(out, undeferred).max() > 1
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_deferred_refresh_in_flight_moves_with_its_stream(device, bundles, clip):
+    # Detached between batches while a deferred conditioning is in flight, the stream takes it
+    # along: painted in two parts with another stream between, it equals the stream painted whole.
+    bundle = bundles("mllm-edit", device)
+    settings = _settings(device, batch_size=1, refresh=2, lllite_refresh=1, deferred_refresh=True)
+    engine = StreamEngine(bundle, settings, STYLE_A)
+    try:
+        whole = engine.process(clip)
+        engine.attach_temporal(None)
+        first = engine.process(clip[:3])  # batches 0-2: batch 2's refresh is in flight
+        state = engine.detach_temporal()
+        engine.process(clip[::-1][:3])  # another stream
+        engine.attach_temporal(state)
+        rest = engine.process(clip[3:])
+    finally:
+        engine.close()
+    assert_close(first + rest, whole, "detached with a deferred refresh in flight")
 
 
 @pytest.mark.parametrize("device", DEVICES)
