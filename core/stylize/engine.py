@@ -620,8 +620,16 @@ class StreamEngine:
                 if name in self._wanted_steps() and name not in self._steps:
                     fn = getattr(self, f"_{name}_step")
                     wanted = {"encode": self.settings.compile_vae, "cond": self.settings.compile_encoder}
-                    self._steps[name] = make_step(fn, mode, name=name, graphs=self._graphs, around=self._around, report=self.report,
-                                                  compile_fn=self._compiled(fn, wanted.get(name, False)))
+                    # A deferred encoder replays on its own stream while the side stream's graphs
+                    # run: captured there, so it has a cuBLAS workspace of its own (GraphedStep).
+                    own = name == "cond" and self.cuda and self._enc is not self._side
+                    if own:
+                        self._enc.wait_stream(self._side)
+                    with self._on(self._enc if own else None):
+                        self._steps[name] = make_step(fn, mode, name=name, graphs=self._graphs, around=self._around,
+                                                      report=self.report, compile_fn=self._compiled(fn, wanted.get(name, False)))
+                    if own:
+                        self._side.wait_stream(self._enc)
         if "unet" not in self._steps:
             self._sync()
         if self._latent_out is None:
