@@ -101,6 +101,8 @@ def assert_close(out, ref, what=""):
 
 
 def _settings(device: str, **kw) -> EngineSettings:
+    # The same conditioning schedule on both devices: a deferred refresh only where a test asks.
+    kw.setdefault("deferred_refresh", False)
     return EngineSettings(**kw, mode="graphs" if device == "cuda" else "eager", profile=device == "cuda")
 
 
@@ -219,6 +221,24 @@ def test_deferred_refresh_equals_reference_fed_the_conditioning_one_batch_later(
     undeferred = _reference_with_cache(monkeypatch, bundle, clip, STYLE_A, _sources(N_FRAMES, batch, refresh, broadcast),
                                        _sources(N_FRAMES, batch, 1, broadcast))
     assert _diff(out, undeferred).max() > 1
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_deferred_refresh_auto_is_the_latency_point_on_cuda(device, bundles):
+    # auto: B <= 2 on CUDA with the side stream (measured there); never on the CPU, where every
+    # step runs in turn and deferring would only make the conditioning older; on/off as asked.
+    bundle = bundles("mllm-edit", device)
+    cases = [("auto", 1, device == "cuda"), ("auto", 2, device == "cuda"), ("auto", 4, False),
+             ("on", 4, True), (True, 1, True), ("off", 1, False), (False, 1, False)]
+    for value, batch, expected in cases:
+        engine = StreamEngine(bundle, EngineSettings(batch_size=batch, refresh=4, deferred_refresh=value,
+                                                     mode="graphs" if device == "cuda" else "eager"))
+        try:
+            assert engine.deferred is expected, (value, batch)
+        finally:
+            engine.close()
+    with pytest.raises(ValueError, match="deferred_refresh must be one of auto, on, off"):
+        EngineSettings(deferred_refresh="sometimes")
 
 
 @pytest.mark.parametrize("device", DEVICES)

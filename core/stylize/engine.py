@@ -124,14 +124,17 @@ class EngineSettings:
     to hold it back so it does not queue on the GPU behind the batch in flight
     (:mod:`.pacing`; CUDA with the side stream, one device).
 
-    ``deferred_refresh``: the periodic vision-conditioning refresh (every ``refresh`` batches)
-    runs on a stream of its own and its result is taken up by the *next* batch, so the batch
-    that refreshes no longer waits for the encoder. On an H100 (2026-12-06, mllm-edit compiled)
+    ``deferred_refresh``: ``auto`` (on for batches of up to two frames on CUDA with the side
+    stream), ``on``/True or ``off``/False. The periodic vision-conditioning refresh (every ``refresh`` batches) runs on
+    a stream of its own and its result is taken up by the *next* batch, so the batch that
+    refreshes no longer waits for the encoder. On an H100 (2026-12-06, mllm-edit compiled)
     Qwen3-VL took 60 ms per refresh at B=16 against 62.5 ms of U-Net + decode per batch, and
     7.2 ms at B=1 against 6.0: with the TAESD encode before it on the side stream, the
-    refreshing batch's main stream stood waiting. The price: conditioning one batch older
-    (between 1 and ``refresh`` batches old instead of 0 to ``refresh - 1``). A forced refresh
-    (a new style, a new stream) still applies at once. One device only (ignored when split).
+    refreshing batch's main stream stood waiting. Measured at B=1 on the H100 (2026-12-07, e2e,
+    same process): 145.1 -> 148.7 fps, p50 10.5 -> 10.1 ms, p95 17.6 -> 13.7 ms; B=16 not yet
+    measured, so ``auto`` leaves it off there. The price: conditioning one batch older (between
+    1 and ``refresh`` batches old instead of 0 to ``refresh - 1``: one frame at B=1). A forced
+    refresh (a new style, a new stream) still applies at once. One device only (not when split).
     """
 
     batch_size: int = 8
@@ -162,7 +165,7 @@ class EngineSettings:
     cuda_graphs: bool = True
     host_wait: str = "sleep"
     pace: str = "auto"
-    deferred_refresh: bool = False
+    deferred_refresh: bool | str = "auto"
 
     def __post_init__(self):
         if not isinstance(self.batch_size, int) or self.batch_size < 1:
@@ -182,6 +185,9 @@ class EngineSettings:
             raise ValueError(f"host_wait must be one of {', '.join(HOST_WAITS)}, got {self.host_wait!r}")
         if self.pace not in PACES:
             raise ValueError(f"pace must be one of {', '.join(PACES)}, got {self.pace!r}")
+        if self.deferred_refresh not in (True, False, *PACES):
+            raise ValueError(f"deferred_refresh must be one of {', '.join(PACES)} (or true/false), "
+                             f"got {self.deferred_refresh!r}")
 
     @classmethod
     def throughput(cls, batch_size: int = 16, **kw) -> "EngineSettings":
@@ -372,7 +378,11 @@ class StreamEngine:
         # Deferred refresh: the encoder reads its own copy of the refreshing batch's frames (the
         # side stream goes on to the next batch's) on a stream of its own, and its output waits
         # in the step's buffer until the next batch's main stream takes it.
-        self.deferred = settings.deferred_refresh and self.cond_on_side and not self.split
+        d = settings.deferred_refresh
+        # auto: where it was measured to pay, the latency operating point on CUDA with the side
+        # stream (on the CPU every step runs in turn: a deferred refresh would only be older).
+        auto = d == "auto" and B <= PACE_AUTO_MAX_BATCH and self.cuda and settings.streams
+        self.deferred = (d is True or d == "on" or auto) and self.cond_on_side and not self.split
         self._cond_in = torch.empty_like(self._side_in) if self.deferred else self._side_in
         self._enc = (torch.cuda.Stream(self.device) if self.cuda and self.deferred and settings.streams
                      else self._side_stream())
@@ -1149,7 +1159,7 @@ class StreamEngine:
         qwen = self.bundle.qwen
         broadcast = qwen is not None and (s.broadcast or qwen.broadcast)
         looks = self.cond_on_side and qwen is not None and s.vision  # conditioning made from frames
-        return (s.feedback > 0 or s.skip_threshold > 0 or (looks and (s.refresh > 1 or broadcast or s.deferred_refresh))
+        return (s.feedback > 0 or s.skip_threshold > 0 or (looks and (s.refresh > 1 or broadcast or self.deferred))
                 or (self.folded is not None and (s.lllite_refresh > 1 or broadcast)))
 
     @torch.no_grad()
