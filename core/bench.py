@@ -191,6 +191,9 @@ BENCHMARKS["classic"] = bench_classic
 
 
 def print_table(rows: list[dict]) -> None:
+    if not rows:
+        print("(no rows)")
+        return
     cols = ["backend", "style", "width", "height", "batch", "fps", "fps_min", "fps_max", "ms_p50", "ms_p95"]
     cols += sorted({k for r in rows for k in r} - set(cols) - {"machine", "bench", "frames"})
     widths = {c: max(len(c), *(len(str(r.get(c, ""))) for r in rows)) for c in cols}

@@ -427,20 +427,21 @@ def plan(stack: str) -> list[dict]:
         for b in sorted(batches, reverse=True):
             for n in (refreshes if vision else [1]):
                 rest.append(dict(mode="stream", batch=b, refresh=n, inflight=2))
-        if compiled_too and big:
-            # Inductor's default mode: max-autotune's search takes many minutes per model and B.
-            compiled = {"mode": "compile", "compile_mode": os.environ.get("STYLECAM_BENCH_COMPILE_MODE", "default")}
+    if compiled_too:
+        # Inductor's default mode: max-autotune's search takes many minutes per model and B.
+        compiled = {"mode": "compile", "compile_mode": os.environ.get("STYLECAM_BENCH_COMPILE_MODE", "default")}
+        if "stream" in modes and big:
             rest.append(dict(mode="stream", batch=big, refresh=head if vision else 1, inflight=2, extra=compiled))
-            if "latency" in modes and lat_batches:
+        if "latency" in modes and lat_batches:
+            rest.append(dict(mode="latency", batch=lat_batches[0], refresh=head if vision else 1, inflight=2,
+                             extra=dict(compiled)))
+            twins = [{"pace": "off"}] if pace_ab else []
+            # e.g. pace off (what just-in-time submits buy), STYLECAM_BENCH_LATENCY_AB's
+            # variants ('[{"deferred_refresh": false}]'): same process, same frames.
+            twins += [v for v in json.loads(os.environ.get("STYLECAM_BENCH_LATENCY_AB", "[]")) if v]
+            for twin in twins:
                 rest.append(dict(mode="latency", batch=lat_batches[0], refresh=head if vision else 1, inflight=2,
-                                 extra=dict(compiled)))
-                twins = [{"pace": "off"}] if pace_ab else []
-                # e.g. pace off (what just-in-time submits buy), STYLECAM_BENCH_LATENCY_AB's
-                # variants ('[{"deferred_refresh": true}]'): same process, same frames.
-                twins += [v for v in json.loads(os.environ.get("STYLECAM_BENCH_LATENCY_AB", "[]")) if v]
-                for twin in twins:
-                    rest.append(dict(mode="latency", batch=lat_batches[0], refresh=head if vision else 1, inflight=2,
-                                     extra=dict(compiled, **twin)))
+                                 extra=dict(compiled, **twin)))
     # STYLECAM_BENCH_EXTRA=0: only the rows above (a short device call keeps its headline rows).
     extras = os.environ.get("STYLECAM_BENCH_EXTRA", "1") == "1"
     if "stream" in modes and vision and big and extras:

@@ -30,14 +30,14 @@ case $PHASE in
     ;;
   *)
     # The headline rows and their twins: B=16 (graphs, compiled) and latency B=1 (graphs, compiled,
-    # and compiled without just-in-time submits: STYLECAM_BENCH_PACE_AB; with the deferred
-    # conditioning refresh: STYLECAM_BENCH_LATENCY_AB).
+    # and compiled without just-in-time submits: STYLECAM_BENCH_PACE_AB; without the deferred
+    # conditioning refresh, on there by default: STYLECAM_BENCH_LATENCY_AB).
     export STYLECAM_BENCH_STACKS=$PHASE STYLECAM_BENCH_MODES=${STYLECAM_BENCH_MODES:-stream,latency} STYLECAM_BENCH_BATCHES=16 \
            STYLECAM_BENCH_REFRESH=4 STYLECAM_BENCH_LATENCY_BATCHES=1 STYLECAM_BENCH_COMPILE=${STYLECAM_BENCH_COMPILE:-1} \
            STYLECAM_BENCH_CHECK=${STYLECAM_BENCH_CHECK:-0} STYLECAM_BENCH_E2E=1 \
            STYLECAM_BENCH_FRAMES=${STYLECAM_BENCH_FRAMES:-480} STYLECAM_BENCH_EXTRA=${STYLECAM_BENCH_EXTRA:-0} \
            STYLECAM_BENCH_PACE_AB=${STYLECAM_BENCH_PACE_AB:-1} \
-           STYLECAM_BENCH_LATENCY_AB=${STYLECAM_BENCH_LATENCY_AB:-'[{"deferred_refresh": true}]'}
+           STYLECAM_BENCH_LATENCY_AB=${STYLECAM_BENCH_LATENCY_AB:-'[{"deferred_refresh": false}]'}
     # Last, e2e only over the compiled B=16 row: the host's wait for the GPU, blocking events
     # (default) against CUDA's spin (the host CPU per frame of each), and the deferred refresh.
     # HOST_AB=0 leaves them out.

@@ -263,3 +263,16 @@ def test_latency_twins_follow_the_compiled_latency_row(monkeypatch):
     assert [(c["mode"], c["batch"], c.get("extra")) for c in plan("mllm-edit")] == [
         ("stream", 16, compiled), ("latency", 1, compiled), ("latency", 1, {**compiled, "pace": "off"}),
         ("latency", 1, {**compiled, "deferred_refresh": True})]
+    # Latency rows alone (no stream rows asked for) still get the compiled row and its twins.
+    monkeypatch.setenv("STYLECAM_BENCH_MODES", "latency")
+    assert [(c["mode"], c.get("extra")) for c in plan("mllm-edit")] == [
+        ("latency", compiled), ("latency", {**compiled, "pace": "off"}),
+        ("latency", {**compiled, "deferred_refresh": True})]
+
+
+def test_a_bench_with_no_rows_says_so(capsys):
+    # (An empty plan, e.g. latency rows asked for without compile, used to crash the table.)
+    from stylecam.core.bench import print_table
+
+    print_table([])
+    assert capsys.readouterr().out.strip() == "(no rows)"
