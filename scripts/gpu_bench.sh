@@ -68,6 +68,7 @@ esac
 # One process per stack: a stack that fails or hangs (the bench's watchdog ends it) leaves the
 # other's rows intact. Rows are appended to bench.jsonl (and, as they come, bench.jsonl.partial).
 status=0
+# shellcheck disable=SC2086  # the limits are a space-separated list, split on purpose
 set -- $LIMITS
 for stack in $STACKS; do
   limit=$1; shift
