@@ -389,7 +389,6 @@ class StreamEngine:
         self._cond_inflight = None  # (conditioning, its "ready" event) for the next batch to take
         self._cond_frames = None  # side-stream event: the frames are in _cond_in
         self._enc_ready = None  # the encoder stream's last "ready" event
-        self._launch_cond = False  # this batch's refresh is deferred: launch it after its main stream
         self._main_latent = torch.empty((B, channels, h, w), dtype=self.dtype, **dev)
         self._main_cond = torch.zeros((B, cond_len, cond_dim), dtype=self.dtype, **dev)
         self._noise = torch.empty((1, channels, h, w), dtype=torch.float32, **dev)
@@ -743,9 +742,9 @@ class StreamEngine:
             self._build_steps()
         prof = self.settings.profile and self.cuda
         key = self._cycle_key()
-        side, side_out = self._side_encode(slot, raw, warping, prof, ticket.stages)
+        side, side_out, defer = self._side_encode(slot, raw, warping, prof, ticket.stages)
         out = self._main_denoise(side, side_out, warping, n, prof, ticket.stages)
-        if self._launch_cond:
+        if defer:
             self._deferred_cond(prof, ticket.stages)
         self._copy_out(out, slot, n, ticket)
         if self.pacer is not None:
@@ -811,12 +810,13 @@ class StreamEngine:
 
     def _side_encode(self, slot: int, raw, warping: bool, prof: bool, stages: list):
         """Side stream: upload, resize, TAESD encode, and the encoders when due. Returns the side
-        stream and (latent, conditioning or None, LLLite embeddings or None, done event), the
-        latter already moved to the main device when split."""
+        stream, (latent, conditioning or None, LLLite embeddings or None, done event), the
+        latter already moved to the main device when split, and whether this batch's refresh is
+        deferred (:meth:`_deferred_cond` launches it after the batch's main stream)."""
         cond_due = self.cond_on_side and (self._cond_due or self._since_cond >= self.settings.refresh)
         # Deferred refresh: a periodic one runs after this batch's main stream (on its own
         # stream, taken up by the next batch); a forced one (new style, new stream) runs now.
-        self._launch_cond = cond_due and self.deferred and not self._cond_due
+        defer = cond_due and self.deferred and not self._cond_due
         lllite_due = self.folded is not None and (self._lllite_due or self._since_lllite >= self.settings.lllite_refresh)
         side = self._side_stream()
         with self._on(side):
@@ -827,7 +827,7 @@ class StreamEngine:
                 if self._enc_ready is not None and self.cuda:
                     side.wait_event(self._enc_ready)  # the last deferred encoder is done with its buffers
                 self._cond_in.copy_(self._side_in)
-                if self._launch_cond:
+                if defer:
                     self._cond_frames = self._record(side)
                     cond_due = False
                     self._since_cond = 0
@@ -849,7 +849,7 @@ class StreamEngine:
             side_done = self._record(side, timing=self.pacer is not None)
         if self.split:
             latent, cond, lllite, side_done = self._cross(side_done, latent, cond, lllite, warping, prof, stages)
-        return side, (latent, cond, lllite, side_done)
+        return side, (latent, cond, lllite, side_done), defer
 
     def _main_denoise(self, side, side_out, warping: bool, n: int, prof: bool, stages: list):
         """Main stream: the side stream's results into the U-Net's inputs ("consumed" from then
@@ -917,7 +917,6 @@ class StreamEngine:
                 cond = self._steps["cond"].replay()
             self._enc_ready = self._record(enc)
         self._cond_inflight = (cond, self._enc_ready)
-        self._launch_cond = False
 
     def _take_deferred(self, main) -> None:
         """Main stream: the deferred conditioning into the U-Net's input, once it is ready."""
