@@ -55,6 +55,7 @@ class RecordingCamera:
         assert frame.ndim == 1 and frame.flags.c_contiguous  # the contract pyvirtualcam gives backends
         self.times.append(time.monotonic())
         self.frames.append(frame.reshape(self.height, self.width, 3).copy())
+        self.last_sent = frame  # as the pacer handed it over (no copy), to see whose pixels they are
 
     def close(self):
         self.closed = True
@@ -147,15 +148,17 @@ def test_neutral_frame_before_the_first_and_newest_frame_wins(recording_backend)
         cam = recording_backend.instances[-1]
         assert len(cam.frames) >= 5
         assert all((f == NEUTRAL_RGB).all() for f in cam.frames)
-        img = np.zeros((24, 32, 3), np.uint8)
-        for value in (10, 20, 30):  # a burst: only the newest matters to a camera
-            img[:] = value
+        # A burst: only the newest matters to a camera. Each frame is a fresh array, as the
+        # pipeline makes them (no one writes into a frame's pixels after it is made).
+        burst = [np.full((24, 32, 3), value, np.uint8) for value in (10, 20, 30)]
+        for value, img in zip((10, 20, 30), burst):
             sink.write(Frame(img, value))
-        img[:] = 99  # the sink must own its copy: changing the caller's buffer changes nothing
         n = len(cam.frames)
         time.sleep(0.1)
         later = cam.frames[n + 1:]
         assert later and all((f == 30).all() for f in later)
+        # Sent from the very array written: no copy per frame on the runner's thread.
+        assert np.shares_memory(cam.last_sent, burst[-1])
     finally:
         sink.close()
     assert cam.closed
