@@ -25,25 +25,27 @@ for PHASE in "${PHASES[@]}"; do
 case $PHASE in
   tests)
     timeout "${TEST_LIMIT:-240}" python3 -m pytest -q -p no:cacheprovider -o faulthandler_timeout=120 \
-      tests/test_app_path.py tests/test_engine.py tests/test_pacing.py -k "${TEST_K:-cuda or gpu or compile or geometry or io}" 2>&1 \
+      tests/test_app_path.py tests/test_engine.py tests/test_pacing.py tests/test_backend_outputs.py -k "${TEST_K:-cuda or gpu or compile or geometry or io}" 2>&1 \
       | tee "$OUT/pytest.log" | tail -15
     ;;
   *)
     # The headline rows and their twins: B=16 (graphs, compiled) and latency B=1 (graphs, compiled,
     # and compiled without just-in-time submits: STYLECAM_BENCH_PACE_AB; without the deferred
-    # conditioning refresh, on there by default: STYLECAM_BENCH_LATENCY_AB).
+    # conditioning refresh, on there by default, and with the output frames copied out instead of
+    # lent: STYLECAM_BENCH_LATENCY_AB).
     export STYLECAM_BENCH_STACKS=$PHASE STYLECAM_BENCH_MODES=${STYLECAM_BENCH_MODES:-stream,latency} STYLECAM_BENCH_BATCHES=16 \
            STYLECAM_BENCH_REFRESH=4 STYLECAM_BENCH_LATENCY_BATCHES=1 STYLECAM_BENCH_COMPILE=${STYLECAM_BENCH_COMPILE:-1} \
            STYLECAM_BENCH_CHECK=${STYLECAM_BENCH_CHECK:-0} STYLECAM_BENCH_E2E=1 \
            STYLECAM_BENCH_FRAMES=${STYLECAM_BENCH_FRAMES:-480} STYLECAM_BENCH_EXTRA=${STYLECAM_BENCH_EXTRA:-0} \
            STYLECAM_BENCH_PACE_AB=${STYLECAM_BENCH_PACE_AB:-1} \
-           STYLECAM_BENCH_LATENCY_AB=${STYLECAM_BENCH_LATENCY_AB:-'[{"deferred_refresh": false}]'}
+           STYLECAM_BENCH_LATENCY_AB=${STYLECAM_BENCH_LATENCY_AB:-'[{"deferred_refresh": false}, {"lend_frames": false}]'}
     # Last, e2e only over the compiled B=16 row: the host's wait for the GPU, blocking events
-    # (default) against CUDA's spin (the host CPU per frame of each), and the deferred refresh.
+    # (default) against CUDA's spin (the host CPU per frame of each), the deferred refresh, and
+    # output frames copied out instead of lent (lend_frames).
     # HOST_AB=0 leaves them out.
     if [ "${HOST_AB:-1}" = 1 ]; then
       export STYLECAM_BENCH_AB_BASE='{"mode": "compile", "compile_mode": "default"}' STYLECAM_BENCH_AB_PATH=e2e \
-             STYLECAM_BENCH_AB='[{"host_wait": "spin"}, {"deferred_refresh": true}]'
+             STYLECAM_BENCH_AB='[{"host_wait": "spin"}, {"deferred_refresh": true}, {"lend_frames": false}]'
     fi
     timeout "${BENCH_LIMIT:-400}" python3 -m stylecam.core bench --backend diffusion --json "$OUT/rows-$PHASE.jsonl" \
       2>&1 | grep -v "Warning\|warn(" | tee "$OUT/bench-$PHASE.log" | grep -E "stylecam bench|Error|error" | tail -20

@@ -15,6 +15,7 @@ import collections
 
 import numpy as np
 import pytest
+import torch
 
 from stylecam.core.styles import Style, load_styles
 from stylecam.core.stylize.classic import ClassicBackend
@@ -87,3 +88,33 @@ def test_the_diffusion_engine_with_two_batches_in_flight_leaves_its_outputs_alon
         assert outputs_stay_as_returned(backend, moving_frames(), batch=2, inflight=2) == 7
     finally:
         backend.close()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_outputs_are_lent_pinned_views_that_stay_as_returned():
+    # On CUDA the frames are views of the engine's pinned buffers (no copy on the runner's
+    # thread): a buffer must never be written while a frame of it is still held.
+    frames = moving_frames(count=15, size=(96, 64))
+    for keep_all in (True, False):
+        backend = DiffusionBackend(tiny_bundle("sd-turbo"), "cuda", batch_size=2)
+        backend.set_style(Style("ai-test", "diffusion", params=DIFFUSION))
+        pool = backend._engine._host_out
+        try:
+            assert backend.max_inflight == 2 and len(pool) == backend._engine.SLOTS + 1
+            if keep_all:  # past the pool's limit the batches are copied out, still unchanged
+                assert outputs_stay_as_returned(backend, frames * 2, batch=2) == 30
+                continue
+            # As a virtual camera keeps them (the newest only): the pool never grows, and the
+            # frames are views of its pinned buffers.
+            pending, newest = collections.deque(), None
+            for start in range(0, len(frames) * 2, 2):
+                pending.append(backend.submit((frames * 2)[start:start + 2]))
+                while len(pending) >= 2:
+                    for out in backend.collect(pending.popleft()):
+                        newest = out
+            assert len(pool) == backend._engine.SLOTS + 1
+            assert any(np.shares_memory(newest, b.tensor.numpy()) for b in pool._buffers)
+            assert newest.base is not None  # a view, not a copy
+        finally:
+            backend.close()

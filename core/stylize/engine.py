@@ -11,7 +11,8 @@ Per batch of B frames (a short last batch is padded to B, so every step has one 
   inputs (a few MB), records "consumed" (from then on the side stream may start the next
   batch), runs the unrolled denoiser (U-Net + folded LLLite) and TAESD decode, and hands the
   uint8 frames to a **copy stream** that moves them into pinned host memory with
-  ``non_blocking`` and records the batch's "done" event.
+  ``non_blocking`` and records the batch's "done" event. The caller gets views of that pinned
+  memory, not a copy (:mod:`.lent_frames`: a buffer is written again once no view of it is left).
 
 So while the U-Net of batch k runs, the side stream already encodes batch k+1. Nothing on this
 path calls ``synchronize()`` or reads a device value on the host: :meth:`StreamEngine.collect`
@@ -57,6 +58,7 @@ from .bundle import Bundle
 from .compile import (ATTENTION_BACKENDS, DEFAULT_COMPILE_MODE, CompileReport, attention_context, compile_step,
                       configure_runtime, inductor_mode, make_step, prepare_compile, resolve_mode, to_memory_format)
 from .denoiser import Denoiser, decode_latents, encode_frames, latent_size, make_schedule, stream_noise
+from .lent_frames import LentFrames
 from .pacing import SubmitPacer
 
 log = logging.getLogger(__name__)
@@ -135,6 +137,10 @@ class EngineSettings:
     measured, so ``auto`` leaves it off there. The price: conditioning one batch older (between
     1 and ``refresh`` batches old instead of 0 to ``refresh - 1``: one frame at B=1). A forced
     refresh (a new style, a new stream) still applies at once. One device only (not when split).
+
+    ``lend_frames`` (CUDA): the output frames are views of pinned buffers lent to the caller
+    (:mod:`.lent_frames`), not copies; False copies each batch out (the path before, for the
+    benchmark's A/B: a fresh 44 MB allocation and memcpy per batch at B=16 and 720p).
     """
 
     batch_size: int = 8
@@ -166,6 +172,7 @@ class EngineSettings:
     host_wait: str = "sleep"
     pace: str = "auto"
     deferred_refresh: bool | str = "auto"
+    lend_frames: bool = True
 
     def __post_init__(self):
         if not isinstance(self.batch_size, int) or self.batch_size < 1:
@@ -223,6 +230,10 @@ class Ticket:
     #: Pacing: (cycle key, side done, main begins, main done) timing events (:meth:`StreamEngine.pace`).
     marks: tuple | None = None
     replica: int = 0  # which engine of a device pool (:mod:`.devices`) ran it
+    #: CUDA: the pinned buffer its frames are copied into; ``lent``: one of the engine's
+    #: :class:`~.lent_frames.LentFrames` (the frames are views of it), else copied out at collect.
+    host: object = None
+    lent: bool = True
 
 
 def take_in_order(pending: deque, ticket: Ticket, last_output: np.ndarray | None) -> bool:
@@ -361,7 +372,8 @@ class StreamEngine:
             if self.split:  # the peer copy: out of the side device, into the main device
                 self._xfer_side = torch.cuda.Stream(self.side_device)
                 self._xfer_main = torch.cuda.Stream(self.device)
-        # Fixed-address buffers. Host: pinned, two slots (one being filled while one is in flight).
+        # Fixed-address buffers. Host: pinned, two input slots (one being filled while one is in
+        # flight); the output frames go to pinned buffers lent to the caller (``_host_out``).
         # Frames arrive and leave at the stream's sizes (a 1280x720 camera, a 1280x720 virtual
         # camera): :meth:`set_io_size` sizes the host and raw-input buffers; the model-size ones
         # below never change.
@@ -371,8 +383,7 @@ class StreamEngine:
         self.in_size = self.out_size = self.size
         self._box = None  # the input crop (x0, y0, w, h), None while frames come at the model size
         self._host_in = [torch.empty((B, H, W, 3), dtype=torch.uint8, pin_memory=pin) for _ in range(self.SLOTS)]
-        self._host_out = ([torch.empty((B, H, W, 3), dtype=torch.uint8, pin_memory=True) for _ in range(self.SLOTS)]
-                          if self.cuda else None)
+        self._host_out = self._lent_frames((W, H))
         self._side_raw = None  # (B, Hin, Win, 3) uint8 on the device when the input is resized
         self._side_in = torch.empty((B, H, W, 3), dtype=torch.uint8, **side_dev)
         # Deferred refresh: the encoder reads its own copy of the refreshing batch's frames (the
@@ -517,8 +528,7 @@ class StreamEngine:
             self._flow = None  # the flow thumbnails follow the input frames
             self._skip_ref = None
         if out_size != self.out_size and self.cuda:
-            self._host_out = [torch.empty((B, out_size[1], out_size[0], 3), dtype=torch.uint8, pin_memory=True)
-                              for _ in range(self.SLOTS)]
+            self._host_out = self._lent_frames(out_size)
             self._last_d2h = None
         if out_size != self.out_size:
             self._steps.pop("decode", None)  # the output resize is part of the decode step
@@ -928,14 +938,26 @@ class StreamEngine:
         self._fill_cond(cond)
         self._cond_inflight = None
 
+    def _lent_frames(self, size: tuple[int, int]) -> LentFrames | None:
+        # One buffer per batch in flight and one for the batch the sinks still show; more only
+        # when consumers keep older frames (:mod:`.lent_frames`).
+        w, h = size
+        return (LentFrames((self.batch_size, h, w, 3), count=self.SLOTS + 1, limit=self.SLOTS + 4)
+                if self.cuda else None)
+
     def _copy_out(self, out, slot: int, n: int, ticket: Ticket) -> None:
-        """Copy stream: the output-size uint8 frames into the pinned slot; the ticket's event."""
+        """Copy stream: the output-size uint8 frames into a pinned buffer lent out at collect
+        (one of the batch's own when every lent one is still in use); the ticket's event."""
         if self.cuda:
+            ticket.host = self._host_out.take(ticket) if self.settings.lend_frames else None
+            if ticket.host is None:
+                ticket.host = torch.empty(tuple(out.shape), dtype=torch.uint8, pin_memory=True)
+                ticket.lent = False
             with self._on(self._copy):
                 self._copy.wait_event(self._decoded)
                 if not self._graphs and self._copy is not self._main:
                     out.record_stream(self._copy)
-                self._host_out[slot].copy_(out, non_blocking=True)
+                ticket.host.copy_(out, non_blocking=True)
                 ticket.event = self._last_d2h = self._record(self._copy, host=True)
         else:
             ticket.frames = list(out[:n].numpy().copy())
@@ -946,7 +968,9 @@ class StreamEngine:
             return ticket.frames
         if take_in_order(self._pending, ticket, self._last_output) and self.cuda:
             ticket.event.synchronize()
-            ticket.frames = list(self._host_out[ticket.slot][:ticket.count].numpy().copy())
+            host, ticket.host = ticket.host, None
+            ticket.frames = (self._host_out.lend(host, ticket.count) if ticket.lent
+                             else list(host[:ticket.count].numpy().copy()))
             if ticket.marks is not None:
                 self._observe_pace(ticket.marks)
         ticket.t_ready = time.perf_counter()
