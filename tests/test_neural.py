@@ -87,7 +87,14 @@ def test_multistyle_module_equals_onnxruntime(frames, device):
 
 
 @pytest.mark.parametrize("device", DEVICES)
-def test_arbitrary_modules_equal_onnxruntime(frames, device):
+def test_arbitrary_modules_equal_onnxruntime(frames, device, monkeypatch):
+    # The modules are checked, not the card's arithmetic: CUDA's float32 convolutions use TF32 by
+    # default (10-bit mantissa), which put the style code 2.0e-3 from onnxruntime's on an H100
+    # (2026-12-07) against the 1e-3 this check allows. Full float32 here, as on the CPU (matrix
+    # products too: a CUDA engine made earlier in the process turns TF32 on for them).
+    if device == "cuda":
+        monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+        monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
     predictor, transformer = neural.load("arbitrary_predict", device), neural.load("arbitrary_transform", device)
     style = frames[0][None].astype(np.float32) / 255.0
     content = cv2.resize(frames[2], (384, 384))[None].astype(np.float32) / 255.0
