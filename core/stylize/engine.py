@@ -133,14 +133,16 @@ class EngineSettings:
     Qwen3-VL took 60 ms per refresh at B=16 against 62.5 ms of U-Net + decode per batch, and
     7.2 ms at B=1 against 6.0: with the TAESD encode before it on the side stream, the
     refreshing batch's main stream stood waiting. Measured at B=1 on the H100 (2026-12-07, e2e,
-    same process): 145.1 -> 148.7 fps, p50 10.5 -> 10.1 ms, p95 17.6 -> 13.7 ms; B=16 not yet
-    measured, so ``auto`` leaves it off there. The price: conditioning one batch older (between
+    same process): 145.1 -> 148.7 fps, p50 10.5 -> 10.1 ms, p95 17.6 -> 13.7 ms; at B=16 it
+    gained nothing (232.7 -> 232.3 fps e2e, same process), so ``auto`` leaves it off there. The price: conditioning one batch older (between
     1 and ``refresh`` batches old instead of 0 to ``refresh - 1``: one frame at B=1). A forced
     refresh (a new style, a new stream) still applies at once. One device only (not when split).
 
     ``lend_frames`` (CUDA): the output frames are views of pinned buffers lent to the caller
     (:mod:`.lent_frames`), not copies; False copies each batch out (the path before, for the
-    benchmark's A/B: a fresh 44 MB allocation and memcpy per batch at B=16 and 720p).
+    benchmark's A/B: a fresh 44 MB allocation and memcpy per batch at B=16 and 720p). On an H100
+    (2026-12-07, e2e, same process) lending took the runner thread's CPU from 0.97 to 0.50-0.56
+    ms per frame at B=16, and from 1.77 to 1.23 ms at B=1, where p50 fell from 9.8 to 9.4 ms.
     """
 
     batch_size: int = 8
