@@ -187,3 +187,47 @@ def test_cuda_default_matches_the_cpu_path():
         got = np.stack(be.process(clip[:4]) + be.process(clip[4:])).astype(np.int16)
         d = np.abs(got - stream(None, style, clip))
         assert d.mean() <= 0.1 and d.max() <= 3, (style.name, d.mean(), d.max())
+
+
+def steadied_by_hand(style, clip, batch: int) -> np.ndarray:
+    """The host path as it was before the motion moved to threads: paint a batch, then look,
+    measure the motion from the frame before and mix, one frame after the other, on this thread."""
+    be = NeuralBackend(device="cpu", batch_size=batch)
+    be.set_style(style)
+    stab, prev, out = be.stabilizer, None, []
+    for start in range(0, len(clip), batch):
+        images = clip[start:start + batch]
+        painted, small = be._paint_small(images)
+        mix = (painted[0].shape[1], painted[0].shape[0])
+        for image, picture, sm in zip(images, painted, small):
+            view = stab.look(image, mix)
+            steadied = stab.apply(picture, stab.motion(prev, view))
+            prev = view
+            out.append(be._finish(steadied, sm, image))
+    be.close()
+    return np.stack(out).astype(np.int16)
+
+
+def test_the_motion_measured_in_threads_beside_the_network_changes_no_pixel():
+    """The stabilizer's look and motion run in worker threads while the network paints; the
+    pictures are the same bits as measuring them in order on one thread, on the host path and
+    on the device path (here on the CPU), for a moving clip in batches of four."""
+    clip = sample_frames((320, 180), 24)[::3]  # 8 frames, far enough apart to move
+    style = load_styles()[0]["neural-starry-blue"]
+    want = steadied_by_hand(style, clip, batch=4)
+    plain = NeuralBackend(steady=False, device="cpu", batch_size=4)
+    plain.set_style(style)
+    still = np.stack(plain.process(clip[:4])).astype(np.int16)
+    assert np.abs(want[:4] - still).mean() > 0.1  # the stabilizer does something here
+    for on_device in (False, True):
+        results = []
+        for threads in (4, 1):
+            settings = DeviceSettings(on_device=on_device, motion_threads=threads)
+            be = NeuralBackend(device="cpu", settings=settings, batch_size=4)
+            assert be.workers == threads
+            be.set_style(style)
+            results.append(np.stack(be.process(clip[:4]) + be.process(clip[4:])).astype(np.int16))
+            be.close()
+        assert np.array_equal(results[0], results[1]), on_device
+        if not on_device:
+            assert np.array_equal(results[0], want)
