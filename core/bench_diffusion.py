@@ -135,7 +135,7 @@ def _style_params(stack: str, style_name: str | None) -> tuple[str, dict]:
 
 
 def mode_settings(bench_mode: str, batch: int, refresh: int, **extra):
-    from .stylize.engine import EngineSettings
+    from .stylize.engine_settings import EngineSettings
 
     if bench_mode == "naive":
         return EngineSettings(batch_size=1, refresh=1, lllite_refresh=1, mode="eager", streams=False,
@@ -296,7 +296,8 @@ def equivalence(bundle, frames, params, *, batch: int = 4) -> dict:
     reference, full size, bf16: decoded pixels and, for the last batch, the denoised latents."""
     import torch
 
-    from .stylize.engine import EngineSettings, StreamEngine
+    from .stylize.engine import StreamEngine
+    from .stylize.engine_settings import EngineSettings
     from .stylize.reference import reference_latent, stylize_frames
 
     frames = frames[: 2 * batch]
@@ -325,7 +326,8 @@ def fp8_equivalence(bundle, frames, params, *, batch: int = 4) -> dict:
     """FP8 (:mod:`.stylize.fp8`) against the same engine in the bundle's dtype, same frames,
     refresh every batch: the last batch's latents (relative L2) and the pixels (8-bit levels).
     Empty where FP8 cannot run (the reason in ``fp8_note``)."""
-    from .stylize.engine import EngineSettings, StreamEngine
+    from .stylize.engine import StreamEngine
+    from .stylize.engine_settings import EngineSettings
     from .stylize.fp8 import fp8_support
 
     how, note = fp8_support(bundle.device)
@@ -353,7 +355,7 @@ def device_equivalence(bundle, frames, params, spec: str, *, batch: int = 4) -> 
     stream, refresh every batch), full size, bf16: decoded pixels of four batches, so every
     engine of a pool runs at least one."""
     from .stylize.devices import open_engine
-    from .stylize.engine import EngineSettings
+    from .stylize.engine_settings import EngineSettings
 
     frames = frames[: 4 * batch]
     outs = {}

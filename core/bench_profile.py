@@ -263,7 +263,8 @@ def profile_stack(bundle, frames, params, *, batch: int = 16, mode: str | None =
     import torch
     from torch.profiler import ProfilerActivity, profile, record_function
 
-    from .stylize.engine import EngineSettings, StreamEngine
+    from .stylize.engine import StreamEngine
+    from .stylize.engine_settings import EngineSettings
 
     cuda = bundle.device.type == "cuda"
     mode = mode or ("compile" if cuda else "eager")

@@ -53,7 +53,8 @@ import torch
 
 from .bundle import Bundle
 from .compile import CompileReport
-from .engine import EngineError, EngineSettings, StreamEngine, Ticket, still_batch, take_in_order
+from .engine import EngineError, StreamEngine, Ticket, still_batch, take_in_order
+from .engine_settings import EngineSettings
 
 log = logging.getLogger(__name__)
 

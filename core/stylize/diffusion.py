@@ -109,7 +109,7 @@ class DiffusionBackend(Backend):
         if self._engine is None:
             from .compile import default_mode
             from .devices import open_engine
-            from .engine import EngineSettings
+            from .engine_settings import EngineSettings
 
             options = {"mode": default_mode(), **self._engine_options, "batch_size": self.batch_size}
             # The base settings, without the style: set_style below lays the style's engine

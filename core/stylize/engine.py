@@ -48,31 +48,24 @@ import contextlib
 import logging
 import time
 from collections import deque
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Iterable, Iterator, Mapping
 
 import numpy as np
 import torch
 
 from .bundle import Bundle
-from .compile import (ATTENTION_BACKENDS, DEFAULT_COMPILE_MODE, CompileReport, attention_context, compile_step,
-                      configure_runtime, inductor_mode, make_step, prepare_compile, resolve_mode, to_memory_format)
+from .compile import (DEFAULT_COMPILE_MODE, CompileReport, attention_context, compile_step,
+                      configure_runtime, make_step, prepare_compile, resolve_mode, to_memory_format)
 from .denoiser import Denoiser, decode_latents, encode_frames, latent_size, make_schedule, stream_noise
+from .engine_settings import PACE_AUTO_MAX_BATCH, STYLE_KEYS, EngineSettings
 from .lent_frames import LentFrames
 from .pacing import SubmitPacer
 
 log = logging.getLogger(__name__)
 
-#: Style-preset parameters the engine reads (validated in :mod:`.params`).
-STYLE_KEYS = ("refresh", "broadcast", "lllite_refresh", "feedback", "feedback_warp", "skip_threshold")
 #: Side of the thumbnail the similarity skip compares, as a fraction of the frame side.
 SKIP_THUMB_DIVISOR = 16
-#: How the host waits for the GPU (EngineSettings.host_wait).
-HOST_WAITS = ("sleep", "spin")
-#: When the engine paces submits (EngineSettings.pace): ``auto`` = at the latency operating point.
-PACES = ("auto", "on", "off")
-#: The largest batch ``pace="auto"`` paces: one or two frames per batch is the calls setting.
-PACE_AUTO_MAX_BATCH = 2
 #: Profiled stages of the side stream, and of the main device's compute (split: their devices).
 SIDE_STAGES = ("vae_encode", "encoder", "lllite")
 MAIN_STAGES = ("unet", "vae_decode")
@@ -80,139 +73,6 @@ MAIN_STAGES = ("unet", "vae_decode")
 
 class EngineError(RuntimeError):
     """The engine was used the wrong way; the message says what to do instead."""
-
-
-@dataclass(frozen=True)
-class EngineSettings:
-    """How the engine runs. Operating points: :meth:`throughput` and :meth:`latency`.
-
-    ``refresh``: vision-aware conditioning every N batches (1 = every batch).
-    ``vision``: mllm-edit only — the encoder looks at the frames (False: text-only static prompt).
-    ``broadcast``: encode one representative frame (the batch's newest) and broadcast it.
-    ``cache_text``: CLIP text encoded once per prompt (False re-encodes every batch: the naive
-    baseline). ``lllite_refresh``/``lllite_hooks``: LLLite conditioning every M batches over this
-    hook subset (None: the bundle manifest's ``lllite_subset``, else every adapter).
-    ``feedback``: weight of the previous output in [0, 1); ``feedback_warp``: warp it along the
-    optical flow first. ``skip_threshold``: mean absolute
-    difference in 8-bit levels on a 1/16 thumbnail under which a batch reuses the last output
-    (0 disables). ``mode``: ``eager``/``graphs``/``compile`` (CUDA; the CPU is always eager).
-    ``streams``: the side stream (CUDA). ``fast_encoder``: Qwen3-VL's sync-free forward (None:
-    on for CUDA; graphs need it). ``channels_last_vae``/``channels_last_unet``: NHWC convolutions
-    (CUDA; cuDNN's fastest bf16 kernels). ``compile_vae``: under ``mode="compile"`` TAESD's
-    encode/decode steps are compiled too (not only the U-Net). ``profile``: CUDA events around
-    every stage. ``compile_backend``: ``torch.compile``'s backend under ``mode="compile"``;
-    ``"eager"`` traces every step as one graph (``fullgraph``) but runs it without Inductor, and
-    does so on the CPU too: how CI proves that no step has a graph break. ``devices``: several
-    devices (``"0,1"``, ``"all"``, ``("cuda:0", "cuda:1")``...; None: the bundle's device), opened
-    by :func:`.devices.open_engine`, which splits the streams over two devices or runs one engine
-    per device (:mod:`.devices` has the grammar).
-
-    Closer to the hardware (issue #17; each off by default): ``fp8``: the U-Net's and Qwen3-VL
-    language model's GEMMs in FP8 e4m3 (:mod:`.fp8`: ``torch._scaled_mm`` on compute capability
-    8.9+, emulated on the CPU, off with a note elsewhere). ``sdpa_backend``: ``auto`` | ``cudnn``
-    | ``flash`` | ``efficient`` | ``math``, the preferred attention kernel
-    (:func:`.compile.attention_context`). ``compile_mode``: ``default`` | ``max-autotune`` |
-    ``max-autotune-no-cudagraphs`` (:func:`.compile.inductor_mode`). ``cuda_graphs``: False runs
-    the (compiled) steps without capturing them, so a profiler sees every kernel.
-
-    ``host_wait``: how the host thread waits for a batch it collects (CUDA): ``sleep`` (blocking
-    events: the thread sleeps until the GPU is done) or ``spin`` (CUDA's default, a busy loop).
-    On an H100 (2026-12-06) spinning made the runner's thread read 4.5-11 ms of CPU per frame,
-    a whole core, mostly waiting: a core that OBS's encoder or the call app needs. With two
-    batches in flight the GPU never waits for that wake-up, so ``sleep`` is the default.
-
-    ``pace``: ``auto`` (on for batches of up to two frames, the calls setting), ``on`` or
-    ``off``: :meth:`StreamEngine.pace` tells a caller that has the next frame waiting how long
-    to hold it back so it does not queue on the GPU behind the batch in flight
-    (:mod:`.pacing`; CUDA with the side stream, one device).
-
-    ``deferred_refresh``: ``auto`` (on for batches of up to two frames on CUDA with the side
-    stream), ``on``/True or ``off``/False. The periodic vision-conditioning refresh (every ``refresh`` batches) runs on
-    a stream of its own and its result is taken up by the *next* batch, so the batch that
-    refreshes no longer waits for the encoder. On an H100 (2026-12-06, mllm-edit compiled)
-    Qwen3-VL took 60 ms per refresh at B=16 against 62.5 ms of U-Net + decode per batch, and
-    7.2 ms at B=1 against 6.0: with the TAESD encode before it on the side stream, the
-    refreshing batch's main stream stood waiting. Measured at B=1 on the H100 (2026-12-07, e2e,
-    same process): 145.1 -> 148.7 fps, p50 10.5 -> 10.1 ms, p95 17.6 -> 13.7 ms; at B=16 it
-    gained nothing (232.7 -> 232.3 fps e2e, same process), so ``auto`` leaves it off there. The price: conditioning one batch older (between
-    1 and ``refresh`` batches old instead of 0 to ``refresh - 1``: one frame at B=1). A forced
-    refresh (a new style, a new stream) still applies at once. One device only (not when split).
-
-    ``lend_frames`` (CUDA): the output frames are views of pinned buffers lent to the caller
-    (:mod:`.lent_frames`), not copies; False copies each batch out (the path before, for the
-    benchmark's A/B: a fresh 44 MB allocation and memcpy per batch at B=16 and 720p). On an H100
-    (2026-12-07, e2e, same process) lending took the runner thread's CPU from 0.97 to 0.50-0.56
-    ms per frame at B=16, and from 1.77 to 1.23 ms at B=1, where p50 fell from 9.8 to 9.4 ms.
-    """
-
-    batch_size: int = 8
-    refresh: int = 1
-    vision: bool = True
-    broadcast: bool = False
-    cache_text: bool = True
-    lllite_refresh: int = 8
-    lllite_hooks: str | None = None
-    lllite_multiplier: float = 1.0
-    feedback: float = 0.0
-    feedback_warp: bool = False
-    skip_threshold: float = 0.0
-    mode: str = "graphs"
-    compile_mode: str | None = None
-    streams: bool = True
-    fast_encoder: bool | None = None
-    channels_last_vae: bool = True
-    channels_last_unet: bool = False
-    compile_vae: bool = True
-    main_priority: bool = False
-    compile_encoder: bool = True
-    compile_backend: str = "inductor"
-    profile: bool = False
-    devices: str | tuple | None = None
-    fp8: bool = False
-    sdpa_backend: str = "auto"
-    cuda_graphs: bool = True
-    host_wait: str = "sleep"
-    pace: str = "auto"
-    deferred_refresh: bool | str = "auto"
-    lend_frames: bool = True
-
-    def __post_init__(self):
-        if not isinstance(self.batch_size, int) or self.batch_size < 1:
-            raise ValueError(f"batch_size must be a whole number >= 1, got {self.batch_size!r}")
-        for key in ("refresh", "lllite_refresh"):
-            v = getattr(self, key)
-            if not isinstance(v, int) or v < 1:
-                raise ValueError(f"{key} must be a whole number >= 1 (batches), got {v!r}")
-        if not 0.0 <= self.feedback < 1.0:
-            raise ValueError(f"feedback must be in [0, 1), got {self.feedback!r}")
-        if self.skip_threshold < 0:
-            raise ValueError(f"skip_threshold must be >= 0, got {self.skip_threshold!r}")
-        if self.sdpa_backend not in ATTENTION_BACKENDS:
-            raise ValueError(f"sdpa_backend must be one of {', '.join(ATTENTION_BACKENDS)}, got {self.sdpa_backend!r}")
-        inductor_mode(self.compile_mode)  # a ValueError naming the choices
-        if self.host_wait not in HOST_WAITS:
-            raise ValueError(f"host_wait must be one of {', '.join(HOST_WAITS)}, got {self.host_wait!r}")
-        if self.pace not in PACES:
-            raise ValueError(f"pace must be one of {', '.join(PACES)}, got {self.pace!r}")
-        if self.deferred_refresh not in (True, False, *PACES):
-            raise ValueError(f"deferred_refresh must be one of {', '.join(PACES)} (or true/false), "
-                             f"got {self.deferred_refresh!r}")
-
-    @classmethod
-    def throughput(cls, batch_size: int = 16, **kw) -> "EngineSettings":
-        """Video rate: big batches, the side stream, graphs, vision refresh every 4 batches."""
-        kw.setdefault("refresh", 4)
-        return cls(batch_size=batch_size, **kw)
-
-    @classmethod
-    def latency(cls, batch_size: int = 1, **kw) -> "EngineSettings":
-        """Calls: one or two frames per batch, so a frame waits for no others."""
-        kw.setdefault("refresh", 4)
-        return cls(batch_size=batch_size, **kw)
-
-    def with_style(self, params: Mapping) -> "EngineSettings":
-        """These settings overridden by a style's engine parameters (:data:`STYLE_KEYS`)."""
-        return replace(self, **{k: params[k] for k in STYLE_KEYS if k in params})
 
 
 @dataclass(eq=False)  # a ticket is one batch: equal only to itself (``in`` a queue of them)
