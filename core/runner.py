@@ -39,6 +39,8 @@ import cv2
 import numpy as np
 
 from .frames import MAX_SIDE, MIN_SIDE, Frame, as_rgb, fit
+from .handoff import Handoff
+from .metrics import Metrics
 from .sinks import FileSink, Sink
 from .sources import Source
 from .styles import Style
@@ -47,8 +49,6 @@ from .stylize.base import Backend, BackendError
 
 log = logging.getLogger(__name__)
 
-#: How many per-frame latencies the metrics keep (a long soak must not grow memory).
-LATENCY_WINDOW = 4096
 #: How many events a runner keeps (the oldest go first).
 EVENT_WINDOW = 256
 #: Failed stylizer batches in a row before the run stops (each failed batch passes through).
@@ -63,128 +63,6 @@ BAD_FRAME_LIMIT = 100
 SINK_BACKOFF = (1.0, 30.0)
 #: How long ``run()`` waits for a capture thread stuck in the source's ``read`` when stopping.
 CAPTURE_JOIN_TIMEOUT = 1.0
-
-
-class Handoff:
-    """A bounded, thread-safe FIFO between capture and stylizer.
-
-    ``lossy`` mode drops the oldest item when full (live sources); otherwise ``put`` waits for
-    room. ``close()`` wakes every waiter; ``get`` then drains what is left and returns None.
-    """
-
-    def __init__(self, capacity: int, lossy: bool):
-        self.capacity = max(1, capacity)
-        self.lossy = lossy
-        self.dropped = 0
-        self._items: collections.deque = collections.deque()
-        self._cond = threading.Condition()
-        self._closed = False
-
-    def put(self, item) -> bool:
-        with self._cond:
-            while not self.lossy and len(self._items) >= self.capacity and not self._closed:
-                self._cond.wait(0.1)
-            if self._closed:
-                return False
-            if len(self._items) >= self.capacity:
-                self._items.popleft()
-                self.dropped += 1
-            self._items.append(item)
-            self._cond.notify_all()
-            return True
-
-    def get_batch(self, n: int, timeout: float | None = None, newest: bool = False) -> list:
-        """Wait for at least one item, then take up to ``n`` without waiting further.
-
-        Oldest first, also when lossy: the hand-off holds two batches so that a backend keeping
-        two in flight finds the next batch waiting when it submits one (taking only the newest
-        batch and dropping the rest would leave nothing to overlap with). ``newest`` (lossy
-        only): the newest ``n``, the older ones dropped — for a caller that held the batch back
-        on purpose (the backend's ``pace``) and wants the freshest frames.
-        """
-        deadline = None if timeout is None else time.monotonic() + timeout
-        with self._cond:
-            while not self._items and not self._closed:
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
-                    return []
-                self._cond.wait(0.1 if remaining is None else min(0.1, remaining))
-            while newest and self.lossy and len(self._items) > n:
-                self._items.popleft()
-                self.dropped += 1
-            batch = [self._items.popleft() for _ in range(min(n, len(self._items)))]
-            self._cond.notify_all()
-            return batch
-
-    def waiting(self) -> int:
-        """How many items are ready now."""
-        with self._cond:
-            return len(self._items)
-
-    def close(self) -> None:
-        with self._cond:
-            self._closed = True
-            self._cond.notify_all()
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
-
-@dataclass
-class Metrics:
-    """Counters and per-frame capture→output latency; ``summary()`` is what apps and benchmarks show."""
-
-    frames_in: int = 0
-    frames_out: int = 0
-    dropped: int = 0
-    #: Frames that reached the sinks unstyled because the stylizer failed on their batch.
-    passthrough: int = 0
-    backend_errors: int = 0
-    sink_errors: int = 0
-    #: Frames from the source that were not pictures (skipped).
-    bad_frames: int = 0
-    stalls: int = 0
-    #: CPU seconds of the runner's loop thread and of the capture thread (read, convert, hand
-    #: off), set when each ends: the host cost of the path, per frame in ``summary()``.
-    cpu_loop_s: float | None = None
-    cpu_capture_s: float | None = None
-    t_start: float = field(default_factory=time.perf_counter)
-    t_first_out: float | None = None
-    t_last_out: float | None = None
-    latencies: collections.deque = field(default_factory=lambda: collections.deque(maxlen=LATENCY_WINDOW))
-    batch_times: collections.deque = field(default_factory=lambda: collections.deque(maxlen=LATENCY_WINDOW))
-
-    def summary(self) -> dict:
-        now = time.perf_counter()
-        elapsed = max(1e-9, (self.t_last_out or now) - self.t_start)
-        lat = np.asarray(self.latencies, dtype=np.float64) * 1000.0
-        bt = np.asarray(self.batch_times, dtype=np.float64) * 1000.0
-        out_span = (self.t_last_out or now) - (self.t_first_out or self.t_start)
-        return {
-            "frames_in": self.frames_in,
-            "frames_out": self.frames_out,
-            "dropped": self.dropped,
-            "seconds": round(elapsed, 3),
-            "fps_in": round(self.frames_in / elapsed, 2),
-            # Output rate over the span between first and last output, so start-up (model load,
-            # first compile) does not hide the steady rate.
-            "fps_out": round((self.frames_out - 1) / out_span, 2) if self.frames_out > 1 and out_span > 0 else 0.0,
-            "latency_p50_ms": round(float(np.percentile(lat, 50)), 2) if lat.size else None,
-            "latency_p95_ms": round(float(np.percentile(lat, 95)), 2) if lat.size else None,
-            "batch_p50_ms": round(float(np.percentile(bt, 50)), 2) if bt.size else None,
-            "passthrough": self.passthrough,
-            "backend_errors": self.backend_errors,
-            "sink_errors": self.sink_errors,
-            "bad_frames": self.bad_frames,
-            "stalls": self.stalls,
-            "cpu_loop_ms_per_frame": _per_frame(self.cpu_loop_s, self.frames_out),
-            "cpu_capture_ms_per_frame": _per_frame(self.cpu_capture_s, self.frames_in),
-        }
-
-
-def _per_frame(seconds: float | None, frames: int) -> float | None:
-    return round(seconds * 1000.0 / frames, 3) if seconds is not None and frames else None
 
 
 @dataclass(frozen=True)
