@@ -117,10 +117,9 @@ class VirtualCameraSink(Sink):
         img = fit(frame.image, self.size, mode="contain")
         img = np.ascontiguousarray(img[:, ::-1] if self.mirror else img)
         # No copy of a frame already at the camera's size, although the pacer sends it later from
-        # its own thread: no one writes
-        # into a frame's pixels after it is made (the Sink and Backend contracts), and a copy per
-        # frame is a 2.7 MB memcpy at 720p on the runner's thread for a camera that sends one
-        # frame in eight at B=16.
+        # its own thread: no one writes into a frame's pixels after it is made (the Sink and
+        # Backend contracts), and a copy per frame is a 2.7 MB memcpy at 720p on the runner's
+        # thread for a camera that sends one frame in eight at B=16.
         self._pacer.submit(img)
 
     @property
