@@ -11,6 +11,7 @@ import gc
 
 import numpy as np
 import pytest
+import torch
 
 from stylecam.core.stylize.lent_frames import LentFrames
 
@@ -61,3 +62,8 @@ def test_past_the_limit_the_caller_is_told_to_copy():
 def test_count_and_limit_are_checked():
     with pytest.raises(ValueError, match="count <= limit"):
         LentFrames((1, 2, 2, 3), count=3, limit=2, pin=False)
+
+
+def test_a_buffer_that_is_not_the_pools_is_not_lent():
+    pool = LentFrames((1, 2, 2, 3), count=1, limit=1, pin=False)
+    assert pool.lend(torch.zeros((1, 2, 2, 3), dtype=torch.uint8), 1) is None  # the caller copies it

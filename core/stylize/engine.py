@@ -92,10 +92,9 @@ class Ticket:
     #: Pacing: (cycle key, side done, main begins, main done) timing events (:meth:`StreamEngine.pace`).
     marks: tuple | None = None
     replica: int = 0  # which engine of a device pool (:mod:`.devices`) ran it
-    #: CUDA: the pinned buffer its frames are copied into; ``lent``: one of the engine's
+    #: CUDA: the pinned buffer its frames are copied into: one of the engine's
     #: :class:`~.lent_frames.LentFrames` (the frames are views of it), else copied out at collect.
     host: object = None
-    lent: bool = True
 
 
 def take_in_order(pending: deque, ticket: Ticket, last_output: np.ndarray | None) -> bool:
@@ -814,7 +813,6 @@ class StreamEngine:
             ticket.host = self._host_out.take(ticket) if self.settings.lend_frames else None
             if ticket.host is None:
                 ticket.host = torch.empty(tuple(out.shape), dtype=torch.uint8, pin_memory=True)
-                ticket.lent = False
             with self._on(self._copy):
                 self._copy.wait_event(self._decoded)
                 if not self._graphs and self._copy is not self._main:
@@ -831,8 +829,8 @@ class StreamEngine:
         if take_in_order(self._pending, ticket, self._last_output) and self.cuda:
             ticket.event.synchronize()
             host, ticket.host = ticket.host, None
-            ticket.frames = (self._host_out.lend(host, ticket.count) if ticket.lent
-                             else list(host[:ticket.count].numpy().copy()))
+            ticket.frames = (self._host_out.lend(host, ticket.count)
+                             or list(host[:ticket.count].numpy().copy()))
             if ticket.marks is not None:
                 self._observe_pace(ticket.marks)
         ticket.t_ready = time.perf_counter()

@@ -68,10 +68,13 @@ class LentFrames:
         buf.holder = weakref.ref(holder)
         return buf.tensor
 
-    def lend(self, tensor: torch.Tensor, count: int) -> list[np.ndarray]:
+    def lend(self, tensor: torch.Tensor, count: int) -> list[np.ndarray] | None:
         """The first ``count`` frames of ``tensor`` (from :meth:`take`, its copy finished) as
-        views; the buffer stays busy until none of them is left."""
-        buf = next(b for b in self._buffers if b.tensor is tensor)
+        views; the buffer stays busy until none of them is left. None when ``tensor`` is not one
+        of this pool's buffers (the caller's own: it copies that batch out)."""
+        buf = next((b for b in self._buffers if b.tensor is tensor), None)
+        if buf is None:
+            return None
         array = tensor.numpy()
         buf.holder = weakref.ref(array)
         return list(array[:count])
