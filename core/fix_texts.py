@@ -21,9 +21,10 @@ import subprocess
 MODPROBE_LINE = "sudo modprobe v4l2loopback devices=1 exclusive_caps=1 card_label=stylecam"
 #: The whole command that fetches the default diffusion stack (what the models fix prints).
 MODELS_PULL_COMMAND = "stylecam models pull sd-turbo"
-#: The whole command that puts a CUDA build of torch into stylecam's environment.
-CUDA_TORCH_COMMAND = ('STYLECAM_TORCH="torch==2.11.0 --index-url https://download.pytorch.org/whl/cu130" '
-                      "bash installer/setup_venv.sh")
+#: The whole command that puts a CUDA build of torch into stylecam's environment: the set-up run
+#: again sees the NVIDIA driver and replaces a CPU build (installer/torch_wanted.py); the
+#: version comes from installer/constraints.txt, the build from installer/pick_torch.sh.
+CUDA_TORCH_COMMAND = "bash installer/setup_venv.sh"
 
 
 def _system(system: str | None) -> str:
@@ -185,9 +186,9 @@ def gpu_fix(system: str | None = None) -> str:
                 "diffusion styles run on the CPU, slowly.")
     return ("torch sees no CUDA GPU. Classic styles need none; diffusion styles run on the CPU, far "
             "below camera rate. With an NVIDIA card: install its driver (`nvidia-smi` should list "
-            "the card), then a CUDA build of torch into stylecam's environment, e.g. for a CUDA 13 "
-            f"driver: `{CUDA_TORCH_COMMAND}` in the stylecam folder (other builds: "
-            "https://pytorch.org/get-started).")
+            f"the card), then run `{CUDA_TORCH_COMMAND}` again in the stylecam folder: it sees the "
+            "driver and replaces the CPU build of torch with the CUDA one (driver 580 or newer; "
+            "for another build set STYLECAM_TORCH, see https://pytorch.org/get-started).")
 
 
 #: Reinstalling the environment: the fix for a broken install (a package that does not import).

@@ -6,7 +6,9 @@
 # taken from a local wheel when pip's configuration offers one (the build machines do), else
 # from the build installer/pick_torch.sh chooses for this machine (the CPU build without an
 # NVIDIA GPU, so no multi-GB CUDA libraries land on a laptop that cannot use them). STYLECAM_TORCH
-# overrides both (e.g. STYLECAM_TORCH="torch==2.11.0 --index-url https://download.pytorch.org/whl/cu130").
+# overrides both (e.g. STYLECAM_TORCH="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu126").
+# Run again, it keeps the torch it finds unless that is not the build wanted (installer/torch_wanted.py):
+# another build STYLECAM_TORCH names, or a CPU build where an NVIDIA driver now answers.
 set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
 venv="${STYLECAM_VENV:-$here/.venv}"
@@ -28,6 +30,18 @@ if ! "$venv/bin/python" -c "import torch" 2>/dev/null; then
   echo "stylecam: installing $torch_spec (first, so no other package pulls a different build)"
   # shellcheck disable=SC2086
   "${pip[@]}" install $torch_spec
+else
+  # torch is there: keep it unless it is not the build wanted (installer/torch_wanted.py says
+  # when: another build the user named, or a CPU build on a machine that now has an NVIDIA driver).
+  explicit=()
+  if [ -n "${STYLECAM_TORCH:-}" ]; then explicit=(--explicit); else torch_spec="$(bash "$here/installer/pick_torch.sh" --quiet)"; fi
+  verdict="$("$venv/bin/python" "$here/installer/torch_wanted.py" "$torch_spec" ${explicit[@]+"${explicit[@]}"})"
+  if [ "${verdict%%:*}" = replace ]; then
+    echo "stylecam: ${verdict#replace: }: installing $torch_spec instead"
+    "${pip[@]}" uninstall -q -y torch
+    # shellcheck disable=SC2086
+    "${pip[@]}" install $torch_spec
+  fi
 fi
 echo "stylecam: installing stylecam and its dependencies"
 # The constraints file pins what CI tested; torch is left as installed above.

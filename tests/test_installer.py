@@ -136,6 +136,79 @@ def test_pick_torch_respects_override(tmp_path):
     assert (done.returncode, done.stdout.strip(), done.stderr) == (0, spec, "")
 
 
+def load_torch_wanted():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("torch_wanted", REPO / "installer" / "torch_wanted.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("spec, installed, explicit, verdict", [
+    (CUDA_SPEC, None, False, "install"),
+    # picked for this machine: only a CPU build gives way, to a CUDA one (a driver came since)
+    (CUDA_SPEC, f"{TORCH_VERSION}+cpu", False, "replace"),
+    (CPU_SPEC, f"{TORCH_VERSION}+cpu", False, "keep"),
+    (CPU_SPEC, f"{TORCH_VERSION}+cu126", False, "keep"),     # never a chosen CUDA build for the CPU one
+    (CUDA_SPEC, f"{TORCH_VERSION}+cu126", False, "keep"),
+    (f"torch=={TORCH_VERSION}", f"{TORCH_VERSION}+cpu", False, "keep"),  # a local wheel of the pin
+    # named by the user: another version or another build gives way
+    (CUDA_SPEC, f"{TORCH_VERSION}+cpu", True, "replace"),
+    (CPU_SPEC, f"{TORCH_VERSION}+cu130", True, "replace"),
+    (CUDA_SPEC, f"{TORCH_VERSION}+cu130", True, "keep"),
+    (CUDA_SPEC, "2.11.0+cu130", True, "replace"),
+    ("torch==2.11.0", "2.11.0+cu130", True, "keep"),
+])
+def test_torch_wanted_decides_when_setup_replaces_torch(spec, installed, explicit, verdict):
+    assert load_torch_wanted().decide(spec, installed, explicit).split(":")[0] == verdict
+
+
+def fake_venv(root: Path, torch_version: str) -> tuple[Path, Path]:
+    """A venv whose python has a stand-in torch of ``torch_version`` and whose pip only logs
+    (pip's downloads are what cannot run here); everything else is the real interpreter."""
+    site = root / "site"
+    site.mkdir(parents=True)
+    (site / "torch.py").write_text(f"__version__ = {torch_version!r}\n")
+    log = root / "pip.log"
+    python = root / "venv" / "bin" / "python"
+    python.parent.mkdir(parents=True)
+    python.write_text(f"""#!/bin/sh
+if [ "$1" = -m ] && [ "$2" = pip ]; then
+  shift 2; [ "$1" = --disable-pip-version-check ] && shift; echo "pip $*" >> '{log}'; exit 0
+fi
+PYTHONPATH='{site}' exec '{sys.executable}' "$@"
+""")
+    python.chmod(0o755)
+    return root / "venv", log
+
+
+@needs_linux
+@pytest.mark.parametrize("driver, explicit, replaced", [
+    ("580.65.06", None, CUDA_SPEC),   # the doctor's GPU fix: the driver came, run the set-up again
+    (None, None, None),               # no GPU: the CPU build stays
+    (None, CUDA_SPEC, CUDA_SPEC),     # STYLECAM_TORCH names another build
+    (None, CPU_SPEC, None),           # ... or the one installed
+])
+def test_setup_venv_replaces_a_cpu_torch_when_a_gpu_build_is_wanted(tmp_path, driver, explicit, replaced):
+    venv, log = fake_venv(tmp_path, f"{TORCH_VERSION}+cpu")
+    extra = {"STYLECAM_VENV": str(venv)}
+    if driver is not None:
+        extra["NVIDIA_SMI"] = str(fake_nvidia_smi(tmp_path, driver))
+    if explicit is not None:
+        extra["STYLECAM_TORCH"] = explicit
+    done = run_script(REPO / "installer" / "setup_venv.sh", env=clean_env(tmp_path, **extra))
+    assert done.returncode == 0, done.stdout + done.stderr
+    calls = log.read_text().splitlines()
+    torch_calls = [c for c in calls if "torch" in c.split("-e")[0]]
+    if replaced is None:
+        assert torch_calls == [] and "instead" not in done.stdout
+    else:
+        assert torch_calls == ["pip uninstall -q -y torch", f"pip install {replaced}"]
+        assert f"installing {replaced} instead" in done.stdout
+    assert any(c.startswith("pip install -c ") and c.endswith("[test]") for c in calls)  # stylecam itself
+
+
 # ---- install / uninstall ---------------------------------------------------------------------
 
 @pytest.fixture

@@ -131,7 +131,8 @@ if [ "$skip_venv" = 1 ]; then
 elif [ -x "$venv/bin/stylecam-tray" ] && [ ! -f "$venv/.stylecam-installer-owned" ]; then
   echo "stylecam: reusing the environment at $venv (it has stylecam-tray; it stays on uninstall)"
 else
-  # A new environment, or the one an earlier run created (updated: setup_venv.sh keeps its torch).
+  # A new environment, or the one an earlier run created (updated: setup_venv.sh keeps its torch
+  # unless it is not the build picked here, e.g. a CPU build on a machine that now has a driver).
   python="${PYTHON:-python3}"
   if ! command -v "$python" >/dev/null 2>&1 \
      || ! "$python" -c 'import sys, venv, ensurepip; sys.exit(sys.version_info < (3, 10))' 2>/dev/null; then
