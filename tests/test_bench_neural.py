@@ -208,11 +208,14 @@ def steadied_by_hand(style, clip, batch: int) -> np.ndarray:
     return np.stack(out).astype(np.int16)
 
 
-def test_the_motion_measured_in_threads_beside_the_network_changes_no_pixel():
-    """The stabilizer's look and motion run in worker threads while the network paints; the
-    pictures are the same bits as measuring them in order on one thread, on the host path and
-    on the device path (here on the CPU), for a moving clip in batches of four."""
+def test_the_motion_measured_in_threads_beside_the_network_changes_no_pixel(monkeypatch):
+    """The stabilizer's look and motion run in worker threads while the network paints, and the
+    mix of a large picture is cut into bands the threads share; the pictures are the same bits
+    as measuring and mixing in order on one thread, on the host path and on the device path
+    (here on the CPU), for a moving clip in batches of four."""
     clip = sample_frames((320, 180), 24)[::3]  # 8 frames, far enough apart to move
+    # Bands from 64x36 pixels: the 320x180 painting is mixed in four (one per worker thread).
+    monkeypatch.setattr(neural, "MIX_BAND_PIXELS", 64 * 36)
     style = load_styles()[0]["neural-starry-blue"]
     want = steadied_by_hand(style, clip, batch=4)
     plain = NeuralBackend(steady=False, device="cpu", batch_size=4)

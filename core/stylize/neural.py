@@ -381,7 +381,9 @@ class DeviceSettings:
     ``torch.compile`` backend (``inductor``; ``eager`` traces the graph only, for tests);
     ``on_device``: resize in, guided filter and scale-up on the device instead of OpenCV on the
     host; ``motion_threads``: threads that measure the stabilizer's motion beside the network
-    (None: one per frame of a batch, up to 4; 1: one thread, still beside the network).
+    (None: one per frame of a batch, up to 4; 1: one thread, still beside the network);
+    ``mix_bands``: a picture of at least :data:`MIX_BAND_PIXELS` is mixed in bands of rows
+    that those threads share with the caller's (False: whole, on the caller's thread).
     :func:`device_settings` gives each device's default.
     """
 
@@ -390,6 +392,7 @@ class DeviceSettings:
     compile: str | None = None
     on_device: bool = False
     motion_threads: int | None = None
+    mix_bands: bool = True
 
     def __post_init__(self):
         if self.dtype not in _DTYPES:
@@ -401,6 +404,7 @@ class DeviceSettings:
         parts = [self.dtype] + (["channels_last"] if self.channels_last else [])
         parts += [f"compile={self.compile}"] if self.compile else []
         parts += [f"motion_threads={self.motion_threads}"] if self.motion_threads else []
+        parts += [] if self.mix_bands else ["whole_mix"]
         return "+".join(parts + ["on_device" if self.on_device else "host"])
 
 
@@ -505,6 +509,14 @@ def resize_t(x: torch.Tensor, h: int, w: int, mode: str) -> torch.Tensor:
 
 # --------------------------------------------------------------------------------------------
 # Backend
+
+
+#: Pixels per band of a mix shared by the worker threads: a smaller picture is mixed whole.
+#: Why: on the 2-core build VM a 1280x720 mix took 5.8-7.3 ms on one thread and 3.0-3.5 in two
+#: bands; at the 428x240 working side it took 0.44 ms either way (the hand-off eats the gain).
+#: On an H100 host the full-720 painting with the stabilizer ran at 37-45 fps, its mix on the
+#: runner's thread (2026-12-07).
+MIX_BAND_PIXELS = 640 * 360
 
 
 class NeuralBackend(SteadiedBackend):
@@ -648,8 +660,18 @@ class NeuralBackend(SteadiedBackend):
 
     def _steady(self, painted: list[np.ndarray], motions: list[Future]) -> list[np.ndarray]:
         """The stabilizer's mix over a batch of painted pictures, in frame order (its state); the
-        batch's last view is where the next batch's motion is measured from."""
-        out = [self.stabilizer.apply(picture, m.result()) for picture, m in zip(painted, motions)]
+        batch's last view is where the next batch's motion is measured from. A large picture's
+        mix is cut into bands of rows that the worker threads share with this one (the same
+        bits: bands are per pixel, :class:`~..temporal.Mixing`)."""
+        out = []
+        for picture, m in zip(painted, motions):
+            bands = picture.shape[0] * picture.shape[1] // MIX_BAND_PIXELS if self.settings.mix_bands else 1
+            parts = min(self.workers, max(1, bands))
+            mixing = self.stabilizer.begin(picture, m.result(), parts=parts)
+            for _ in range(parts - 1):
+                self._ensure_pool().submit(mixing.help)
+            mixing.help()  # this thread takes bands too: never waits on a busy pool alone
+            out.append(mixing.result())
         self._last_view = motions[-1].result().view
         return out
 
