@@ -84,6 +84,13 @@ def test_device_defaults():
     assert device_settings("cuda", dtype="float32").dtype == "float32"
     with pytest.raises(ValueError, match="dtype must be one of"):
         DeviceSettings(dtype="int8")
+    # The host waits for the GPU asleep unless told to spin (the A/B twin), and a row says which.
+    assert cuda.host_wait == "sleep" and cuda.mix_bands
+    assert cuda.describe() == "float16+channels_last+on_device"
+    assert device_settings("cuda", host_wait="spin", mix_bands=False).describe() == \
+        "float16+channels_last+whole_mix+spin+on_device"
+    with pytest.raises(ValueError, match="host_wait must be one of sleep, spin"):
+        DeviceSettings(host_wait="yield")
 
 
 # ------------------------------------------------------------------------- the device steps
