@@ -559,6 +559,7 @@ class NeuralBackend(SteadiedBackend):
         self._side = NEURAL_DEFAULT_SIDE
         self._texture = 0.0
         self._pool: ThreadPoolExecutor | None = None
+        self._device_done = None  # the blocking CUDA event of _wait_for_device, made on first use
 
     def _new_stabilizer(self, steadiness: Steadiness | None) -> Stabilizer:
         # (a fresh stream's too: with the neural styles' finer flow, not the classic styles')
@@ -726,9 +727,10 @@ class NeuralBackend(SteadiedBackend):
         works: the download after it then finds its data ready. Why: the diffusion engine's
         same change measured 4.45 -> 0.56 ms of the runner's CPU a frame (H100, 2026-12-07)."""
         if self.device.type == "cuda" and self.settings.host_wait == "sleep":
-            done = torch.cuda.Event(blocking=True)
-            done.record()
-            done.synchronize()
+            if self._device_done is None:  # one event, recorded again each time
+                self._device_done = torch.cuda.Event(blocking=True)
+            self._device_done.record()
+            self._device_done.synchronize()
 
     def close(self) -> None:
         self._run = None
