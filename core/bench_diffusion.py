@@ -21,7 +21,8 @@ peak GPU memory, per-stage CUDA-event medians, the encoder/U-Net overlap, and th
 versions and every setting. The plan comes from environment variables (defaults in brackets):
 ``STYLECAM_BENCH_STACKS`` [mllm-edit,sd-turbo], ``STYLECAM_BENCH_MODES``
 [naive,naive-graphs,stream,latency], ``STYLECAM_BENCH_BATCHES`` [8,16],
-``STYLECAM_BENCH_LATENCY_BATCHES`` [1,2], ``STYLECAM_BENCH_REFRESH`` [1,4,8],
+``STYLECAM_BENCH_LATENCY_BATCHES`` [1,2], ``STYLECAM_BENCH_REFRESH`` [1,4,8: the stream sweep's N;
+the headline and latency rows run the app's own N for their B, every 64 frames, unless it is set],
 ``STYLECAM_BENCH_FRAMES`` [max(--frames, 480)], ``STYLECAM_BENCH_CHECK`` [1: finiteness and
 engine-vs-reference equivalence rows], ``STYLECAM_BENCH_COMPILE`` [0: also time ``mode=compile``;
 ``only``: the compiled rows without their CUDA-graph twins],
@@ -392,24 +393,35 @@ def device_specs() -> list[str]:
 
 def plan(stack: str) -> list[dict]:
     """The configurations of one stack, the headline ones first (a run cut short keeps them)."""
+    from .stylize.engine_settings import EngineSettings
+
     modes = _env_list("STYLECAM_BENCH_MODES", "naive,naive-graphs,stream,latency")
     batches = _env_list("STYLECAM_BENCH_BATCHES", "8,16", int)
     lat_batches = _env_list("STYLECAM_BENCH_LATENCY_BATCHES", "1,2", int)
     refreshes = _env_list("STYLECAM_BENCH_REFRESH", "1,4,8", int)
     vision = stack == "mllm-edit"
     big = max(batches) if batches else None
-    head = 4 if 4 in refreshes or not refreshes else refreshes[0]
+    explicit = os.environ.get("STYLECAM_BENCH_REFRESH") is not None
+    fixed = 4 if 4 in refreshes or not refreshes else refreshes[0]
+
+    def head(b: int) -> int:
+        """The headline rows' N: STYLECAM_BENCH_REFRESH's when set, else what the app runs at B
+        (the engine's default, every VISION_REFRESH_FRAMES frames); 1 without vision."""
+        if not vision:
+            return 1
+        return fixed if explicit else EngineSettings(batch_size=b).refresh_batches
+
     first, rest = [], []
     if "stream" in modes and big:
-        first.append(dict(mode="stream", batch=big, refresh=head if vision else 1, inflight=2))
+        first.append(dict(mode="stream", batch=big, refresh=head(big), inflight=2))
     if "naive" in modes:
         first.append(dict(mode="naive", batch=1, refresh=1, inflight=1))
     compile_env = os.environ.get("STYLECAM_BENCH_COMPILE", "0")
     pace_ab = os.environ.get("STYLECAM_BENCH_PACE_AB", "0") == "1"
     if "latency" in modes and lat_batches:
-        first.append(dict(mode="latency", batch=lat_batches[0], refresh=head if vision else 1, inflight=2))
+        first.append(dict(mode="latency", batch=lat_batches[0], refresh=head(lat_batches[0]), inflight=2))
         if pace_ab and compile_env == "0":  # the pacing A/B on the CUDA-graph row (no compile to wait for)
-            first.append(dict(mode="latency", batch=lat_batches[0], refresh=head if vision else 1, inflight=2,
+            first.append(dict(mode="latency", batch=lat_batches[0], refresh=head(lat_batches[0]), inflight=2,
                               extra={"pace": "off"}))
     if "naive-graphs" in modes:
         first.append(dict(mode="naive-graphs", batch=1, refresh=1, inflight=1))
@@ -421,9 +433,9 @@ def plan(stack: str) -> list[dict]:
             if compiled:
                 extra |= {"mode": "compile", "compile_mode": os.environ.get("STYLECAM_BENCH_COMPILE_MODE", "default")}
             if "stream" in modes and big:
-                first.append(dict(mode="stream", batch=big, refresh=head if vision else 1, inflight=2, extra=extra))
+                first.append(dict(mode="stream", batch=big, refresh=head(big), inflight=2, extra=extra))
             if "latency" in modes and lat_batches:
-                first.append(dict(mode="latency", batch=lat_batches[0], refresh=head if vision else 1, inflight=2,
+                first.append(dict(mode="latency", batch=lat_batches[0], refresh=head(lat_batches[0]), inflight=2,
                                   extra=dict(extra)))
     if "stream" in modes:
         for b in sorted(batches, reverse=True):
@@ -433,16 +445,18 @@ def plan(stack: str) -> list[dict]:
         # Inductor's default mode: max-autotune's search takes many minutes per model and B.
         compiled = {"mode": "compile", "compile_mode": os.environ.get("STYLECAM_BENCH_COMPILE_MODE", "default")}
         if "stream" in modes and big:
-            rest.append(dict(mode="stream", batch=big, refresh=head if vision else 1, inflight=2, extra=compiled))
+            rest.append(dict(mode="stream", batch=big, refresh=head(big), inflight=2, extra=compiled))
         if "latency" in modes and lat_batches:
-            rest.append(dict(mode="latency", batch=lat_batches[0], refresh=head if vision else 1, inflight=2,
+            rest.append(dict(mode="latency", batch=lat_batches[0], refresh=head(lat_batches[0]), inflight=2,
                              extra=dict(compiled)))
             twins = [{"pace": "off"}] if pace_ab else []
             # e.g. pace off (what just-in-time submits buy), STYLECAM_BENCH_LATENCY_AB's
             # variants ('[{"deferred_refresh": false}]'): same process, same frames.
             twins += [v for v in json.loads(os.environ.get("STYLECAM_BENCH_LATENCY_AB", "[]")) if v]
             for twin in twins:
-                rest.append(dict(mode="latency", batch=lat_batches[0], refresh=head if vision else 1, inflight=2,
+                twin = dict(twin)  # "refresh" in a twin sets its N (e.g. the old every-4-batches row)
+                rest.append(dict(mode="latency", batch=lat_batches[0],
+                                 refresh=twin.pop("refresh", head(lat_batches[0])), inflight=2,
                                  extra=dict(compiled, **twin)))
     # STYLECAM_BENCH_EXTRA=0: only the rows above (a short device call keeps its headline rows).
     extras = os.environ.get("STYLECAM_BENCH_EXTRA", "1") == "1"
@@ -461,8 +475,8 @@ def plan(stack: str) -> list[dict]:
             variant = dict(variant)
             label = ",".join(f"{k}={v}" for k, v in variant.items()) or "baseline"
             extra = (json.loads(ab_base) if ab_base is not None else {}) | variant
-            cfg = dict(mode="stream", batch=extra.pop("batch", big),
-                       refresh=extra.pop("refresh", head if vision else 1), inflight=2, extra=extra)
+            b = extra.pop("batch", big)
+            cfg = dict(mode="stream", batch=b, refresh=extra.pop("refresh", head(b)), inflight=2, extra=extra)
             if ab_base is not None:
                 cfg["ab"] = label
             rest.append(cfg)

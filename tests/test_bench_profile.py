@@ -276,3 +276,28 @@ def test_a_bench_with_no_rows_says_so(capsys):
 
     print_table([])
     assert capsys.readouterr().out.strip() == "(no rows)"
+
+
+def test_headline_rows_run_the_apps_own_refresh_unless_one_is_asked_for(monkeypatch):
+    # Without STYLECAM_BENCH_REFRESH the headline rows use the engine's default for their B
+    # (every 64 frames: 4 batches of 16, 64 of 1), which is what `stylecam run` and the tray get;
+    # a latency twin may still ask for the old every-4-batches row.
+    for k, v in {"STYLECAM_BENCH_MODES": "stream,latency", "STYLECAM_BENCH_BATCHES": "16",
+                 "STYLECAM_BENCH_LATENCY_BATCHES": "1", "STYLECAM_BENCH_EXTRA": "0",
+                 "STYLECAM_BENCH_DEVICES": "", "STYLECAM_BENCH_COMPILE": "only", "STYLECAM_BENCH_PACE_AB": "0",
+                 "STYLECAM_BENCH_LATENCY_AB": '[{"refresh": 4}]'}.items():
+        monkeypatch.setenv(k, v)
+    for k in ("STYLECAM_BENCH_REFRESH", "STYLECAM_BENCH_AB_BASE", "STYLECAM_BENCH_COMPILE_MODE"):
+        monkeypatch.delenv(k, raising=False)
+    compiled = {"mode": "compile", "compile_mode": "default"}
+    assert [(c["mode"], c["batch"], c["refresh"], c.get("extra")) for c in plan("mllm-edit")] == [
+        ("stream", 16, 4, compiled), ("latency", 1, 64, compiled), ("latency", 1, 4, compiled)]
+    assert [c["refresh"] for c in plan("sd-turbo")][:2] == [1, 1]  # no vision: nothing to refresh
+    # An A/B variant's batch takes its own default N.
+    monkeypatch.setenv("STYLECAM_BENCH_MODES", "stream")
+    monkeypatch.setenv("STYLECAM_BENCH_AB_BASE", '{"mode": "compile"}')
+    monkeypatch.setenv("STYLECAM_BENCH_AB", '[{"batch": 8}, {"refresh": 1}]')
+    assert [(c["ab"], c["batch"], c["refresh"]) for c in plan("mllm-edit") if "ab" in c] == [
+        ("baseline", 16, 4), ("batch=8", 8, 8), ("refresh=1", 16, 1)]
+    monkeypatch.setenv("STYLECAM_BENCH_REFRESH", "1")  # asked for: every headline row at N=1
+    assert {c["refresh"] for c in plan("mllm-edit") if "ab" not in c or c["ab"] == "baseline"} == {1}

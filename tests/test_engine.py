@@ -198,6 +198,39 @@ def test_refresh_every_n_equals_reference_fed_cached_conditioning(batch, refresh
         assert _diff(out, fresh).max() > 1
 
 
+@pytest.mark.parametrize("batch", [1, 2])
+def test_default_refresh_counts_frames_not_batches(batch, bundles, clip, monkeypatch):
+    # refresh=None (what the app runs: no style sets one) looks at the picture every
+    # VISION_REFRESH_FRAMES frames at any B: here 4 frames, so every 4 batches of 1 or 2 of 2;
+    # and, the conditioning being kept across batches, at each batch's newest frame (broadcast).
+    from stylecam.core.stylize import engine_settings
+
+    monkeypatch.setattr(engine_settings, "VISION_REFRESH_FRAMES", 4)
+    bundle = bundles("mllm-edit", "cpu")
+    settings = _settings("cpu", batch_size=batch, lllite_refresh=1)
+    assert settings.refresh is None and settings.refresh_batches == 4 // batch and settings.broadcasts
+    expected = _reference_with_cache(monkeypatch, bundle, clip, STYLE_A, _sources(N_FRAMES, batch, 4 // batch, True),
+                                     _sources(N_FRAMES, batch, 1, True))
+    engine = StreamEngine(bundle, settings, STYLE_A)
+    try:
+        assert engine.temporal(STYLE_A)  # a cached conditioning ties a frame to earlier ones
+        out = engine.process(clip)
+    finally:
+        engine.close()
+    assert_close(out, expected, f"default refresh B={batch}")
+    # At the real default: 64 frames, whole batches, never below one; a style's N still wins.
+    monkeypatch.undo()
+    assert [EngineSettings(batch_size=b).refresh_batches for b in (1, 2, 4, 16, 48, 64, 100)] == [64, 32, 16, 4, 1, 1, 1]
+    assert EngineSettings(batch_size=16).with_style({"refresh": 2}).refresh_batches == 2
+    # Broadcast by default only where the conditioning is kept; a style's choice wins.
+    assert [EngineSettings(batch_size=b).broadcasts for b in (16, 64)] == [True, False]
+    assert EngineSettings(batch_size=16, refresh=1).broadcasts is False
+    assert EngineSettings(batch_size=16).with_style({"broadcast": False}).broadcasts is False
+    assert EngineSettings(batch_size=16, refresh=1).with_style({"broadcast": True}).broadcasts is True
+    with pytest.raises(ValueError, match="refresh"):
+        EngineSettings(refresh=True)
+
+
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("batch,refresh,broadcast", [(2, 2, False), (3, 2, True), (1, 3, False), (2, 1, False)])
 def test_deferred_refresh_equals_reference_fed_the_conditioning_one_batch_later(batch, refresh, broadcast, device,
@@ -266,8 +299,10 @@ def test_deferred_refresh_in_flight_moves_with_its_stream(device, bundles, clip)
 def test_style_switch_takes_effect_from_the_next_batch(stack, device, bundles, refs, clip, monkeypatch):
     bundle = bundles(stack, device)
     ref_a, ref_b = refs(stack, STYLE_A, device), refs(stack, STYLE_B, device)
-    # refresh=8 for the vision encoder: a new instruction forces a refresh anyway.
-    engine = StreamEngine(bundle, _settings(device, batch_size=3, refresh=8, lllite_refresh=1), STYLE_A)
+    # refresh=8 for the vision encoder: a new instruction forces a refresh anyway (each frame its
+    # own conditioning, kept position by position: broadcast off).
+    engine = StreamEngine(bundle, _settings(device, batch_size=3, refresh=8, lllite_refresh=1, broadcast=False),
+                          STYLE_A)
     try:
         first = engine.submit(clip[:3])
         engine.set_style(STYLE_B)  # between submits: batch 0 stays A, batch 1 on is B
@@ -510,12 +545,13 @@ def test_style_presets_carry_engine_policies(bundles, clip, monkeypatch):
     engine = StreamEngine(bundle, EngineSettings(batch_size=2, refresh=1, lllite_refresh=1))
     try:
         engine.set_style(style)
-        assert (engine.settings.refresh, engine.settings.lllite_refresh) == (2, 3)
+        # ... and, the conditioning now kept across batches, each batch's newest frame broadcast
+        assert (engine.settings.refresh, engine.settings.lllite_refresh, engine.broadcast) == (2, 3, True)
         out = engine.process(clip)
     finally:
         engine.close()
-    expected = _reference_with_cache(monkeypatch, bundle, clip, STYLE_A, _sources(N_FRAMES, 2, 2, False),
-                                     _sources(N_FRAMES, 2, 3, False))
+    expected = _reference_with_cache(monkeypatch, bundle, clip, STYLE_A, _sources(N_FRAMES, 2, 2, True),
+                                     _sources(N_FRAMES, 2, 3, True))
     assert_close(out, expected, "refresh from the style")
 
 

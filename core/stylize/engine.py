@@ -3,7 +3,8 @@
 Per batch of B frames (a short last batch is padded to B, so every step has one shape):
 
 * **side stream** — the host's pinned copy of the batch goes to the device, TAESD encodes it, and,
-  when due, the conditioning encoder runs (Qwen3-VL on the frames every ``refresh`` batches, or
+  when due, the conditioning encoder runs (Qwen3-VL on the frames every ``refresh`` batches, by
+  default every 64 frames whatever B (:data:`.engine_settings.VISION_REFRESH_FRAMES`), or
   CLIP when the text is not cached) and the LLLite conditioning CNNs run (every
   ``lllite_refresh`` batches, over the chosen hook subset). All of it writes into fixed-address
   buffers.
@@ -28,8 +29,9 @@ frame-by-frame oracle is :func:`~.reference.stylize_frames`.
 Conditioning policies (settings, see :class:`EngineSettings`): a static prompt (CLIP text, or
 Qwen3-VL text only) is encoded once per text and cached; vision-aware Qwen3-VL conditioning is
 refreshed every ``refresh`` batches, per frame or from one representative frame (the batch's
-newest) broadcast to all B; between refreshes the last conditioning is reused position by
-position. Temporal stability: the noise is fixed per stream (the style's seed); ``feedback``
+newest) broadcast to all B (the default whenever it is kept across batches:
+:attr:`.engine_settings.EngineSettings.broadcasts`); between refreshes the last conditioning is
+reused position by position. Temporal stability: the noise is fixed per stream (the style's seed); ``feedback``
 blends each output with the previous one (an exponential moving average in frame order, the same
 for any B), with ``feedback_warp`` after moving the previous output along the optical flow of the
 input frames (:mod:`.flow`: host-side DIS flow on thumbnails, a ``grid_sample`` in the decode
@@ -183,7 +185,7 @@ class StreamEngine:
         self.cond = stream_conditioning(bundle, dtype=self.dtype, vision=settings.vision,
                                         cache_text=settings.cache_text, fast=fast,
                                         side_device=self.side_device, frame_hw=(H, W))
-        self.broadcast = bundle.qwen is not None and (settings.broadcast or bundle.qwen.broadcast)
+        self.broadcast = bundle.qwen is not None and (settings.broadcasts or bundle.qwen.broadcast)
         # Conditioning computed on the side stream per batch (vs. once per text, on the host).
         self.cond_on_side = self.cond.on_side
         cond_len, cond_dim = self.cond.length, self.cond.dim
@@ -404,7 +406,7 @@ class StreamEngine:
         new = self._base_settings.with_style(params)
         if new == self.settings:
             return
-        broadcast = new.broadcast or (self.bundle.qwen is not None and self.bundle.qwen.broadcast)
+        broadcast = self.bundle.qwen is not None and (new.broadcasts or self.bundle.qwen.broadcast)
         if broadcast != self.broadcast:
             # The captured encoder/LLLite steps read one frame or all B: capture them again.
             self._steps.pop("cond", None)
@@ -638,7 +640,7 @@ class StreamEngine:
         st = self.settings
         cond = 0
         if self.cond_on_side:
-            cond = st.refresh if self._cond_due or self._since_cond >= st.refresh else self._since_cond
+            cond = st.refresh_batches if self._cond_due or self._since_cond >= st.refresh_batches else self._since_cond
         lllite = 0
         if self.folded is not None:
             due = self._lllite_due or self._since_lllite >= st.lllite_refresh
@@ -684,7 +686,7 @@ class StreamEngine:
         stream, (latent, conditioning or None, LLLite embeddings or None, done event), the
         latter already moved to the main device when split, and whether this batch's refresh is
         deferred (:meth:`_deferred_cond` launches it after the batch's main stream)."""
-        cond_due = self.cond_on_side and (self._cond_due or self._since_cond >= self.settings.refresh)
+        cond_due = self.cond_on_side and (self._cond_due or self._since_cond >= self.settings.refresh_batches)
         # Deferred refresh: a periodic one runs after this batch's main stream (on its own
         # stream, taken up by the next batch); a forced one (new style, new stream) runs now.
         defer = cond_due and self.deferred and not self._cond_due
@@ -1040,9 +1042,9 @@ class StreamEngine:
         """Whether a style with ``params`` makes an output depend on other frames than its own."""
         s = self._base_settings.with_style(params)
         qwen = self.bundle.qwen
-        broadcast = qwen is not None and (s.broadcast or qwen.broadcast)
+        broadcast = qwen is not None and (s.broadcasts or qwen.broadcast)
         looks = self.cond_on_side and qwen is not None and s.vision  # conditioning made from frames
-        return (s.feedback > 0 or s.skip_threshold > 0 or (looks and (s.refresh > 1 or broadcast or self.deferred))
+        return (s.feedback > 0 or s.skip_threshold > 0 or (looks and (s.refresh_batches > 1 or broadcast or self.deferred))
                 or (self.folded is not None and (s.lllite_refresh > 1 or broadcast)))
 
     @torch.no_grad()

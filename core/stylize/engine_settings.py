@@ -18,14 +18,24 @@ HOST_WAITS = ("sleep", "spin")
 PACES = ("auto", "on", "off")
 #: The largest batch ``pace="auto"`` paces: one or two frames per batch is the calls setting.
 PACE_AUTO_MAX_BATCH = 2
+#: How often, in frames, the vision-aware conditioning looks at the picture again when neither
+#: the style nor the caller sets ``refresh``: every 64 frames (about two seconds of a 30 fps
+#: camera) at any batch size. Counted in batches, the same setting meant every 64 frames at B=16
+#: (the paper's regime, every benchmark row) but every 4 frames at B=1, where Qwen3-VL then took
+#: about a third of the GPU (7.2 ms per refresh against 6.0 ms of U-Net and decode per frame,
+#: H100, 2026-12-06); and the app, which set none, looked at every batch.
+VISION_REFRESH_FRAMES = 64
 
 @dataclass(frozen=True)
 class EngineSettings:
     """How the engine runs. Operating points: :meth:`throughput` and :meth:`latency`.
 
-    ``refresh``: vision-aware conditioning every N batches (1 = every batch).
+    ``refresh``: vision-aware conditioning every N batches (1 = every batch); None (the default)
+    every :data:`VISION_REFRESH_FRAMES` frames whatever the batch size (:attr:`refresh_batches`).
     ``vision``: mllm-edit only — the encoder looks at the frames (False: text-only static prompt).
-    ``broadcast``: encode one representative frame (the batch's newest) and broadcast it.
+    ``broadcast``: encode one representative frame (the batch's newest) and broadcast it, for
+    Qwen3-VL and LLLite's control; None (the default) does so whenever the conditioning is kept
+    across batches (``refresh_batches`` > 1), see :attr:`broadcasts`.
     ``cache_text``: CLIP text encoded once per prompt (False re-encodes every batch: the naive
     baseline). ``lllite_refresh``/``lllite_hooks``: LLLite conditioning every M batches over this
     hook subset (None: the bundle manifest's ``lllite_subset``, else every adapter).
@@ -84,9 +94,9 @@ class EngineSettings:
     """
 
     batch_size: int = 8
-    refresh: int = 1
+    refresh: int | None = None
     vision: bool = True
-    broadcast: bool = False
+    broadcast: bool | None = None
     cache_text: bool = True
     lllite_refresh: int = 8
     lllite_hooks: str | None = None
@@ -119,7 +129,9 @@ class EngineSettings:
             raise ValueError(f"batch_size must be a whole number >= 1, got {self.batch_size!r}")
         for key in ("refresh", "lllite_refresh"):
             v = getattr(self, key)
-            if not isinstance(v, int) or v < 1:
+            if key == "refresh" and v is None:
+                continue  # every VISION_REFRESH_FRAMES frames
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise ValueError(f"{key} must be a whole number >= 1 (batches), got {v!r}")
         if not 0.0 <= self.feedback < 1.0:
             raise ValueError(f"feedback must be in [0, 1), got {self.feedback!r}")
@@ -136,16 +148,37 @@ class EngineSettings:
             raise ValueError(f"deferred_refresh must be one of {', '.join(PACES)} (or true/false), "
                              f"got {self.deferred_refresh!r}")
 
+    @property
+    def refresh_batches(self) -> int:
+        """The vision-aware conditioning's period in batches: ``refresh``, or when that is None
+        :data:`VISION_REFRESH_FRAMES` frames rounded down to whole batches (at least one)."""
+        if self.refresh is not None:
+            return self.refresh
+        return max(1, VISION_REFRESH_FRAMES // self.batch_size)
+
+    @property
+    def broadcasts(self) -> bool:
+        """Whether one frame per batch, its newest, conditions the whole batch: ``broadcast``, or
+        when that is None, whenever the conditioning is kept across batches. Kept position by
+        position instead, frame j of each following batch would take frame j's conditioning of
+        the refreshing batch, so the conditioning would replay the same B frames over and over
+        (a jump back of B - 1 frames at every batch boundary); and a short refreshing batch (a
+        live source hands over what has come) would leave its padding's conditioning in the
+        slots it did not fill for the whole period. Broadcast, one conditioning holds until the
+        next refresh. It also costs less: on an H100 (2026-12-07, mllm-edit compiled, B=16,
+        e2e, same process) 228.3 -> 241.7 fps."""
+        if self.broadcast is not None:
+            return bool(self.broadcast)
+        return self.refresh_batches > 1
+
     @classmethod
     def throughput(cls, batch_size: int = 16, **kw) -> "EngineSettings":
-        """Video rate: big batches, the side stream, graphs, vision refresh every 4 batches."""
-        kw.setdefault("refresh", 4)
+        """Video rate: big batches, the side stream, graphs (vision refresh every 4 batches of 16)."""
         return cls(batch_size=batch_size, **kw)
 
     @classmethod
     def latency(cls, batch_size: int = 1, **kw) -> "EngineSettings":
         """Calls: one or two frames per batch, so a frame waits for no others."""
-        kw.setdefault("refresh", 4)
         return cls(batch_size=batch_size, **kw)
 
     def with_style(self, params: Mapping) -> "EngineSettings":

@@ -14,8 +14,10 @@ A diffusion style's ``params``:
 ``stack``        the stack the style is written for; a bundle of another stack refuses it
 
 Streaming-engine policies (see ``engine.py``; the engine's settings otherwise):
-``refresh``        vision-aware conditioning every N batches (whole number >= 1)
-``broadcast``      encode one representative frame per batch and broadcast it (true/false)
+``refresh``        vision-aware conditioning every N batches (whole number >= 1; unset: every
+                 64 frames whatever the batch size)
+``broadcast``      encode one representative frame per batch and broadcast it (true/false;
+                 unset: on whenever the conditioning is kept across batches)
 ``lllite_refresh`` LLLite conditioning every M batches (whole number >= 1)
 ``feedback``       weight of the previous output in each frame, [0, 1)
 ``feedback_warp``  move the previous output along the optical flow before blending (true/false)
