@@ -62,7 +62,7 @@ from .compile import (DEFAULT_COMPILE_MODE, CompileReport, attention_context, co
 from .denoiser import Denoiser, decode_latents, encode_frames, latent_size, make_schedule, stream_noise
 from .engine_settings import PACE_AUTO_MAX_BATCH, STYLE_KEYS, EngineSettings
 from .lent_frames import LentFrames
-from .pacing import SubmitPacer
+from .pacing import SubmitPacer, cycle_position
 
 log = logging.getLogger(__name__)
 
@@ -634,17 +634,15 @@ class StreamEngine:
             return 0.0
         return self.pacer.delay(self._cycle_key())
 
-    def _cycle_key(self) -> tuple[int, int]:
-        """The next batch's position in the conditioning and LLLite refresh cycles (what runs on
-        its side stream): ``refresh`` when the encoder is due."""
+    def _cycle_key(self) -> tuple:
+        """The next batch's place in the conditioning and LLLite refresh cycles, as far as what
+        runs on its side stream differs (:func:`.pacing.cycle_position`)."""
         st = self.settings
-        cond = 0
+        cond = lllite = 0
         if self.cond_on_side:
-            cond = st.refresh_batches if self._cond_due or self._since_cond >= st.refresh_batches else self._since_cond
-        lllite = 0
+            cond = cycle_position(self._cond_due or self._since_cond >= st.refresh_batches, self._since_cond)
         if self.folded is not None:
-            due = self._lllite_due or self._since_lllite >= st.lllite_refresh
-            lllite = st.lllite_refresh if due else self._since_lllite
+            lllite = cycle_position(self._lllite_due or self._since_lllite >= st.lllite_refresh, self._since_lllite)
         return cond, lllite
 
     def _observe_pace(self, marks: tuple) -> None:

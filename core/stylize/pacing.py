@@ -14,8 +14,9 @@ engine's CUDA events): ``queued``, how long the batch's side results waited for 
 (the delay is too short by that much), and ``idle``, how long the main stream stood waiting for
 the batch (too long by that much). Batches differ by what runs on their side stream (the
 conditioning encoder every ``refresh`` batches, LLLite's every ``lllite_refresh``), so each
-position in those cycles (``key``) keeps its own delay. A small ``slack`` of queueing is the aim:
-jitter of the host thread then costs a little latency instead of a main-stream bubble.
+kind of place in those cycles (``key``, :func:`cycle_position`) keeps its own delay. A small
+``slack`` of queueing is the aim: jitter of the host thread then costs a little latency instead
+of a main-stream bubble.
 
 Contract: plain Python, no torch; :meth:`delay` and :meth:`observe` from one thread (the
 runner's); delays in seconds, observations in milliseconds (CUDA's ``elapsed_time`` unit).
@@ -31,6 +32,18 @@ IDLE_MS = 0.1
 GAIN = 0.5
 #: The longest hold, seconds: past it something else is wrong (a hiccup measured as queueing).
 MAX_DELAY_S = 0.05
+
+
+def cycle_position(due: bool, since: int):
+    """A batch's place in one refresh cycle, as far as its side-stream work differs: ``"due"``
+    (the encoder runs, or its frames are copied for a deferred run), 1 (the batch after it: a
+    deferred encoder runs beside its U-Net) or 2 (any later batch, all doing the same work).
+
+    Why not the position itself: with the vision refresh every 64 frames at B=1, a delay per
+    position was learned once every 64 frames, so 480 frames of a benchmark (or the first
+    half-minute of a call) never settled it; later positions share one delay that settles in a
+    few batches."""
+    return "due" if due else min(since, 2)
 
 
 class SubmitPacer:
@@ -65,4 +78,4 @@ class SubmitPacer:
         return {str(k): round(v, 3) for k, v in sorted(self._delay_ms.items(), key=lambda kv: str(kv[0]))}
 
 
-__all__ = ["GAIN", "IDLE_MS", "MAX_DELAY_S", "SLACK_MS", "SubmitPacer"]
+__all__ = ["GAIN", "IDLE_MS", "MAX_DELAY_S", "SLACK_MS", "SubmitPacer", "cycle_position"]
