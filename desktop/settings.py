@@ -66,6 +66,10 @@ class AppSettings:
     device: str = "auto"
     #: The diffusion model bundle: a folder or hub id; empty takes sd-turbo from the hub cache.
     bundle: str = ""
+    #: AI styles compiled for the GPU (``torch.compile``, the CLI's ``STYLECAM_COMPILE=1``): about
+    #: 1.5x the frame rate, at the price of a first start of a minute or two per style stack and
+    #: batch size (later starts read the compiled kernels from the disk cache).
+    speed_up_ai: bool = False
     start_on_login: bool = False
     virtual_camera: bool = True
     mjpeg: bool = False
@@ -245,6 +249,7 @@ PARSERS: dict[str, Callable[[Any], Any]] = {
     "mode": _to_mode,
     "device": _to_device,
     "bundle": _to_bundle,
+    "speed_up_ai": _to_bool,
     "start_on_login": _to_bool,
     "virtual_camera": _to_bool,
     "mjpeg": _to_bool,

@@ -84,6 +84,10 @@ class SettingsDialog(QDialog):
         self.bundle_edit.setToolTip("A model bundle folder or hub id for the AI styles (see `stylecam models`)")
         form.addRow("Model bundle", self.bundle_edit)
 
+        self.speed_box = QCheckBox("Speed up AI styles on the GPU: the first start of each takes a minute "
+                                   "or two, later starts a few seconds")
+        form.addRow("AI speed", self.speed_box)
+
         self.login_box = QCheckBox("Start stylecam when I log in")
         self.login_box.setEnabled(autostart_supported())
         form.addRow("Login", self.login_box)
@@ -168,6 +172,7 @@ class SettingsDialog(QDialog):
         _select(self.mode_box, s.mode)
         self.device_box.setCurrentText(s.device)
         self.bundle_edit.setText(s.bundle)
+        self.speed_box.setChecked(s.speed_up_ai)
         self.login_box.setChecked(s.start_on_login)
         self.virtualcam_box.setChecked(s.virtual_camera)
         self.mjpeg_box.setChecked(s.mjpeg)
@@ -196,6 +201,7 @@ class SettingsDialog(QDialog):
             "mode": self.mode_box.currentData(),
             "device": self.device_box.currentText(),
             "bundle": self.bundle_edit.text(),
+            "speed_up_ai": self.speed_box.isChecked(),
             "start_on_login": self.login_box.isChecked(),
             "virtual_camera": self.virtualcam_box.isChecked(),
             "mjpeg": self.mjpeg_box.isChecked(),

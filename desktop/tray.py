@@ -411,7 +411,7 @@ class TrayApp(QObject):
         s = self.settings
         return StreamConfig(source=self.source_spec, style=self.styles[self.style_name], size=s.output_size,
                             fps=s.fps, mirror=s.mirror, batch_size=s.batch_size, device=s.device,
-                            bundle=s.bundle or None, remote=s.remote_server,
+                            bundle=s.bundle or None, compiled=s.speed_up_ai, remote=s.remote_server,
                             remote_token_file=s.remote_token_file or None)
 
     def start(self) -> None:
@@ -574,10 +574,11 @@ class TrayApp(QObject):
             self._save(source=new.source)
         if new.mirror != old.mirror and self.worker is not None:
             self.worker.set_mirror(new.mirror)
-        if (new.output_size, new.fps, new.batch_size, new.device, new.bundle) \
-                != (old.output_size, old.fps, old.batch_size, old.device, old.bundle) and self.worker is not None:
+        if (new.output_size, new.fps, new.batch_size, new.device, new.bundle, new.speed_up_ai) \
+                != (old.output_size, old.fps, old.batch_size, old.device, old.bundle, old.speed_up_ai) \
+                and self.worker is not None:
             self.worker.reconfigure(size=new.output_size, fps=new.fps, batch_size=new.batch_size, device=new.device,
-                                    bundle=new.bundle or None)
+                                    bundle=new.bundle or None, compiled=new.speed_up_ai)
         if (new.remote_server, new.remote_token_file) != (old.remote_server, old.remote_token_file) \
                 and self.worker is not None:
             self.worker.reconfigure(remote=new.remote_server, remote_token_file=new.remote_token_file or None)

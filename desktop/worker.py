@@ -78,6 +78,8 @@ class StreamConfig:
     device: str = "auto"
     #: Diffusion model bundle (folder or hub id); None: the backend's default.
     bundle: str | None = None
+    #: Diffusion styles compiled (``torch.compile`` + CUDA graphs) instead of CUDA graphs alone.
+    compiled: bool = False
     #: Paint on this `stylecam serve` (any style), with this token file; None: here.
     remote: str | None = None
     remote_token_file: str | None = None
@@ -87,7 +89,7 @@ class StreamConfig:
         if self.remote:
             return ("remote", self.remote, self.remote_token_file)
         if self.style.backend == "diffusion":
-            return (self.style.backend, self.device, self.bundle, self.batch_size)
+            return (self.style.backend, self.device, self.bundle, self.batch_size, self.compiled)
         return (self.style.backend,)
 
 
@@ -616,8 +618,17 @@ class StreamWorker(QThread):
             # to: the diffusion backend creates them inside start_backend, here, never in the
             # UI thread. Latency mode asks for batches of one, so no frame waits for others.
             # A warm-up batch at start: out of memory there retries with half the batch.
+            options = {}
+            if cfg.compiled:
+                # Compiled on its first start (a minute or two on a GPU, seconds from the disk
+                # cache after that): say why the stream takes so long to come.
+                options["engine"] = {"mode": "compile"}
+                emit(self.notify, "Getting the AI style ready",
+                     "Speeding up AI styles: the first start of each takes a minute or two on a GPU, "
+                     "later starts a few seconds.", "info")
             return start_backend(cfg.style, cfg.batch_size, on_event=self._on_runner_event, output_size=cfg.size,
-                                 device=None if cfg.device == "auto" else cfg.device, bundle=cfg.bundle or None)
+                                 device=None if cfg.device == "auto" else cfg.device, bundle=cfg.bundle or None,
+                                 **options)
         return create_backend(cfg.style)
 
     def _backend_failed(self, cfg: StreamConfig, error: BaseException) -> None:

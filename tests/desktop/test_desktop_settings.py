@@ -50,6 +50,7 @@ def test_saved_values_read_back_with_their_types(tmp_path):
     ("output_size", "12x9000", (1280, 720)),
     ("output_size", "641x480", (1280, 720)),
     ("mirror", "maybe", False),
+    ("speed_up_ai", "very", False),
     ("mode", "turbo", "latency"),
     ("device", "gpu0", "auto"),
     ("mjpeg_port", "80", 8090),
@@ -148,6 +149,7 @@ def test_dialog_widgets_to_settings_and_back_after_restart(qtbot, make_app, tmp_
     dialog.mode_box.setCurrentIndex(dialog.mode_box.findData("throughput"))
     dialog.device_box.setCurrentText("cuda:1")
     dialog.bundle_edit.setText(str(tmp_path / "my-bundle"))
+    dialog.speed_box.setChecked(True)
     dialog.login_box.setChecked(True)
     dialog.mjpeg_box.setChecked(True)
     dialog.port_box.setValue(0 + 18765)
@@ -157,10 +159,12 @@ def test_dialog_widgets_to_settings_and_back_after_restart(qtbot, make_app, tmp_
     saved = SettingsStore(tmp_path / "settings.ini").load()
     assert saved == AppSettings(style="sketch", source="demo", output_size=(640, 480), fps=15.0, mirror=True,
                                 mode="throughput", device="cuda:1", bundle=str(tmp_path / "my-bundle"),
-                                start_on_login=True, virtual_camera=False, mjpeg=True, mjpeg_port=18765)
+                                speed_up_ai=True, start_on_login=True, virtual_camera=False, mjpeg=True,
+                                mjpeg_port=18765)
     # The running app took the changes.
     assert app.style_actions["sketch"].isChecked() and app.mjpeg_action.isChecked()
     assert app.worker.config.size == (640, 480) and app.worker.config.batch_size is None
+    assert app.worker.config.compiled is True
     entry = autostart_path().read_text()
     assert "Exec=" in entry and "stylecam" in entry
     app.shutdown()
@@ -183,6 +187,7 @@ def test_dialog_widgets_to_settings_and_back_after_restart(qtbot, make_app, tmp_
         assert d2.mode_box.currentData() == "throughput"
         assert d2.device_box.currentText() == "cuda:1"
         assert d2.bundle_edit.text() == str(tmp_path / "my-bundle")
+        assert d2.speed_box.isChecked()
         assert d2.port_box.value() == 18765
         assert d2.read() == saved
     finally:

@@ -202,3 +202,38 @@ def test_diffusion_styles_join_the_menu_only_when_they_can_run(qtbot, make_app, 
     app.style_actions["toon"].trigger()
     next_pair(qtbot, app, lambda p: p.style == "toon")
     assert type(worker._backend.inner.inner).__name__ == "ClassicBackend"
+
+
+def test_speed_up_ai_compiles_the_ai_styles_and_says_the_first_start_is_slow(qtbot, make_app, tmp_path):
+    """The Settings switch is the tray's STYLECAM_COMPILE=1: a new diffusion backend in compile
+    mode (on this CPU it runs eagerly, the same pictures), announced before its long first start."""
+    pytest.importorskip("torch")
+    from stylecam.core.stylize.bundle import write_tiny_bundle
+
+    bundle = write_tiny_bundle("sd-turbo", tmp_path / "tiny")
+    app = make_app(probe_diffusion=True, bundle=str(bundle), style="toon")
+    if not app.diffusion_styles:
+        pytest.skip("this build has no diffusion styles")
+    with qtbot.waitSignal(app.diffusion_checked, timeout=60000):
+        app.start()
+    name = app.diffusion_styles[0].name
+    app.style_actions[name].trigger()
+    next_pair(qtbot, app, lambda p: p.style == name and not p.paused, timeout=30000)
+    worker = app.worker
+    assert worker._backend.inner.inner._engine.settings.mode == "graphs"  # the default
+    notes = []
+    worker.notify.connect(lambda title, text, level: notes.append((title, text, level)))
+    app.apply_settings(dataclasses.replace(app.settings, speed_up_ai=True))
+    assert worker.config.compiled is True
+    qtbot.waitUntil(lambda: worker._backend is not None and worker._backend.inner.inner._engine is not None
+                    and worker._backend.inner.inner._engine.settings.mode == "compile", timeout=30000)
+    pair = next_pair(qtbot, app, lambda p: p.style == name and not p.paused, timeout=30000)
+    assert not np.array_equal(pair.output, pair.input)
+    assert any(title == "Getting the AI style ready" and "first start" in text and level == "info"
+               for title, text, level in notes)
+    assert all("STYLECAM" not in text and "--" not in text for _, text, _ in notes)  # the user's words
+    # A classic style is not compiled and not announced.
+    notes.clear()
+    app.style_actions["toon"].trigger()
+    next_pair(qtbot, app, lambda p: p.style == "toon")
+    assert not any(title == "Getting the AI style ready" for title, _, _ in notes)
