@@ -66,7 +66,7 @@ class AppSettings:
     device: str = "auto"
     #: The diffusion model bundle: a folder or hub id; empty takes sd-turbo from the hub cache.
     bundle: str = ""
-    #: AI styles compiled for the GPU (``torch.compile``, the CLI's ``STYLECAM_COMPILE=1``): about
+    #: AI styles compiled for the GPU (``torch.compile``, the CLI's ``--compile``): about
     #: 1.5x the frame rate, at the price of a first start of a minute or two per style stack and
     #: batch size (later starts read the compiled kernels from the disk cache).
     speed_up_ai: bool = False

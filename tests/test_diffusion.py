@@ -69,6 +69,36 @@ def test_run_writes_eight_frames(case, bundles, tmp_path, capsys):
     assert "8 frames, style ai-oil" in capsys.readouterr().out
 
 
+def test_run_compile_flag_compiles_and_paints_the_same_frames(bundles, tmp_path, capsys, monkeypatch):
+    """``--compile``: the engine in compile mode (on the CPU it runs eagerly, so the very same
+    pictures as without it); refused, in one line, where it cannot apply."""
+    from stylecam.core.stylize import devices
+
+    modes = []
+    real_open = devices.open_engine
+
+    def open_engine(bundle, settings, *args, **kw):  # the real one, noting what it was asked for
+        modes.append(settings.mode)
+        return real_open(bundle, settings, *args, **kw)
+
+    monkeypatch.setattr(devices, "open_engine", open_engine)
+    clip = clip_path("carphone_pristine.mp4")
+    outs = {}
+    for flag in ([], ["--compile"]):
+        out = tmp_path / f"out{len(flag)}"
+        rc = cli.main(["run", "--backend", "diffusion", "--bundle", str(bundles["sd-turbo"]), "--source",
+                       f"file:{clip}", "--sink", f"file:{out}/", "--frames", "3", *flag])
+        assert rc == 0, capsys.readouterr().err
+        outs[bool(flag)] = [open(f, "rb").read() for f in sorted(out.glob("*.png"))]
+    assert modes == ["graphs", "compile"]
+    assert len(outs[True]) == 3 and outs[True] == outs[False]
+    for args, message in ((["--style", "oil"], "--compile compiles diffusion styles; style 'oil' uses the classic"),
+                          (["--server", "http://127.0.0.1:9"], "with --server the server paints")):
+        assert cli.main(["run", "--frames", "1", "--compile", *args]) == 2
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1, err
+
+
 # --------------------------------------------------------------------------------------------
 # Backend == reference
 
