@@ -66,7 +66,7 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
                         "GPU) | replicate:0,1 | split:0,1,2,3 (default: the first GPU, else the CPU)")
     p.add_argument("--compile", action="store_true",
                    help="diffusion: compile the models for the GPU (about 1.5x the frame rate; the first start "
-                        "of each batch size takes a minute or two, later ones seconds; as STYLECAM_COMPILE=1)")
+                        "of each batch size takes a minute or two, later ones seconds)")
     p.add_argument("--loop", action="store_true",
                    help="loop a file source (implied, at the file's own rate, when an output is live)")
     p.add_argument("--overwrite", action="store_true",
@@ -350,7 +350,7 @@ def _compile_option(wanted: bool, style, remote: bool) -> dict | None:
         return None
     if remote:
         raise UsageError("--compile is for this machine's GPU; with --server the server paints "
-                         "(start `stylecam serve` with STYLECAM_COMPILE=1)")
+                         "(start it with `stylecam serve --compile`)")
     if style.backend != "diffusion":
         raise UsageError(f"--compile compiles diffusion styles; style {style.name!r} uses the {style.backend} backend")
     return {"mode": "compile"}

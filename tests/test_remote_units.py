@@ -94,3 +94,18 @@ def test_unwrap_keeps_timestamps_increasing_past_the_wrap():
     b = unwrap(a, 5)
     assert b == a + 15
     assert unwrap(b, 20) == b + 15
+
+
+def test_serve_compile_flag_reaches_only_the_diffusion_styles():
+    import argparse
+
+    from stylecam.core.remote.server import backend_options, configure_parser
+
+    parser = argparse.ArgumentParser()
+    configure_parser(parser)
+    styles, _ = load_styles()
+    args = parser.parse_args(["--bundle", "tiny", "--compile"])
+    assert backend_options(styles["ai-oil"], args) == {"bundle": "tiny", "engine": {"mode": "compile"}}
+    assert backend_options(styles["oil"], args) == {}  # the CPU styles take no bundle and no compile
+    plain = parser.parse_args(["--bundle", "tiny"])
+    assert backend_options(styles["ai-oil"], plain) == {"bundle": "tiny"}

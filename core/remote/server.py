@@ -447,6 +447,17 @@ class StylecamServer:
 # -- the command ----------------------------------------------------------------------------
 
 
+def backend_options(style, args) -> dict:
+    """What the server's stylizer for ``style`` is built with: the bundle and, with
+    ``--compile``, compile mode, for diffusion styles; nothing for the CPU styles."""
+    if style.backend != "diffusion":
+        return {}
+    opts = {"bundle": args.bundle}
+    if args.compile:
+        opts["engine"] = {"mode": "compile"}
+    return opts
+
+
 def configure_parser(p) -> None:
     from ..cli_args import positive_float as _positive_float, positive_int as _positive_int, size as _size
 
@@ -458,6 +469,8 @@ def configure_parser(p) -> None:
                                                    "style with --bundle)")
     p.add_argument("--bundle", default=None, help="diffusion model bundle: folder or hub id")
     p.add_argument("--batch", type=_positive_int, default=None, help="frames per stylizer batch")
+    p.add_argument("--compile", action="store_true",
+                   help="compile the diffusion styles' models for the GPU (as `stylecam run --compile`)")
     p.add_argument("--size", type=_size, default=None, help="engine size WxH for every session "
                                                            "(default: each session's own)")
     p.add_argument("--max-sessions", type=_positive_int, default=DEFAULT_MAX_SESSIONS,
@@ -550,8 +563,7 @@ def command(args) -> int:
         return 1
 
     def make_backend(s):
-        opts = {"bundle": args.bundle} if s.backend == "diffusion" else {}
-        return start_backend(s, args.batch, **opts)
+        return start_backend(s, args.batch, **backend_options(s, args))
 
     hub = Hub(make_backend, size=args.size, batch_size=args.batch, gather=max(0.0, args.gather_ms) / 1000)
     try:
