@@ -585,6 +585,10 @@ class StreamWorker(QThread):
                 with self._lock:
                     self._config = dataclasses.replace(self._config, remote=None)
                 return self._ensure_backend(dataclasses.replace(cfg, remote=None))
+            if cfg.compiled and cfg.style.backend == "diffusion":
+                plain = self._start_uncompiled(cfg, e)
+                if plain is not None:
+                    return plain
             fallback = self.fallback_style
             if cfg.style.backend == fallback.backend:
                 emit(self.notify, "Cannot start the stylizer", str(e), "error")
@@ -593,6 +597,24 @@ class StreamWorker(QThread):
                              f"{e}\nRunning the {fallback.title} style instead.", "warning")
             self._fall_back_to(fallback, cfg.style)
             return self._ensure_backend(dataclasses.replace(cfg, style=fallback))
+
+    def _start_uncompiled(self, cfg: StreamConfig, error: BaseException) -> TrackingBackend | None:
+        """The AI style without AI speed, after compiling it failed (no C++ compiler for Inductor
+        on this machine, ...); None when it does not start that way either (then the style itself
+        is the problem, and the caller falls back as for any style)."""
+        plain = dataclasses.replace(cfg, compiled=False)
+        try:
+            inner = self._create_backend(plain)
+        except Exception:
+            log.exception("the %s style does not start without compiling either", cfg.style.name)
+            return None
+        emit(self.notify, "AI speed is off for now",
+             f"Speeding up {cfg.style.title} failed: {error}\nThe style runs without it.", "warning")
+        with self._lock:  # until the setting changes: no new attempt at every restart or style
+            self._config = dataclasses.replace(self._config, compiled=False)
+        self._backend = TrackingBackend(inner, plain.style, plain.backend_key())
+        self.backend_thread = threading.get_ident()
+        return self._backend
 
     def _fall_back_to(self, fallback: Style, failed: Style) -> None:
         with self._lock:

@@ -237,3 +237,38 @@ def test_speed_up_ai_compiles_the_ai_styles_and_says_the_first_start_is_slow(qtb
     app.style_actions["toon"].trigger()
     next_pair(qtbot, app, lambda p: p.style == "toon")
     assert not any(title == "Getting the AI style ready" for title, _, _ in notes)
+
+
+def test_ai_speed_that_cannot_compile_keeps_the_ai_style_and_says_so(qtbot, make_app, tmp_path, monkeypatch):
+    """Compiling fails (here the engine refuses compile mode as a machine without Inductor's C++
+    compiler does): the AI style still paints, uncompiled, and the user is told why."""
+    pytest.importorskip("torch")
+    from stylecam.core.stylize import devices
+    from stylecam.core.stylize.bundle import write_tiny_bundle
+
+    real_open = devices.open_engine
+
+    def open_engine(bundle, settings, *args, **kw):
+        if settings.mode == "compile":
+            raise RuntimeError("InductorError: no working C++ compiler found")
+        return real_open(bundle, settings, *args, **kw)
+
+    monkeypatch.setattr(devices, "open_engine", open_engine)
+    bundle = write_tiny_bundle("sd-turbo", tmp_path / "tiny")
+    app = make_app(probe_diffusion=True, bundle=str(bundle), style="toon", speed_up_ai=True)
+    if not app.diffusion_styles:
+        pytest.skip("this build has no diffusion styles")
+    with qtbot.waitSignal(app.diffusion_checked, timeout=60000):
+        app.start()
+    worker = app.worker
+    notes = []
+    worker.notify.connect(lambda title, text, level: notes.append((title, text, level)))
+    name = app.diffusion_styles[0].name
+    app.style_actions[name].trigger()
+    pair = next_pair(qtbot, app, lambda p: p.style == name and not p.paused, timeout=30000)
+    assert not np.array_equal(pair.output, pair.input)  # the AI style, not a classic fallback
+    assert worker._backend.inner.inner._engine.settings.mode == "graphs" and worker.config.compiled is False
+    qtbot.waitUntil(lambda: any(t == "AI speed is off for now" for t, _, _ in notes), timeout=5000)
+    title, text, level = next(n for n in notes if n[0] == "AI speed is off for now")
+    assert "no working C++ compiler" in text and level == "warning"
+    assert not any(t.endswith("is not available") for t, _, _ in notes)  # the style was kept
