@@ -255,10 +255,17 @@ def cmd_run(args) -> int:
         else:
             # Out of memory at start: retried with a smaller batch, said through on_event.
             extra = {"devices": devices} if devices else {}
-            if engine:
-                extra["engine"] = engine
-            backend = start_backend(style, args.batch, bundle=args.bundle, on_event=on_event, output_size=size,
-                                    **extra)
+            try:
+                backend = start_backend(style, args.batch, bundle=args.bundle, on_event=on_event, output_size=size,
+                                        **extra, **({"engine": engine} if engine else {}))
+            except BackendError as e:
+                if not engine:
+                    raise
+                # Compiling failed (no C++ compiler for Inductor here, ...): the style still
+                # runs uncompiled; a failure of the style itself is said by the second try.
+                print(f"stylecam: warning: --compile failed ({e}); running without it", file=sys.stderr, flush=True)
+                backend = start_backend(style, args.batch, bundle=args.bundle, on_event=on_event, output_size=size,
+                                        **extra)
     except BackendError as e:
         print(f"stylecam: {e}", file=sys.stderr)
         return 1

@@ -99,6 +99,29 @@ def test_run_compile_flag_compiles_and_paints_the_same_frames(bundles, tmp_path,
         assert message in err and len(err.strip().splitlines()) == 1, err
 
 
+def test_run_compile_that_fails_runs_uncompiled_and_says_so(bundles, tmp_path, capsys, monkeypatch):
+    from stylecam.core.stylize.engine import StreamEngine
+
+    real_submit = StreamEngine.submit
+
+    def submit(self, images, *args, **kw):
+        # As on a machine without Inductor's C++ compiler: compiling fails at the first batch.
+        if self.settings.mode == "compile":
+            raise RuntimeError("InductorError: no working C++ compiler found")
+        return real_submit(self, images, *args, **kw)
+
+    monkeypatch.setattr(StreamEngine, "submit", submit)
+    out = tmp_path / "out"
+    rc = cli.main(["run", "--backend", "diffusion", "--bundle", str(bundles["sd-turbo"]), "--source",
+                   f"file:{clip_path('carphone_pristine.mp4')}", "--sink", f"file:{out}/", "--frames", "2",
+                   "--compile"])
+    err = capsys.readouterr().err
+    assert rc == 0, err
+    assert len(list(out.glob("*.png"))) == 2
+    warning = [line for line in err.splitlines() if "--compile failed" in line]
+    assert len(warning) == 1 and "no working C++ compiler" in warning[0] and "running without it" in warning[0]
+
+
 # --------------------------------------------------------------------------------------------
 # Backend == reference
 
