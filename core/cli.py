@@ -193,7 +193,7 @@ def _stop_on_signals(runner):
 
 def cmd_run(args) -> int:
     from .realtime import RealtimeSource
-    from .runner import Runner, RunnerError, start_backend
+    from .runner import Runner, RunnerError, start_backend_compiled
     from .sinks import OutputRefused, SinkError, open_sink
     from .sources import SourceError, open_source
     from .stylize.base import BackendError
@@ -255,17 +255,14 @@ def cmd_run(args) -> int:
         else:
             # Out of memory at start: retried with a smaller batch, said through on_event.
             extra = {"devices": devices} if devices else {}
-            try:
-                backend = start_backend(style, args.batch, bundle=args.bundle, on_event=on_event, output_size=size,
-                                        **extra, **({"engine": engine} if engine else {}))
-            except BackendError as e:
-                if not engine:
-                    raise
-                # Compiling failed (no C++ compiler for Inductor here, ...): the style still
-                # runs uncompiled; a failure of the style itself is said by the second try.
+            if engine:
+                extra["engine"] = engine
+
+            def uncompiled(e: BackendError) -> None:  # the style still runs, uncompiled
                 print(f"stylecam: warning: --compile failed ({e}); running without it", file=sys.stderr, flush=True)
-                backend = start_backend(style, args.batch, bundle=args.bundle, on_event=on_event, output_size=size,
-                                        **extra)
+
+            backend = start_backend_compiled(style, args.batch, bundle=args.bundle, on_event=on_event,
+                                             output_size=size, on_uncompiled=uncompiled, **extra)
     except BackendError as e:
         print(f"stylecam: {e}", file=sys.stderr)
         return 1

@@ -120,6 +120,17 @@ def test_run_compile_that_fails_runs_uncompiled_and_says_so(bundles, tmp_path, c
     assert len(list(out.glob("*.png"))) == 2
     warning = [line for line in err.splitlines() if "--compile failed" in line]
     assert len(warning) == 1 and "no working C++ compiler" in warning[0] and "running without it" in warning[0]
+    # The helper the CLI and `stylecam serve` share keeps the other engine settings.
+    from stylecam.core.runner import start_backend_compiled
+
+    told = []
+    be = start_backend_compiled(style("ai-oil"), 2, bundle=str(bundles["sd-turbo"]), on_uncompiled=told.append,
+                                engine={"mode": "compile", "lllite_refresh": 3})
+    try:
+        assert be._engine.settings.mode == "graphs" and be._engine.settings.lllite_refresh == 3
+        assert len(told) == 1 and "no working C++ compiler" in str(told[0])
+    finally:
+        be.close()
 
 
 # --------------------------------------------------------------------------------------------

@@ -516,7 +516,7 @@ def _check_bind(bind: str, token: str | None) -> None:
 
 def command(args) -> int:
     from ..cli_args import UsageError, resolve_style
-    from ..runner import start_backend
+    from ..runner import start_backend_compiled
     from ..sinks import SinkError, open_sink
     from ..styles import load_styles
     from ..stylize.base import BackendError
@@ -563,7 +563,11 @@ def command(args) -> int:
         return 1
 
     def make_backend(s):
-        return start_backend(s, args.batch, **backend_options(s, args))
+        def uncompiled(e) -> None:  # the style is served all the same, uncompiled
+            print(f"stylecam: warning: --compile failed ({e}); serving {s.name} without it", file=sys.stderr,
+                  flush=True)
+
+        return start_backend_compiled(s, args.batch, on_uncompiled=uncompiled, **backend_options(s, args))
 
     hub = Hub(make_backend, size=args.size, batch_size=args.batch, gather=max(0.0, args.gather_ms) / 1000)
     try:
