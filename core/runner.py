@@ -629,8 +629,8 @@ def start_backend_compiled(style: Style, batch_size: int | None = None, *,
                            on_uncompiled: Callable[[BackendError], None], **options) -> Backend:
     """:func:`start_backend`; where ``options`` ask for compile mode (``engine={"mode":
     "compile"}``) and that start fails, the same style again without it, after telling
-    ``on_uncompiled`` why. Compiling fails where the style itself would run (no C++ compiler
-    for Inductor on the machine, ...); a style that fails both ways raises the second error."""
+    ``on_uncompiled`` why. Compiling fails where the style itself would run (no C compiler
+    for Triton on the machine, ...); a style that fails both ways raises the second error."""
     if (options.get("engine") or {}).get("mode") != "compile":
         return start_backend(style, batch_size, **options)
     try:

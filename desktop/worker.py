@@ -599,7 +599,7 @@ class StreamWorker(QThread):
             return self._ensure_backend(dataclasses.replace(cfg, style=fallback))
 
     def _start_uncompiled(self, cfg: StreamConfig, error: BaseException) -> TrackingBackend | None:
-        """The AI style without AI speed, after compiling it failed (no C++ compiler for Inductor
+        """The AI style without AI speed, after compiling it failed (no C compiler for Triton
         on this machine, ...); None when it does not start that way either (then the style itself
         is the problem, and the caller falls back as for any style)."""
         plain = dataclasses.replace(cfg, compiled=False)

@@ -240,17 +240,17 @@ def test_speed_up_ai_compiles_the_ai_styles_and_says_the_first_start_is_slow(qtb
 
 
 def test_ai_speed_that_cannot_compile_keeps_the_ai_style_and_says_so(qtbot, make_app, tmp_path, monkeypatch):
-    """Compiling fails (here at the engine's first batch, as on a machine without Inductor's C++
-    compiler): the AI style still paints, uncompiled, and the user is told why."""
+    """Compiling fails (here at the engine's first batch, as on a machine without a C compiler
+    for Triton): the AI style still paints, uncompiled, and the user is told why."""
     pytest.importorskip("torch")
     from stylecam.core.stylize.bundle import write_tiny_bundle
     from stylecam.core.stylize.engine import StreamEngine
 
     real_submit = StreamEngine.submit
 
-    def submit(self, images, *args, **kw):  # compiling fails at the first batch, as Inductor does
+    def submit(self, images, *args, **kw):  # compiling fails at the first batch, as Triton does
         if self.settings.mode == "compile":
-            raise RuntimeError("InductorError: no working C++ compiler found")
+            raise RuntimeError("Failed to find C compiler. Please specify via CC environment variable.")
         return real_submit(self, images, *args, **kw)
 
     monkeypatch.setattr(StreamEngine, "submit", submit)
@@ -270,5 +270,5 @@ def test_ai_speed_that_cannot_compile_keeps_the_ai_style_and_says_so(qtbot, make
     assert worker._backend.inner.inner._engine.settings.mode == "graphs" and worker.config.compiled is False
     qtbot.waitUntil(lambda: any(t == "AI speed is off for now" for t, _, _ in notes), timeout=5000)
     title, text, level = next(n for n in notes if n[0] == "AI speed is off for now")
-    assert "no working C++ compiler" in text and level == "warning"
+    assert "Failed to find C compiler" in text and level == "warning"
     assert not any(t.endswith("is not available") for t, _, _ in notes)  # the style was kept
