@@ -24,7 +24,8 @@ import time
 from dataclasses import asdict, dataclass, field
 
 from .fix_texts import (CUDA_TORCH_COMMAND, MODELS_FIX, MODELS_PULL_COMMAND, MODPROBE_LINE,  # noqa: F401
-                        REINSTALL_FIX, camera_fix, first_sentences, gpu_fix, linux_v4l2loopback_state,
+                        REINSTALL_FIX, camera_fix, compiler_fix, first_sentences, gpu_fix,
+                        linux_v4l2loopback_state,
                         screen_fix, virtualcam_fix)
 from .stylize.stacks import hub_repos
 
@@ -84,6 +85,17 @@ def check_default_path() -> Check:
     return Check("default", "ok", f"classic style '{style.name}' -> video file and MJPEG work (no GPU needed)")
 
 
+def c_compiler() -> str | None:
+    """The C compiler Triton would build its launchers with (it looks the same way: CC, else
+    gcc, else clang), or None: compile mode (AI speed) cannot work without one."""
+    import shutil
+
+    cc = os.environ.get("CC")
+    if cc:
+        return shutil.which(cc) or (cc if os.path.isfile(cc) else None)
+    return shutil.which("gcc") or shutil.which("clang")
+
+
 def check_gpu() -> Check:
     try:
         import torch
@@ -97,6 +109,10 @@ def check_gpu() -> Check:
             details.append(f"cuda:{i} {props.name}, {props.total_memory / 2**30:.0f} GiB, "
                            f"compute {props.major}.{props.minor}")
         names = ", ".join(torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count()))
+        # The GPU works either way (the check stays ok); compiling is the optional speed-up.
+        cc = c_compiler()
+        details.append(f"AI speed (compiling): C compiler {cc}" if cc else
+                       f"AI speed (compiling): no C compiler found. {compiler_fix()}")
         return Check("gpu", "ok", f"CUDA available: {names}", details)
     mps = getattr(torch.backends, "mps", None)
     if mps is not None and mps.is_available():

@@ -191,6 +191,17 @@ def gpu_fix(system: str | None = None) -> str:
             "for another build set STYLECAM_TORCH, see https://pytorch.org/get-started).")
 
 
+def compiler_fix(system: str | None = None) -> str:
+    """AI speed (compile mode) without a C compiler for Triton."""
+    if _system(system) == "Windows":
+        return ("AI speed (compiling the AI styles) needs Triton and a C compiler: install the "
+                "`triton-windows` package and the Microsoft C++ Build Tools. Without them the AI "
+                "styles run uncompiled.")
+    return ("AI speed (compiling the AI styles) needs a C compiler for Triton: `sudo apt install "
+            "build-essential` (Debian, Ubuntu) or your system's gcc, or name one in CC. Without it "
+            "the AI styles run uncompiled.")
+
+
 #: Reinstalling the environment: the fix for a broken install (a package that does not import).
 REINSTALL_FIX = "Reinstall stylecam's environment: `bash installer/setup_venv.sh` (or `make venv`)."
 

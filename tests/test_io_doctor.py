@@ -141,3 +141,29 @@ def test_linux_fix_follows_the_module_state():
     installed = doctor.virtualcam_fix(system="Linux", linux_state={"loaded": False, "installed": True,
                                                                    "modules_loadable": True})
     assert "not loaded (it is installed)" in installed
+
+
+def test_c_compiler_is_found_as_triton_finds_it(tmp_path, monkeypatch):
+    # Triton builds its launchers with CC, else gcc, else clang: compile mode (AI speed) needs one.
+    import stat
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    monkeypatch.delenv("CC", raising=False)
+    monkeypatch.setenv("PATH", str(empty))
+    assert doctor.c_compiler() is None
+    gcc = empty / "gcc"
+    gcc.write_text("#!/bin/sh\n")
+    gcc.chmod(gcc.stat().st_mode | stat.S_IXUSR)
+    assert doctor.c_compiler() == str(gcc)
+    mine = tmp_path / "my-cc"
+    mine.write_text("#!/bin/sh\n")
+    mine.chmod(mine.stat().st_mode | stat.S_IXUSR)
+    monkeypatch.setenv("CC", str(mine))
+    assert doctor.c_compiler() == str(mine)
+    monkeypatch.setenv("CC", str(tmp_path / "missing-cc"))
+    assert doctor.c_compiler() is None
+    # The fix says what to install, per system, in the user's terms.
+    from stylecam.core.fix_texts import compiler_fix
+
+    assert "build-essential" in compiler_fix("Linux") and "triton-windows" in compiler_fix("Windows")
