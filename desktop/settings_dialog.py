@@ -186,6 +186,8 @@ class SettingsDialog(QDialog):
         remote = self.stylize_box.currentData() == "remote"
         self.remote_edit.setEnabled(remote)
         self.token_edit.setEnabled(remote)
+        # Painted on the remote GPU, the server decides how (`stylecam serve --compile`).
+        self.speed_box.setEnabled(not remote)
 
     def read(self) -> AppSettings:
         """The settings the widgets show; raises ValueError naming the field that does not parse."""

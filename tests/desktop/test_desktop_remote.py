@@ -21,9 +21,10 @@ def test_stylize_on_is_remembered_and_checked(qtbot, tmp_path):
     assert store.load().remote_server is None  # this computer by default
     dialog = SettingsDialog(AppSettings(), [], [])
     qtbot.addWidget(dialog)
-    assert not dialog.remote_edit.isEnabled()
+    assert not dialog.remote_edit.isEnabled() and dialog.speed_box.isEnabled()
     dialog.stylize_box.setCurrentIndex(dialog.stylize_box.findData("remote"))
     assert dialog.remote_edit.isEnabled()
+    assert not dialog.speed_box.isEnabled()  # the server decides (`stylecam serve --compile`)
     with pytest.raises(ValueError, match="address of the GPU machine"):
         dialog.read()
     dialog.remote_edit.setText("ftp://nope")
