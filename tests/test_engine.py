@@ -686,3 +686,22 @@ def test_flow_warp_equals_opencv_remap_at_any_scale():
     expected = cv2.remap(image, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     assert np.abs(got - expected).max() < 0.5
     assert np.abs(got - image).mean() > 1.0  # the flow did move the picture
+
+
+@pytest.mark.parametrize("stack", ["sd-turbo", "pix2pix", "mllm-edit"])
+def test_a_model_size_with_the_cameras_aspect_equals_the_reference(stack, clip):
+    # A bundle whose manifest size is 16:9-like (here 96x64, latents 12x8) instead of square: what
+    # a 16:9 camera needs so the model does not see it squeezed (docs/models.md, `size`).
+    import cv2
+
+    from stylecam.core.stylize.bundle import build_tiny_bundle
+
+    bundle = build_tiny_bundle(stack, size=(96, 64), lllite=stack == "mllm-edit")
+    frames = [np.ascontiguousarray(cv2.resize(f, (96, 64), interpolation=cv2.INTER_AREA)) for f in clip[:3]]
+    engine = StreamEngine(bundle, _settings("cpu", batch_size=2, refresh=1, lllite_refresh=1), STYLE_A)
+    try:
+        out = engine.process(frames)
+    finally:
+        engine.close()
+    assert out[0].shape == (64, 96, 3)
+    assert_close(out, reference.stylize_frames(frames, STYLE_A, bundle), f"{stack} at 96x64")
