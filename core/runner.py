@@ -631,12 +631,12 @@ def start_backend_compiled(style: Style, batch_size: int | None = None, *,
     "compile"}``) and that start fails, the same style again without it, after telling
     ``on_uncompiled`` why. Compiling fails where the style itself would run (no C compiler
     for Triton on the machine, ...); a style that fails both ways raises the second error."""
-    if (options.get("engine") or {}).get("mode") != "compile":
-        return start_backend(style, batch_size, **options)
-    try:
-        return start_backend(style, batch_size, **options)
-    except BackendError as e:
-        on_uncompiled(e)
-    engine = {k: v for k, v in options["engine"].items() if k != "mode"}
-    return start_backend(style, batch_size, **{**options, "engine": engine or None})
+    engine = options.get("engine") or {}
+    if engine.get("mode") == "compile":
+        try:
+            return start_backend(style, batch_size, **options)
+        except BackendError as e:
+            on_uncompiled(e)
+        options = {**options, "engine": {k: v for k, v in engine.items() if k != "mode"} or None}
+    return start_backend(style, batch_size, **options)
 

@@ -30,7 +30,7 @@ from PySide6.QtCore import QThread, Signal
 
 from stylecam.core.frames import Frame
 from stylecam.core.realtime import RealtimeSource
-from stylecam.core.runner import Runner, start_backend
+from stylecam.core.runner import Runner, start_backend_compiled
 from stylecam.core.sinks import Sink, open_sink
 from stylecam.core.sources import Source, open_source
 from stylecam.core.styles import Style
@@ -575,6 +575,8 @@ class StreamWorker(QThread):
             self._backend = None
         try:
             inner = self._create_backend(cfg)
+            if cfg.compiled and not self.config.compiled:  # compiling failed: it runs uncompiled
+                cfg = dataclasses.replace(cfg, compiled=False)
             self._backend = TrackingBackend(inner, cfg.style, cfg.backend_key())
             self.backend_thread = threading.get_ident()
             return self._backend
@@ -585,10 +587,6 @@ class StreamWorker(QThread):
                 with self._lock:
                     self._config = dataclasses.replace(self._config, remote=None)
                 return self._ensure_backend(dataclasses.replace(cfg, remote=None))
-            if cfg.compiled and cfg.style.backend == "diffusion":
-                plain = self._start_uncompiled(cfg, e)
-                if plain is not None:
-                    return plain
             fallback = self.fallback_style
             if cfg.style.backend == fallback.backend:
                 emit(self.notify, "Cannot start the stylizer", str(e), "error")
@@ -597,24 +595,6 @@ class StreamWorker(QThread):
                              f"{e}\nRunning the {fallback.title} style instead.", "warning")
             self._fall_back_to(fallback, cfg.style)
             return self._ensure_backend(dataclasses.replace(cfg, style=fallback))
-
-    def _start_uncompiled(self, cfg: StreamConfig, error: BaseException) -> TrackingBackend | None:
-        """The AI style without AI speed, after compiling it failed (no C compiler for Triton
-        on this machine, ...); None when it does not start that way either (then the style itself
-        is the problem, and the caller falls back as for any style)."""
-        plain = dataclasses.replace(cfg, compiled=False)
-        try:
-            inner = self._create_backend(plain)
-        except Exception:
-            log.exception("the %s style does not start without compiling either", cfg.style.name)
-            return None
-        emit(self.notify, "AI speed is off for now",
-             f"Speeding up {cfg.style.title} failed: {error}\nThe style runs without it.", "warning")
-        with self._lock:  # until the setting changes: no new attempt at every restart or style
-            self._config = dataclasses.replace(self._config, compiled=False)
-        self._backend = TrackingBackend(inner, plain.style, plain.backend_key())
-        self.backend_thread = threading.get_ident()
-        return self._backend
 
     def _fall_back_to(self, fallback: Style, failed: Style) -> None:
         with self._lock:
@@ -648,10 +628,20 @@ class StreamWorker(QThread):
                 emit(self.notify, "Getting the AI style ready",
                      "Speeding up AI styles: the first start of each takes a minute or two on a GPU, "
                      "later starts a few seconds.", "info")
-            return start_backend(cfg.style, cfg.batch_size, on_event=self._on_runner_event, output_size=cfg.size,
-                                 device=None if cfg.device == "auto" else cfg.device, bundle=cfg.bundle or None,
-                                 **options)
+            return start_backend_compiled(cfg.style, cfg.batch_size, on_event=self._on_runner_event,
+                                          output_size=cfg.size, on_uncompiled=lambda e: self._uncompiled(cfg, e),
+                                          device=None if cfg.device == "auto" else cfg.device,
+                                          bundle=cfg.bundle or None, **options)
         return create_backend(cfg.style)
+
+    def _uncompiled(self, cfg: StreamConfig, error: BaseException) -> None:
+        """Compiling the AI style failed (no C compiler for Triton on this machine, ...): it
+        runs uncompiled (:func:`~stylecam.core.runner.start_backend_compiled`), and AI speed stays
+        off until the setting changes, so no restart or style switch tries again."""
+        emit(self.notify, "AI speed is off for now",
+             f"Speeding up {cfg.style.title} failed: {error}\nThe style runs without it.", "warning")
+        with self._lock:
+            self._config = dataclasses.replace(self._config, compiled=False)
 
     def _backend_failed(self, cfg: StreamConfig, error: BaseException) -> None:
         log.error("%s", error, exc_info=error)
