@@ -2,7 +2,8 @@
 # One device call that checks and times the path a user runs (the runner at 1280x720 with the
 # diffusion backend and a virtual camera) beside the engine alone, on a CUDA GPU (H100/H200).
 #
-#   OUT=/some/dir scripts/gpu_app_path.sh tests      # the app path's CUDA tests (compile mode per stack)
+#   OUT=/some/dir scripts/gpu_app_path.sh tests      # the app path's CUDA tests (compile mode per stack;
+#                                                    #   TEST_FILES / TEST_K pick others)
 #   OUT=/some/dir scripts/gpu_app_path.sh STACK      # engine + e2e rows of one stack (mllm-edit, sd-turbo)
 #   OUT=/some/dir scripts/gpu_app_path.sh tests mllm-edit sd-turbo   # several phases in one call
 #   OUT=/some/dir scripts/gpu_app_path.sh cli        # what a user types: `stylecam run --style ai-edit-oil`
@@ -26,8 +27,10 @@ source scripts/gpu_env.sh
 for PHASE in "${PHASES[@]}"; do
 case $PHASE in
   tests)
+    read -r -a files <<< "${TEST_FILES:-tests/test_app_path.py tests/test_engine.py tests/test_pacing.py tests/test_backend_outputs.py}"
     timeout "${TEST_LIMIT:-240}" python3 -m pytest -q -p no:cacheprovider -o faulthandler_timeout=120 \
-      tests/test_app_path.py tests/test_engine.py tests/test_pacing.py tests/test_backend_outputs.py -k "${TEST_K:-cuda or gpu or compile or geometry or io}" 2>&1 \
+      "${files[@]}" \
+      -k "${TEST_K:-cuda or gpu or compile or geometry or io}" 2>&1 \
       | tee "$OUT/pytest.log" | tail -15
     ;;
   cli)

@@ -57,8 +57,9 @@ import numpy as np
 import torch
 
 from .bundle import Bundle
-from .compile import (DEFAULT_COMPILE_MODE, CompileReport, attention_context, compile_step,
-                      configure_runtime, make_step, prepare_compile, resolve_mode, to_memory_format)
+from .compile import (DEFAULT_COMPILE_MODE, CompileReport, compile_step,
+                      configure_runtime, make_step, prepare_compile, resolve_mode, step_context,
+                      to_memory_format)
 from .denoiser import Denoiser, decode_latents, encode_frames, latent_size, make_schedule, stream_noise
 from .engine_settings import PACE_AUTO_MAX_BATCH, STYLE_KEYS, EngineSettings
 from .lent_frames import LentFrames
@@ -160,7 +161,9 @@ class StreamEngine:
         self.report = CompileReport(notes={})
         # Graphs off (``cuda_graphs=False``): steps run as they are, each call a fresh allocation.
         self._graphs = self.cuda and settings.cuda_graphs
-        self._around = attention_context(settings.sdpa_backend)
+        self._around = step_context(settings.sdpa_backend, self.cuda and settings.cudnn_benchmark)
+        if self.cuda and settings.cudnn_benchmark:
+            self.report.notes["cudnn_benchmark"] = True
         if self.mode == "compile":
             prepare_compile(settings.sdpa_backend)  # a new backend: trace again (Dynamo does not guard it)
         if settings.sdpa_backend != "auto":
@@ -214,6 +217,13 @@ class StreamEngine:
             self._fp8 = enable_fp8(bundle)
             self.report.notes |= self._fp8.describe()
 
+        # TAESD's blocks as fused cuDNN convolutions (a swap undone by close; a note where not).
+        self._vae_blocks = None
+        if settings.fused_vae:
+            from .fused_vae import fuse_tiny_blocks
+
+            self._vae_blocks = fuse_tiny_blocks(vae)
+            self.report.notes |= self._vae_blocks.describe()
         self._vae_format = None
         if self.cuda and settings.channels_last_vae:
             self._vae_format = torch.channels_last
@@ -1018,6 +1028,8 @@ class StreamEngine:
             self.folded.unfold()
         self.folded = None
         self.cond.close()
+        if self._vae_blocks is not None:
+            self._vae_blocks.restore()
         if self._vae_format is not None:
             to_memory_format(self.bundle.vae, torch.contiguous_format)
         if self._unet_format is not None:

@@ -1,0 +1,164 @@
+"""TAESD's blocks as fused convolutions (``fused_vae``) and cuDNN's algorithm search
+(``cudnn_benchmark``), the issue-17 knobs of this module, on the CPU: the swap of the real
+diffusers blocks of a tiny bundle and its undo, the fused blocks equal to the plain ones (the
+CPU runs the custom op's reference path), the op's shape function against the real op's strides,
+a compiled trace through it, and the engine's fall-back where cuDNN is not there. On CUDA the
+same op is ``torch.cudnn_convolution_add_relu`` (measured by scripts/gpu_hw.sh).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch._subclasses.fake_tensor import FakeTensorMode
+
+from stylecam.core.bench import sample_frames
+from stylecam.core.stylize.compile import cudnn_benchmark, step_context
+from stylecam.core.stylize.denoiser import decode_latents, encode_frames
+from stylecam.core.stylize.engine import EngineSettings, StreamEngine
+from stylecam.core.stylize.fused_vae import FusedTinyBlock, conv3x3_add_relu, eligible, fuse_tiny_blocks
+from tiny import tiny_bundle
+
+STYLE = {"prompt": "an oil painting, thick brush strokes", "instruction": "turn it into an oil painting", "seed": 3}
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module")
+def frames():
+    return sample_frames((64, 64), 4)
+
+
+def _blocks(vae):
+    return [m for part in (vae.encoder, vae.decoder) for m in part.layers]
+
+
+def test_swap_takes_every_taesd_block_gives_the_same_pictures_and_undoes(frames):
+    bundle = tiny_bundle("sd-turbo")
+    vae = bundle.vae
+    before = _blocks(vae)
+    plain = [m for m in before if type(m).__name__ == "AutoencoderTinyBlock"]
+    assert plain and all(eligible(m) for m in plain)
+    x = torch.from_numpy(np.stack(frames))
+    with torch.no_grad():
+        latents = encode_frames(vae, x)
+        pixels = decode_latents(vae, latents)
+        swap = fuse_tiny_blocks(vae, check=False)
+        try:
+            assert swap.describe() == {"fused_vae_blocks": len(plain)}
+            assert sum(isinstance(m, FusedTinyBlock) for m in _blocks(vae)) == len(plain)
+            fused_latents = encode_frames(vae, x)
+            fused_pixels = decode_latents(vae, fused_latents)
+        finally:
+            swap.restore()
+    # The same operations in the same order on the CPU: equal to float rounding.
+    torch.testing.assert_close(fused_latents, latents, rtol=1e-5, atol=1e-5)
+    assert int((fused_pixels.int() - pixels.int()).abs().max()) <= 1
+    assert _blocks(vae) == before and not any(isinstance(m, FusedTinyBlock) for m in vae.modules())
+
+
+def test_a_block_with_another_shape_is_left_alone():
+    from diffusers.models.unets.unet_2d_blocks import AutoencoderTinyBlock
+
+    assert eligible(AutoencoderTinyBlock(8, 8, "relu"))
+    assert not eligible(AutoencoderTinyBlock(8, 16, "relu"))  # a 1x1 skip convolution
+    assert not eligible(AutoencoderTinyBlock(8, 8, "silu"))  # not a ReLU: cuDNN's op fuses ReLU only
+    assert not eligible(torch.nn.Conv2d(8, 8, 3, padding=1))
+
+
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_the_shape_function_gives_the_ops_own_strides(layout):
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 16, 9, 7, generator=gen).contiguous(memory_format=layout)
+    w = (torch.randn(16, 16, 3, 3, generator=gen) * 0.1).contiguous(memory_format=layout)
+    b = torch.randn(16, generator=gen)
+    got = conv3x3_add_relu(x, w, b, x, 1.0)
+    want = torch.relu(torch.nn.functional.conv2d(x, w, b, padding=1) + x)
+    torch.testing.assert_close(got, want)
+    torch.testing.assert_close(conv3x3_add_relu(x, w, b, x, 0.0),
+                               torch.relu(torch.nn.functional.conv2d(x, w, b, padding=1)))
+    with FakeTensorMode() as mode:
+        fake = conv3x3_add_relu(mode.from_tensor(x), mode.from_tensor(w), mode.from_tensor(b), mode.from_tensor(x), 1.0)
+    assert fake.shape == got.shape and fake.stride() == got.stride()
+    assert got.is_contiguous(memory_format=layout)
+
+
+def test_a_fused_decode_traces_as_one_graph(frames):
+    """``torch.compile`` sees the custom op as one call with a shape function (fullgraph, the
+    AOT path that runs the shape functions, no Inductor: CI has no GPU to run cuDNN's op)."""
+    torch._dynamo.reset()
+    vae = tiny_bundle("sd-turbo").vae
+    x = torch.from_numpy(np.stack(frames))
+    with torch.no_grad():
+        latents = encode_frames(vae, x)
+        want = decode_latents(vae, latents)
+        swap = fuse_tiny_blocks(vae, check=False)
+        try:
+            got = torch.compile(lambda z: decode_latents(vae, z), fullgraph=True, backend="aot_eager")(latents)
+        finally:
+            swap.restore()
+    assert int((got.int() - want.int()).abs().max()) <= 1
+
+
+def test_engine_without_cudnn_says_why_and_runs_plain(frames):
+    bundle = tiny_bundle("sd-turbo")
+    kw = dict(batch_size=2, refresh=1, mode="eager")
+    outs = {}
+    for fused in (False, True):
+        engine = StreamEngine(bundle, EngineSettings(fused_vae=fused, cudnn_benchmark=fused, **kw), STYLE)
+        try:
+            outs[fused] = np.stack(engine.process(frames))
+            notes = engine.report.as_dict()
+        finally:
+            engine.close()
+    assert notes["fused_vae_blocks"] == 0 and "CUDA only" in notes["fused_vae_note"]
+    assert "cudnn_benchmark" not in notes  # nothing to search on the CPU
+    assert np.array_equal(outs[True], outs[False])
+    assert not any(isinstance(m, FusedTinyBlock) for m in bundle.vae.modules())
+
+
+def test_cudnn_benchmark_is_on_inside_the_steps_only():
+    before = torch.backends.cudnn.benchmark
+    around = step_context("auto", True)
+    with around():
+        assert torch.backends.cudnn.benchmark is True
+    assert torch.backends.cudnn.benchmark is before
+    with pytest.raises(KeyError):
+        with cudnn_benchmark(True):
+            raise KeyError("the setting comes back on an error too")
+    assert torch.backends.cudnn.benchmark is before
+    assert step_context("auto", False) is None
+    assert EngineSettings().cudnn_benchmark is False and EngineSettings().fused_vae is False
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="cuDNN's fused convolution needs a CUDA GPU")
+@pytest.mark.parametrize("compiled", [False, True])
+def test_cuda_fused_blocks_match_the_plain_ones_in_bf16(compiled, frames):
+    """On the GPU: cuDNN's fused op in bf16, channels-last as the engine runs TAESD, eager and
+    under Inductor (which must take the op's strides from its shape function), against the plain
+    blocks: the same latents to bf16 rounding and pixels within two levels."""
+    torch._dynamo.reset()
+    vae = tiny_bundle("sd-turbo").vae.to("cuda", torch.bfloat16).to(memory_format=torch.channels_last)
+    x = torch.from_numpy(np.stack(frames)).cuda()
+
+    def run():
+        enc = (lambda f: encode_frames(vae, f))
+        dec = (lambda z: decode_latents(vae, z))
+        if compiled:
+            enc, dec = torch.compile(enc, fullgraph=True), torch.compile(dec, fullgraph=True)
+        latents = enc(x)
+        return latents.float(), dec(latents)
+
+    with torch.no_grad():
+        want_latents, want_pixels = run()
+        torch._dynamo.reset()
+        swap = fuse_tiny_blocks(vae)
+        try:
+            assert swap.note is None and swap.describe()["fused_vae_blocks"] > 0, swap.note
+            got_latents, got_pixels = run()
+        finally:
+            swap.restore()
+    rel = float((got_latents - want_latents).norm() / want_latents.norm())
+    assert rel < 0.02, rel
+    assert int((got_pixels.int() - want_pixels.int()).abs().max()) <= 2
