@@ -143,8 +143,12 @@ def test_cuda_fused_blocks_match_the_plain_ones_in_bf16(compiled, frames):
     x = torch.from_numpy(np.stack(frames)).cuda()
 
     def run():
-        enc = (lambda f: encode_frames(vae, f))
-        dec = (lambda z: decode_latents(vae, z))
+        def enc(f):
+            return encode_frames(vae, f)
+
+        def dec(z):
+            return decode_latents(vae, z)
+
         if compiled:
             enc, dec = torch.compile(enc, fullgraph=True), torch.compile(dec, fullgraph=True)
         latents = enc(x)
