@@ -1,5 +1,4 @@
-"""TAESD's blocks as fused convolutions (``fused_vae``) and cuDNN's algorithm search
-(``cudnn_benchmark``), the issue-17 knobs of this module, on the CPU: the swap of the real
+"""TAESD's blocks as fused convolutions (``fused_vae``, issue #17) on the CPU: the swap of the real
 diffusers blocks of a tiny bundle and its undo, the fused blocks equal to the plain ones (the
 CPU runs the custom op's reference path), the op's shape function against the real op's strides,
 a compiled trace through it, and the engine's fall-back where cuDNN is not there. On CUDA the
@@ -14,7 +13,6 @@ import torch
 from torch._subclasses.fake_tensor import FakeTensorMode
 
 from stylecam.core.bench import sample_frames
-from stylecam.core.stylize.compile import cudnn_benchmark, step_context
 from stylecam.core.stylize.denoiser import decode_latents, encode_frames
 from stylecam.core.stylize.engine import EngineSettings, StreamEngine
 from stylecam.core.stylize.fused_vae import FusedTinyBlock, conv3x3_add_relu, eligible, fuse_tiny_blocks
@@ -106,30 +104,15 @@ def test_engine_without_cudnn_says_why_and_runs_plain(frames):
     kw = dict(batch_size=2, refresh=1, mode="eager")
     outs = {}
     for fused in (False, True):
-        engine = StreamEngine(bundle, EngineSettings(fused_vae=fused, cudnn_benchmark=fused, **kw), STYLE)
+        engine = StreamEngine(bundle, EngineSettings(fused_vae=fused, **kw), STYLE)
         try:
             outs[fused] = np.stack(engine.process(frames))
             notes = engine.report.as_dict()
         finally:
             engine.close()
     assert notes["fused_vae_blocks"] == 0 and "CUDA only" in notes["fused_vae_note"]
-    assert "cudnn_benchmark" not in notes  # nothing to search on the CPU
     assert np.array_equal(outs[True], outs[False])
     assert not any(isinstance(m, FusedTinyBlock) for m in bundle.vae.modules())
-
-
-def test_cudnn_benchmark_is_on_inside_the_steps_only():
-    before = torch.backends.cudnn.benchmark
-    around = step_context("auto", True)
-    with around():
-        assert torch.backends.cudnn.benchmark is True
-    assert torch.backends.cudnn.benchmark is before
-    with pytest.raises(KeyError):
-        with cudnn_benchmark(True):
-            raise KeyError("the setting comes back on an error too")
-    assert torch.backends.cudnn.benchmark is before
-    assert step_context("auto", False) is None
-    assert EngineSettings().cudnn_benchmark is False and EngineSettings().fused_vae is False
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="cuDNN's fused convolution needs a CUDA GPU")

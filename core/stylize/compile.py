@@ -43,7 +43,6 @@ Nothing here runs at import: :func:`configure_runtime` sets the process-wide kno
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import time
@@ -137,38 +136,6 @@ def inductor_mode(compile_mode: str | None) -> str:
     if mode not in COMPILE_MODES:
         raise ValueError(f"compile_mode must be one of {', '.join(COMPILE_MODES)}, got {compile_mode!r}")
     return COMPILE_MODES[mode]
-
-
-@contextlib.contextmanager
-def cudnn_benchmark(on: bool = True):
-    """cuDNN's algorithm search (``torch.backends.cudnn.benchmark``) for the calls inside, the
-    process's own setting back after. A captured step keeps the algorithms chosen while it was
-    warmed up and captured; an uncaptured one searches once per shape and caches the choice."""
-    before = torch.backends.cudnn.benchmark
-    torch.backends.cudnn.benchmark = on
-    try:
-        yield
-    finally:
-        torch.backends.cudnn.benchmark = before
-
-
-def step_context(sdpa_backend: str | None, benchmark_convs: bool = False) -> Callable | None:
-    """The context factory every step call runs in (:func:`make_step`'s ``around``): the
-    preferred attention kernel (:func:`attention_context`) and, with ``benchmark_convs``, cuDNN's
-    algorithm search (:func:`cudnn_benchmark`). None when neither applies."""
-    attention = attention_context(sdpa_backend)
-    if not benchmark_convs:
-        return attention
-
-    @contextlib.contextmanager
-    def both():
-        with contextlib.ExitStack() as stack:
-            if attention is not None:
-                stack.enter_context(attention())
-            stack.enter_context(cudnn_benchmark(True))
-            yield
-
-    return both
 
 
 def attention_context(backend: str | None) -> Callable | None:
@@ -378,6 +345,5 @@ def make_step(fn: Callable, mode: str, *, name: str, report: CompileReport | Non
 
 
 __all__ = ["ATTENTION_BACKENDS", "COMPILE_MODES", "CompileReport", "DEFAULT_COMPILE_MODE", "EagerStep", "GraphedStep",
-           "MODES", "attention_context", "compile_step", "configure_runtime", "cudnn_benchmark", "default_mode",
-           "eager_requested", "inductor_mode", "make_step", "prepare_compile", "resolve_mode", "step_context",
-           "to_memory_format"]
+           "MODES", "attention_context", "compile_step", "configure_runtime", "default_mode", "eager_requested",
+           "inductor_mode", "make_step", "prepare_compile", "resolve_mode", "to_memory_format"]

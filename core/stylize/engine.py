@@ -57,9 +57,8 @@ import numpy as np
 import torch
 
 from .bundle import Bundle
-from .compile import (DEFAULT_COMPILE_MODE, CompileReport, compile_step,
-                      configure_runtime, make_step, prepare_compile, resolve_mode, step_context,
-                      to_memory_format)
+from .compile import (DEFAULT_COMPILE_MODE, CompileReport, attention_context, compile_step,
+                      configure_runtime, make_step, prepare_compile, resolve_mode, to_memory_format)
 from .denoiser import Denoiser, decode_latents, encode_frames, latent_size, make_schedule, stream_noise
 from .engine_settings import PACE_AUTO_MAX_BATCH, STYLE_KEYS, EngineSettings
 from .lent_frames import LentFrames
@@ -161,9 +160,7 @@ class StreamEngine:
         self.report = CompileReport(notes={})
         # Graphs off (``cuda_graphs=False``): steps run as they are, each call a fresh allocation.
         self._graphs = self.cuda and settings.cuda_graphs
-        self._around = step_context(settings.sdpa_backend, self.cuda and settings.cudnn_benchmark)
-        if self.cuda and settings.cudnn_benchmark:
-            self.report.notes["cudnn_benchmark"] = True
+        self._around = attention_context(settings.sdpa_backend)
         if self.mode == "compile":
             prepare_compile(settings.sdpa_backend)  # a new backend: trace again (Dynamo does not guard it)
         if settings.sdpa_backend != "auto":

@@ -61,9 +61,7 @@ class EngineSettings:
     (:func:`.compile.attention_context`). ``compile_mode``: ``default`` | ``max-autotune`` |
     ``max-autotune-no-cudagraphs`` (:func:`.compile.inductor_mode`). ``cuda_graphs``: False runs
     the (compiled) steps without capturing them, so a profiler sees every kernel.
-    ``cudnn_benchmark``: cuDNN searches the fastest algorithm for each convolution shape while
-    the steps warm up and are captured (:func:`.compile.cudnn_benchmark`; the process's own
-    setting stays as it was outside the steps). ``fused_vae``: TAESD's residual blocks run as
+    ``fused_vae``: TAESD's residual blocks run as
     cuDNN convolutions with the bias, skip add and ReLU in the kernel (:mod:`.fused_vae`; CUDA,
     off with a note where cuDNN cannot).
 
@@ -124,7 +122,6 @@ class EngineSettings:
     fp8: bool = False
     sdpa_backend: str = "auto"
     cuda_graphs: bool = True
-    cudnn_benchmark: bool = False
     fused_vae: bool = False
     host_wait: str = "sleep"
     pace: str = "auto"
