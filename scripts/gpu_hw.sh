@@ -89,10 +89,11 @@ case $PHASE in
     ;;
   autotune)
     for start in first second; do
+      # The app's own refresh for B=16 (STYLECAM_BENCH_REFRESH unset); AUTOTUNE_AB adds variants.
       STYLECAM_BENCH_STACKS=mllm-edit STYLECAM_BENCH_CHECK=0 STYLECAM_BENCH_MODES=stream STYLECAM_BENCH_BATCHES=16 \
-      STYLECAM_BENCH_REFRESH=4 STYLECAM_BENCH_COMPILE=0 STYLECAM_BENCH_EXTRA=0 STYLECAM_BENCH_E2E=0 \
+      STYLECAM_BENCH_COMPILE=0 STYLECAM_BENCH_EXTRA=0 STYLECAM_BENCH_E2E=0 \
       STYLECAM_BENCH_AB_BASE='{"mode": "compile", "compile_mode": "max-autotune"}' \
-      STYLECAM_BENCH_AB='[{"compile_mode": "default"}]' \
+      STYLECAM_BENCH_AB=${AUTOTUNE_AB:-'[{"compile_mode": "default"}]'} \
         bench "autotune-$start" "${AUTOTUNE_LIMIT:-270}"
     done
     ;;
