@@ -2,7 +2,8 @@
 diffusers blocks of a tiny bundle and its undo, the fused blocks equal to the plain ones (the
 CPU runs the custom op's reference path), the op's shape function against the real op's strides,
 a compiled trace through it, and the engine's fall-back where cuDNN is not there. On CUDA the
-same op is ``torch.cudnn_convolution_add_relu`` (measured by scripts/gpu_hw.sh).
+same op is ``torch.cudnn_convolution_add_relu``: its CUDA test below runs in
+``TEST_FILES=tests/test_fused_vae.py TEST_K=cuda scripts/gpu_app_path.sh tests`` (docs/benchmarks.md).
 """
 
 from __future__ import annotations
