@@ -49,7 +49,8 @@ makes the A/B plan a baseline row with those settings plus one row per ``STYLECA
 variant over the same base, each row marked ``ab`` (``baseline`` or the variant), in one
 process on the same frames (``STYLECAM_BENCH_AB_PATH``: ``both`` [default], ``e2e`` or ``engine``:
 which rows each variant gets). The equivalence check adds ``fp8_vs_bf16`` (latents' relative L2,
-pixel levels) where FP8 can run. ``STYLECAM_BENCH_PEER=1`` adds, after the sd-turbo rows, the
+pixel levels) where FP8 can run, and ``fused_vae_vs_plain`` the same way for TAESD's fused
+blocks. ``STYLECAM_BENCH_PEER=1`` adds, after the sd-turbo rows, the
 StreamDiffusion rows of :mod:`.bench_peer` (same process, same components) and their ratios.
 """
 
@@ -320,35 +321,55 @@ def equivalence(bundle, frames, params, *, batch: int = 4) -> dict:
                          "pixel_max": int(d.max()), "latent_rel_l2": round(rel, 5)}
     result["ref_pixel_std"] = round(float(np.std(np.stack(ref))), 2)
     result |= fp8_equivalence(bundle, frames, params, batch=batch)
+    result |= fused_vae_equivalence(bundle, frames, params, batch=batch)
     return result
 
 
-def fp8_equivalence(bundle, frames, params, *, batch: int = 4) -> dict:
-    """FP8 (:mod:`.stylize.fp8`) against the same engine in the bundle's dtype, same frames,
-    refresh every batch: the last batch's latents (relative L2) and the pixels (8-bit levels).
-    Empty where FP8 cannot run (the reason in ``fp8_note``)."""
+def knob_difference(bundle, frames, params, knob: dict, *, batch: int = 4) -> tuple[dict, dict]:
+    """The engine with the engine settings ``knob`` against the same engine without them, same
+    frames, refresh every batch: (the last batch's latents' relative L2 and the pixels' 8-bit
+    differences, the knob engine's report)."""
     from .stylize.engine import StreamEngine
     from .stylize.engine_settings import EngineSettings
+
+    outs = {}
+    for on in (False, True):
+        engine = StreamEngine(bundle, EngineSettings(batch_size=batch, refresh=1, lllite_refresh=1,
+                                                     **(knob if on else {})), style=params)
+        try:
+            out = engine.process(frames)
+            outs[on] = (out, engine.latents().float().clone(), engine.report.as_dict())
+        finally:
+            engine.close()
+    d = np.stack([np.abs(a.astype(np.int16) - r.astype(np.int16)) for a, r in zip(outs[True][0], outs[False][0])])
+    base_lat, lat = outs[False][1], outs[True][1]
+    return ({"latent_rel_l2": round(float((lat - base_lat).norm() / base_lat.norm()), 5),
+             "pixel_mean_abs": round(float(d.mean()), 3), "pixel_p99": float(np.percentile(d, 99)),
+             "pixel_max": int(d.max())}, outs[True][2])
+
+
+def fp8_equivalence(bundle, frames, params, *, batch: int = 4) -> dict:
+    """FP8 (:mod:`.stylize.fp8`) against the same engine in the bundle's dtype
+    (:func:`knob_difference`). Empty where FP8 cannot run (the reason in ``fp8_note``)."""
     from .stylize.fp8 import fp8_support
 
     how, note = fp8_support(bundle.device)
     if how == "off":
         return {"fp8": "off", "fp8_note": note}
-    outs = {}
-    for fp8 in (False, True):
-        engine = StreamEngine(bundle, EngineSettings(batch_size=batch, refresh=1, lllite_refresh=1, fp8=fp8),
-                              style=params)
-        try:
-            out = engine.process(frames)
-            outs[fp8] = (out, engine.latents().float().clone(), engine.report.as_dict())
-        finally:
-            engine.close()
-    d = np.stack([np.abs(a.astype(np.int16) - r.astype(np.int16)) for a, r in zip(outs[True][0], outs[False][0])])
-    base_lat, lat = outs[False][1], outs[True][1]
-    return {"fp8": how, "fp8_layers": outs[True][2].get("fp8_layers"),
-            "fp8_vs_bf16": {"latent_rel_l2": round(float((lat - base_lat).norm() / base_lat.norm()), 5),
-                            "pixel_mean_abs": round(float(d.mean()), 3), "pixel_p99": float(np.percentile(d, 99)),
-                            "pixel_max": int(d.max())}}
+    diff, report = knob_difference(bundle, frames, params, {"fp8": True}, batch=batch)
+    return {"fp8": how, "fp8_layers": report.get("fp8_layers"), "fp8_vs_bf16": diff}
+
+
+def fused_vae_equivalence(bundle, frames, params, *, batch: int = 4) -> dict:
+    """TAESD's fused blocks (:mod:`.stylize.fused_vae`) against the plain ones
+    (:func:`knob_difference`); where they cannot run, only the reason (``fused_vae_note``)."""
+    from .stylize.fused_vae import why_not_fused
+
+    note = why_not_fused(next(bundle.vae.parameters()))
+    if note:
+        return {"fused_vae_blocks": 0, "fused_vae_note": note}
+    diff, report = knob_difference(bundle, frames, params, {"fused_vae": True}, batch=batch)
+    return {"fused_vae_blocks": report.get("fused_vae_blocks"), "fused_vae_vs_plain": diff}
 
 
 def device_equivalence(bundle, frames, params, spec: str, *, batch: int = 4) -> dict:

@@ -119,7 +119,8 @@ for r in rows:
     if r.get("bench") == "profile":
         continue
     if r.get("mode") == "check-equivalence":
-        print("check", r.get("stack"), {k: r.get(k) for k in ("graphs_streams", "fp8", "fp8_vs_bf16", "error")})
+        print("check", r.get("stack"), {k: r.get(k) for k in ("graphs_streams", "fp8", "fp8_vs_bf16", "fused_vae_vs_plain",
+                                                             "fused_vae_note", "error")})
         continue
     print(" ".join(f"{k}={r[k]}" for k in keys if r.get(k) is not None)[:400])
 PY

@@ -14,6 +14,7 @@ import torch
 from torch._subclasses.fake_tensor import FakeTensorMode
 
 from stylecam.core.bench import sample_frames
+from stylecam.core.bench_diffusion import fused_vae_equivalence, knob_difference
 from stylecam.core.stylize.denoiser import decode_latents, encode_frames
 from stylecam.core.stylize.engine import EngineSettings, StreamEngine
 from stylecam.core.stylize.fused_vae import FusedTinyBlock, conv3x3_add_relu, eligible, fuse_tiny_blocks
@@ -150,3 +151,16 @@ def test_cuda_fused_blocks_match_the_plain_ones_in_bf16(compiled, frames):
     rel = float((got_latents - want_latents).norm() / want_latents.norm())
     assert rel < 0.02, rel
     assert int((got_pixels.int() - want_pixels.int()).abs().max()) <= 2
+
+
+def test_bench_check_says_why_the_fused_blocks_did_not_run_on_the_cpu(frames):
+    result = fused_vae_equivalence(tiny_bundle("sd-turbo"), frames, STYLE, batch=2)
+    assert result == {"fused_vae_blocks": 0, "fused_vae_note": "the fused convolutions are cuDNN's: CUDA only"}
+
+
+def test_knob_difference_is_zero_for_a_knob_that_changes_nothing_and_not_for_one_that_does(frames):
+    bundle = tiny_bundle("sd-turbo")
+    same, _ = knob_difference(bundle, frames, STYLE, {"lend_frames": False}, batch=2)  # a host-side knob
+    assert same == {"latent_rel_l2": 0.0, "pixel_mean_abs": 0.0, "pixel_p99": 0.0, "pixel_max": 0}
+    other, _ = knob_difference(bundle, frames, STYLE, {"feedback": 0.5}, batch=2)
+    assert other["pixel_max"] > 0

@@ -142,7 +142,8 @@ def _probe(device: torch.device, dtype: torch.dtype) -> str | None:
         return f"cuDNN cannot run the fused convolution here ({str(e).splitlines()[0][:160]})"
 
 
-def _why_not(param: torch.Tensor) -> str | None:
+def why_not_fused(param: torch.Tensor) -> str | None:
+    """None when the fused blocks can run where ``param`` lives; else why not (probes cuDNN)."""
     if param.device.type != "cuda":
         return "the fused convolutions are cuDNN's: CUDA only"
     if not torch.backends.cudnn.is_available():
@@ -161,7 +162,7 @@ def fuse_tiny_blocks(vae: nn.Module, *, check: bool = True) -> BlockSwap:
     if not found:
         swap.note = "no TAESD block with ReLU and an identity skip in this VAE"
         return swap
-    swap.note = _why_not(next(vae.parameters())) if check else None
+    swap.note = why_not_fused(next(vae.parameters())) if check else None
     if swap.note:
         log.warning("fused TAESD blocks off: %s", swap.note)
         return swap
