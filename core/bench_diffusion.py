@@ -325,17 +325,17 @@ def equivalence(bundle, frames, params, *, batch: int = 4) -> dict:
     return result
 
 
-def knob_difference(bundle, frames, params, knob: dict, *, batch: int = 4) -> tuple[dict, dict]:
-    """The engine with the engine settings ``knob`` against the same engine without them, same
-    frames, refresh every batch: (the last batch's latents' relative L2 and the pixels' 8-bit
-    differences, the knob engine's report)."""
+def knob_difference(bundle, frames, params, knob: dict, *, batch: int = 4, base: dict | None = None) -> tuple[dict, dict]:
+    """The engine with the engine settings ``knob`` against the same engine without them (with
+    ``base`` instead, for a knob whose default is on), same frames, refresh every batch: (the
+    last batch's latents' relative L2 and the pixels' 8-bit differences, the knob engine's report)."""
     from .stylize.engine import StreamEngine
     from .stylize.engine_settings import EngineSettings
 
     outs = {}
     for on in (False, True):
         engine = StreamEngine(bundle, EngineSettings(batch_size=batch, refresh=1, lllite_refresh=1,
-                                                     **(knob if on else {})), style=params)
+                                                     **(knob if on else base or {})), style=params)
         try:
             out = engine.process(frames)
             outs[on] = (out, engine.latents().float().clone(), engine.report.as_dict())
@@ -368,7 +368,8 @@ def fused_vae_equivalence(bundle, frames, params, *, batch: int = 4) -> dict:
     note = why_not_fused(next(bundle.vae.parameters()))
     if note:
         return {"fused_vae_blocks": 0, "fused_vae_note": note}
-    diff, report = knob_difference(bundle, frames, params, {"fused_vae": True}, batch=batch)
+    diff, report = knob_difference(bundle, frames, params, {"fused_vae": True}, batch=batch,
+                                   base={"fused_vae": False})
     return {"fused_vae_blocks": report.get("fused_vae_blocks"), "fused_vae_vs_plain": diff}
 
 

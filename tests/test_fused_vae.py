@@ -8,6 +8,8 @@ same op is ``torch.cudnn_convolution_add_relu``: its CUDA test below runs in
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -119,38 +121,47 @@ def test_engine_without_cudnn_says_why_and_runs_plain(frames):
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="cuDNN's fused convolution needs a CUDA GPU")
 @pytest.mark.parametrize("compiled", [False, True])
-def test_cuda_fused_blocks_match_the_plain_ones_in_bf16(compiled, frames):
+def test_cuda_fused_blocks_are_as_close_to_float32_as_the_plain_ones(compiled, frames):
     """On the GPU: cuDNN's fused op in bf16, channels-last as the engine runs TAESD, eager and
-    under Inductor (which must take the op's strides from its shape function), against the plain
-    blocks: the same latents to bf16 rounding and pixels within two levels."""
+    under Inductor (which must take the op's strides from its shape function). The oracle is the
+    plain TAESD in float32: the fused bf16 path must be no further from it than the plain bf16
+    path is. (Fused against plain bf16 directly, on an H100 on 2026-12-07: latents within 2 %,
+    pixels mostly 0-1 level apart but up to 8 — two roundings of the same sums, the fused one
+    summing in float32 before it rounds, so neither is the reference.)"""
     torch._dynamo.reset()
-    vae = tiny_bundle("sd-turbo").vae.to("cuda", torch.bfloat16).to(memory_format=torch.channels_last)
+    oracle = tiny_bundle("sd-turbo").vae.to("cuda")
+    vae = copy.deepcopy(oracle).to(torch.bfloat16).to(memory_format=torch.channels_last)
     x = torch.from_numpy(np.stack(frames)).cuda()
 
-    def run():
+    def run(model, compile_it):
         def enc(f):
-            return encode_frames(vae, f)
+            return encode_frames(model, f)
 
         def dec(z):
-            return decode_latents(vae, z)
+            return decode_latents(model, z)
 
-        if compiled:
+        if compile_it:
             enc, dec = torch.compile(enc, fullgraph=True), torch.compile(dec, fullgraph=True)
         latents = enc(x)
-        return latents.float(), dec(latents)
+        return latents.float(), dec(latents).int()
+
+    def error(got, want):
+        d = (got[1] - want[1]).abs().float()
+        return float((got[0] - want[0]).norm() / want[0].norm()), float(d.mean()), float(d.max())
 
     with torch.no_grad():
-        want_latents, want_pixels = run()
+        want = run(oracle, False)
+        plain = error(run(vae, compiled), want)
         torch._dynamo.reset()
         swap = fuse_tiny_blocks(vae)
         try:
             assert swap.note is None and swap.describe()["fused_vae_blocks"] > 0, swap.note
-            got_latents, got_pixels = run()
+            fused = error(run(vae, compiled), want)
         finally:
             swap.restore()
-    rel = float((got_latents - want_latents).norm() / want_latents.norm())
-    assert rel < 0.02, rel
-    assert int((got_pixels.int() - want_pixels.int()).abs().max()) <= 2
+    assert fused[0] <= 1.5 * plain[0] + 1e-3, (fused, plain)  # latents
+    assert fused[1] <= 1.5 * plain[1] + 0.05, (fused, plain)  # mean pixel levels
+    assert fused[2] <= 2 * plain[2] + 2, (fused, plain)  # worst pixel
 
 
 def test_bench_check_says_why_the_fused_blocks_did_not_run_on_the_cpu(frames):
@@ -164,3 +175,24 @@ def test_knob_difference_is_zero_for_a_knob_that_changes_nothing_and_not_for_one
     assert same == {"latent_rel_l2": 0.0, "pixel_mean_abs": 0.0, "pixel_p99": 0.0, "pixel_max": 0}
     other, _ = knob_difference(bundle, frames, STYLE, {"feedback": 0.5}, batch=2)
     assert other["pixel_max"] > 0
+
+
+def test_auto_fuses_with_cuda_graphs_and_not_under_compile_until_measured():
+    auto = EngineSettings()
+    assert auto.fused_vae == "auto" and auto.fuses_vae("graphs") and auto.fuses_vae("eager")
+    assert not auto.fuses_vae("compile")
+    assert EngineSettings(fused_vae=True).fuses_vae("compile") and EngineSettings(fused_vae="on").fuses_vae("compile")
+    assert not EngineSettings(fused_vae=False).fuses_vae("graphs")
+    assert not EngineSettings(fused_vae="off").fuses_vae("graphs")
+    with pytest.raises(ValueError, match="auto, on, off"):
+        EngineSettings(fused_vae="sometimes")
+
+
+def test_auto_on_the_cpu_leaves_the_vae_alone_and_says_nothing(frames):
+    bundle = tiny_bundle("sd-turbo")
+    engine = StreamEngine(bundle, EngineSettings(batch_size=2, refresh=1, mode="eager"), STYLE)
+    try:
+        assert not any(isinstance(m, FusedTinyBlock) for m in bundle.vae.modules())
+        assert "fused_vae_note" not in engine.report.as_dict()
+    finally:
+        engine.close()
