@@ -196,3 +196,19 @@ def test_auto_on_the_cpu_leaves_the_vae_alone_and_says_nothing(frames):
         assert "fused_vae_note" not in engine.report.as_dict()
     finally:
         engine.close()
+
+
+@pytest.mark.parametrize("value, want", [("0", False), ("off", False), ("1", True), ("on", True), ("", "auto"),
+                                         ("maybe", "auto")])
+def test_the_users_switch_reaches_the_apps_engine(value, want, monkeypatch):
+    """``STYLECAM_FUSED_VAE`` (troubleshooting.md): the diffusion backend's engine gets it."""
+    from stylecam.core.stylize.diffusion import DiffusionBackend
+    from stylecam.core.styles import Style
+
+    monkeypatch.setenv("STYLECAM_FUSED_VAE", value)
+    backend = DiffusionBackend(tiny_bundle("sd-turbo"), "cpu", batch_size=2)
+    try:
+        backend.set_style(Style("ai-test", "diffusion", params=STYLE))
+        assert backend._engine.settings.fused_vae == want
+    finally:
+        backend.close()

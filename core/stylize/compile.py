@@ -73,6 +73,16 @@ def _env_on(name: str) -> bool:
     return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
 
 
+def fused_vae_override() -> bool | None:
+    """``STYLECAM_FUSED_VAE``: ``0``/``off`` turns TAESD's fused blocks off in the app, ``1``/``on``
+    turns them on under compile too; unset (or anything else): the engine's ``auto``. The way out
+    for a user whose GPU draws wrong pictures with them (docs/troubleshooting.md)."""
+    value = os.environ.get("STYLECAM_FUSED_VAE", "").strip().lower()
+    if value in ("0", "false", "no", "off"):
+        return False
+    return True if _env_on("STYLECAM_FUSED_VAE") else None
+
+
 def default_mode() -> str:
     """The engine mode the app uses: ``graphs``, or ``compile`` with ``STYLECAM_COMPILE=1``
     (``STYLECAM_EAGER=1`` still wins in :func:`resolve_mode`)."""
@@ -346,4 +356,4 @@ def make_step(fn: Callable, mode: str, *, name: str, report: CompileReport | Non
 
 __all__ = ["ATTENTION_BACKENDS", "COMPILE_MODES", "CompileReport", "DEFAULT_COMPILE_MODE", "EagerStep", "GraphedStep",
            "MODES", "attention_context", "compile_step", "configure_runtime", "default_mode", "eager_requested",
-           "inductor_mode", "make_step", "prepare_compile", "resolve_mode", "to_memory_format"]
+           "fused_vae_override", "inductor_mode", "make_step", "prepare_compile", "resolve_mode", "to_memory_format"]

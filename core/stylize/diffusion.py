@@ -107,11 +107,13 @@ class DiffusionBackend(Backend):
         except ValueError as e:
             raise BackendError(f"style {style.name!r}: {e}") from None
         if self._engine is None:
-            from .compile import default_mode
+            from .compile import default_mode, fused_vae_override
             from .devices import open_engine
             from .engine_settings import EngineSettings
 
-            options = {"mode": default_mode(), **self._engine_options, "batch_size": self.batch_size}
+            fused = fused_vae_override()
+            options = {"mode": default_mode(), **({} if fused is None else {"fused_vae": fused}),
+                       **self._engine_options, "batch_size": self.batch_size}
             # The base settings, without the style: set_style below lays the style's engine
             # keys over them, and the next style's over them again (not over this one's).
             self._engine = open_engine(self.bundle, EngineSettings(**options))
