@@ -141,10 +141,12 @@ def mode_settings(bench_mode: str, batch: int, refresh: int, **extra):
 
     if bench_mode == "naive":
         return EngineSettings(batch_size=1, refresh=1, lllite_refresh=1, mode="eager", streams=False,
-                              fast_encoder=False, channels_last_vae=False, cache_text=False, profile=True, **extra)
+                              fast_encoder=False, channels_last_vae=False, fused_vae=False, cache_text=False,
+                              profile=True, **extra)
     if bench_mode == "naive-graphs":
         return EngineSettings(batch_size=1, refresh=1, lllite_refresh=1, mode="graphs", streams=False,
-                              fast_encoder=True, channels_last_vae=False, cache_text=False, profile=True, **extra)
+                              fast_encoder=True, channels_last_vae=False, fused_vae=False, cache_text=False,
+                              profile=True, **extra)
     return EngineSettings(batch_size=batch, refresh=refresh, lllite_refresh=extra.pop("lllite_refresh", 8),
                           mode=extra.pop("mode", "graphs"), streams=True, profile=True, **extra)
 

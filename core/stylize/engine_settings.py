@@ -66,7 +66,7 @@ class EngineSettings:
     ReLU in the kernel (:mod:`.fused_vae`; CUDA only, off with a note where cuDNN cannot). On an
     H100 (2026-12-07, mllm-edit B=16, CUDA graphs, e2e 1280x720, same process) it took the
     frame rate from 170.6 to 202.0 fps (+18 %). Under ``compile`` it is not measured yet, so
-    ``auto`` leaves it off there (:attr:`fuses_vae`).
+    ``auto`` leaves it off there (:meth:`fuses_vae`).
 
     ``host_wait``: how the host thread waits for a batch it collects (CUDA): ``sleep`` (blocking
     events: the thread sleeps until the GPU is done) or ``spin`` (CUDA's default, a busy loop).
