@@ -8,6 +8,7 @@ same op is ``torch.cudnn_convolution_add_relu``: its CUDA test below runs in
 
 from __future__ import annotations
 
+import contextlib
 import copy
 
 import numpy as np
@@ -32,6 +33,16 @@ def frames():
     return sample_frames((64, 64), 4)
 
 
+@contextlib.contextmanager
+def fused(vae, check: bool = False):
+    """``vae`` with its blocks fused for the ``with`` body, plain again after (even on a failure)."""
+    swap = fuse_tiny_blocks(vae, check=check)
+    try:
+        yield swap
+    finally:
+        swap.restore()
+
+
 def _blocks(vae):
     return [m for part in (vae.encoder, vae.decoder) for m in part.layers]
 
@@ -46,14 +57,11 @@ def test_swap_takes_every_taesd_block_gives_the_same_pictures_and_undoes(frames)
     with torch.no_grad():
         latents = encode_frames(vae, x)
         pixels = decode_latents(vae, latents)
-        swap = fuse_tiny_blocks(vae, check=False)
-        try:
+        with fused(vae) as swap:
             assert swap.describe() == {"fused_vae_blocks": len(plain)}
             assert sum(isinstance(m, FusedTinyBlock) for m in _blocks(vae)) == len(plain)
             fused_latents = encode_frames(vae, x)
             fused_pixels = decode_latents(vae, fused_latents)
-        finally:
-            swap.restore()
     # The same operations in the same order on the CPU: equal to float rounding.
     torch.testing.assert_close(fused_latents, latents, rtol=1e-5, atol=1e-5)
     assert int((fused_pixels.int() - pixels.int()).abs().max()) <= 1
@@ -95,11 +103,8 @@ def test_a_fused_decode_traces_as_one_graph(frames):
     with torch.no_grad():
         latents = encode_frames(vae, x)
         want = decode_latents(vae, latents)
-        swap = fuse_tiny_blocks(vae, check=False)
-        try:
+        with fused(vae):
             got = torch.compile(lambda z: decode_latents(vae, z), fullgraph=True, backend="aot_eager")(latents)
-        finally:
-            swap.restore()
     assert int((got.int() - want.int()).abs().max()) <= 1
 
 
@@ -153,15 +158,12 @@ def test_cuda_fused_blocks_are_as_close_to_float32_as_the_plain_ones(compiled, f
         want = run(oracle, False)
         plain = error(run(vae, compiled), want)
         torch._dynamo.reset()
-        swap = fuse_tiny_blocks(vae)
-        try:
+        with fused(vae, check=True) as swap:
             assert swap.note is None and swap.describe()["fused_vae_blocks"] > 0, swap.note
-            fused = error(run(vae, compiled), want)
-        finally:
-            swap.restore()
-    assert fused[0] <= 1.5 * plain[0] + 1e-3, (fused, plain)  # latents
-    assert fused[1] <= 1.5 * plain[1] + 0.05, (fused, plain)  # mean pixel levels
-    assert fused[2] <= 2 * plain[2] + 2, (fused, plain)  # worst pixel
+            got = error(run(vae, compiled), want)
+    assert got[0] <= 1.5 * plain[0] + 1e-3, (got, plain)  # latents
+    assert got[1] <= 1.5 * plain[1] + 0.05, (got, plain)  # mean pixel levels
+    assert got[2] <= 2 * plain[2] + 2, (got, plain)  # worst pixel
 
 
 def test_bench_check_says_why_the_fused_blocks_did_not_run_on_the_cpu(frames):
