@@ -60,8 +60,7 @@ def conv3x3_add_relu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, 
     if x.is_cuda and torch.backends.cudnn.is_available() and torch.backends.cudnn.enabled:
         out = torch.cudnn_convolution_add_relu(x, weight, z, alpha, bias, (1, 1), (1, 1), (1, 1), 1)
     else:
-        y = F.conv2d(x, weight, bias, padding=1)
-        out = F.relu(y + z if alpha == 1.0 else y + alpha * z)
+        out = F.relu(F.conv2d(x, weight, bias, padding=1) + alpha * z)  # alpha 0 or 1: exact
     return out.contiguous(memory_format=fmt)
 
 
