@@ -15,7 +15,7 @@ import torch
 from stylecam.core.bench import sample_frames
 from stylecam.core.bench_diffusion import fp8_equivalence
 from tiny import tiny_bundle
-from stylecam.core.stylize.compile import attention_context, inductor_mode
+from stylecam.core.stylize.compile import attention_context, compile_step, inductor_mode
 from stylecam.core.stylize.engine import EngineSettings, StreamEngine
 from stylecam.core.stylize.fp8 import (FP8Conv1x1, FP8Linear, enable_fp8, fp8_support, quantize_rows,
                                        reference_linear)
@@ -140,6 +140,20 @@ def test_knob_values_are_checked_with_the_choices_named():
     assert inductor_mode("max-autotune") == "max-autotune-no-cudagraphs"  # the engine captures its own
     assert inductor_mode(None) == "default"
     assert attention_context("auto") is None
+
+
+def test_coordinate_descent_mode_asks_inductor_for_that_tuning_alone(monkeypatch):
+    """``compile_mode="coordinate-descent"`` reaches torch.compile as Inductor's own option (a mode
+    and options cannot both be given), the other modes as the mode itself. The kwargs are read at
+    torch.compile's door: what Inductor then does with them is torch's (measured on the GPU)."""
+    EngineSettings(compile_mode="coordinate-descent")  # a valid choice
+    seen = []
+    monkeypatch.setattr(torch, "compile", lambda fn, **kw: seen.append(kw) or fn)
+    for mode in ("coordinate-descent", "max-autotune", "default"):
+        compile_step(abs, mode)
+    assert seen[0]["options"] == {"coordinate_descent_tuning": True} and "mode" not in seen[0]
+    assert seen[1]["mode"] == "max-autotune-no-cudagraphs" and seen[2]["mode"] == "default"
+    assert all(kw["fullgraph"] and kw["dynamic"] is False for kw in seen)
 
 
 @pytest.mark.parametrize("backend", ["math", "cudnn"])

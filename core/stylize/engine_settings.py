@@ -58,8 +58,9 @@ class EngineSettings:
     language model's GEMMs in FP8 e4m3 (:mod:`.fp8`: ``torch._scaled_mm`` on compute capability
     8.9+, emulated on the CPU, off with a note elsewhere). ``sdpa_backend``: ``auto`` | ``cudnn``
     | ``flash`` | ``efficient`` | ``math``, the preferred attention kernel
-    (:func:`.compile.attention_context`). ``compile_mode``: ``default`` | ``max-autotune`` |
-    ``max-autotune-no-cudagraphs`` (:func:`.compile.inductor_mode`). ``cuda_graphs``: False runs
+    (:func:`.compile.attention_context`). ``compile_mode``: ``default`` | ``coordinate-descent`` |
+    ``max-autotune`` | ``max-autotune-no-cudagraphs`` (:func:`.compile.inductor_mode`,
+    :data:`.compile.COMPILE_OPTIONS`). ``cuda_graphs``: False runs
     the (compiled) steps without capturing them, so a profiler sees every kernel.
     ``fused_vae``: ``auto`` (on with CUDA graphs, off under ``compile``), ``on``/True or
     ``off``/False: TAESD's residual blocks run as cuDNN convolutions with the bias, skip add and
