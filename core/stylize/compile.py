@@ -83,8 +83,9 @@ def _env_on(name: str) -> bool:
 
 def fused_vae_override() -> bool | None:
     """``STYLECAM_FUSED_VAE``: ``0``/``off`` turns TAESD's fused blocks off in the app, ``1``/``on``
-    turns them on under compile too; unset (or anything else): the engine's ``auto``. The way out
-    for a user whose GPU draws wrong pictures with them (docs/troubleshooting.md)."""
+    asks for them outright (a note says why where they cannot run); unset (or anything else):
+    the engine's ``auto``. The way out for a user whose GPU draws wrong pictures with them
+    (docs/troubleshooting.md)."""
     value = os.environ.get("STYLECAM_FUSED_VAE", "").strip().lower()
     if value in ("0", "false", "no", "off"):
         return False

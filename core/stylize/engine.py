@@ -217,7 +217,7 @@ class StreamEngine:
         # TAESD's blocks as fused cuDNN convolutions (a swap undone by close; a note where not).
         self._vae_blocks = None
         # ``auto`` on the CPU: nothing to fuse and nothing to say; asked for outright: the note why not.
-        if settings.fuses_vae(self.mode) and (self.cuda or settings.fused_vae in (True, "on")):
+        if settings.fuses_vae and (self.cuda or settings.fused_vae in (True, "on")):
             from .fused_vae import fuse_tiny_blocks
 
             self._vae_blocks = fuse_tiny_blocks(vae)

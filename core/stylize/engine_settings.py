@@ -62,12 +62,11 @@ class EngineSettings:
     ``max-autotune`` | ``max-autotune-no-cudagraphs`` (:func:`.compile.inductor_mode`,
     :data:`.compile.COMPILE_OPTIONS`). ``cuda_graphs``: False runs
     the (compiled) steps without capturing them, so a profiler sees every kernel.
-    ``fused_vae``: ``auto`` (on with CUDA graphs, off under ``compile``), ``on``/True or
-    ``off``/False: TAESD's residual blocks run as cuDNN convolutions with the bias, skip add and
-    ReLU in the kernel (:mod:`.fused_vae`; CUDA only, off with a note where cuDNN cannot). On an
-    H100 (2026-12-07, mllm-edit B=16, CUDA graphs, e2e 1280x720, same process) it took the
-    frame rate from 170.6 to 202.0 fps (+18 %). Under ``compile`` it is not measured yet, so
-    ``auto`` leaves it off there (:meth:`fuses_vae`).
+    ``fused_vae``: ``auto`` (on where CUDA is), ``on``/True or ``off``/False: TAESD's residual
+    blocks run as cuDNN convolutions with the bias, skip add and ReLU in the kernel
+    (:mod:`.fused_vae`; CUDA only, off with a note where cuDNN cannot). Measured on an H100
+    (2026-12-07, mllm-edit, e2e 1280x720, same process): B=16 with CUDA graphs 170.6 -> 202.0 fps
+    (+18 %), compiled 241.9 -> 257.4 (+6 %); B=1 compiled 158.3 -> 164.6 fps, p50 9.29 -> 8.98 ms.
 
     ``host_wait``: how the host thread waits for a batch it collects (CUDA): ``sleep`` (blocking
     events: the thread sleeps until the GPU is done) or ``spin`` (CUDA's default, a busy loop).
@@ -166,11 +165,11 @@ class EngineSettings:
             return self.refresh
         return max(1, VISION_REFRESH_FRAMES // self.batch_size)
 
-    def fuses_vae(self, mode: str) -> bool:
-        """Whether an engine running in ``mode`` (its resolved mode) asks for TAESD's fused
-        blocks: ``fused_vae`` on, or ``auto`` outside ``compile``, where it was measured."""
-        f = self.fused_vae
-        return f is True or f == "on" or (f == "auto" and mode != "compile")
+    @property
+    def fuses_vae(self) -> bool:
+        """Whether the engine asks for TAESD's fused blocks (``auto``: the engine asks where CUDA
+        is, and says nothing elsewhere; ``on``: it asks everywhere, with a note where it cannot)."""
+        return self.fused_vae in (True, "on", "auto")
 
     @property
     def broadcasts(self) -> bool:
