@@ -18,7 +18,7 @@ writes it again. cuDNN's runtime fusion runs ``relu(conv(x) + alpha * z + bias)`
 Predicted from the compiled profile: up to ~4 ms less per batch of 16 under Inductor. Measured
 (H100, 2026-12-07, mllm-edit, e2e 1280x720, same process): with CUDA graphs, where every bias,
 ReLU and add was a kernel of its own, B=16 went 170.6 -> 202.0 fps (+18 %); compiled, 241.9 ->
-257.4 fps at B=16 (+6 %, 7.7 ms less per batch: more than predicted) and 158.3 -> 164.6 fps at
+257.4 fps at B=16 (+6 %, 4.0 ms less per batch of 16, as predicted) and 158.3 -> 164.6 fps at
 B=1. So the engine's ``fused_vae="auto"`` turns it on wherever CUDA is.
 
 The block's numbers are the same as the unfused block's up to rounding: the sum is taken in
