@@ -76,6 +76,14 @@ MIN_FRAMES = 480
 DEVICES_WATCHDOG_S = 300
 #: Seconds a configuration may take before the watchdog dumps the stacks and ends the process.
 WATCHDOG_S = {"naive": 240, "naive-graphs": 120, "stream": 120, "latency": 120}
+#: Seconds a compiled configuration may take: a first start compiles (~90 s for mllm-edit at B=16
+#: on an H100), and max-autotune's search over kernel templates takes many minutes more.
+COMPILE_WATCHDOG_S = {"max-autotune": 1800, "max-autotune-no-cudagraphs": 1800}
+
+
+def compile_watchdog_s(extra: dict | None) -> int:
+    """The watchdog of a compiled configuration with engine settings ``extra``."""
+    return COMPILE_WATCHDOG_S.get((extra or {}).get("compile_mode"), 600)
 DEFAULT_STYLES = {"mllm-edit": "ai-edit-oil", "sd-turbo": "ai-oil", "pix2pix": "ai-oil"}
 FALLBACK_PARAMS = {"prompt": "an oil painting, thick impasto brush strokes, rich colours",
                    "instruction": "transfer this to oil painting style, vibrant colors", "seed": 1}
@@ -581,8 +589,9 @@ def bench_diffusion(args) -> list[dict]:
                 continue
             compiling = (cfg.get("extra") or {}).get("mode") == "compile"
             several = "devices" in (cfg.get("extra") or {})
-            faulthandler.dump_traceback_later(600 if compiling else DEVICES_WATCHDOG_S if several else
-                                              WATCHDOG_S.get(cfg["mode"], 90), exit=True)
+            faulthandler.dump_traceback_later(compile_watchdog_s(cfg.get("extra")) if compiling
+                                              else DEVICES_WATCHDOG_S if several else WATCHDOG_S.get(cfg["mode"], 90),
+                                              exit=True)
             try:
                 result = run_config(bundle, frames, params, mode=cfg["mode"], batch=cfg["batch"],
                                     refresh=cfg["refresh"], frames_total=frames_total, inflight=cfg["inflight"],
@@ -655,7 +664,8 @@ def _e2e_row(bundle, style_name: str, params: dict, cfg: dict, frames_total: int
     extra.pop("cudnn_benchmark", None)
     mode = extra.pop("mode", "graphs")
     devices = extra.pop("devices", None)
-    faulthandler.dump_traceback_later(600 if mode == "compile" else DEVICES_WATCHDOG_S if devices else 180, exit=True)
+    faulthandler.dump_traceback_later(compile_watchdog_s(extra) if mode == "compile" else DEVICES_WATCHDOG_S if devices
+                                      else 180, exit=True)
     try:
         return run_e2e(bundle, Style(style_name, "diffusion", params=params), batch=cfg["batch"],
                        refresh=cfg["refresh"], frames_total=max(frames_total, 4 * cfg["batch"] * 8), mode=mode,

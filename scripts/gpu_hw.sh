@@ -11,8 +11,10 @@
 #   OUT=/some/dir scripts/gpu_hw.sh mllm          # call 2, mllm-edit: checks (fp8 vs bf16), profile B=16, then the
 #                                                 #   A/B e2e rows: baseline compiled, sdpa cudnn, channels-last TAESD
 #                                                 #   off (it is on by default), fp8
-#   OUT=/some/dir scripts/gpu_hw.sh autotune      # a call of its own: mllm-edit B=16 max-autotune vs default, then
-#                                                 #   the same again in a new process (second start)
+#   OUT=/some/dir scripts/gpu_hw.sh autotune      # a call of its own: mllm-edit B=16 max-autotune vs default, e2e,
+#                                                 #   then the same again in a new process (second start)
+#   OUT=... scripts/gpu_hw.sh autotune-first      # the first start alone (AUTOTUNE_BASE=none: max-autotune alone);
+#   OUT=... scripts/gpu_hw.sh autotune-second     #   the second in the next call on the same warm machine
 #
 # Wall time, from the first H100 80GB run (2026-12-06; every machine starts with an empty Inductor
 # cache, so each new shape compiles from scratch): set-up ~15 s (wheels, versions; the mllm-edit
@@ -87,17 +89,30 @@ case $PHASE in
         bench "sd-turbo-b$SD_BATCH" "${SD_LIMIT:-240}"
     fi
     ;;
-  autotune)
-    for start in first second; do
-      # The app's own refresh for B=16 (STYLECAM_BENCH_REFRESH unset); AUTOTUNE_AB adds variants.
-      STYLECAM_BENCH_STACKS=mllm-edit STYLECAM_BENCH_CHECK=0 STYLECAM_BENCH_MODES=stream STYLECAM_BENCH_BATCHES=16 \
-      STYLECAM_BENCH_COMPILE=0 STYLECAM_BENCH_EXTRA=0 STYLECAM_BENCH_E2E=0 \
-      STYLECAM_BENCH_AB_BASE='{"mode": "compile", "compile_mode": "max-autotune"}' \
-      STYLECAM_BENCH_AB=${AUTOTUNE_AB:-'[{"compile_mode": "default"}]'} \
+  autotune|autotune-first|autotune-second)
+    # mllm-edit B=16 compiled under max-autotune, the engine row and its e2e twin (1280x720 in
+    # and out: the path a user runs; each row's setup_s is its start, compiling included), then
+    # the A/B rows over Inductor's default mode, e2e only: the baseline and AUTOTUNE_AB's variants
+    # (AUTOTUNE_BASE=none leaves them out). "autotune" runs a first and a second start in two
+    # processes; autotune-first and autotune-second run one each, so a first start that takes
+    # most of a device call's 10 minutes has its second start in the next call on the same warm
+    # machine (TORCHINDUCTOR_CACHE_DIR is /tmp/inductor there, kept while the machine is).
+    case $PHASE in autotune) starts="first second" ;; *) starts=${PHASE#autotune-} ;; esac
+    for start in $starts; do
+      (
+        # The app's own refresh for B=16 (STYLECAM_BENCH_REFRESH unset).
+        export STYLECAM_BENCH_STACKS=mllm-edit STYLECAM_BENCH_CHECK=0 STYLECAM_BENCH_MODES=stream \
+               STYLECAM_BENCH_BATCHES=16 STYLECAM_BENCH_COMPILE=only STYLECAM_BENCH_COMPILE_MODE=max-autotune \
+               STYLECAM_BENCH_EXTRA=0 STYLECAM_BENCH_E2E=1 STYLECAM_BENCH_FRAMES=${STYLECAM_BENCH_FRAMES:-480}
+        if [ "${AUTOTUNE_BASE:-default}" != none ]; then
+          export STYLECAM_BENCH_AB_BASE='{"mode": "compile", "compile_mode": "default"}' STYLECAM_BENCH_AB_PATH=e2e \
+                 STYLECAM_BENCH_AB=${AUTOTUNE_AB:-'[]'}
+        fi
         bench "autotune-$start" "${AUTOTUNE_LIMIT:-270}"
+      )
     done
     ;;
-  *) echo "unknown phase $PHASE (mllm | sd-turbo | autotune)"; exit 2 ;;
+  *) echo "unknown phase $PHASE (mllm | sd-turbo | autotune | autotune-first | autotune-second)"; exit 2 ;;
 esac
 done
 

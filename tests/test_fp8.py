@@ -156,6 +156,15 @@ def test_coordinate_descent_mode_asks_inductor_for_that_tuning_alone(monkeypatch
     assert all(kw["fullgraph"] and kw["dynamic"] is False for kw in seen)
 
 
+def test_bench_gives_max_autotune_its_search_time_before_the_watchdog():
+    """A compiled row's watchdog ends a hung process; max-autotune's first start searches kernel
+    templates for minutes, which must not be taken for a hang."""
+    from stylecam.core.bench_diffusion import compile_watchdog_s
+
+    assert compile_watchdog_s({"compile_mode": "max-autotune"}) >= 3 * compile_watchdog_s({"compile_mode": "default"})
+    assert compile_watchdog_s(None) == compile_watchdog_s({}) == 600
+
+
 @pytest.mark.parametrize("backend", ["math", "cudnn"])
 def test_sdpa_backend_is_the_same_picture_and_traces(backend, frames):
     """``math`` forces the reference kernel; ``cudnn`` does not exist on the CPU and falls back
