@@ -15,6 +15,7 @@
 #                                                 #   then the same again in a new process (second start)
 #   OUT=... scripts/gpu_hw.sh autotune-first      # the first start alone (AUTOTUNE_BASE=none: max-autotune alone);
 #   OUT=... scripts/gpu_hw.sh autotune-second     #   the second in the next call on the same warm machine
+#   OUT=... scripts/gpu_hw.sh profile             # the kernel profile of PROFILE_STACKS (pix2pix) at B=16, alone
 #
 # Wall time, from the first H100 80GB run (2026-12-06; every machine starts with an empty Inductor
 # cache, so each new shape compiles from scratch): set-up ~15 s (wheels, versions; the mllm-edit
@@ -112,7 +113,16 @@ case $PHASE in
       )
     done
     ;;
-  *) echo "unknown phase $PHASE (mllm | sd-turbo | autotune | autotune-first | autotune-second)"; exit 2 ;;
+  profile)
+    # The kernel profile of one batch (PROFILE_BATCH, 16) of each of PROFILE_STACKS (pix2pix: the
+    # stack the calls above leave out), compiled as shipped, nothing else.
+    for stack in ${PROFILE_STACKS:-pix2pix}; do
+      STYLECAM_BENCH_STACKS=$stack STYLECAM_BENCH_MODES='' STYLECAM_BENCH_CHECK=0 STYLECAM_BENCH_DEVICES='' \
+      STYLECAM_BENCH_PROFILE=1 STYLECAM_BENCH_PROFILE_BATCH=${PROFILE_BATCH:-16} \
+        bench "profile-$stack" "${PROFILE_LIMIT:-200}"
+    done
+    ;;
+  *) echo "unknown phase $PHASE (mllm | sd-turbo | autotune | autotune-first | autotune-second | profile)"; exit 2 ;;
 esac
 done
 
