@@ -33,7 +33,12 @@
 #     graphs, the rest from the cache), fp8 ~95 s = ~375 s; MLLM_LIMIT=480.
 # Each call stays under the 600 s a device command may run. Rows are written as they come
 # ($OUT/*.jsonl.partial, each with elapsed_s), so a part cut by its timeout keeps what it
-# measured; the order inside each part is the order of priority. autotune: ~2 x AUTOTUNE_LIMIT=270 s.
+# measured; the order inside each part is the order of priority. autotune: mllm-edit B=16's first
+# start under max-autotune outlasts one call (H100, 2026-12-07: cut at 540 s, the U-Net's first
+# level tuned, 5-41 s of search per GEMM shape): run autotune-first twice (the second resumes
+# from the per-op autotune cache), then autotune-second, chained on one warm machine. A cut
+# process writes no bench row; the summary below reads each autotune log's choices into
+# ops-autotune-*.jsonl (core/bench_autotune.py).
 #
 # Expects in .whl/ the wheels the GPU image lacks: diffusers, platformdirs, pyvirtualcam (as
 # scripts/gpu_app_path.sh) and streamdiffusion-0.1.1-py3-none-any.whl (installed --no-deps: it
@@ -129,9 +134,18 @@ done
 # The short summary: the profile tables (also in $OUT/profile.md), then every A/B, peer and
 # check row in one line each.
 python3 - "$OUT" <<'PY'
-import glob, json, sys
+import glob, json, os, sys
+from stylecam.core.bench_autotune import parse_autotune_log, summarize
 from stylecam.core.bench_profile import markdown
 out = sys.argv[1]
+# max-autotune's choices op by op, from the log: a first start cut by its limit writes no bench
+# row, but its log says what the search found so far.
+for log in sorted(glob.glob(f"{out}/bench-autotune-*.log")):
+    ops = parse_autotune_log(open(log, errors="replace").read())
+    name = os.path.basename(log)[len("bench-"):-len(".log")]
+    with open(f"{out}/ops-{name}.jsonl", "w") as f:
+        f.writelines(json.dumps(r) + "\n" for r in ops)
+    print(name, *summarize(ops), sep="\n  ")
 rows = []
 for path in sorted(glob.glob(f"{out}/rows-*.jsonl")):
     rows += [json.loads(line) for line in open(path) if line.strip()]
