@@ -79,14 +79,14 @@ WATCHDOG_S = {"naive": 240, "naive-graphs": 120, "stream": 120, "latency": 120}
 #: Seconds a compiled configuration may take: a first start compiles (~90 s for mllm-edit at B=16
 #: on an H100), and max-autotune's search over kernel templates takes many minutes more.
 COMPILE_WATCHDOG_S = {"max-autotune": 1800, "max-autotune-no-cudagraphs": 1800}
+DEFAULT_STYLES = {"mllm-edit": "ai-edit-oil", "sd-turbo": "ai-oil", "pix2pix": "ai-oil"}
+FALLBACK_PARAMS = {"prompt": "an oil painting, thick impasto brush strokes, rich colours",
+                   "instruction": "transfer this to oil painting style, vibrant colors", "seed": 1}
 
 
 def compile_watchdog_s(extra: dict | None) -> int:
     """The watchdog of a compiled configuration with engine settings ``extra``."""
     return COMPILE_WATCHDOG_S.get((extra or {}).get("compile_mode"), 600)
-DEFAULT_STYLES = {"mllm-edit": "ai-edit-oil", "sd-turbo": "ai-oil", "pix2pix": "ai-oil"}
-FALLBACK_PARAMS = {"prompt": "an oil painting, thick impasto brush strokes, rich colours",
-                   "instruction": "transfer this to oil painting style, vibrant colors", "seed": 1}
 
 
 def _env_list(name: str, default: str, cast=str) -> list:
