@@ -67,7 +67,7 @@ def parse_autotune_log(text: str) -> list[dict]:
     for r in rows:
         times = r.pop("times")
         best = min(times, key=lambda t: t[1]) if times else (None, None)
-        lib = [t for _, t in ((n, t) for n, t in times if _library(n))]
+        lib = [t for n, t in times if _library(n)]
         r["best"], r["best_ms"] = best
         r["library_ms"] = min(lib) if lib else None
         r["triton_won"] = best[0] is not None and not _library(best[0])

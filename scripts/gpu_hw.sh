@@ -11,8 +11,8 @@
 #   OUT=/some/dir scripts/gpu_hw.sh mllm          # call 2, mllm-edit: checks (fp8 vs bf16), profile B=16, then the
 #                                                 #   A/B e2e rows: baseline compiled, sdpa cudnn, channels-last TAESD
 #                                                 #   off (it is on by default), fp8
-#   OUT=/some/dir scripts/gpu_hw.sh autotune      # a call of its own: mllm-edit B=16 max-autotune vs default, e2e,
-#                                                 #   then the same again in a new process (second start)
+#   OUT=/some/dir scripts/gpu_hw.sh autotune      # mllm-edit B=16 max-autotune vs default, e2e, then the same again
+#                                                 #   in a new process (second start): more than one call's 10 minutes
 #   OUT=... scripts/gpu_hw.sh autotune-first      # the first start alone (AUTOTUNE_BASE=none: max-autotune alone);
 #   OUT=... scripts/gpu_hw.sh autotune-second     #   the second in the next call on the same warm machine
 #   OUT=... scripts/gpu_hw.sh profile             # the kernel profile of PROFILE_STACKS (pix2pix) at B=16, alone
