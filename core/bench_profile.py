@@ -181,15 +181,30 @@ def attention_flops(query_shape, key_shape, value_shape, *args, out_shape=None, 
     return 2 * b * h_q * s_q * s_k * (d_qk + d_v)
 
 
-def _attention_formulas() -> dict:
-    # Our formula for every fused SDPA op whose first three arguments are q, k, v (B, H, S, D):
-    # the CUDA kernels, and the CPU's flash op, which torch's counter leaves uncounted.
+def fused_conv_flops(x_shape, weight_shape, *args, out_shape=None, **kwargs) -> int:
+    """FLOPs of one ``stylecam::conv3x3_add_relu`` call (TAESD's fused blocks): the convolution's
+    2 per multiply-add, as torch counts a plain one; the bias, skip add and ReLU in its epilogue
+    are not counted, as torch counts no pointwise op."""
+    n, c_in, h, w = x_shape
+    c_out, _, kh, kw = weight_shape
+    return 2 * n * c_out * h * w * c_in * kh * kw
+
+
+def _formulas() -> dict:
+    # Ours where torch's counter has none. Every fused SDPA op whose first three arguments are
+    # q, k, v (B, H, S, D): the CUDA kernels, and the CPU's flash op. And our fused TAESD
+    # convolution: a custom op hides its convolution from the counter (the H100 profiles of
+    # 2026-12-07 put TAESD at 2-9 % of peak with its FLOPs uncounted).
     import torch
+
+    from .stylize import fused_vae  # registers the op
 
     aten = torch.ops.aten
     names = ("_scaled_dot_product_efficient_attention", "_scaled_dot_product_flash_attention",
              "_scaled_dot_product_cudnn_attention", "_scaled_dot_product_flash_attention_for_cpu")
-    return {getattr(aten, n): attention_flops for n in names if hasattr(aten, n)}
+    formulas = {getattr(aten, n): attention_flops for n in names if hasattr(aten, n)}
+    formulas[fused_vae.conv3x3_add_relu._opoverload.overloadpacket] = fused_conv_flops
+    return formulas
 
 
 def count_flops(steps: dict) -> tuple[dict, dict, dict]:
@@ -203,7 +218,7 @@ def count_flops(steps: dict) -> tuple[dict, dict, dict]:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    formulas = _attention_formulas()
+    formulas = _formulas()
     per_component, per_kind, errors = {}, {}, {}
     for label, fn in steps.items():
         try:

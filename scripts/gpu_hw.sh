@@ -15,6 +15,9 @@
 #                                                 #   in a new process (second start): more than one call's 10 minutes
 #   OUT=... scripts/gpu_hw.sh autotune-first      # the first start alone (AUTOTUNE_BASE=none: max-autotune alone);
 #   OUT=... scripts/gpu_hw.sh autotune-second     #   the second in the next call on the same warm machine
+#   DEADLINE=<epoch s> ...                        # (any phase) no part runs past it: chained parts share one call
+#   (the autotune phases resume from .autotune-cache/ when the call carries it, and write theirs
+#   to $OUT/autotune-cache/: a search longer than one session's device time goes on in the next)
 #   OUT=... scripts/gpu_hw.sh profile             # the kernel profile of PROFILE_STACKS (pix2pix) at B=16, alone
 #
 # Wall time, from the first H100 80GB run (2026-12-06; every machine starts with an empty Inductor
@@ -56,8 +59,16 @@ source scripts/gpu_env.sh
   date -u; } 2>&1 | tee -a "$OUT/gpu.txt"
 
 # One bench process with the plan in the environment; stdout and stderr kept apart, rows to $1.jsonl.
+# DEADLINE (epoch seconds, optional): no part runs past it, so parts chained in one device call
+# (several invocations of this script included) share its 10 minutes; a part with under 30 s left
+# is skipped and says so.
 bench() {  # NAME LIMIT
   local name=$1 limit=$2 t0=$SECONDS
+  if [ -n "${DEADLINE:-}" ]; then
+    local left=$((DEADLINE - $(date +%s)))
+    if (( left < limit )); then limit=$left; fi
+    if (( limit < 30 )); then echo "== $name: skipped, $left s left before DEADLINE"; return; fi
+  fi
   timeout "$limit" python3 -m stylecam.core bench --backend diffusion --json "$OUT/rows-$name.jsonl" \
     > "$OUT/stdout-$name.txt" 2> "$OUT/bench-$name.log"
   local rc=$?
@@ -103,6 +114,15 @@ case $PHASE in
     # processes; autotune-first and autotune-second run one each, so a first start that takes
     # most of a device call's 10 minutes has its second start in the next call on the same warm
     # machine (TORCHINDUCTOR_CACHE_DIR is /tmp/inductor there, kept while the machine is).
+    # The search outlasts one session's device time (H100, 2026-12-07: 1105 s over two calls,
+    # not finished), and a new session gets a fresh machine. So its per-op results (Inductor's
+    # autotune cache: one small JSON file per torch/Triton/card) go back in $OUT/autotune-cache/,
+    # and a checkout that carries them in .autotune-cache/ (ignored by git) resumes from them.
+    seed=${AUTOTUNE_SEED:-.autotune-cache}
+    if [ -d "$seed" ]; then
+      mkdir -p "$TORCHINDUCTOR_CACHE_DIR/cache" && cp -n "$seed"/* "$TORCHINDUCTOR_CACHE_DIR/cache/"
+      echo "== autotune cache seeded from $seed: $(cat "$seed"/* | wc -c) bytes" | tee -a "$OUT/gpu.txt"
+    fi
     case $PHASE in autotune) starts="first second" ;; *) starts=${PHASE#autotune-} ;; esac
     for start in $starts; do
       (
@@ -117,6 +137,9 @@ case $PHASE in
         bench "autotune-$start" "${AUTOTUNE_LIMIT:-270}"
       )
     done
+    if [ -d "$TORCHINDUCTOR_CACHE_DIR/cache" ]; then
+      mkdir -p "$OUT/autotune-cache" && cp "$TORCHINDUCTOR_CACHE_DIR"/cache/* "$OUT/autotune-cache/"
+    fi
     ;;
   profile)
     # The kernel profile of one batch (PROFILE_BATCH, 16) of each of PROFILE_STACKS (pix2pix: the

@@ -68,6 +68,24 @@ def test_swap_takes_every_taesd_block_gives_the_same_pictures_and_undoes(frames)
     assert _blocks(vae) == before and not any(isinstance(m, FusedTinyBlock) for m in vae.modules())
 
 
+def test_the_profile_counts_the_fused_blocks_flops_as_the_plain_ones(frames):
+    # The kernel profile's TFLOP/s for TAESD divides by these counts: a custom op is opaque to
+    # torch's counter, so without our formula the fused blocks' convolutions counted as zero.
+    from stylecam.core.bench_profile import count_flops
+
+    vae = tiny_bundle("sd-turbo").vae
+    x = torch.from_numpy(np.stack(frames))
+    with torch.no_grad():
+        latents = encode_frames(vae, x)
+    steps = {"encode": lambda: encode_frames(vae, x), "decode": lambda: decode_latents(vae, latents)}
+    plain = count_flops(steps)
+    with fused(vae):
+        fused_counts = count_flops(steps)
+    assert plain[2] == fused_counts[2] == {}
+    assert fused_counts[0] == plain[0] and plain[0]["encode"] > 0 and plain[0]["decode"] > 0
+    assert fused_counts[1]["conv"] == plain[1]["conv"] > 0
+
+
 def test_a_block_with_another_shape_is_left_alone():
     from diffusers.models.unets.unet_2d_blocks import AutoencoderTinyBlock
 
