@@ -28,7 +28,8 @@ On CUDA a group's time is the sum of its kernels' device time; on the CPU (tests
 ops' own (self) CPU time. Where FLOPs are countable (``FlopCounterMode`` on the same engine's
 eager steps, same inputs) a group also gets its achieved TFLOP/s and the share of the card's
 dense bf16 peak (:data:`PEAK_TFLOPS`, the one table of those facts). Attention is counted by
-:func:`attention_flops` (grouped-query attention included); a component whose count fails keeps
+:func:`attention_flops` (grouped-query attention included) and TAESD's fused blocks (a custom op,
+opaque to torch's counter) by :func:`fused_conv_flops`; a component whose count fails keeps
 its times and loses only its TFLOP columns (the total row's ``flops_errors`` says why).
 """
 
