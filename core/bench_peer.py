@@ -26,6 +26,7 @@ parts used here run on the diffusers we ship.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 
 import numpy as np
@@ -119,6 +120,9 @@ def time_peer(bundle, frames: list[np.ndarray], frame_buffer_size: int, *, calls
     setup_s = time.perf_counter() - t0
     calls = calls or max(MIN_CALLS, -(-frames_total // frame_buffer_size))
     per_call = np.empty(calls)
+    # The fairness witness: their fb=1 loop is bound by Python's launches, so a thread of ours
+    # still running (a runner, a sink) would slow it through the GIL and flatter our ratio.
+    others = sorted(t.name for t in threading.enumerate() if t is not threading.main_thread() and t.is_alive())
     t_start = time.perf_counter()
     for i in range(calls):
         a = time.perf_counter()
@@ -130,7 +134,7 @@ def time_peer(bundle, frames: list[np.ndarray], frame_buffer_size: int, *, calls
             "ms_per_frame": round(1000.0 * seconds / frames_done, 3),
             "latency_p50_ms": round(float(np.percentile(per_call, 50)) * 1000.0, 2),
             "latency_p95_ms": round(float(np.percentile(per_call, 95)) * 1000.0, 2),
-            "setup_s": round(setup_s, 2), "out_shape": list(out.shape),
+            "setup_s": round(setup_s, 2), "out_shape": list(out.shape), "other_threads": others,
             "out_finite": bool(torch.isfinite(out).all())}
 
 

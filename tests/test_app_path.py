@@ -11,6 +11,7 @@ at the source's size with no host resize and the frames it emits say what made t
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import cv2
@@ -208,7 +209,10 @@ def test_bench_e2e_row_runs_the_user_path(tmp_path, monkeypatch):
 
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # the clip is made in the test's folder
     style = Style("ai-test", "diffusion", params=STYLE)
+    before = {t.ident for t in threading.enumerate()}
     row = run_e2e(tiny_bundle("sd-turbo"), style, batch=2, refresh=1, frames_total=10, mode="eager", size=(160, 96))
+    # Nothing of the row runs on after it (the StreamDiffusion rows are timed next, in this process).
+    assert [t.name for t in threading.enumerate() if t.ident not in before and t.is_alive()] == []
     assert row["path"] == "e2e" and row["in_size"] == row["out_size"] == [160, 96]
     assert row["frames_out"] == 10 and row["passthrough"] == 0 and row["fps"] > 0
     assert row["virtualcam_sent"] > 0  # the camera got frames (paced at 30 fps)

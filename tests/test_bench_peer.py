@@ -7,6 +7,8 @@ its frame rate beside ours from the same run and the ratio.
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 import torch
 
@@ -44,8 +46,16 @@ def test_peer_rows_time_both_buffer_sizes_beside_ours():
     mine = [_our_row(8, 120.0), _our_row(1, 60.0, mode="latency+mode=compile+compile_mode=default"),
             _our_row(8, 999.0, mode="stream"),  # not compiled: never the comparison
             _our_row(8, 50.0, path="e2e")]
-    rows = peer_rows(bundle, frames, mine, compile_backend="eager", calls=2)
+    stop = threading.Event()
+    other = threading.Thread(target=stop.wait, name="still-running", daemon=True)
+    other.start()
+    try:
+        rows = peer_rows(bundle, frames, mine, compile_backend="eager", calls=2)
+    finally:
+        stop.set()
+        other.join()
     assert [r["frame_buffer_size"] for r in rows] == [1, 8]
+    assert all("still-running" in r["other_threads"] for r in rows)  # what ran beside their timing
     for r in rows:
         assert r["peer"] == PEER and "error" not in r, r
         assert r["fps"] > 0 and r["frames"] == 2 * r["frame_buffer_size"] and r["out_finite"]
