@@ -7,7 +7,7 @@ tunes) and returns one row per tuned op; :func:`summarize` turns the rows into a
 Pure text in, rows out: no torch, no I/O.
 
 Why: a first start under max-autotune can outlast a device call (mllm-edit at B=16 on an H100,
-2026-12-07: more than 540 s, cut before the U-Net was through), and a cut process writes no
+2026-12-07: more than 1105 s over two device calls, cut before the U-Net was through), and a cut process writes no
 bench row. The log still says, op by op, how long each search took and how much the winner
 beat the library kernel (cuBLAS / cuDNN, the choice Inductor's default mode makes), which is
 what the ``max-autotune`` decision needs.

@@ -39,9 +39,9 @@
 # Each call stays under the 600 s a device command may run. Rows are written as they come
 # ($OUT/*.jsonl.partial, each with elapsed_s), so a part cut by its timeout keeps what it
 # measured; the order inside each part is the order of priority. autotune: mllm-edit B=16's first
-# start under max-autotune outlasts one call (H100, 2026-12-07: cut at 540 s, the U-Net's first
-# level tuned, 5-41 s of search per GEMM shape): run autotune-first twice (the second resumes
-# from the per-op autotune cache), then autotune-second, chained on one warm machine. A cut
+# start under max-autotune outlasts two calls (H100, 2026-12-07: 1105 s, the U-Net's down path
+# tuned, 5-41 s of search per GEMM shape): repeat the autotune phase with DEADLINE, each call
+# resuming from the per-op autotune cache (carried as .autotune-cache/ to a new machine). A cut
 # process writes no bench row; the summary below reads each autotune log's choices into
 # ops-autotune-*.jsonl (core/bench_autotune.py).
 #

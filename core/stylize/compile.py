@@ -15,10 +15,9 @@ Three ways to run a fixed-shape step, picked once per engine (never per frame):
   cache folder) makes later starts fast. Measured on the H200 at B=16: 178 -> 250 fps (mllm-edit),
   237 -> 344 fps (sd-turbo). ``STYLECAM_COMPILE=1`` makes it the app's mode.
   ``max-autotune-no-cudagraphs`` (``compile_mode``) searches kernel configurations for many
-  minutes per model and B: on an H100 (2026-12-07, mllm-edit B=16) a first start was cut at
-  540 s with the U-Net's first level tuned, 5-41 s per GEMM shape, and cuBLAS/cuDNN kept the
-  U-Net's biggest GEMMs and convolutions (``core/bench_autotune.py`` reads that from the log;
-  docs/benchmarks.md has the table). ``max-autotune`` is accepted and runs as
+  minutes per model and B (mllm-edit B=16 on an H100: a first start outlasts 18 minutes), and
+  cuBLAS/cuDNN keep the U-Net's biggest GEMMs and convolutions (``core/bench_autotune.py`` reads
+  that from the log; the measurements are in docs/benchmarks.md). ``max-autotune`` is accepted and runs as
   ``max-autotune-no-cudagraphs`` (:func:`inductor_mode`): the engine captures its own graphs, and
   Inductor's would nest inside them. ``coordinate-descent`` tunes only Inductor's own fused
   kernels (:data:`COMPILE_OPTIONS`), seconds to a few minutes on a first start. Search results

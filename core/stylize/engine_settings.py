@@ -64,9 +64,7 @@ class EngineSettings:
     the (compiled) steps without capturing them, so a profiler sees every kernel.
     ``fused_vae``: ``auto`` (on where CUDA is), ``on``/True or ``off``/False: TAESD's residual
     blocks run as cuDNN convolutions with the bias, skip add and ReLU in the kernel
-    (:mod:`.fused_vae`; CUDA only, off with a note where cuDNN cannot). Measured on an H100
-    (2026-12-07, mllm-edit, e2e 1280x720, same process): B=16 with CUDA graphs 170.6 -> 202.0 fps
-    (+18 %), compiled 241.9 -> 257.4 (+6 %); B=1 compiled 158.3 -> 164.6 fps, p50 9.29 -> 8.98 ms.
+    (:mod:`.fused_vae`, which has its measurements; CUDA only, off with a note where cuDNN cannot).
 
     ``host_wait``: how the host thread waits for a batch it collects (CUDA): ``sleep`` (blocking
     events: the thread sleeps until the GPU is done) or ``spin`` (CUDA's default, a busy loop).
