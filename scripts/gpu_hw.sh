@@ -18,8 +18,9 @@
 #   OUT=... scripts/gpu_hw.sh autotune-first      # the first start alone (AUTOTUNE_BASE=none: max-autotune alone);
 #   OUT=... scripts/gpu_hw.sh autotune-second     #   the second in the next call on the same warm machine
 #   DEADLINE=<epoch s> ...                        # (any phase) no part runs past it: chained parts share one call
-#   (the autotune phases resume from .autotune-cache/ when the call carries it, and write theirs
-#   to $OUT/autotune-cache/: a search longer than one session's device time goes on in the next)
+#   (the autotune phases resume from .autotune-cache/ when the call carries it and from the
+#   committed docs/data/autotune-cache/, and write theirs to $OUT/autotune-cache/: commit that
+#   folder there, and a search longer than one session's device time goes on in the next)
 #   OUT=... scripts/gpu_hw.sh profile             # the kernel profile of PROFILE_STACKS (pix2pix) at B=16, alone
 #
 # Wall time, from the first H100 80GB run (2026-12-06; every machine starts with an empty Inductor
@@ -121,11 +122,16 @@ case $PHASE in
     # not finished), and a new session gets a fresh machine. So its per-op results (Inductor's
     # autotune cache: one small JSON file per torch/Triton/card) go back in $OUT/autotune-cache/,
     # and a checkout that carries them in .autotune-cache/ (ignored by git) resumes from them.
-    seed=${AUTOTUNE_SEED:-.autotune-cache}
-    if [ -d "$seed" ]; then
-      mkdir -p "$TORCHINDUCTOR_CACHE_DIR/cache" && cp -n "$seed"/* "$TORCHINDUCTOR_CACHE_DIR/cache/"
-      echo "== autotune cache seeded from $seed: $(cat "$seed"/* | wc -c) bytes" | tee -a "$OUT/gpu.txt"
-    fi
+    # A new session's checkout is fresh, so the search so far is also committed, as data, in
+    # docs/data/autotune-cache/ (each file is named by the hash of its torch, Triton and card, and
+    # Inductor reads only its own card's: a file of another card is inert). The carried folder
+    # is seeded first: it is the newer of the two where both hold the same card's file.
+    for seed in ${AUTOTUNE_SEED:-.autotune-cache docs/data/autotune-cache}; do
+      if [ -d "$seed" ] && [ -n "$(ls -A "$seed")" ]; then
+        mkdir -p "$TORCHINDUCTOR_CACHE_DIR/cache" && cp -n "$seed"/* "$TORCHINDUCTOR_CACHE_DIR/cache/"
+        echo "== autotune cache seeded from $seed: $(cat "$seed"/* | wc -c) bytes" | tee -a "$OUT/gpu.txt"
+      fi
+    done
     case $PHASE in autotune) starts="first second" ;; *) starts=${PHASE#autotune-} ;; esac
     for start in $starts; do
       # "autotune" goes on to the second start only once a first start has finished (its row
