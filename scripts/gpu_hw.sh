@@ -118,18 +118,17 @@ case $PHASE in
     # processes; autotune-first and autotune-second run one each, so a first start that takes
     # most of a device call's 10 minutes has its second start in the next call on the same warm
     # machine (TORCHINDUCTOR_CACHE_DIR is /tmp/inductor there, kept while the machine is).
-    # The search outlasts one session's device time (H100, 2026-12-07: 1105 s over two calls,
-    # not finished), and a new session gets a fresh machine. So its per-op results (Inductor's
-    # autotune cache: one small JSON file per torch/Triton/card) go back in $OUT/autotune-cache/,
-    # and a checkout that carries them in .autotune-cache/ (ignored by git) resumes from them.
-    # A new session's checkout is fresh, so the search so far is also committed, as data, in
-    # docs/data/autotune-cache/ (each file is named by the hash of its torch, Triton and card, and
-    # Inductor reads only its own card's: a file of another card is inert). The carried folder
-    # is seeded first: it is the newer of the two where both hold the same card's file.
+    # The search outlasts one session's device time (H100, 2026-12-07: 1105 s over two calls in
+    # the ninth session, 989 s in the tenth, neither finished), and each session gets a fresh
+    # machine and a fresh checkout. So the results so far travel (core/bench_autotune_cache.py):
+    # max-autotune's per-op choices (one file per torch, Triton and card; another card's is
+    # inert) and coordinate descent's per-kernel ones. Each call returns them in
+    # $OUT/autotune-cache/; commit that folder as docs/data/autotune-cache/ (or carry it as
+    # .autotune-cache/, git-ignored, which is unpacked first and so wins where both hold an op).
     for seed in ${AUTOTUNE_SEED:-.autotune-cache docs/data/autotune-cache}; do
-      if [ -d "$seed" ] && [ -n "$(ls -A "$seed")" ]; then
-        mkdir -p "$TORCHINDUCTOR_CACHE_DIR/cache" && cp -n "$seed"/* "$TORCHINDUCTOR_CACHE_DIR/cache/"
-        echo "== autotune cache seeded from $seed: $(cat "$seed"/* | wc -c) bytes" | tee -a "$OUT/gpu.txt"
+      if [ -d "$seed" ]; then
+        echo "== autotune cache seeded from $seed: $(python3 -m stylecam.core.bench_autotune_cache unpack "$seed" "$TORCHINDUCTOR_CACHE_DIR")" \
+          | tee -a "$OUT/gpu.txt"
       fi
     done
     case $PHASE in autotune) starts="first second" ;; *) starts=${PHASE#autotune-} ;; esac
@@ -154,9 +153,8 @@ case $PHASE in
         bench "autotune-$start" "${AUTOTUNE_LIMIT:-270}"
       )
     done
-    if [ -d "$TORCHINDUCTOR_CACHE_DIR/cache" ]; then
-      mkdir -p "$OUT/autotune-cache" && cp "$TORCHINDUCTOR_CACHE_DIR"/cache/* "$OUT/autotune-cache/"
-    fi
+    echo "== autotune cache returned in $OUT/autotune-cache: $(python3 -m stylecam.core.bench_autotune_cache pack "$TORCHINDUCTOR_CACHE_DIR" "$OUT/autotune-cache")" \
+      | tee -a "$OUT/gpu.txt"
     ;;
   profile)
     # The kernel profile of one batch (PROFILE_BATCH, 16) of each of PROFILE_STACKS (pix2pix: the
