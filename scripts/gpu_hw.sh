@@ -59,6 +59,9 @@ source scripts/gpu_env.sh
 { nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv,noheader
   python3 -c "import torch, diffusers, transformers; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'capability', torch.cuda.get_device_capability(), 'diffusers', diffusers.__version__, 'transformers', transformers.__version__)"
   python3 -c "import importlib.metadata as m; print('streamdiffusion', m.version('streamdiffusion'))" || echo "streamdiffusion missing: the peer rows will say so"
+  # max-autotune's log reports ~0 s of parallel precompiling per op (tenth session): the threads
+  # Inductor may use and the environment's Inductor settings say whether it could have.
+  python3 -c "import os, torch._inductor.config as c; print('inductor compile_threads', c.compile_threads, 'env', {k: v for k, v in os.environ.items() if k.startswith(('TORCHINDUCTOR', 'TRITON'))})"
   date -u; } 2>&1 | tee -a "$OUT/gpu.txt"
 
 # One bench process with the plan in the environment; stdout and stderr kept apart, rows to $1.jsonl.
