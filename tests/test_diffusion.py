@@ -152,8 +152,13 @@ def test_backend_equals_the_reference(case, bundles, clip_frames):
         kept = default.process(clip_frames)
         assert default._engine.settings.refresh_batches == 32
         default.close()
-        # frames 0 and 1 both on frame 1's (the batch's newest, broadcast), frame 2 on it again
-        assert [np.array_equal(a, b) for a, b in zip(kept, got)] == [False, True, False]
+        # frames 0 and 1 both on frame 1's (the batch's newest, broadcast), frame 2 on it again:
+        # frame 1 is the same picture, up to a rounding step on a few pixels (Qwen3-VL saw it in a
+        # batch of one there and of two here, and the CPU's GEMMs may round the two apart: max 1
+        # level on 0.01 % of pixels with LLLite on an AVX2-only CPU, 2026-12-07); the others differ.
+        diffs = [np.abs(a.astype(int) - b.astype(int)) for a, b in zip(kept, got)]
+        assert diffs[1].max() <= 1 and diffs[1].mean() < 1e-3
+        assert min(diffs[0].mean(), diffs[2].mean()) > 0.01  # seen: 0.04-0.09
     want = stylize_frames(clip_frames, st, B.load_bundle(bundles[case]))
     assert [g.shape for g in got] == [f.shape for f in clip_frames]
     for g, w in zip(got, want):

@@ -25,6 +25,13 @@ DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 def session(model):
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
+    # The shipped int8 files as their QDQ nodes say, on every CPU. onnxruntime's optimizer fuses
+    # them into int8 kernels whose u8s8 products saturate 16-bit sums on CPUs without VNNI (AVX2
+    # only, as on some CI machines: the arbitrary transform then came out 13 levels from our float
+    # modules, against under 8 elsewhere, 2026-12-07). Unfused, each (de)quantization runs as
+    # written around a float convolution. ("session.x64quantprecision", the option meant for
+    # this, fails to load these files in onnxruntime 1.31.)
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     return ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
 
 
