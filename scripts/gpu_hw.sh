@@ -18,9 +18,7 @@
 #   OUT=... scripts/gpu_hw.sh autotune-first      # the first start alone (AUTOTUNE_BASE=none: max-autotune alone);
 #   OUT=... scripts/gpu_hw.sh autotune-second     #   the second in the next call on the same warm machine
 #   DEADLINE=<epoch s> ...                        # (any phase) no part runs past it: chained parts share one call
-#   (the autotune phases resume from .autotune-cache/ when the call carries it and from the
-#   committed docs/data/autotune-cache/, and write theirs to $OUT/autotune-cache/: commit that
-#   folder there, and a search longer than one session's device time goes on in the next)
+#   (the autotune phases resume the search where the last call left it: see the phase below)
 #   OUT=... scripts/gpu_hw.sh profile             # the kernel profile of PROFILE_STACKS (pix2pix) at B=16, alone
 #
 # Wall time, from the first H100 80GB run (2026-12-06; every machine starts with an empty Inductor
@@ -40,11 +38,10 @@
 # Each call stays under the 600 s a device command may run. Rows are written as they come
 # ($OUT/*.jsonl.partial, each with elapsed_s), so a part cut by its timeout keeps what it
 # measured; the order inside each part is the order of priority. autotune: mllm-edit B=16's first
-# start under max-autotune outlasts two calls (H100, 2026-12-07: 1105 s, the U-Net's down path
-# tuned, 5-41 s of search per GEMM shape): repeat the autotune phase with DEADLINE, each call
-# resuming from the per-op autotune cache (carried as .autotune-cache/ to a new machine). A cut
-# process writes no bench row; the summary below reads each autotune log's choices into
-# ops-autotune-*.jsonl (core/bench_autotune.py).
+# start under max-autotune outlasts a session's device time (5-42 s of search per GEMM shape):
+# repeat the autotune phase with DEADLINE, each call resuming the search. A cut process writes no
+# bench row; the summary below reads each autotune log's choices into ops-autotune-*.jsonl
+# (core/bench_autotune.py).
 #
 # Expects in .whl/ the wheels the GPU image lacks: diffusers, platformdirs, pyvirtualcam (as
 # scripts/gpu_app_path.sh) and streamdiffusion-0.1.1-py3-none-any.whl (installed --no-deps: it
