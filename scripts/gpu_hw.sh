@@ -131,6 +131,10 @@ case $PHASE in
           | tee -a "$OUT/gpu.txt"
       fi
     done
+    # Inductor's own account of each search (INFO): a "Multithreaded precompilation" line per op
+    # says its candidates were compiled in parallel; none means they compiled one by one inside
+    # "benchmarking" (the tenth session's log put ~0 s in precompiling).
+    export TORCH_LOGS=${TORCH_LOGS:-torch._inductor.select_algorithm}
     case $PHASE in autotune) starts="first second" ;; *) starts=${PHASE#autotune-} ;; esac
     for start in $starts; do
       # "autotune" goes on to the second start only once a first start has finished (its row
