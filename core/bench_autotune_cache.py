@@ -78,16 +78,23 @@ def _safe_relative(path: str) -> bool:
             and path.endswith(".best_config"))
 
 
-def unpack(src: str | os.PathLike, cache_dir: str | os.PathLike) -> dict:
+def unpack(src: str | os.PathLike, cache_dir: str | os.PathLike, as_system: str | None = None) -> dict:
     """Put a packed folder back into ``cache_dir``, keeping what is there: per-op files are
     merged op by op, ``.best_config`` files are written only where none exists. Raises
     ``ValueError`` for a per-op file that is not Inductor's JSON or a path that would leave
-    ``cache_dir``. Returns how many ops and kernel results were added."""
+    ``cache_dir``. Returns how many ops and kernel results were added.
+
+    ``as_system`` (a system hash, Inductor's ``CacheBase.get_system()["hash"]``) merges every
+    per-op file into that system's file instead of its own: one card's choices reused on
+    another. Only sound between cards whose kernels compile the same (H100 SXM and H200: both
+    sm_90 with 132 SMs, so the same candidate kernels and keys), with the same torch and Triton
+    (other versions' keys never match, so their ops stay unused). The timings, and so the
+    choices, are the other card's. That system's own file goes first, so its ops win."""
     src, cache_dir = Path(src), Path(cache_dir)
     added_ops = added_kernels = 0
     if not src.is_dir():
         return {"ops_added": 0, "best_configs_added": 0}
-    for f in sorted(src.iterdir()):
+    for f in sorted(src.iterdir(), key=lambda f: (f.name != as_system, f.name)):
         if not f.is_file() or f.name.startswith("."):
             continue
         if f.name == BEST_CONFIGS:
@@ -109,7 +116,7 @@ def unpack(src: str | os.PathLike, cache_dir: str | os.PathLike) -> dict:
             raise ValueError(f"{f} is not one of Inductor's autotune cache files: {e}") from None
         if not isinstance(new, dict) or not isinstance(new.get("cache"), dict):
             raise ValueError(f"{f} is not one of Inductor's autotune cache files (no 'cache' table)")
-        target = cache_dir / "cache" / f.name
+        target = cache_dir / "cache" / (as_system or f.name)
         target.parent.mkdir(parents=True, exist_ok=True)
         there = json.loads(target.read_text()) if target.exists() else {**new, "cache": {}}
         before = _ops(there.setdefault("cache", {}))
@@ -122,12 +129,15 @@ def unpack(src: str | os.PathLike, cache_dir: str | os.PathLike) -> dict:
 
 
 def main(argv: list[str]) -> int:
+    as_system = None
+    if len(argv) == 5 and argv[0] == "unpack" and argv[3] == "--as-system":
+        argv, as_system = argv[:3], argv[4]
     if len(argv) != 3 or argv[0] not in ("pack", "unpack"):
-        print("usage: python -m stylecam.core.bench_autotune_cache pack CACHE_DIR DEST | unpack SRC CACHE_DIR",
-              file=sys.stderr)
+        print("usage: python -m stylecam.core.bench_autotune_cache pack CACHE_DIR DEST"
+              " | unpack SRC CACHE_DIR [--as-system HASH]", file=sys.stderr)
         return 2
     verb, a, b = argv
-    print(json.dumps(pack(a, b) if verb == "pack" else unpack(a, b)))
+    print(json.dumps(pack(a, b) if verb == "pack" else unpack(a, b, as_system)))
     return 0
 
 

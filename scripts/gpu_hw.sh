@@ -125,9 +125,15 @@ case $PHASE in
     # inert) and coordinate descent's per-kernel ones. Each call returns them in
     # $OUT/autotune-cache/; commit that folder as docs/data/autotune-cache/ (or carry it as
     # .autotune-cache/, git-ignored, which is unpacked first and so wins where both hold an op).
+    # AUTOTUNE_ANY_CARD=1 reuses another card's choices on this one (H100 <-> H200: the same
+    # sm_90 kernels; see unpack's as_system), when the card that came is not the one searched on.
+    as_system=()
+    if [ "${AUTOTUNE_ANY_CARD:-0}" = 1 ]; then
+      as_system=(--as-system "$(python3 -c "from torch._inductor.codecache import CacheBase; print(CacheBase.get_system()['hash'])")")
+    fi
     for seed in ${AUTOTUNE_SEED:-.autotune-cache docs/data/autotune-cache}; do
       if [ -d "$seed" ]; then
-        echo "== autotune cache seeded from $seed: $(python3 -m stylecam.core.bench_autotune_cache unpack "$seed" "$TORCHINDUCTOR_CACHE_DIR")" \
+        echo "== autotune cache seeded from $seed ${as_system[*]}: $(python3 -m stylecam.core.bench_autotune_cache unpack "$seed" "$TORCHINDUCTOR_CACHE_DIR" "${as_system[@]}")" \
           | tee -a "$OUT/gpu.txt"
       fi
     done

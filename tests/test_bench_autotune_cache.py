@@ -96,3 +96,20 @@ def test_the_committed_cache_is_inductors_and_unpacks(tmp_path, capsys):
     counts = json.loads(capsys.readouterr().out)
     assert counts["ops_added"] >= 40  # the tenth session's two calls tuned 43 ops (one twice)
     assert main(["nonsense"]) == 2
+
+
+def test_as_system_merges_another_cards_ops_into_this_cards_file_and_this_cards_win(tmp_path, capsys):
+    carried = tmp_path / "carried"
+    carried.mkdir()
+    (carried / "h100").write_text(_per_op({**MM, **CONV}))
+    own_mm = {"mm": {"((cuda, bf16, 128, 2048))": {"high": {"triton_mm_1": 0.02}}}}
+    (carried / "h200").write_text(_per_op(own_mm))
+    cache_dir = tmp_path / "cache_dir"
+    assert main(["unpack", str(carried), str(cache_dir), "--as-system", "h200"]) == 0
+    # The H200's own mm, then the H100's conv; its mm timing lost to the H200's.
+    assert json.loads(capsys.readouterr().out) == {"ops_added": 2, "best_configs_added": 0}
+    assert sorted(p.name for p in (cache_dir / "cache").iterdir()) == ["h200"]
+    merged = json.loads((cache_dir / "cache" / "h200").read_text())["cache"]
+    assert merged["mm"]["((cuda, bf16, 128, 2048))"]["high"]["triton_mm_1"] == 0.02
+    assert merged["convolution"] == CONV["convolution"]
+    assert main(["unpack", str(carried), str(cache_dir), "--as-system"]) == 2
