@@ -495,14 +495,18 @@ class TrayApp(QObject):
         if style is None:
             self.notify("Unknown style", f"No style called {name!r}.", "warning")
             return
+        self._show_style(name)
+        self._update_status()
+        if self.worker is not None:
+            self.worker.set_style(style)
+
+    def _show_style(self, name: str) -> None:
+        """The menu, the saved settings and the strength slider follow ``name``, the running style."""
         self.style_actions[name].setChecked(True)
         self.style_name = name
         self._save(style=name)
         self._mark_active_style()
         self._sync_strength()
-        self._update_status()
-        if self.worker is not None:
-            self.worker.set_style(style)
 
     def cycle_style(self, step: int = 1) -> None:
         names = list(self.styles)
@@ -826,11 +830,7 @@ class TrayApp(QObject):
     def _on_style_fallback(self, name: str) -> None:
         # The menu shows what runs, and the next start keeps it.
         if name in self.style_actions:
-            self.style_actions[name].setChecked(True)
-            self.style_name = name
-            self._save(style=name)
-            self._mark_active_style()
-            self._sync_strength()
+            self._show_style(name)
         self._update_status()
 
     def _on_source_fallback(self, spec: str) -> None:

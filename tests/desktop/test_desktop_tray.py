@@ -272,3 +272,31 @@ def test_ai_speed_that_cannot_compile_keeps_the_ai_style_and_says_so(qtbot, make
     title, text, level = next(n for n in notes if n[0] == "AI speed is off for now")
     assert "Failed to find C compiler" in text and level == "warning"
     assert not any(t.endswith("is not available") for t, _, _ in notes)  # the style was kept
+
+
+def test_an_ai_style_that_cannot_start_hands_the_menu_to_the_style_that_runs(qtbot, make_app, tmp_path):
+    """The model goes missing after the menu offered it: the worker runs the fallback style, and
+    the menu's tick, the saved style and the strength slider follow it (so the next start too)."""
+    pytest.importorskip("torch")
+    import shutil
+
+    from stylecam.core.stylize.bundle import write_tiny_bundle
+
+    bundle = write_tiny_bundle("sd-turbo", tmp_path / "tiny")
+    app = make_app(probe_diffusion=True, bundle=str(bundle), style="toon")
+    if not app.diffusion_styles:
+        pytest.skip("this build has no diffusion styles")
+    with qtbot.waitSignal(app.diffusion_checked, timeout=60000):
+        app.start()
+    next_pair(qtbot, app, lambda p: p.style == "toon")
+    name = app.diffusion_styles[0].name
+    shutil.rmtree(bundle)
+    with qtbot.waitSignal(app.worker.style_fallback, timeout=30000) as blocker:
+        app.style_actions[name].trigger()
+    fallback = app.fallback_style.name
+    assert blocker.args == [fallback] and fallback != name
+    qtbot.waitUntil(lambda: app.style_name == fallback, timeout=3000)
+    assert app.style_actions[fallback].isChecked() and not app.style_actions[name].isChecked()
+    assert app.style_actions[fallback].font().bold() and not app.style_actions[name].font().bold()
+    assert app.store.load().style == fallback
+    next_pair(qtbot, app, lambda p: p.style == fallback)
