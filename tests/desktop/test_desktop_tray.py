@@ -204,19 +204,25 @@ def test_diffusion_styles_join_the_menu_only_when_they_can_run(qtbot, make_app, 
     assert type(worker._backend.inner.inner).__name__ == "ClassicBackend"
 
 
-def test_speed_up_ai_compiles_the_ai_styles_and_says_the_first_start_is_slow(qtbot, make_app, tmp_path):
-    """The Settings switch is the tray's STYLECAM_COMPILE=1: a new diffusion backend in compile
-    mode (on this CPU it runs eagerly, the same pictures), announced before its long first start."""
+def _started_with_a_tiny_model(qtbot, make_app, tmp_path, **settings):
+    """A tray app over a tiny sd-turbo bundle on disk, started, its AI styles offered: (app,
+    the first AI style's name, the bundle's folder). Skips where this build has no AI styles."""
     pytest.importorskip("torch")
     from stylecam.core.stylize.bundle import write_tiny_bundle
 
     bundle = write_tiny_bundle("sd-turbo", tmp_path / "tiny")
-    app = make_app(probe_diffusion=True, bundle=str(bundle), style="toon")
+    app = make_app(probe_diffusion=True, bundle=str(bundle), style="toon", **settings)
     if not app.diffusion_styles:
         pytest.skip("this build has no diffusion styles")
     with qtbot.waitSignal(app.diffusion_checked, timeout=60000):
         app.start()
-    name = app.diffusion_styles[0].name
+    return app, app.diffusion_styles[0].name, bundle
+
+
+def test_speed_up_ai_compiles_the_ai_styles_and_says_the_first_start_is_slow(qtbot, make_app, tmp_path):
+    """The Settings switch is the tray's STYLECAM_COMPILE=1: a new diffusion backend in compile
+    mode (on this CPU it runs eagerly, the same pictures), announced before its long first start."""
+    app, name, _ = _started_with_a_tiny_model(qtbot, make_app, tmp_path)
     app.style_actions[name].trigger()
     next_pair(qtbot, app, lambda p: p.style == name and not p.paused, timeout=30000)
     worker = app.worker
@@ -243,7 +249,6 @@ def test_ai_speed_that_cannot_compile_keeps_the_ai_style_and_says_so(qtbot, make
     """Compiling fails (here at the engine's first batch, as on a machine without a C compiler
     for Triton): the AI style still paints, uncompiled, and the user is told why."""
     pytest.importorskip("torch")
-    from stylecam.core.stylize.bundle import write_tiny_bundle
     from stylecam.core.stylize.engine import StreamEngine
 
     real_submit = StreamEngine.submit
@@ -254,16 +259,10 @@ def test_ai_speed_that_cannot_compile_keeps_the_ai_style_and_says_so(qtbot, make
         return real_submit(self, images, *args, **kw)
 
     monkeypatch.setattr(StreamEngine, "submit", submit)
-    bundle = write_tiny_bundle("sd-turbo", tmp_path / "tiny")
-    app = make_app(probe_diffusion=True, bundle=str(bundle), style="toon", speed_up_ai=True)
-    if not app.diffusion_styles:
-        pytest.skip("this build has no diffusion styles")
-    with qtbot.waitSignal(app.diffusion_checked, timeout=60000):
-        app.start()
+    app, name, _ = _started_with_a_tiny_model(qtbot, make_app, tmp_path, speed_up_ai=True)
     worker = app.worker
     notes = []
     worker.notify.connect(lambda title, text, level: notes.append((title, text, level)))
-    name = app.diffusion_styles[0].name
     app.style_actions[name].trigger()
     pair = next_pair(qtbot, app, lambda p: p.style == name and not p.paused, timeout=30000)
     assert not np.array_equal(pair.output, pair.input)  # the AI style, not a classic fallback
@@ -277,19 +276,10 @@ def test_ai_speed_that_cannot_compile_keeps_the_ai_style_and_says_so(qtbot, make
 def test_an_ai_style_that_cannot_start_hands_the_menu_to_the_style_that_runs(qtbot, make_app, tmp_path):
     """The model goes missing after the menu offered it: the worker runs the fallback style, and
     the menu's tick, the saved style and the strength slider follow it (so the next start too)."""
-    pytest.importorskip("torch")
     import shutil
 
-    from stylecam.core.stylize.bundle import write_tiny_bundle
-
-    bundle = write_tiny_bundle("sd-turbo", tmp_path / "tiny")
-    app = make_app(probe_diffusion=True, bundle=str(bundle), style="toon")
-    if not app.diffusion_styles:
-        pytest.skip("this build has no diffusion styles")
-    with qtbot.waitSignal(app.diffusion_checked, timeout=60000):
-        app.start()
+    app, name, bundle = _started_with_a_tiny_model(qtbot, make_app, tmp_path)
     next_pair(qtbot, app, lambda p: p.style == "toon")
-    name = app.diffusion_styles[0].name
     shutil.rmtree(bundle)
     with qtbot.waitSignal(app.worker.style_fallback, timeout=30000) as blocker:
         app.style_actions[name].trigger()
