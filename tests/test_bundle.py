@@ -221,8 +221,10 @@ def test_folder_without_manifest_or_unet_is_not_a_bundle(tmp_path, offline):
     (tmp_path / "empty").mkdir()
     with pytest.raises(BundleError, match="no manifest .* and no unet/config.json"):
         load_bundle(tmp_path / "empty")
-    with pytest.raises(BundleError, match="no such folder, and not a hub id"):
+    with pytest.raises(BundleError, match=f"the model folder {tmp_path / 'nope'} does not exist"):
         load_bundle(tmp_path / "nope")
+    with pytest.raises(BundleError, match="no such folder, and not a hub id"):
+        load_bundle("not a model")
 
 
 @pytest.mark.parametrize("change, message", [

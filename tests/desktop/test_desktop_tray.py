@@ -281,10 +281,17 @@ def test_an_ai_style_that_cannot_start_hands_the_menu_to_the_style_that_runs(qtb
     app, name, bundle = _started_with_a_tiny_model(qtbot, make_app, tmp_path)
     next_pair(qtbot, app, lambda p: p.style == "toon")
     shutil.rmtree(bundle)
+    notes = []
+    app.worker.notify.connect(lambda title, text, level: notes.append((title, text, level)))
     with qtbot.waitSignal(app.worker.style_fallback, timeout=30000) as blocker:
         app.style_actions[name].trigger()
     fallback = app.fallback_style.name
     assert blocker.args == [fallback] and fallback != name
+    # Said in the user's terms: which folder is gone, and what runs instead.
+    qtbot.waitUntil(lambda: any(t.endswith("is not available") for t, _, _ in notes), timeout=3000)
+    text = next(text for t, text, _ in notes if t.endswith("is not available"))
+    assert f"model folder {bundle} does not exist" in text and "hub id" not in text
+    assert f"Running the {app.fallback_style.title} style instead" in text
     qtbot.waitUntil(lambda: app.style_name == fallback, timeout=3000)
     assert app.style_actions[fallback].isChecked() and not app.style_actions[name].isChecked()
     assert app.style_actions[fallback].font().bold() and not app.style_actions[name].font().bold()

@@ -106,7 +106,12 @@ def resolve_bundle(ref: str | os.PathLike, *, offline: bool | None = None,
         return ResolvedBundle(manifest, _component_paths(manifest, None, offline, progress), text)
     if folder.exists():
         raise BundleError(f"{folder} is a file, not a bundle folder")
-    if not _HUB_ID.match(text) or text.startswith((".", "~", "/")):
+    if folder.is_absolute() or text.startswith((".", "~")):
+        # Plainly a path (a folder the user picked once, now moved, deleted or on a drive that
+        # is not connected): say that, not what a hub id looks like.
+        raise BundleError(f"the model folder {folder} does not exist (moved or deleted, or on a drive "
+                          f"that is not connected)")
+    if not _HUB_ID.match(text):
         raise BundleError(f"bundle {text!r}: no such folder, and not a hub id (owner/name) "
                           f"or a stack name ({', '.join(hub_stacks)})")
     # A bundle repository on the hub: its manifest first (a few small files), then the
