@@ -21,7 +21,7 @@ descent (how much that is was not measured). ``scripts/gpu_hw.sh`` packs after e
 call, the folder is committed in ``docs/data/autotune-cache/``, and the next call unpacks it.
 
 Run as ``python -m stylecam.core.bench_autotune_cache pack CACHE_DIR DEST`` or
-``... unpack SRC CACHE_DIR``; no torch needed.
+``... unpack SRC CACHE_DIR [--as-system HASH]``; no torch needed.
 """
 
 from __future__ import annotations

@@ -56,8 +56,10 @@ source scripts/gpu_env.sh
 { nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv,noheader
   python3 -c "import torch, diffusers, transformers; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'capability', torch.cuda.get_device_capability(), 'diffusers', diffusers.__version__, 'transformers', transformers.__version__)"
   python3 -c "import importlib.metadata as m; print('streamdiffusion', m.version('streamdiffusion'))" || echo "streamdiffusion missing: the peer rows will say so"
-  # max-autotune's log reports ~0 s of parallel precompiling per op (tenth session): the threads
-  # Inductor may use and the environment's Inductor settings say whether it could have.
+  # The threads Inductor compiles candidates on, and the environment's Inductor settings.
+  # (Its log gives ~0 s of "precompiling" per op because the candidates compile in parallel
+  # before any op is benchmarked: TORCH_LOGS=torch._inductor.select_algorithm showed it, H100,
+  # eleventh session; the 4-38 s per op are benchmarking.)
   python3 -c "import os, torch._inductor.config as c; print('inductor compile_threads', c.compile_threads, 'env', {k: v for k, v in os.environ.items() if k.startswith(('TORCHINDUCTOR', 'TRITON'))})"
   date -u; } 2>&1 | tee -a "$OUT/gpu.txt"
 
@@ -137,10 +139,6 @@ case $PHASE in
           | tee -a "$OUT/gpu.txt"
       fi
     done
-    # Inductor's own account of each search (INFO): a "Multithreaded precompilation" line per op
-    # says its candidates were compiled in parallel; none means they compiled one by one inside
-    # "benchmarking" (the tenth session's log put ~0 s in precompiling).
-    export TORCH_LOGS=${TORCH_LOGS:-torch._inductor.select_algorithm}
     case $PHASE in autotune) starts="first second" ;; *) starts=${PHASE#autotune-} ;; esac
     for start in $starts; do
       # "autotune" goes on to the second start only once a first start has finished (its row
