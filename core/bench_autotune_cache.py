@@ -37,24 +37,46 @@ BEST_CONFIGS = "best-configs.jsonl"
 
 def pack(cache_dir: str | os.PathLike, dest: str | os.PathLike) -> dict:
     """Copy the per-op files and the per-kernel ``.best_config`` files of ``cache_dir`` into
-    ``dest`` (created; files there are replaced). Returns how many of each were packed."""
+    ``dest`` (created; files there are replaced). Returns how many of each were packed, and how
+    many were skipped because they did not parse.
+
+    Safe to call while Inductor is still searching (``gpu_hw.sh``'s ``SNAPSHOT`` packs every
+    30 s): a file caught half-written does not parse and is skipped, so ``dest`` keeps its last
+    good copy of a per-op file, and a kernel's result comes with the next pack."""
     cache_dir, dest = Path(cache_dir), Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
-    per_op = 0
+    per_op = skipped = 0
     ops_dir = cache_dir / "cache"
     if ops_dir.is_dir():
         for f in sorted(ops_dir.iterdir()):
-            if f.is_file():
-                (dest / f.name).write_bytes(f.read_bytes())
-                per_op += 1
+            if not f.is_file():
+                continue
+            data = f.read_bytes()
+            if not isinstance(_parsed(data), dict):
+                skipped += 1
+                continue
+            (dest / f.name).write_bytes(data)
+            per_op += 1
     rows = []
     if cache_dir.is_dir():
         for f in sorted(cache_dir.rglob("*.best_config")):
-            rows.append({"path": f.relative_to(cache_dir).as_posix(), "content": f.read_text()})
+            content = f.read_text(errors="replace")
+            if _parsed(content) is None:
+                skipped += 1
+                continue
+            rows.append({"path": f.relative_to(cache_dir).as_posix(), "content": content})
     if rows:
         with open(dest / BEST_CONFIGS, "w") as out:
             out.writelines(json.dumps(r) + "\n" for r in rows)
-    return {"per_op_files": per_op, "best_configs": len(rows)}
+    return {"per_op_files": per_op, "best_configs": len(rows), "skipped_unparsable": skipped}
+
+
+def _parsed(text: str | bytes):
+    """The JSON in ``text``, or None where it does not parse (a file caught mid-write)."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return None
 
 
 def _merge(into: dict, new: dict) -> None:

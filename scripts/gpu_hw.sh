@@ -18,6 +18,8 @@
 #   OUT=... scripts/gpu_hw.sh autotune-first      # the first start alone (AUTOTUNE_BASE=none: max-autotune alone);
 #   OUT=... scripts/gpu_hw.sh autotune-second     #   the second in the next call on the same warm machine
 #   DEADLINE=<epoch s> ...                        # (any phase) no part runs past it: chained parts share one call
+#   SNAPSHOT=<tool $OUT>/r.tgz ...                # (any phase) $OUT as a tarball every 30 s and at the end: a call
+#                                                 #   the tool cuts short still brings back what it found (below)
 #   (the autotune phases resume the search where the last call left it: see the phase below)
 #   OUT=... scripts/gpu_hw.sh profile             # the kernel profile of PROFILE_STACKS (pix2pix) at B=16, alone
 #
@@ -52,6 +54,27 @@ OUT=${OUT:-$PWD/out}
 mkdir -p "$OUT"
 # shellcheck source=scripts/gpu_env.sh
 source scripts/gpu_env.sh
+
+# SNAPSHOT=<file.tgz> (optional; put it under the device tool's $OUT): every SNAPSHOT_EVERY s
+# (30) and on exit, $OUT, with the autotune cache packed into $OUT/autotune-cache, is written to
+# that tarball (whole or not at all: written beside it, then renamed). Why: a device call can run
+# shorter than the timeout asked for (the tool gives what device time is left after the machine's
+# start: a call asked for 360 s ran 289 s, twelfth session), and a command killed by the tool
+# brings back only the files already under the tool's $OUT, so that call's search came back with
+# nothing. A DEADLINE inside the real limit still lets the script end on its own; the snapshot is
+# for when it does not.
+snapshot() {
+  [ -n "${SNAPSHOT:-}" ] || return 0
+  python3 -m stylecam.core.bench_autotune_cache pack "$TORCHINDUCTOR_CACHE_DIR" "$OUT/autotune-cache" > /dev/null 2>&1
+  tar czf "$SNAPSHOT.part" -C "$(dirname "$OUT")" "$(basename "$OUT")" 2> /dev/null && mv -f "$SNAPSHOT.part" "$SNAPSHOT"
+}
+if [ -n "${SNAPSHOT:-}" ]; then
+  mkdir -p "$(dirname "$SNAPSHOT")"
+  # Before the version checks below (importing torch takes seconds); ends with this script.
+  ( while sleep "${SNAPSHOT_EVERY:-30}" && kill -0 $$ 2> /dev/null; do snapshot; done ) &
+  snapshot_loop=$!
+  trap 'kill "$snapshot_loop" 2> /dev/null; snapshot' EXIT
+fi
 
 { nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv,noheader
   python3 -c "import torch, diffusers, transformers; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'capability', torch.cuda.get_device_capability(), 'diffusers', diffusers.__version__, 'transformers', transformers.__version__)"

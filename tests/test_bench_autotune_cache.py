@@ -37,7 +37,7 @@ def test_a_packed_cache_unpacks_into_a_fresh_dir_as_it_was(tmp_path):
                "cd/k2.best_config": '{"XBLOCK": 64}'}
     src = _inductor_dir(tmp_path / "machine1", {**MM, **CONV}, kernels)
     counts = pack(src, tmp_path / "carried")
-    assert counts == {"per_op_files": 1, "best_configs": 2}
+    assert counts == {"per_op_files": 1, "best_configs": 2, "skipped_unparsable": 0}
     assert sorted(p.name for p in (tmp_path / "carried").iterdir()) == ["abc", BEST_CONFIGS]
 
     fresh = tmp_path / "machine2"
@@ -64,6 +64,25 @@ def test_unpacking_merges_op_by_op_and_keeps_what_is_there(tmp_path):
     assert unpack(carried, here) == {"ops_added": 0, "best_configs_added": 0}
 
 
+def test_a_file_caught_half_written_is_skipped_and_the_last_good_copy_kept(tmp_path):
+    """gpu_hw.sh's SNAPSHOT packs every 30 s while Inductor is still writing its files."""
+    src = _inductor_dir(tmp_path / "machine", MM, {"ab/k1.best_config": '{"XBLOCK": 256}'})
+    carried = tmp_path / "carried"
+    assert pack(src, carried)["per_op_files"] == 1
+    good = (carried / "abc").read_text()
+    # Mid-write: the per-op file cut short, one kernel's result empty.
+    (src / "cache" / "abc").write_text(_per_op({**MM, **CONV})[:40])
+    (src / "cd").mkdir()
+    (src / "cd" / "k2.best_config").write_text("")
+    assert pack(src, carried) == {"per_op_files": 0, "best_configs": 1, "skipped_unparsable": 2}
+    assert (carried / "abc").read_text() == good
+    assert unpack(carried, tmp_path / "fresh") == {"ops_added": 1, "best_configs_added": 1}
+    # Once written, the next pack takes it.
+    (src / "cache" / "abc").write_text(_per_op({**MM, **CONV}))
+    (src / "cd" / "k2.best_config").write_text('{"XBLOCK": 64}')
+    assert pack(src, carried) == {"per_op_files": 1, "best_configs": 2, "skipped_unparsable": 0}
+
+
 @pytest.mark.parametrize("path", ["../outside.best_config", "/etc/x.best_config", "ab/k1.py"])
 def test_a_path_that_leaves_the_cache_dir_is_refused(tmp_path, path):
     carried = tmp_path / "carried"
@@ -83,7 +102,8 @@ def test_a_file_that_is_not_an_autotune_cache_is_refused(tmp_path):
 
 
 def test_missing_folders_pack_and_unpack_nothing(tmp_path):
-    assert pack(tmp_path / "no-cache", tmp_path / "out") == {"per_op_files": 0, "best_configs": 0}
+    assert pack(tmp_path / "no-cache", tmp_path / "out") == {"per_op_files": 0, "best_configs": 0,
+                                                            "skipped_unparsable": 0}
     assert unpack(tmp_path / "nothing", tmp_path / "cache_dir") == {"ops_added": 0, "best_configs_added": 0}
 
 
