@@ -52,7 +52,7 @@ def pack(cache_dir: str | os.PathLike, dest: str | os.PathLike) -> dict:
             if not f.is_file():
                 continue
             data = f.read_bytes()
-            if not isinstance(_parsed(data), dict):
+            if _per_op_table(data) is None:
                 skipped += 1
                 continue
             (dest / f.name).write_bytes(data)
@@ -77,6 +77,12 @@ def _parsed(text: str | bytes):
         return json.loads(text)
     except ValueError:
         return None
+
+
+def _per_op_table(text: str | bytes) -> dict | None:
+    """An Inductor per-op file's contents (a dict with a ``cache`` table), or None if it is not one."""
+    data = _parsed(text)
+    return data if isinstance(data, dict) and isinstance(data.get("cache"), dict) else None
 
 
 def _merge(into: dict, new: dict) -> None:
@@ -132,12 +138,9 @@ def unpack(src: str | os.PathLike, cache_dir: str | os.PathLike, as_system: str 
                     target.write_text(row["content"])
                     added_kernels += 1
             continue
-        try:
-            new = json.loads(f.read_text())
-        except ValueError as e:
-            raise ValueError(f"{f} is not one of Inductor's autotune cache files: {e}") from None
-        if not isinstance(new, dict) or not isinstance(new.get("cache"), dict):
-            raise ValueError(f"{f} is not one of Inductor's autotune cache files (no 'cache' table)")
+        new = _per_op_table(f.read_bytes())
+        if new is None:
+            raise ValueError(f"{f} is not one of Inductor's autotune cache files (JSON with a 'cache' table)")
         target = cache_dir / "cache" / (as_system or f.name)
         target.parent.mkdir(parents=True, exist_ok=True)
         there = json.loads(target.read_text()) if target.exists() else {**new, "cache": {}}
