@@ -40,8 +40,9 @@
 # Each call stays under the 600 s a device command may run. Rows are written as they come
 # ($OUT/*.jsonl.partial, each with elapsed_s), so a part cut by its timeout keeps what it
 # measured; the order inside each part is the order of priority. autotune: mllm-edit B=16's first
-# start under max-autotune outlasts a session's device time (5-42 s of search per GEMM shape):
-# repeat the autotune phase with DEADLINE, each call resuming the search. A cut process writes no
+# start under max-autotune took ~2255 s over five calls (H100, 72 ops, 4-43 s of search each; the
+# second start 56 s; a fresh cache seeded with the whole search still over 407 s): repeat the
+# autotune phase with DEADLINE, each call resuming the search. A cut process writes no
 # bench row; the summary below reads each autotune log's choices into ops-autotune-*.jsonl
 # (core/bench_autotune.py).
 #
