@@ -15,7 +15,9 @@ from PySide6.QtGui import QGuiApplication
 from PySide6.QtWidgets import (QFrame, QHBoxLayout, QLabel, QProgressBar, QPushButton, QVBoxLayout,
                                QWidget)
 
-from .status import FAILING, ON, OUTPUT_LABELS
+from stylecam.core.stylize.stacks import hub_stacks
+
+from .status import DAMAGED_MODEL, FAILING, ON, OUTPUT_LABELS
 
 #: The dot before each output's line.
 DOT_COLOURS = {"on": "#3aa757", "failing": "#f29900", "off": "#7d8590", "starting": "#7d8590"}
@@ -148,8 +150,16 @@ class GuidePanel(QFrame):
         show_ai = bool(app.diffusion_styles) and ai is not None and not ai[0]
         self.ai_row.setVisible(show_ai or self._pull is not None)
         if show_ai and self._pull is None:
-            self.ai_row.text.setText("AI styles: need a model; fetch the default one, or give a model "
-                                     "folder in Settings > Model bundle")
+            if not ai[1].startswith(DAMAGED_MODEL):
+                text = ("AI styles: need a model; fetch the default one, or give a model folder in Settings > "
+                        "Model bundle")
+            elif app.settings.bundle and app.settings.bundle not in hub_stacks():
+                text = ("AI styles: files in the model folder are damaged (a copy or download was cut short); "
+                        "give a good copy in Settings > Model bundle, or fetch the default model")
+            else:
+                text = ("AI styles: the model's files are damaged (a download was cut short); fetch it again, "
+                        "or give a model folder in Settings > Model bundle")
+            self.ai_row.text.setText(text)
 
     def dismiss(self) -> None:
         self.dismissed = True

@@ -25,6 +25,10 @@ OUTPUT_LABELS = {"virtual_camera": "Virtual camera", "mjpeg": "MJPEG stream", "r
 
 ON, FAILING, OFF, STARTING = "on", "failing", "off", "starting"
 
+#: How the background model check's reason starts when the model's weight files are damaged (cut
+#: short by a download or copy): the guide then offers to fetch it again rather than a first time.
+DAMAGED_MODEL = "the model's files are damaged"
+
 
 @dataclass(frozen=True)
 class OutputStatus:

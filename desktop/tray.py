@@ -30,7 +30,7 @@ from .preview import PreviewWindow, add_style_shortcuts
 from .qtcompat import emit
 from .region import RegionPicker, region_spec
 from .settings import AppSettings, SettingsStore, set_autostart
-from .status import OUTPUT_LABELS, StatusModel
+from .status import DAMAGED_MODEL, OUTPUT_LABELS, StatusModel
 from .worker import FramePair, StreamConfig, StreamWorker
 
 log = logging.getLogger(__name__)
@@ -75,6 +75,8 @@ def diffusion_runnable(bundle: str = "") -> tuple[bool, str]:
     try:
         check_bundle(resolve_bundle(ref, offline=True))
     except Exception as e:
+        if getattr(e, "damaged", ()):
+            return False, f"{DAMAGED_MODEL} ({e})"
         return False, f"no usable model bundle ({e})"
     return True, ""
 

@@ -18,7 +18,7 @@ import torch
 
 from ..styles import Style
 from .base import Backend, BackendError
-from .bundle import Bundle, BundleError, check_bundle, describe, load_bundle, resolve_bundle
+from .bundle import HUB_BUNDLES, Bundle, BundleError, check_bundle, describe, load_bundle, resolve_bundle
 from .denoiser import make_schedule
 from .engine import EngineError
 from .params import style_settings
@@ -221,7 +221,10 @@ def _load(ref, device: torch.device, dtype: torch.dtype, offline: bool | None) -
     try:
         return load_bundle(ref, device=device, dtype=dtype, offline=offline)
     except BundleError as e:
-        raise BackendError(str(e)) from None
+        hint = ""
+        if e.damaged and isinstance(ref, str) and ref in HUB_BUNDLES:
+            hint = f" (`stylecam models pull {ref}` downloads the damaged files again)"
+        raise BackendError(f"{e}{hint}") from None
 
 
 def _check_images(images: list[np.ndarray]) -> None:

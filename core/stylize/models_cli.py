@@ -84,16 +84,20 @@ def _pull(args) -> int:
     if offline_requested():
         try:
             check_bundle(resolve_bundle(stack, offline=True))
-        except BundleError:
-            return _error(f"cannot download {stack} ({', '.join(repos)}): HF_HUB_OFFLINE is set and it is "
-                          f"not in the cache; unset HF_HUB_OFFLINE on a machine with network access, or pass "
-                          f"a bundle folder with --bundle")
+        except BundleError as e:
+            where = (f"its cached copy is damaged ({', '.join(map(str, e.damaged))})" if e.damaged
+                     else "it is not in the cache")
+            return _error(f"cannot download {stack} ({', '.join(repos)}): HF_HUB_OFFLINE is set and {where}; "
+                          f"unset HF_HUB_OFFLINE on a machine with network access, or pass a bundle folder "
+                          f"with --bundle")
         print(f"stylecam: {stack} is already in the cache (HF_HUB_OFFLINE is set, nothing downloaded)")
         return 0
     licence = record.licence
     print(f"stylecam: pulling {stack} from {', '.join(repos)} (safetensors, configs and tokenizer files only)")
     print(f"stylecam: these weights come under the {licence}; by downloading them you accept it "
           f"(https://huggingface.co/{record.hub['unet'][0]})")
+    for path in _clear_damaged(stack):
+        print(f"stylecam: {path} was damaged; downloading it again")
     try:
         resolved = resolve_bundle(stack, offline=False, progress=True)
         check_bundle(resolved)
@@ -101,6 +105,23 @@ def _pull(args) -> int:
         return _error(f"cannot download {stack}: {e}")
     print(f"stylecam: {stack} is ready; run `stylecam run --backend diffusion --bundle {stack}`")
     return 0
+
+
+def _clear_damaged(stack: str) -> list:
+    """Delete the hub cache's damaged copies of ``stack``'s weight files (an interrupted download
+    leaves a file the hub counts as present), so that the download fetches them again."""
+    from pathlib import Path
+
+    from huggingface_hub import constants
+
+    from .bundle import BundleError, resolve_bundle
+    from .bundle.damage import remove_damaged_downloads
+
+    try:
+        resolved = resolve_bundle(stack, offline=True)
+    except BundleError:
+        return []  # not in the cache yet: the download fills it
+    return remove_damaged_downloads(list(resolved.paths.values()), Path(constants.HF_HUB_CACHE))
 
 
 def _tiny(args) -> int:

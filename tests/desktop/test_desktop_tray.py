@@ -4,7 +4,9 @@ the diffusion styles joining the menu only when they can run."""
 from __future__ import annotations
 
 import dataclasses
+import os
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -202,6 +204,58 @@ def test_diffusion_styles_join_the_menu_only_when_they_can_run(qtbot, make_app, 
     app.style_actions["toon"].trigger()
     next_pair(qtbot, app, lambda p: p.style == "toon")
     assert type(worker._backend.inner.inner).__name__ == "ClassicBackend"
+
+
+def _damaged_model_line(qtbot, make_app, bundle: str, damaged: Path) -> str:
+    """Start a tray app over a bundle whose U-Net weights were cut short; check what the model
+    probe said, and return the guide's line for the AI styles."""
+    from stylecam.desktop.status import DAMAGED_MODEL
+
+    os.truncate(damaged, damaged.stat().st_size // 2)
+    app = make_app(probe_diffusion=True, bundle=bundle, style="toon")
+    if not app.diffusion_styles:
+        pytest.skip("this build has no diffusion styles")
+    with qtbot.waitSignal(app.diffusion_checked, timeout=60000) as blocker:
+        app.start()
+    ok, why = blocker.args
+    assert not ok and why.startswith(DAMAGED_MODEL) and f"{damaged} is damaged" in why
+    assert app.ai_hint_action.toolTip() == why
+    app.show_guide()
+    assert app.guide.ai_row.isVisibleTo(app.guide)
+    text = app.guide.ai_row.text.text()
+    assert "--" not in text and "stylecam " not in text  # the user's words, no command line
+    return text
+
+
+def test_a_damaged_model_folder_is_named_and_the_guide_asks_for_a_good_copy(qtbot, make_app, tmp_path):
+    pytest.importorskip("torch")
+    from stylecam.core.stylize.bundle import write_tiny_bundle
+
+    bundle = write_tiny_bundle("sd-turbo", tmp_path / "tiny")
+    text = _damaged_model_line(qtbot, make_app, str(bundle), bundle / "unet" / "diffusion_pytorch_model.safetensors")
+    assert text.startswith("AI styles: files in the model folder are damaged")
+    assert "give a good copy in Settings > Model bundle" in text
+
+
+def test_a_damaged_download_of_the_default_model_is_offered_again(qtbot, make_app, tmp_path, offline):
+    pytest.importorskip("torch")
+    import shutil
+
+    from stylecam.core.stylize.bundle import write_tiny_bundle
+
+    tiny = write_tiny_bundle("sd-turbo", tmp_path / "tiny")
+    # The default stack as the hub cache holds it: sd-turbo's folders, and TAESD at its repo's root.
+    for repo, parts in (("stabilityai/sd-turbo", ("unet", "text_encoder", "tokenizer", "scheduler")),
+                        ("madebyollin/taesd", ("vae",))):
+        base = offline / ("models--" + repo.replace("/", "--"))
+        snapshot = base / "snapshots" / ("0" * 40)
+        for part in parts:
+            shutil.copytree(tiny / part, snapshot if part == "vae" else snapshot / part, dirs_exist_ok=True)
+        (base / "refs").mkdir()
+        (base / "refs" / "main").write_text("0" * 40)
+    unet = offline / "models--stabilityai--sd-turbo" / "snapshots" / ("0" * 40) / "unet"
+    text = _damaged_model_line(qtbot, make_app, "", unet / "diffusion_pytorch_model.safetensors")
+    assert text.startswith("AI styles: the model's files are damaged (a download was cut short); fetch it again")
 
 
 def _started_with_a_tiny_model(qtbot, make_app, tmp_path, **settings):

@@ -9,7 +9,9 @@ model library) and either returns what it found per component or raises one
 * a local bundle's components stay inside the bundle folder after symlinks are resolved (a
   ``../elsewhere`` in the manifest, a symlinked component folder or file pointing out), except a
   component the manifest names by an absolute path, which the user wrote on purpose;
-* configs name known classes, and the shapes that must agree between components do.
+* configs name known classes, and the shapes that must agree between components do;
+* every weight file it will load is whole, read from its header (``damage.py``): one cut short by
+  an interrupted download is named here, not met as an ``OSError`` inside the model library.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from pathlib import Path
 from typing import Mapping
 
 from .. import stacks as _stacks
+from .damage import safetensors_problem
 from .hub import ResolvedBundle
 from .manifest import BundleError, Manifest, read_json
 
@@ -57,6 +60,7 @@ class _Checked:
     variant: str | None = None
     config: Mapping = field(default_factory=dict)
     weight_file: Path | None = None
+    files: tuple[Path, ...] = ()       # the weight files it will load (each checked whole)
 
 
 def check_bundle(resolved: ResolvedBundle) -> dict[str, _Checked]:
@@ -64,17 +68,23 @@ def check_bundle(resolved: ResolvedBundle) -> dict[str, _Checked]:
     m = resolved.manifest
     checked: dict[str, _Checked] = {}
     problems = _outside_problems(resolved)
+    damaged = []
     for name, path in resolved.paths.items():
         c, p = _check_component(name, path)
         problems += p
         if c is not None:
             checked[name] = c
+            for file in c.files:
+                problem = safetensors_problem(file)
+                if problem:
+                    problems.append(problem)
+                    damaged.append(file)
     if not problems:
         problems += _cross_check(m, checked)
     if problems:
         head = f"bundle {resolved.origin} ({m.stack}) cannot be loaded"
         raise BundleError(head + ": " + "; ".join(problems) if len(problems) == 1
-                          else head + ":\n  - " + "\n  - ".join(problems))
+                          else head + ":\n  - " + "\n  - ".join(problems), damaged=tuple(damaged))
     return checked
 
 
@@ -143,14 +153,14 @@ def _check_component(name: str, folder: Path) -> tuple[_Checked | None, list[str
     cfg: dict = {}
     if spec.config:
         cfg = _config(folder / spec.config, spec.key, spec.allowed, problems)
-    variant = None
+    variant, files = None, ()
     if spec.weights:
-        variant, problem = _weights(folder, spec.weights)
+        variant, problem, files = _weights(folder, spec.weights)
         problems += [problem] if problem else []
     if spec.tokenizer and not ((folder / "tokenizer.json").is_file()
                                or ((folder / "vocab.json").is_file() and (folder / "merges.txt").is_file())):
         problems.append(f"{folder} has no tokenizer files (expected tokenizer.json, or vocab.json + merges.txt)")
-    return _Checked(folder, variant, cfg), problems
+    return _Checked(folder, variant, cfg, files=files), problems
 
 
 def _config(path: Path, key: str, allowed: tuple[str, ...], problems: list[str]) -> dict:
@@ -167,22 +177,26 @@ def _config(path: Path, key: str, allowed: tuple[str, ...], problems: list[str])
     return cfg
 
 
-def _weights(folder: Path, stem: str) -> tuple[str | None, str | None]:
-    """(variant, problem) for the safetensors weights ``stem``[.variant].safetensors[.index.json]."""
+def _weights(folder: Path, stem: str) -> tuple[str | None, str | None, tuple[Path, ...]]:
+    """(variant, problem, the files to load) for the safetensors weights
+    ``stem``[.variant].safetensors[.index.json]."""
     for variant in (None, "fp16", "bf16"):
         name = f"{stem}.{variant}" if variant else stem
         index = folder / f"{name}.safetensors.index.json"
         if index.is_file():
             # The libraries load whatever shard files an index names: check them ourselves.
-            return variant, _index_problem(index)
+            problem = _index_problem(index)
+            named = () if problem else read_json(index)["weight_map"].values()
+            shards = tuple(sorted({index.parent / shard for shard in named}))
+            return variant, problem, shards
         if (folder / f"{name}.safetensors").is_file():
-            return variant, None
+            return variant, None, (folder / f"{name}.safetensors",)
     others = sorted(p for p in folder.iterdir() if p.is_file() and p.name.endswith(_PICKLE_SUFFIXES))
     if others:
         return None, (f"{others[0]} is a pickle weight file; stylecam loads only safetensors "
                       f"(expected {folder / (stem + '.safetensors')}; convert it, or download the "
-                      f"component's .safetensors file)")
-    return None, f"{folder} has no weights (expected {folder / (stem + '.safetensors')})"
+                      f"component's .safetensors file)"), ()
+    return None, f"{folder} has no weights (expected {folder / (stem + '.safetensors')})", ()
 
 
 def _index_problem(index: Path) -> str | None:
@@ -226,7 +240,8 @@ def _check_lllite(folder: Path) -> tuple[_Checked, list[str]]:
     else:
         problems.append(f"{folder} has no adapter (expected lllite_config.json + lllite.safetensors, "
                         f"or one kohya-style .safetensors file)")
-    return _Checked(folder, None, {}, weight_file), problems
+    files = (folder / "lllite.safetensors",) if weight_file == folder else (weight_file,) if weight_file else ()
+    return _Checked(folder, None, {}, weight_file, files=tuple(f for f in files if f.is_file())), problems
 
 
 # --------------------------------------------------------------------------------------------
