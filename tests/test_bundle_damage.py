@@ -19,7 +19,7 @@ import torch
 from stylecam.core import cli
 from stylecam.core.stylize import bundle as B
 from stylecam.core.stylize.bundle import BundleError, load_bundle
-from stylecam.core.stylize.bundle.damage import remove_damaged_downloads, safetensors_problem
+from stylecam.core.stylize.bundle.damage import remove_cached_copies, safetensors_problem
 
 UNET_WEIGHTS = Path("unet") / "diffusion_pytorch_model.safetensors"
 
@@ -156,6 +156,18 @@ def test_a_damaged_lllite_adapter_is_named(tmp_path):
     assert e.value.damaged == (adapter,)
 
 
+def test_a_tokenizer_or_config_file_cut_short_is_damaged_too(tiny, tmp_path):
+    folder = copy_of(tiny, tmp_path)
+    tokenizer = folder / "tokenizer" / "tokenizer.json"
+    config = folder / "vae" / "config.json"
+    for path in (tokenizer, config):
+        cut(path, path.stat().st_size // 2)
+    with pytest.raises(BundleError) as e:
+        load_bundle(folder)
+    assert set(e.value.damaged) == {tokenizer, config}
+    assert f"{tokenizer} is damaged (" in str(e.value) and "download the model again" in str(e.value)
+
+
 def test_the_cli_says_which_file_is_damaged_and_how_to_fix_it(tiny, tmp_path, capsys):
     folder = copy_of(tiny, tmp_path)
     cut(folder / UNET_WEIGHTS, 1000)
@@ -206,14 +218,15 @@ def test_pull_clears_a_damaged_cached_file_and_downloads_it_again(tiny, offline,
     for repo, files in repos.items():
         _blob_layout(offline, repo, files)
     cached = _cached_unet(offline)
-    blob = cached.resolve()
-    cut(blob, 2000)
+    tokenizer = cached.parent.parent / "tokenizer" / "tokenizer.json"
+    for path in (cached, tokenizer):
+        cut(path.resolve(), 2000)
     with pytest.raises(BundleError) as e:
         load_bundle("sd-turbo")
-    assert e.value.damaged == (cached,)
+    assert set(e.value.damaged) == {cached, tokenizer}
     # Offline, pull can only say so.
     assert cli.main(["models", "pull", "sd-turbo"]) == 1
-    assert f"its cached copy is damaged ({cached})" in capsys.readouterr().err
+    assert f"its cached copy is damaged ({cached}" in capsys.readouterr().err
 
     fetched = []
 
@@ -232,7 +245,7 @@ def test_pull_clears_a_damaged_cached_file_and_downloads_it_again(tiny, offline,
     assert cli.main(["models", "pull", "sd-turbo"]) == 0
     out = capsys.readouterr().out
     assert f"{cached} was damaged; downloading it again" in out and "sd-turbo is ready" in out
-    assert fetched == [str(UNET_WEIGHTS)]  # the damaged file only
+    assert sorted(fetched) == ["tokenizer/tokenizer.json", str(UNET_WEIGHTS)]  # the damaged files only
     assert cached.read_bytes() == (tiny / UNET_WEIGHTS).read_bytes()
     assert load_bundle("sd-turbo").stack == "sd-turbo"
 
@@ -240,13 +253,16 @@ def test_pull_clears_a_damaged_cached_file_and_downloads_it_again(tiny, offline,
 def test_a_damaged_file_outside_the_hub_cache_is_never_deleted(tiny, tmp_path, offline):
     folder = copy_of(tiny, tmp_path)
     cut(folder / UNET_WEIGHTS, 500)
-    assert remove_damaged_downloads([folder / "unet"], offline) == []
+    with pytest.raises(BundleError) as e:
+        load_bundle(folder)
+    assert remove_cached_copies(e.value.damaged, offline) == []
     assert (folder / UNET_WEIGHTS).stat().st_size == 500
-    # A snapshot link into the cache whose blob is whole is kept too.
-    _blob_layout(offline, "madebyollin/taesd", _repos(tiny)["madebyollin/taesd"])
-    taesd = offline / "models--madebyollin--taesd" / "snapshots" / ("0" * 40)
-    assert remove_damaged_downloads([taesd], offline) == []
-    assert (taesd / "diffusion_pytorch_model.safetensors").is_file()
+    # A link inside the cache to a file of the user's outside it: neither is touched.
+    link = offline / "models--someone--linked" / "snapshots" / ("0" * 40) / UNET_WEIGHTS
+    link.parent.mkdir(parents=True)
+    link.symlink_to(folder / UNET_WEIGHTS)
+    assert remove_cached_copies([link], offline) == []
+    assert link.is_symlink() and (folder / UNET_WEIGHTS).is_file()
 
 
 def test_the_diffusion_backend_names_the_pull_command_for_a_damaged_stack(tiny, offline):

@@ -108,20 +108,20 @@ def _pull(args) -> int:
 
 
 def _clear_damaged(stack: str) -> list:
-    """Delete the hub cache's damaged copies of ``stack``'s weight files (an interrupted download
-    leaves a file the hub counts as present), so that the download fetches them again."""
+    """Delete the hub cache's damaged copies of ``stack``'s files (an interrupted download leaves a
+    file the hub counts as present), so that the download fetches them again."""
     from pathlib import Path
 
     from huggingface_hub import constants
 
-    from .bundle import BundleError, resolve_bundle
-    from .bundle.damage import remove_damaged_downloads
+    from .bundle import BundleError, check_bundle, resolve_bundle
+    from .bundle.damage import remove_cached_copies
 
     try:
-        resolved = resolve_bundle(stack, offline=True)
-    except BundleError:
-        return []  # not in the cache yet: the download fills it
-    return remove_damaged_downloads(list(resolved.paths.values()), Path(constants.HF_HUB_CACHE))
+        check_bundle(resolve_bundle(stack, offline=True))
+    except BundleError as e:  # not in the cache yet (the download fills it), or damaged there
+        return remove_cached_copies(e.damaged, Path(constants.HF_HUB_CACHE))
+    return []
 
 
 def _tiny(args) -> int:

@@ -27,6 +27,9 @@ from .hub import ResolvedBundle
 from .manifest import BundleError, Manifest, read_json
 
 _PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+#: A tokenizer's JSON files, where present.
+_TOKENIZER_JSON = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "special_tokens_map.json",
+                   "added_tokens.json")
 
 _SCHEDULERS = ("EulerDiscreteScheduler", "EulerAncestralDiscreteScheduler", "DDPMScheduler", "DDIMScheduler",
                "LCMScheduler", "PNDMScheduler", "DPMSolverMultistepScheduler", "FlowMatchEulerDiscreteScheduler")
@@ -68,7 +71,6 @@ def check_bundle(resolved: ResolvedBundle) -> dict[str, _Checked]:
     m = resolved.manifest
     checked: dict[str, _Checked] = {}
     problems = _outside_problems(resolved)
-    damaged = []
     for name, path in resolved.paths.items():
         c, p = _check_component(name, path)
         problems += p
@@ -77,14 +79,16 @@ def check_bundle(resolved: ResolvedBundle) -> dict[str, _Checked]:
             for file in c.files:
                 problem = safetensors_problem(file)
                 if problem:
-                    problems.append(problem)
-                    damaged.append(file)
+                    problems.append(BundleError(problem, damaged=(file,)))
     if not problems:
         problems += _cross_check(m, checked)
     if problems:
+        # A problem is its sentence; one found damaged (a file cut short...) also carries the file.
+        texts = [str(p) for p in problems]
+        damaged = tuple(f for p in problems if isinstance(p, BundleError) for f in p.damaged)
         head = f"bundle {resolved.origin} ({m.stack}) cannot be loaded"
-        raise BundleError(head + ": " + "; ".join(problems) if len(problems) == 1
-                          else head + ":\n  - " + "\n  - ".join(problems), damaged=tuple(damaged))
+        raise BundleError(head + ": " + "; ".join(texts) if len(texts) == 1
+                          else head + ":\n  - " + "\n  - ".join(texts), damaged=damaged)
     return checked
 
 
@@ -141,7 +145,7 @@ def _escaping_entries(folder: Path, root: Path) -> list[tuple[Path, Path]]:
 # One component's files
 
 
-def _check_component(name: str, folder: Path) -> tuple[_Checked | None, list[str]]:
+def _check_component(name: str, folder: Path) -> tuple[_Checked | None, list[str | BundleError]]:
     if not folder.is_dir():
         return None, [f"{folder} is missing (the {name} component)"]
     if name == "lllite":
@@ -149,7 +153,7 @@ def _check_component(name: str, folder: Path) -> tuple[_Checked | None, list[str
     spec = _SPECS.get(name)
     if spec is None:
         return None, [f"unknown component {name!r}"]
-    problems: list[str] = []
+    problems: list[str | BundleError] = []
     cfg: dict = {}
     if spec.config:
         cfg = _config(folder / spec.config, spec.key, spec.allowed, problems)
@@ -160,24 +164,32 @@ def _check_component(name: str, folder: Path) -> tuple[_Checked | None, list[str
     if spec.tokenizer and not ((folder / "tokenizer.json").is_file()
                                or ((folder / "vocab.json").is_file() and (folder / "merges.txt").is_file())):
         problems.append(f"{folder} has no tokenizer files (expected tokenizer.json, or vocab.json + merges.txt)")
+    if spec.tokenizer:
+        # The tokenizer libraries parse these with no word of which file failed.
+        for text in _TOKENIZER_JSON:
+            if (folder / text).is_file():
+                try:
+                    read_json(folder / text)
+                except BundleError as e:
+                    problems.append(e)
     return _Checked(folder, variant, cfg, files=files), problems
 
 
-def _config(path: Path, key: str, allowed: tuple[str, ...], problems: list[str]) -> dict:
+def _config(path: Path, key: str, allowed: tuple[str, ...], problems: list) -> dict:
     if not path.is_file():
         problems.append(f"{path} is missing")
         return {}
     try:
         cfg = read_json(path)
     except BundleError as e:
-        problems.append(str(e))
+        problems.append(e)
         return {}
     if cfg.get(key) not in allowed:
         problems.append(f"{path}: {key} is {cfg.get(key)!r}, expected {' or '.join(allowed)}")
     return cfg
 
 
-def _weights(folder: Path, stem: str) -> tuple[str | None, str | None, tuple[Path, ...]]:
+def _weights(folder: Path, stem: str) -> tuple[str | None, str | BundleError | None, tuple[Path, ...]]:
     """(variant, problem, the files to load) for the safetensors weights
     ``stem``[.variant].safetensors[.index.json]."""
     for variant in (None, "fp16", "bf16"):
@@ -199,13 +211,13 @@ def _weights(folder: Path, stem: str) -> tuple[str | None, str | None, tuple[Pat
     return None, f"{folder} has no weights (expected {folder / (stem + '.safetensors')})", ()
 
 
-def _index_problem(index: Path) -> str | None:
+def _index_problem(index: Path) -> str | BundleError | None:
     """What is wrong with a sharded-weights index, if anything: every shard it names must be a
     ``.safetensors`` file beside it."""
     try:
         weight_map = read_json(index).get("weight_map")
     except BundleError as e:
-        return str(e)
+        return e
     if not isinstance(weight_map, dict) or not weight_map or not all(isinstance(v, str) for v in weight_map.values()):
         return f"{index} has no weight_map of parameter -> shard file; replace it with the component's original"
     for shard in sorted(set(weight_map.values())):

@@ -1,5 +1,5 @@
-"""Damaged weight files: found from their headers, named in the user's terms, and cleared from the
-hub cache so that the next download fetches them again.
+"""Damaged files of a bundle: weight files found from their headers, named in the user's terms, and
+damaged files cleared from the hub cache so that the next download fetches them again.
 
 Contract: :func:`safetensors_problem` reads a ``.safetensors`` file's 8-byte length and JSON header
 (never the tensors, never a model library) and says what is wrong with the file's framing, or
@@ -7,8 +7,10 @@ None. The rule is the safetensors library's own: the header parses and its tenso
 end exactly at the end of the file. So a file cut short by an interrupted download or copy, one
 with bytes after its end, a Git LFS pointer (a repository cloned without git-lfs) and a file that
 is not safetensors at all are each named before ``from_pretrained`` meets them (where they become
-an ``OSError`` that names no cause and no fix). :func:`remove_damaged_downloads` deletes such files
-only where they are the hub cache's own copies (never in a folder of the user's).
+an ``OSError`` that names no cause and no fix). ``checks.check_bundle`` gathers every damaged file
+(these, and JSON configs and tokenizer files that do not parse) in ``BundleError.damaged``;
+:func:`remove_cached_copies` deletes such files only where they are the hub cache's own copies
+(never in a folder of the user's).
 """
 
 from __future__ import annotations
@@ -62,30 +64,21 @@ def safetensors_problem(path: Path) -> str | None:
     return None
 
 
-def weight_files(folder: Path) -> list[Path]:
-    """The ``.safetensors`` files directly in ``folder`` (a component's weights and shards)."""
-    try:
-        return sorted(p for p in folder.iterdir() if p.name.endswith(".safetensors") and p.is_file())
-    except OSError:
-        return []
-
-
-def remove_damaged_downloads(folders: list[Path], cache: Path) -> list[Path]:
-    """Delete the damaged ``.safetensors`` files in ``folders`` that live in the hub cache ``cache``
-    (the snapshot's link and the blob it points to), so that the next download fetches them again.
-    A file whose real place is outside ``cache`` (a folder of the user's) is never touched.
-    Returns the paths removed, as the snapshot named them."""
+def remove_cached_copies(paths, cache: Path) -> list[Path]:
+    """Delete each of ``paths`` that is the hub cache's copy (the snapshot's link, and the blob it
+    points to, inside ``cache``), so that the next download fetches it again. A file whose real place
+    is outside ``cache`` (a folder of the user's) is never touched. Returns the paths removed."""
     cache = cache.resolve()
     removed = []
-    for folder in folders:
-        for path in weight_files(folder):
-            real = path.resolve()
-            if not real.is_relative_to(cache) or safetensors_problem(path) is None:
-                continue
-            for victim in {real, path}:
-                try:
-                    os.unlink(victim)
-                except FileNotFoundError:
-                    pass
-            removed.append(path)
+    for path in paths:
+        path = Path(path)
+        real = path.resolve()
+        if not real.is_relative_to(cache):
+            continue
+        for victim in (path, real):  # the link first: a link to nothing is never left behind
+            try:
+                os.unlink(victim)
+            except FileNotFoundError:
+                pass
+        removed.append(path)
     return removed

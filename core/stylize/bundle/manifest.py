@@ -212,7 +212,9 @@ def read_json(path: Path) -> dict:
     try:
         data = json.loads(path.read_text("utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise BundleError(f"{path} is corrupt ({e}); replace it with the component's original file") from None
+        from .damage import FIX
+
+        raise BundleError(f"{path} is damaged ({e}); {FIX}", damaged=(path,)) from None
     except OSError as e:
         raise BundleError(f"cannot read {path} ({e})") from None
     if not isinstance(data, dict):
