@@ -22,6 +22,7 @@ import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 from .fix_texts import (CUDA_TORCH_COMMAND, MODELS_FIX, MODELS_PULL_COMMAND, MODPROBE_LINE,  # noqa: F401
                         REINSTALL_FIX, camera_fix, compiler_fix, first_sentences, gpu_fix,
@@ -258,7 +259,8 @@ def hub_cache_dir() -> str:
 
 
 def model_cache_status(cache_dir: str | None = None) -> list[dict]:
-    """Each known bundle: is a snapshot of it in the hub cache, where, how big."""
+    """Each known bundle: is a snapshot of it in the hub cache, where, how big, and which of its
+    weight files are damaged (cut short by an interrupted download: the hub counts them present)."""
     cache_dir = cache_dir or hub_cache_dir()
     rows = []
     for repo_id, description in KNOWN_BUNDLES.items():
@@ -270,17 +272,38 @@ def model_cache_status(cache_dir: str | None = None) -> list[dict]:
             for root, _, files in os.walk(os.path.join(folder, "blobs")):
                 size += sum(os.path.getsize(os.path.join(root, f)) for f in files)
         rows.append({"repo_id": repo_id, "description": description, "present": present,
-                     "path": folder if present else None, "bytes": size})
+                     "path": folder if present else None, "bytes": size,
+                     "damaged": _damaged_weights(snapshots) if present else []})
     return rows
+
+
+def _damaged_weights(snapshots: str) -> list[str]:
+    """The ``.safetensors`` files under ``snapshots`` whose header says they are not whole (headers
+    only: no model library, no torch)."""
+    from .stylize.damage import safetensors_problem
+
+    found = []
+    for root, _, files in os.walk(snapshots):
+        for name in sorted(files):
+            path = Path(root) / name
+            if name.endswith(".safetensors") and path.exists() and safetensors_problem(path):
+                found.append(str(path))
+    return found
 
 
 def check_models() -> Check:
     cache = hub_cache_dir()
     rows = model_cache_status(cache)
     details = [f"{r['repo_id']}: " + (f"cached ({r['bytes'] / 2**20:.0f} MiB)" if r["present"] else "not downloaded")
-               + f" - {r['description']}" for r in rows]
+               + f" - {r['description']}"
+               + "".join(f"; DAMAGED: {path} (cut short or not safetensors)" for path in r["damaged"]) for r in rows]
     have = [r for r in rows if r["present"]]
     summary = f"{len(have)} of {len(rows)} known model bundles in {cache}"
+    damaged = [r["repo_id"] for r in rows if r["damaged"]]
+    if damaged:
+        return Check("models", "warn", summary + f"; damaged files in {', '.join(damaged)}", details,
+                     "An interrupted download left damaged files; `stylecam models pull STACK` (the stack "
+                     "that uses them: `stylecam models list`) deletes the damaged copies and downloads them again.")
     if len(have) == len(rows):
         return Check("models", "ok", summary, details)
     return Check("models", "info", summary + " (classic styles need none)", details,

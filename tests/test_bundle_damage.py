@@ -19,7 +19,7 @@ import torch
 from stylecam.core import cli
 from stylecam.core.stylize import bundle as B
 from stylecam.core.stylize.bundle import BundleError, load_bundle
-from stylecam.core.stylize.bundle.damage import remove_cached_copies, safetensors_problem
+from stylecam.core.stylize.damage import remove_cached_copies, safetensors_problem
 
 UNET_WEIGHTS = Path("unet") / "diffusion_pytorch_model.safetensors"
 
@@ -227,6 +227,9 @@ def test_pull_clears_a_damaged_cached_file_and_downloads_it_again(tiny, offline,
     # Offline, pull can only say so.
     assert cli.main(["models", "pull", "sd-turbo"]) == 1
     assert f"its cached copy is damaged ({cached}" in capsys.readouterr().err
+    assert cli.main(["models", "list"]) == 0
+    assert "damaged in the cache, 2 file(s) (`stylecam models pull sd-turbo` downloads them again)" \
+        in capsys.readouterr().out
 
     fetched = []
 

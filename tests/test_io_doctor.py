@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import glob
+import os
 import json
 
+import numpy as np
 import pytest
 import pyvirtualcam
 
@@ -114,6 +116,24 @@ def test_model_cache_lists_known_bundles(tmp_path, monkeypatch):
     assert rows["madebyollin/taesd"]["present"] and rows["madebyollin/taesd"]["bytes"] == 1000
     assert not rows["stabilityai/sd-turbo"]["present"]
     assert not rows["someone/edit-unet"]["present"]
+    assert rows["madebyollin/taesd"]["damaged"] == []
+
+
+def test_the_doctor_names_damaged_weights_in_the_cache(tmp_path, monkeypatch):
+    """A download cut short: the hub counts the file present; the doctor reads its header."""
+    import safetensors.numpy
+
+    snap = tmp_path / "models--madebyollin--taesd" / "snapshots" / "0123abc"
+    snap.mkdir(parents=True)
+    weights = snap / "diffusion_pytorch_model.safetensors"
+    safetensors.numpy.save_file({"w": np.zeros((64, 64), np.float32)}, weights)
+    monkeypatch.setattr(doctor, "hub_cache_dir", lambda: str(tmp_path))
+    monkeypatch.setattr(doctor, "KNOWN_BUNDLES", {"madebyollin/taesd": "VAE"})
+    assert doctor.check_models().status == "ok"
+    os.truncate(weights, weights.stat().st_size - 100)
+    check = doctor.check_models()
+    assert check.status == "warn" and "damaged files in madebyollin/taesd" in check.summary
+    assert f"DAMAGED: {weights}" in check.details[0] and "stylecam models pull" in check.fix
 
 
 @pytest.mark.parametrize("system", ["Linux", "Windows", "Darwin"])

@@ -61,8 +61,9 @@ def _list(args) -> int:
                 check_bundle(resolved)
                 where = resolved.paths["unet"].parent
                 status = f"in the cache ({where})"
-            except BundleError:
-                status = f"not downloaded (`stylecam models pull {stack}`)"
+            except BundleError as e:
+                status = (f"damaged in the cache, {len(e.damaged)} file(s) (`stylecam models pull {stack}` "
+                          f"downloads them again)" if e.damaged else f"not downloaded (`stylecam models pull {stack}`)")
             print(f"{'':<10} weights: {', '.join(record.repos)}; {status}")
         else:
             print(f"{'':<10} weights: none public; pass your own bundle folder with --bundle")
@@ -115,7 +116,7 @@ def _clear_damaged(stack: str) -> list:
     from huggingface_hub import constants
 
     from .bundle import BundleError, check_bundle, resolve_bundle
-    from .bundle.damage import remove_cached_copies
+    from .damage import remove_cached_copies
 
     try:
         check_bundle(resolve_bundle(stack, offline=True))

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Mapping
 
 from .. import stacks as _stacks
-from .damage import safetensors_problem
+from ..damage import safetensors_problem
 from .hub import ResolvedBundle
 from .manifest import BundleError, Manifest, read_json
 

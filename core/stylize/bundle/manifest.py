@@ -212,7 +212,7 @@ def read_json(path: Path) -> dict:
     try:
         data = json.loads(path.read_text("utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        from .damage import FIX
+        from ..damage import FIX
 
         raise BundleError(f"{path} is damaged ({e}); {FIX}", damaged=(path,)) from None
     except OSError as e:
