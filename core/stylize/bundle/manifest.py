@@ -20,8 +20,8 @@ from .. import stacks as _stacks
 class BundleError(ValueError):
     """A bundle that cannot be used; the message names the file and says what to do.
 
-    ``damaged``: the weight files found damaged (cut short, a Git LFS pointer...), so that a caller
-    can offer to download the model again rather than to pick another."""
+    ``damaged``: the files found damaged (weights cut short, a Git LFS pointer, a JSON file that does
+    not parse), so that a caller can offer to download the model again rather than to pick another."""
 
     def __init__(self, message: str, damaged: tuple = ()):
         super().__init__(message)
