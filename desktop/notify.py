@@ -31,6 +31,9 @@ def no_cli_flags(text: str) -> str:
     """GUI text never tells a tray user to type a command-line flag: known ones become the menu
     or setting that does the same; any other is dropped."""
     replacements = {
+        # The diffusion backend's "… or pass --bundle DIR": the setting, not a dangling "or pass".
+        "pass --bundle DIR": "give a model folder in Settings > Model bundle",
+        "--bundle DIR": "a model folder in Settings > Model bundle",
         "--sink mjpeg": "Output > MJPEG stream",
         "--sink virtualcam": "Output > Virtual camera",
         "--size": "a smaller Output size in Settings",

@@ -258,6 +258,20 @@ def test_a_damaged_download_of_the_default_model_is_offered_again(qtbot, make_ap
     assert text.startswith("AI styles: the model's files are damaged (a download was cut short); fetch it again")
 
 
+def test_a_missing_model_in_a_notification_names_the_setting_not_the_flag(offline):
+    """The backend's own words (no bundle given, none in the cache) as the tray shows them."""
+    pytest.importorskip("torch")
+    from stylecam.core.stylize.base import BackendError
+    from stylecam.core.stylize.diffusion import DiffusionBackend
+    from stylecam.desktop.notify import no_cli_flags
+
+    with pytest.raises(BackendError) as e:
+        DiffusionBackend(None, device="cpu")
+    assert "--bundle DIR" in str(e.value)
+    shown = no_cli_flags(str(e.value))
+    assert shown.endswith("or give a model folder in Settings > Model bundle") and "--" not in shown
+
+
 def _started_with_a_tiny_model(qtbot, make_app, tmp_path, **settings):
     """A tray app over a tiny sd-turbo bundle on disk, started, its AI styles offered: (app,
     the first AI style's name, the bundle's folder). Skips where this build has no AI styles."""
