@@ -197,9 +197,7 @@ def _weights(folder: Path, stem: str) -> tuple[str | None, str | BundleError | N
         index = folder / f"{name}.safetensors.index.json"
         if index.is_file():
             # The libraries load whatever shard files an index names: check them ourselves.
-            problem = _index_problem(index)
-            named = () if problem else read_json(index)["weight_map"].values()
-            shards = tuple(sorted({index.parent / shard for shard in named}))
+            problem, shards = _index_shards(index)
             return variant, problem, shards
         if (folder / f"{name}.safetensors").is_file():
             return variant, None, (folder / f"{name}.safetensors",)
@@ -211,24 +209,25 @@ def _weights(folder: Path, stem: str) -> tuple[str | None, str | BundleError | N
     return None, f"{folder} has no weights (expected {folder / (stem + '.safetensors')})", ()
 
 
-def _index_problem(index: Path) -> str | BundleError | None:
-    """What is wrong with a sharded-weights index, if anything: every shard it names must be a
-    ``.safetensors`` file beside it."""
+def _index_shards(index: Path) -> tuple[str | BundleError | None, tuple[Path, ...]]:
+    """(what is wrong with a sharded-weights index, the shard files it names): every shard must be
+    a ``.safetensors`` file beside it; no shards where anything is wrong."""
     try:
         weight_map = read_json(index).get("weight_map")
     except BundleError as e:
-        return e
+        return e, ()
     if not isinstance(weight_map, dict) or not weight_map or not all(isinstance(v, str) for v in weight_map.values()):
-        return f"{index} has no weight_map of parameter -> shard file; replace it with the component's original"
-    for shard in sorted(set(weight_map.values())):
+        return f"{index} has no weight_map of parameter -> shard file; replace it with the component's original", ()
+    shards = sorted(set(weight_map.values()))
+    for shard in shards:
         if not shard.endswith(".safetensors"):
             return (f"{index} names the shard {shard!r}, which is not a .safetensors file; stylecam loads only "
-                    f"safetensors (convert the shards, or download the component's .safetensors files)")
+                    f"safetensors (convert the shards, or download the component's .safetensors files)"), ()
         if Path(shard).name != shard:
-            return f"{index} names the shard {shard!r} outside its own folder; shards must sit beside the index"
+            return f"{index} names the shard {shard!r} outside its own folder; shards must sit beside the index", ()
         if not (index.parent / shard).is_file():
-            return f"{index} names the shard {shard!r}, which is missing from {index.parent}"
-    return None
+            return f"{index} names the shard {shard!r}, which is missing from {index.parent}", ()
+    return None, tuple(index.parent / shard for shard in shards)
 
 
 def _check_lllite(folder: Path) -> tuple[_Checked, list[str]]:

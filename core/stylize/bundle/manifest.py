@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from .. import stacks as _stacks
+from ..damage import FIX
 
 
 class BundleError(ValueError):
@@ -212,8 +213,6 @@ def read_json(path: Path) -> dict:
     try:
         data = json.loads(path.read_text("utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        from ..damage import FIX
-
         raise BundleError(f"{path} is damaged ({e}); {FIX}", damaged=(path,)) from None
     except OSError as e:
         raise BundleError(f"cannot read {path} ({e})") from None
