@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from hub_cache import fake_hub_repo, fill_cache_with_tiny_sd_turbo
+
 from stylecam.core import cli
 from stylecam.core.stylize import bundle as B
 from stylecam.core.stylize.bundle import BundleError, load_bundle
@@ -269,24 +271,6 @@ def test_save_refuses_a_folder_that_is_not_empty(tmp_path):
 # The hub cache: aliases resolve offline from a cache, fail clearly without one
 
 
-def _fake_hub_repo(cache: Path, repo: str, files: dict[str, Path]) -> None:
-    """Lay out ``files`` (path in repo -> source) as a cached snapshot of ``repo``."""
-    base = cache / ("models--" + repo.replace("/", "--"))
-    snapshot = base / "snapshots" / ("0" * 40)
-    for name, src in files.items():
-        (snapshot / name).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(src, snapshot / name)
-    (base / "refs").mkdir(parents=True)
-    (base / "refs" / "main").write_text("0" * 40)
-
-
-def fill_cache_with_tiny_sd_turbo(cache: Path, tiny: Path) -> None:
-    turbo = {str(p.relative_to(tiny)): p for sub in ("unet", "text_encoder", "tokenizer", "scheduler")
-             for p in (tiny / sub).iterdir()}
-    _fake_hub_repo(cache, "stabilityai/sd-turbo", turbo)
-    _fake_hub_repo(cache, "madebyollin/taesd", {p.name: p for p in (tiny / "vae").iterdir()})
-
-
 def test_stack_alias_resolves_from_the_hub_cache_offline(tiny_bundles, offline):
     fill_cache_with_tiny_sd_turbo(offline, tiny_bundles["sd-turbo"])
     bundle = load_bundle("sd-turbo")
@@ -298,7 +282,7 @@ def test_stack_alias_resolves_from_the_hub_cache_offline(tiny_bundles, offline):
 
 def test_hub_id_of_a_bundle_repository_loads_from_the_cache(tiny_bundles, offline):
     tiny = tiny_bundles["mllm-edit+lllite"]
-    _fake_hub_repo(offline, "someone/tiny-edit", {str(p.relative_to(tiny)): p for p in tiny.rglob("*") if p.is_file()})
+    fake_hub_repo(offline, "someone/tiny-edit", {str(p.relative_to(tiny)): p for p in tiny.rglob("*") if p.is_file()})
     bundle = load_bundle("someone/tiny-edit")
     assert bundle.stack == "mllm-edit" and bundle.origin == "someone/tiny-edit"
     assert bundle.manifest.size == (64, 64) and bundle.lllite is not None and bundle.qwen is not None

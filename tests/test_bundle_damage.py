@@ -6,7 +6,6 @@ what loads; the hub is replaced only at its network seam (``snapshot_download``)
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -15,6 +14,8 @@ from pathlib import Path
 import pytest
 import safetensors.torch
 import torch
+
+from hub_cache import fake_hub_repo, fill_cache_with_tiny_sd_turbo, sd_turbo_repos, snapshot_of
 
 from stylecam.core import cli
 from stylecam.core.stylize import bundle as B
@@ -180,33 +181,8 @@ def test_the_cli_says_which_file_is_damaged_and_how_to_fix_it(tiny, tmp_path, ca
 # The hub cache: damaged copies are cleared so that the next download fetches them again
 
 
-def _blob_layout(cache: Path, repo: str, files: dict[str, Path]) -> None:
-    """``files`` (path in repo -> source) cached as the hub lays them out: content in blobs/,
-    the snapshot's files symlinks to them."""
-    base = cache / ("models--" + repo.replace("/", "--"))
-    snapshot = base / "snapshots" / ("0" * 40)
-    (base / "blobs").mkdir(parents=True, exist_ok=True)
-    for name, src in files.items():
-        data = src.read_bytes()
-        blob = base / "blobs" / hashlib.sha256(data).hexdigest()
-        blob.write_bytes(data)
-        link = snapshot / name
-        link.parent.mkdir(parents=True, exist_ok=True)
-        if not link.exists():
-            link.symlink_to(blob)
-    (base / "refs").mkdir(exist_ok=True)
-    (base / "refs" / "main").write_text("0" * 40)
-
-
-def _repos(tiny: Path) -> dict[str, dict[str, Path]]:
-    """The sd-turbo stack's two hub repositories, filled from the tiny bundle."""
-    turbo = {str(p.relative_to(tiny)): p for sub in ("unet", "text_encoder", "tokenizer", "scheduler")
-             for p in (tiny / sub).iterdir()}
-    return {"stabilityai/sd-turbo": turbo, "madebyollin/taesd": {p.name: p for p in (tiny / "vae").iterdir()}}
-
-
 def _cached_unet(cache: Path) -> Path:
-    return cache / "models--stabilityai--sd-turbo" / "snapshots" / ("0" * 40) / UNET_WEIGHTS
+    return snapshot_of(cache, "stabilityai/sd-turbo") / UNET_WEIGHTS
 
 
 def test_pull_clears_a_damaged_cached_file_and_downloads_it_again(tiny, offline, monkeypatch, capsys):
@@ -214,9 +190,8 @@ def test_pull_clears_a_damaged_cached_file_and_downloads_it_again(tiny, offline,
     download (here: the hub at its network seam, serving the tiny files) fetches it again."""
     import huggingface_hub
 
-    repos = _repos(tiny)
-    for repo, files in repos.items():
-        _blob_layout(offline, repo, files)
+    repos = sd_turbo_repos(tiny)
+    fill_cache_with_tiny_sd_turbo(offline, tiny, blobs=True)
     cached = _cached_unet(offline)
     tokenizer = cached.parent.parent / "tokenizer" / "tokenizer.json"
     for path in (cached, tokenizer):
@@ -234,12 +209,12 @@ def test_pull_clears_a_damaged_cached_file_and_downloads_it_again(tiny, offline,
     fetched = []
 
     def hub(repo, allow_patterns=None, local_files_only=False, **kwargs):
-        base = offline / ("models--" + repo.replace("/", "--")) / "snapshots" / ("0" * 40)
+        base = snapshot_of(offline, repo)
         if local_files_only:
             return str(base)
         missing = {n: p for n, p in repos[repo].items() if not (base / n).exists()}
         fetched.extend(missing)
-        _blob_layout(offline, repo, missing)
+        fake_hub_repo(offline, repo, missing, blobs=True)
         return str(base)
 
     monkeypatch.delenv("HF_HUB_OFFLINE")
@@ -261,7 +236,7 @@ def test_a_damaged_file_outside_the_hub_cache_is_never_deleted(tiny, tmp_path, o
     assert remove_cached_copies(e.value.damaged, offline) == []
     assert (folder / UNET_WEIGHTS).stat().st_size == 500
     # A link inside the cache to a file of the user's outside it: neither is touched.
-    link = offline / "models--someone--linked" / "snapshots" / ("0" * 40) / UNET_WEIGHTS
+    link = snapshot_of(offline, "someone/linked") / UNET_WEIGHTS
     link.parent.mkdir(parents=True)
     link.symlink_to(folder / UNET_WEIGHTS)
     assert remove_cached_copies([link], offline) == []
@@ -272,8 +247,7 @@ def test_the_diffusion_backend_names_the_pull_command_for_a_damaged_stack(tiny, 
     from stylecam.core.stylize.base import BackendError
     from stylecam.core.stylize.diffusion import DiffusionBackend
 
-    for repo, files in _repos(tiny).items():
-        _blob_layout(offline, repo, files)
+    fill_cache_with_tiny_sd_turbo(offline, tiny, blobs=True)
     cut(_cached_unet(offline).resolve(), 3000)
     with pytest.raises(BackendError) as e:
         DiffusionBackend("sd-turbo", device="cpu", dtype=torch.float32)

@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from hub_cache import fake_hub_repo
+
 from stylecam.core.stylize import bundle as B
 from stylecam.core.stylize.bundle import BundleError, load_bundle
 
@@ -167,18 +169,11 @@ def test_a_plain_bundle_loads_without_a_warning(tiny, offline, caplog):
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
 
 
-def _fake_hub_repo(cache: Path, repo: str, folder: Path) -> None:
-    snapshot = cache / ("models--" + repo.replace("/", "--")) / "snapshots" / ("0" * 40)
-    shutil.copytree(folder, snapshot)
-    (snapshot.parent.parent / "refs").mkdir()
-    (snapshot.parent.parent / "refs" / "main").write_text("0" * 40)
-
-
 @pytest.mark.parametrize("where", ["../../../../outside", "/etc"])
 def test_a_downloaded_manifest_cannot_point_outside_its_repository(tiny, tmp_path, offline, where):
     folder = copy_of(tiny, tmp_path)
     write_manifest(folder, vae=where)
-    _fake_hub_repo(offline, "someone/sneaky", folder)
+    fake_hub_repo(offline, "someone/sneaky", {str(p.relative_to(folder)): p for p in folder.rglob("*") if p.is_file()})
     with pytest.raises(BundleError, match=f"component 'vae' points to '{where}', outside the repository"):
         load_bundle("someone/sneaky")
 

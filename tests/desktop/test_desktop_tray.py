@@ -239,21 +239,13 @@ def test_a_damaged_model_folder_is_named_and_the_guide_asks_for_a_good_copy(qtbo
 
 def test_a_damaged_download_of_the_default_model_is_offered_again(qtbot, make_app, tmp_path, offline):
     pytest.importorskip("torch")
-    import shutil
+    from hub_cache import fill_cache_with_tiny_sd_turbo, snapshot_of
 
     from stylecam.core.stylize.bundle import write_tiny_bundle
 
     tiny = write_tiny_bundle("sd-turbo", tmp_path / "tiny")
-    # The default stack as the hub cache holds it: sd-turbo's folders, and TAESD at its repo's root.
-    for repo, parts in (("stabilityai/sd-turbo", ("unet", "text_encoder", "tokenizer", "scheduler")),
-                        ("madebyollin/taesd", ("vae",))):
-        base = offline / ("models--" + repo.replace("/", "--"))
-        snapshot = base / "snapshots" / ("0" * 40)
-        for part in parts:
-            shutil.copytree(tiny / part, snapshot if part == "vae" else snapshot / part, dirs_exist_ok=True)
-        (base / "refs").mkdir()
-        (base / "refs" / "main").write_text("0" * 40)
-    unet = offline / "models--stabilityai--sd-turbo" / "snapshots" / ("0" * 40) / "unet"
+    fill_cache_with_tiny_sd_turbo(offline, tiny)  # the default stack as the hub cache holds it
+    unet = snapshot_of(offline, "stabilityai/sd-turbo") / "unet"
     text = _damaged_model_line(qtbot, make_app, "", unet / "diffusion_pytorch_model.safetensors")
     assert text.startswith("AI styles: the model's files are damaged (a download was cut short); fetch it again")
 
