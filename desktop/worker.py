@@ -244,10 +244,8 @@ class OutputHub(Sink):
         self._size, self._fps = tuple(size), fps
 
     def _reconcile(self) -> None:
+        self.close_unwanted()
         wanted = self.wanted()
-        for name in list(self._open):
-            if getattr(self._open[name], "_stylecam_spec", None) != wanted.get(name):
-                self._close_one(name)
         for name, spec in wanted.items():
             if name in self._open:
                 continue
@@ -282,12 +280,23 @@ class OutputHub(Sink):
         emit(self._worker.output_failed, name, error)
 
     def _close_one(self, name: str) -> None:
-        sink = self._open.pop(name)
+        # Listed in ``_open`` until closed: ``sink(name)`` is None only once the output is done
+        # (a recording's file is whole and playable then; the UI and the tests wait on that).
+        sink = self._open[name]
         try:
             sink.close()
         except Exception as e:  # a failing close must not stop the stream
             log.warning("closing output %s failed: %s", name, e)
+        finally:
+            del self._open[name]
         log.info("output %s closed", name)
+
+    def close_unwanted(self) -> None:
+        """Close the open outputs that were turned off (runner thread, or no runner at all)."""
+        wanted = self.wanted()
+        for name in list(self._open):
+            if getattr(self._open[name], "_stylecam_spec", None) != wanted.get(name):
+                self._close_one(name)
 
     def _close_outputs(self) -> None:
         for name in list(self._open):
@@ -378,6 +387,7 @@ class StreamWorker(QThread):
         self._lock = threading.Condition()
         self._quit = False
         self._restart = False
+        self._outputs_changed = False
         self._paused = False
         self._runner: Runner | None = None
         self._backend: TrackingBackend | None = None
@@ -445,6 +455,11 @@ class StreamWorker(QThread):
     def set_output(self, name: str, spec: str | None) -> None:
         """Turn an output on (``spec`` is a ``--sink`` spec) or off (None)."""
         self.hub.want(name, spec)
+        with self._lock:
+            # No runner, no next frame to apply it at (a source that gave up, a failed style):
+            # the worker thread closes what was turned off, so a stopped recording is whole now.
+            self._outputs_changed = True
+            self._lock.notify_all()
 
     def stop(self) -> None:
         """Ask the worker to end; returns at once (``wait()`` for it)."""
@@ -505,9 +520,15 @@ class StreamWorker(QThread):
             emit(self.notify, title, event.message, event.level)
 
     def _wait_for_change(self) -> None:
-        with self._lock:
-            while not self._quit and not self._restart:
-                self._lock.wait()
+        # Called only while no runner writes to the hub: closing outputs here is safe.
+        while True:
+            with self._lock:
+                while not self._quit and not self._restart and not self._outputs_changed:
+                    self._lock.wait()
+                if self._quit or self._restart:
+                    return
+                self._outputs_changed = False
+            self.hub.close_unwanted()
 
     def _serve(self) -> None:
         last_good_source: str | None = None

@@ -62,6 +62,16 @@ def read_clip(path: Path, count: int | None = None) -> list[np.ndarray]:
     return frames
 
 
+def count_frames(path) -> int:
+    """How many frames OpenCV decodes from a video file (0 for one it cannot open)."""
+    cap = cv2.VideoCapture(str(path))
+    n = 0
+    while cap.read()[0]:
+        n += 1
+    cap.release()
+    return n
+
+
 #: The flat colours of :func:`write_colour_clip`, frame i = COLOURS[i] (RGB).
 COLOURS = [(220, 40, 40), (40, 200, 40), (40, 40, 220), (230, 210, 40), (200, 40, 200), (40, 200, 210),
            (240, 140, 40), (120, 40, 200), (250, 250, 250), (20, 20, 20), (140, 140, 140), (40, 120, 60)]

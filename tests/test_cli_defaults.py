@@ -21,20 +21,13 @@ from stylecam.core.runner import Runner
 from stylecam.core.sinks import FileSink, NullSink
 from stylecam.core.sources import PatternSource, demo_clip_path
 
+from clips import count_frames
+
 
 def run_cli(*args, timeout=120):
     p = subprocess.run([sys.executable, "-m", "stylecam.core", *args], capture_output=True, text=True,
                        timeout=timeout)
     return p.returncode, p.stdout, p.stderr
-
-
-def _count_frames(path) -> int:
-    cap = cv2.VideoCapture(str(path))
-    n = 0
-    while cap.read()[0]:
-        n += 1
-    cap.release()
-    return n
 
 
 def test_run_with_nothing_to_do_prints_usage_with_an_example():
@@ -59,7 +52,7 @@ def test_run_without_source_paints_the_pattern(tmp_path):
     out_file = tmp_path / "p.mp4"
     rc, out, err = run_cli("run", "--sink", f"file:{out_file}", "--frames", "3", "--size", "160x120")
     assert rc == 0, err
-    assert _count_frames(out_file) == 3
+    assert count_frames(out_file) == 3
 
 
 class _MjpegClient(threading.Thread):
@@ -189,7 +182,7 @@ def test_frames_n_from_a_live_source_to_a_file_writes_n(tmp_path):
     runner = Runner(PatternSource((64, 48), fps=100.0), _SlowBackend(), [FileSink(str(path))], max_frames=n)
     summary = runner.run()
     assert summary["dropped"] == 0 and summary["frames_out"] == n
-    assert _count_frames(path) == n
+    assert count_frames(path) == n
     assert "dropped" not in cli.format_summary(summary, "toon", "file", live_outputs=False)
 
 

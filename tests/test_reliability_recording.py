@@ -16,8 +16,7 @@ import sys
 import cv2
 import pytest
 
-from stylecam.core.sources import FileSource
-
+from clips import count_frames
 from reliability_helpers import figures, wait_until  # noqa: F401
 
 FPS = 30
@@ -46,16 +45,6 @@ def ffprobe_frames(path: str) -> int:
     return int(m.group(2)) if m and p.returncode == 0 else 0
 
 
-def opencv_frames(path: str) -> int:
-    src = FileSource(path)
-    src.open()
-    n = 0
-    while src.read() is not None:
-        n += 1
-    src.close()
-    return n
-
-
 def _pngs(folder: str) -> list[str]:
     return sorted(f for f in os.listdir(folder) if f.startswith("frame_"))
 
@@ -81,7 +70,7 @@ def test_a_stop_signal_finishes_the_recording(tmp_path, sig):
     frames = int(re.search(r"stylecam: (\d+) frames", out).group(1))
     # Every frame the run put out is in both outputs, and the video plays all of them.
     assert len(_pngs(folder)) == frames >= 45
-    assert ffprobe_frames(video) == opencv_frames(video) == frames
+    assert ffprobe_frames(video) == count_frames(video) == frames
     assert f"output written to {video}" in out
 
 
@@ -93,7 +82,7 @@ def test_sigkill_leaves_a_playable_video_with_all_but_the_last_second(tmp_path, 
     proc.communicate(timeout=30)
     written = len(_pngs(folder))  # the PNG folder gets each frame right after the video
     played = ffprobe_frames(video)
-    assert played == opencv_frames(video)
+    assert played == count_frames(video)
     assert written - FPS - 1 <= played <= written, (played, written)
     # No half-written frame passes for one: every PNG in the folder decodes whole.
     for name in _pngs(folder)[-3:]:
@@ -152,7 +141,7 @@ def test_a_disk_filled_by_another_process_stops_the_video_at_a_fragment_boundary
     failed_at, seconds, kept = int(m.group(1)), float(m.group(2)), int(m.group(3))
     assert len(_pngs(folder)) == 240  # the other output got every frame
     assert kept >= failed_at - FPS - 1 and abs(seconds - kept / FPS) < 0.06
-    assert ffprobe_frames(str(video)) == opencv_frames(str(video)) == kept > 0
+    assert ffprobe_frames(str(video)) == count_frames(str(video)) == kept > 0
     figures.update(how=how, failed_at=failed_at, kept=kept)
 
 

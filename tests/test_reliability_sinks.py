@@ -22,10 +22,11 @@ from stylecam.core import cli
 from stylecam.core import runner as runner_module
 from stylecam.core.runner import Runner, RunnerError
 from stylecam.core.sinks import FileSink, MjpegSink, Sink, VirtualCameraSink
-from stylecam.core.sources import FileSource, PatternSource, Source
+from stylecam.core.sources import PatternSource, Source
 from stylecam.core.styles import load_styles
 from stylecam.core.stylize.base import create_backend
 
+from clips import count_frames
 from reliability_helpers import (FLAKY_BACKEND, Background, EventLog, Identity, Recorder,  # noqa: F401
                                  figures, flaky_camera, wait_until)
 
@@ -172,16 +173,6 @@ class NoiseSource(Source):
         return self.rng.integers(0, 256, (self.size[1], self.size[0], 3), dtype=np.uint8)
 
 
-def _frames_in(path) -> int:
-    src = FileSource(str(path))
-    src.open()
-    n = 0
-    while src.read() is not None:
-        n += 1
-    src.close()
-    return n
-
-
 def test_disk_full_stops_the_video_readable_while_the_stream_goes_on(small_disk, figures):
     out = small_disk / "out.mp4"
     video, other, log = FileSink(str(out)), Recorder(keep_images=False), EventLog()
@@ -195,9 +186,9 @@ def test_disk_full_stops_the_video_readable_while_the_stream_goes_on(small_disk,
     kept = int(re.search(r"\((\d+) frames\)", failed.message).group(1))
     assert 20 < kept <= video.count < 600
     # What was kept plays back, every frame of it (the file was cut back to its last whole fragment).
-    assert _frames_in(out) == kept
+    assert count_frames(out) == kept
     free = shutil.disk_usage(small_disk).free
-    figures.update(disk_mib=3, frames_written=video.count, frames_kept=kept, frames_readable=_frames_in(out),
+    figures.update(disk_mib=3, frames_written=video.count, frames_kept=kept, frames_readable=count_frames(out),
                    free_left_kib=free // 1024, stream_frames_lost=600 - other.count)
 
 
@@ -209,7 +200,7 @@ def test_disk_full_with_only_the_file_output_ends_the_run_with_one_line(small_di
     assert rc == 1
     assert err[-1].startswith(f"stylecam: no output works any more (file:{out}): file:{out}: disk full writing ")
     assert "Traceback" not in "\n".join(err)
-    assert _frames_in(out) > 10  # the part written before the disk filled is a playable video
+    assert count_frames(out) > 10  # the part written before the disk filled is a playable video
 
 
 def test_on_the_command_line_a_full_disk_is_one_warning_and_the_other_output_goes_on(small_disk, tmp_path):

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import time
 
-import cv2
 import numpy as np
 import pytest
 
+from clips import count_frames
 from desktop_helpers import next_pair
 from reliability_helpers import real_virtualcam_works
 
@@ -189,12 +190,71 @@ def test_record_to_file_writes_the_painted_stream(qtbot, make_app, monkeypatch, 
     app.record_action.trigger()
     assert app.last_notification[0] == "Recording saved" and str(out) in app.last_notification[1]
     qtbot.waitUntil(lambda: app.worker.hub.sink("record") is None, timeout=3000)
-    cap = cv2.VideoCapture(str(out))
-    frames = 0
-    while cap.read()[0]:
-        frames += 1
-    cap.release()
-    assert frames >= 10
+    assert count_frames(out) >= 10
+
+
+def _recording_worker(tmp_path):
+    """A worker (not started) whose hub records 12 frames, under one fragment (a second): only
+    closing the file makes it playable."""
+    from stylecam.core.frames import Frame
+    from stylecam.core.styles import builtin_styles
+    from stylecam.desktop.worker import StreamConfig, StreamWorker
+
+    toon = next(s for s in builtin_styles() if s.name == "toon")
+    worker = StreamWorker(StreamConfig(source="pattern", style=toon), toon)
+    out = tmp_path / "rec.mp4"
+    worker.hub.open((64, 48), 30.0)
+    worker.set_output("record", f"file:{out}")
+    rng = np.random.default_rng(0)
+    for i in range(12):
+        worker.hub.write(Frame(rng.integers(0, 255, (48, 64, 3), dtype=np.uint8), i))
+    assert worker.hub.sink("record") is not None
+    return worker, out
+
+
+def test_a_recording_is_listed_until_its_file_is_whole(tmp_path, monkeypatch):
+    """The hub drops a stopped recording from ``sink()`` only after its file is closed: whoever
+    waits for ``sink("record") is None`` (the tray, this suite) finds a playable file."""
+    from stylecam.core.frames import Frame
+    from stylecam.core.recording import FileSink
+
+    worker, out = _recording_worker(tmp_path)
+    hub, recorder = worker.hub, worker.hub.sink("record")
+    seen_while_closing = []
+    real_close = FileSink.close
+
+    def close(sink):
+        seen_while_closing.append(hub.sink("record"))
+        real_close(sink)
+
+    monkeypatch.setattr(FileSink, "close", close)
+    hub.want("record", None)
+    hub.write(Frame(np.zeros((48, 64, 3), np.uint8), 12))
+    assert seen_while_closing == [recorder]
+    assert hub.sink("record") is None
+    assert count_frames(out) == 12
+
+
+def test_a_recording_stopped_with_no_frames_coming_is_closed_at_once(tmp_path):
+    """With no runner (a source that gave up, a failed style) no next frame comes to apply the
+    stop at: the waiting worker thread closes the file itself."""
+    import threading
+
+    worker, out = _recording_worker(tmp_path)
+    waiting = threading.Thread(target=worker._wait_for_change)
+    waiting.start()
+    try:
+        worker.set_output("record", None)
+        deadline = time.monotonic() + 5
+        while worker.hub.sink("record") is not None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert worker.hub.sink("record") is None
+        assert waiting.is_alive()  # it goes on waiting for a restart
+        assert count_frames(out) == 12
+    finally:
+        worker.stop()
+        waiting.join(5)
+    assert not waiting.is_alive()
 
 
 def test_global_shortcut_cycles_styles_from_anywhere(qtbot, make_app):
