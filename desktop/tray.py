@@ -429,6 +429,7 @@ class TrayApp(QObject):
         worker.source_fallback.connect(self._on_source_fallback)
         worker.output_changed.connect(self._on_output_changed)
         worker.output_failed.connect(self._on_output_failed)
+        worker.output_closed.connect(self._on_output_closed)
         self.worker = worker
         worker.strengths.update(self.settings.strengths)
         self._apply_outputs()
@@ -666,12 +667,15 @@ class TrayApp(QObject):
     def stop_recording(self) -> None:
         if not self.status.output("record").chosen:
             return
-        sink = self.worker.hub.sink("record") if self.worker is not None else None
-        frames = getattr(sink, "count", None)
+        # "Recording saved" comes when the worker has closed the file (_on_output_closed).
         if self.worker is not None:
             self.worker.set_output("record", None)
         self.status.choose("record", False)
         self.record_action.setText("&Record to file…")
+
+    def _on_output_closed(self, name: str, frames) -> None:
+        if name != "record":
+            return
         path = getattr(self, "recording_path", "")
         what = f"{frames} frames" if frames is not None else "the recording"
         self.notify("Recording saved", f"{what} in {path}", "info")
@@ -922,7 +926,7 @@ class TrayApp(QObject):
                 log.error("the stream worker did not stop within %.1f s", timeout)
             for sig in (worker.frame_ready, worker.stats, worker.notify, worker.state_changed,
                         worker.run_started, worker.style_fallback, worker.source_fallback,
-                        worker.output_changed, worker.output_failed):
+                        worker.output_changed, worker.output_failed, worker.output_closed):
                 try:
                     sig.disconnect()
                 except (RuntimeError, TypeError):

@@ -191,6 +191,9 @@ class AppSource(RealtimeSource):
 #: Outputs that are opened once: a recording is not reopened after it closes (that would
 #: overwrite its file).
 ONCE_OUTPUTS = ("record",)
+#: Outputs whose file the user chose in a save dialog, which asked before replacing a file that
+#: exists: opened with overwrite (the command line refuses one unless told).
+CONFIRMED_OUTPUTS = ("record",)
 
 
 class OutputHub(Sink):
@@ -258,7 +261,7 @@ class OutputHub(Sink):
                 emit(self._worker.output_changed, name, False)
                 continue
             try:
-                sink = open_sink(spec, fps=self._fps)
+                sink = open_sink(spec, fps=self._fps, overwrite=name in CONFIRMED_OUTPUTS)
                 sink.open(self._size, self._fps)
             except Exception as e:
                 self._fail(name, spec, e, "open")
@@ -287,9 +290,12 @@ class OutputHub(Sink):
             sink.close()
         except Exception as e:  # a failing close must not stop the stream
             log.warning("closing output %s failed: %s", name, e)
+            emit(self._worker.output_failed, name, e)
+            return
         finally:
             del self._open[name]
         log.info("output %s closed", name)
+        emit(self._worker.output_closed, name, getattr(sink, "count", None))
 
     def close_unwanted(self) -> None:
         """Close the open outputs that were turned off (runner thread, or no runner at all)."""
@@ -376,8 +382,11 @@ class StreamWorker(QThread):
     source_fallback = Signal(str)
     #: An output (by name) went on or off (off also after a failure).
     output_changed = Signal(str, bool)
-    #: An output (by name) failed to open or write; the exception says why.
+    #: An output (by name) failed to open, write or close; the exception says why.
     output_failed = Signal(str, object)
+    #: An output (by name) was closed whole, with the frames it took (None where it does not
+    #: count them): a recording's file is finished and playable then.
+    output_closed = Signal(str, object)
 
     def __init__(self, config: StreamConfig, fallback_style: Style, parent=None):
         super().__init__(parent)

@@ -6,10 +6,12 @@ shortcut cycles styles."""
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import time
 
+import cv2
 import numpy as np
 import pytest
 
@@ -173,24 +175,70 @@ def test_strength_slider_blends_with_the_original_and_is_kept_per_style(qtbot, m
     assert app.store.load().strength("toon") == 0.0 and app.store.load().strength("sketch") == 1.0
 
 
-def test_record_to_file_writes_the_painted_stream(qtbot, make_app, monkeypatch, tmp_path):
+def _recording_app(qtbot, make_app, monkeypatch, out, frames: int):
+    """A running TrayApp recording to ``out`` (as if picked in the save dialog), once the
+    recording holds ``frames`` frames. The stream may drop frames under load: the source's frame
+    numbers do not say how many were written, the recording's own count does."""
     from stylecam.desktop import tray
 
-    out = tmp_path / "rec.mp4"
     monkeypatch.setattr(tray, "ask_record_path", lambda parent=None: str(out))
     app = make_app(style="toon")
     app.start()
     next_pair(qtbot, app)
     app.record_action.trigger()
     qtbot.waitUntil(lambda: app.status.output("record").state == "on", timeout=5000)
+    qtbot.waitUntil(lambda: app.worker.hub.sink("record").count >= frames, timeout=5000)
+    return app
+
+
+def test_record_to_file_writes_the_painted_stream(qtbot, make_app, monkeypatch, tmp_path):
+    out = tmp_path / "rec.mp4"
+    app = _recording_app(qtbot, make_app, monkeypatch, out, 10)
     assert app.record_action.text() == "Stop &recording"
     assert app.last_notification[0] == "Recording" and "video" in app.last_notification[1]
-    first = next_pair(qtbot, app)
-    next_pair(qtbot, app, lambda p: p.index >= first.index + 10)
     app.record_action.trigger()
-    assert app.last_notification[0] == "Recording saved" and str(out) in app.last_notification[1]
-    qtbot.waitUntil(lambda: app.worker.hub.sink("record") is None, timeout=3000)
-    assert count_frames(out) >= 10
+    assert app.record_action.text() == "&Record to file…"
+    # Said once the file is closed, with the frames it holds.
+    qtbot.waitUntil(lambda: app.last_notification[0] == "Recording saved", timeout=3000)
+    assert app.worker.hub.sink("record") is None
+    frames = int(re.match(r"(\d+) frames in (.*)$", app.last_notification[1]).group(1))
+    assert str(out) in app.last_notification[1]
+    assert count_frames(out) == frames >= 10
+
+
+def test_recording_over_a_file_the_dialog_confirmed_replaces_it(qtbot, make_app, monkeypatch, tmp_path):
+    """The save dialog asked before replacing the file: the recording writes over it (the command
+    line, which asked nothing, refuses an existing file)."""
+    out = tmp_path / "rec.mp4"
+    out.write_bytes(b"an older recording")
+    app = _recording_app(qtbot, make_app, monkeypatch, out, 5)
+    app.record_action.trigger()
+    qtbot.waitUntil(lambda: app.last_notification[0] == "Recording saved", timeout=3000)
+    assert count_frames(out) >= 5
+
+
+def test_a_size_change_finishes_the_recording_and_says_so_once(qtbot, make_app, monkeypatch, tmp_path):
+    """A new output size closes the recording (its file cannot change size): the file is whole,
+    "Recording saved" is said once, and the menu offers a new recording."""
+    import dataclasses
+
+    out = tmp_path / "rec.mp4"
+    app = _recording_app(qtbot, make_app, monkeypatch, out, 5)
+    shown = []
+    real_notify = app.notify
+    monkeypatch.setattr(app, "notify", lambda title, text, *a, **k: (shown.append((title, text)),
+                                                                     real_notify(title, text, *a, **k))[1])
+    app.apply_settings(dataclasses.replace(app.settings, output_size=(128, 96)))
+    qtbot.waitUntil(lambda: not app.status.output("record").chosen, timeout=5000)
+    next_pair(qtbot, app, lambda p: p.output.shape[:2] == (96, 128))
+    qtbot.wait(200)
+    saved = [text for title, text in shown if title == "Recording saved"]
+    assert len(saved) == 1
+    assert app.record_action.text() == "&Record to file…"
+    assert count_frames(out) == int(re.match(r"(\d+) frames in ", saved[0]).group(1)) >= 5
+    cap = cv2.VideoCapture(str(out))
+    assert (cap.get(cv2.CAP_PROP_FRAME_WIDTH), cap.get(cv2.CAP_PROP_FRAME_HEIGHT)) == (160, 120)
+    cap.release()
 
 
 def _recording_worker(tmp_path):
