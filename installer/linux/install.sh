@@ -9,7 +9,7 @@
 #   --venv DIR          the Python environment to use; an existing one that already has
 #                       stylecam-tray is reused as it is (and kept on uninstall)
 #   --skip-venv         do not create or update the venv (the launchers still point into it)
-#   --autostart         start stylecam at login (the tray's "Start on login" switch, same file)
+#   --autostart         start stylecam at login (same file as Settings > "Start stylecam when I log in")
 #   --no-autostart      do not (the default with --yes; otherwise you are asked)
 #   --no-virtual-camera skip the v4l2loopback set-up (installer/linux/v4l2loopback.sh does it later)
 #   --pkg MANAGER       apt | dnf | pacman for the system packages (default: detected)
