@@ -572,22 +572,24 @@ class StreamWorker(QThread):
             self._set_state("paused" if self._paused else "running")
             log.info("streaming %s through %s (size %s, fps %s, batch %s)", cfg.source, cfg.style.name,
                      cfg.size, cfg.fps, cfg.batch_size)
+            error: Exception | None = None
             try:
-                summary = runner.run()
-                log.info("run ended: %s", summary)
-            except BackendFailure as e:
-                self._backend_failed(cfg, e)
-                continue
+                log.info("run ended: %s", runner.run())
             except Exception as e:
-                if runner.metrics.frames_in > 0:
-                    last_good_source = cfg.source
-                last_good_source = self._source_failed(cfg, e, last_good_source)
-                continue
+                error = e
             finally:
+                # Before the failure handlers below, which may wait for the user: a finished
+                # runner must not take the next style or pause (they restart the stream).
                 with self._lock:
                     self._runner = None
             if runner.metrics.frames_in > 0:
                 last_good_source = cfg.source
+            if isinstance(error, BackendFailure):
+                self._backend_failed(cfg, error)
+                continue
+            if error is not None:
+                last_good_source = self._source_failed(cfg, error, last_good_source)
+                continue
             with self._lock:
                 if self._quit or self._restart:
                     continue

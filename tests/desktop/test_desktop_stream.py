@@ -159,7 +159,8 @@ def test_busy_mjpeg_port_notifies_and_stream_goes_on(qtbot, make_app):
         next_pair(qtbot, app, lambda p: p.index > first.index + 3)
 
 
-def test_failing_style_falls_back_to_classic_default(qtbot, make_app, monkeypatch, classic_reference):
+def _fail_styles(monkeypatch, *names):
+    """The real classic backend, failing (out of memory) whenever it paints one of ``names``."""
     from stylecam.core.stylize.classic import ClassicBackend
 
     real_set_style, real_process = ClassicBackend.set_style, ClassicBackend.process
@@ -169,12 +170,16 @@ def test_failing_style_falls_back_to_classic_default(qtbot, make_app, monkeypatc
         real_set_style(self, style)
 
     def process(self, images):
-        if self.injected_name == "sketch":
+        if self.injected_name in names:
             raise MemoryError("out of memory (injected)")
         return real_process(self, images)
 
     monkeypatch.setattr(ClassicBackend, "set_style", set_style)
     monkeypatch.setattr(ClassicBackend, "process", process)
+
+
+def test_failing_style_falls_back_to_classic_default(qtbot, make_app, monkeypatch, classic_reference):
+    _fail_styles(monkeypatch, "sketch")
     app = make_app(style="toon")
     app.start()
     next_pair(qtbot, app, styled("toon"))
@@ -193,6 +198,30 @@ def test_failing_style_falls_back_to_classic_default(qtbot, make_app, monkeypatc
     assert np.abs(out - ref).mean() < 2.0, np.abs(out - ref).mean()
     assert np.abs(out - pair.input.astype(np.int16)).mean() > 6.0
     assert app.style_actions["oil"].isChecked()
+
+
+def test_when_the_fallback_fails_too_the_next_style_picked_restarts_the_stream(qtbot, make_app, monkeypatch,
+                                                                              classic_reference):
+    _fail_styles(monkeypatch, "sketch", "oil")
+    app = make_app(style="toon")
+    app.start()
+    next_pair(qtbot, app, styled("toon"))
+    app.style_actions["sketch"].trigger()  # fails, and so does its fallback (oil)
+    qtbot.waitUntil(lambda: app.state == "error", timeout=10000)
+    app.style_actions["toon"].trigger()
+    pair = next_pair(qtbot, app, styled("toon"), timeout=5000)
+    assert np.array_equal(pair.output, classic_reference("toon", pair.input))
+    qtbot.waitUntil(lambda: app.state == "running", timeout=3000)
+
+
+def test_pause_and_resume_on_a_stream_that_failed_do_not_say_it_runs(qtbot, make_app, tmp_path):
+    app = make_app(source=f"file:{tmp_path / 'gone.mp4'}")
+    app.start()
+    qtbot.waitUntil(lambda: app.state == "error", timeout=5000)
+    app.pause_action.trigger()
+    app.pause_action.trigger()
+    qtbot.wait(300)
+    assert app.state == "error" and "running" not in app.status_action.text()
 
 
 def test_style_of_unavailable_backend_falls_back(qtbot, make_app, monkeypatch):
