@@ -98,6 +98,15 @@ class AppSettings:
         else:
             table[style] = value
         return dataclasses.replace(self, strengths=tuple(sorted(table.items())))
+
+    def with_edits(self, shown: "AppSettings", edited: "AppSettings") -> "AppSettings":
+        """These settings with what a form changed from ``shown`` (what it opened with) to
+        ``edited``: what changed elsewhere while the form was open (a style picked from the
+        menu, the strength slider, an output turned on) is kept."""
+        changed = {f.name: getattr(edited, f.name) for f in dataclasses.fields(self)
+                   if getattr(edited, f.name) != getattr(shown, f.name)}
+        return dataclasses.replace(self, **changed)
+
     @property
     def remote_server(self) -> str | None:
         """The server to paint on, or None for this computer."""

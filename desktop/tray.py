@@ -560,7 +560,9 @@ class TrayApp(QObject):
         dialog = SettingsDialog(shown, list(self.styles.values()), self.source_actions_specs(), status=self.status,
                                 hotkey_text=self.hotkey_action.text())
         dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
-        dialog.accepted.connect(lambda: self.apply_settings(dialog.result_settings()))
+        # The dialog is not modal: apply what it changed, not the snapshot it opened with.
+        dialog.accepted.connect(lambda: self.apply_settings(
+            dataclasses.replace(self.settings, style=self.style_name).with_edits(shown, dialog.result_settings())))
         self.settings_dialog = dialog
         dialog.show()
 

@@ -15,6 +15,8 @@ from stylecam.desktop.settings import (SCHEMA_VERSION, AppSettings, SettingsStor
                                        set_autostart)
 from stylecam.desktop.settings_dialog import SettingsDialog
 
+from desktop_helpers import next_pair
+
 
 def raw_ini(path, **values):
     qs = QSettings(str(path), QSettings.Format.IniFormat)
@@ -192,6 +194,32 @@ def test_dialog_widgets_to_settings_and_back_after_restart(qtbot, make_app, tmp_
         assert d2.read() == saved
     finally:
         again.shutdown()
+
+
+def test_ok_in_settings_keeps_what_changed_elsewhere_while_it_was_open(qtbot, make_app):
+    """Settings is not modal: the strength slider, a style picked from the menu (or the global
+    shortcut) and an output turned on from the menu meanwhile are kept when OK applies the form."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    app = make_app(style="toon", mjpeg_port=port)
+    app.start()
+    next_pair(qtbot, app)
+    app.show_settings()
+    dialog = app.settings_dialog
+    app.show_preview()
+    app.preview.strength_slider.setValue(30)
+    app.style_actions["sketch"].trigger()
+    app.mjpeg_action.trigger()
+    dialog.fps_box.setValue(25.0)
+    dialog.accept()
+    saved = app.store.load()
+    assert saved.fps == 25.0 and app.worker.config.fps == 25.0  # what the form changed
+    assert app.style_name == "sketch" and saved.style == "sketch"
+    assert saved.strength("toon") == 0.3 and app.worker.strengths["toon"] == 0.3
+    assert app.mjpeg_action.isChecked() and saved.mjpeg
 
 
 def test_dialog_refuses_bad_input_and_says_which(qtbot):
