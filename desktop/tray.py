@@ -599,8 +599,8 @@ class TrayApp(QObject):
         # unchanged choice is not applied again, so OK never re-announces a known problem.
         self.virtualcam_action.setChecked(new.virtual_camera)
         self.mjpeg_action.setChecked(new.mjpeg)
-        if new.mjpeg_port != old.mjpeg_port:
-            self._apply_outputs()
+        if (new.mjpeg_port, new.output_size, new.fps) != (old.mjpeg_port, old.output_size, old.fps):
+            self._apply_outputs()  # the virtual camera's spec names the size and rate
         if new.start_on_login != old.start_on_login:
             self.set_start_on_login(new.start_on_login)
 

@@ -202,8 +202,8 @@ class OutputHub(Sink):
     Outputs (virtual camera, MJPEG) are switched on and off from the UI thread; the change is
     applied in the runner's thread at the next frame. An output that fails to open or write is
     reported once and switched off; the stream and the other outputs go on. Outputs stay open
-    across runner restarts while size and rate are unchanged (a source switch must not make the
-    virtual camera vanish from a meeting).
+    across runner restarts (a source switch must not make the virtual camera vanish from a
+    meeting); a recording is finished when the stream's size or rate changes.
     """
 
     name = "hub"
@@ -219,8 +219,11 @@ class OutputHub(Sink):
         self.runner: Runner | None = None
         self._last_stats = 0.0
         self._recent: collections.deque = collections.deque(maxlen=512)
-        #: Specs of once-only outputs (recordings) that were opened: never reopened.
-        self._written: set[str] = set()
+        #: name -> how many times it was turned on: each turn-on is a request of its own (a
+        #: recording started again to the same file is a new recording).
+        self._requests: dict[str, int] = {}
+        #: (name, request) of once-only outputs (recordings) that were opened: never reopened.
+        self._written: set[tuple[str, int]] = set()
 
     # -- UI thread ----------------------------------------------------------------------------
 
@@ -230,6 +233,7 @@ class OutputHub(Sink):
                 self._wanted.pop(name, None)
             else:
                 self._wanted[name] = spec
+                self._requests[name] = self._requests.get(name, 0) + 1
 
     def wanted(self) -> dict[str, str]:
         with self._lock:
@@ -243,16 +247,28 @@ class OutputHub(Sink):
 
     def open(self, size, fps) -> None:
         if (size, fps) != (self._size, self._fps):
-            self._close_outputs()
+            # Only a recording is made at the stream's size and rate: it is finished. The virtual
+            # camera and the MJPEG server keep their own (a new size or rate must not cut the
+            # meeting or the viewers off); the virtual camera's spec says its size.
+            for name in [n for n in self._open if n in ONCE_OUTPUTS]:
+                self._close_one(name)
         self._size, self._fps = tuple(size), fps
 
     def _reconcile(self) -> None:
         self.close_unwanted()
-        wanted = self.wanted()
+        with self._lock:
+            wanted, requests = dict(self._wanted), dict(self._requests)
         for name, spec in wanted.items():
+            request = requests.get(name, 0)
             if name in self._open:
+                sink = self._open[name]
+                if sink._stylecam_request != request:
+                    # Turned off and on again before a frame came to apply the off: it stayed
+                    # open (no blink for the meeting or the viewers), and is on again.
+                    sink._stylecam_request = request
+                    emit(self._worker.output_changed, name, True)
                 continue
-            if name in ONCE_OUTPUTS and spec in self._written:
+            if name in ONCE_OUTPUTS and (name, request) in self._written:
                 # A recording closed by a size or rate change is finished: reopening its file
                 # would write over what was recorded.
                 with self._lock:
@@ -266,10 +282,10 @@ class OutputHub(Sink):
             except Exception as e:
                 self._fail(name, spec, e, "open")
                 continue
-            sink._stylecam_spec = spec
+            sink._stylecam_spec, sink._stylecam_request = spec, request
             self._open[name] = sink
             if name in ONCE_OUTPUTS:
-                self._written.add(spec)
+                self._written.add((name, request))
             log.info("output %s (%s) open at %dx%d, %g fps", name, spec, *self._size, self._fps)
             emit(self._worker.output_changed, name, True)
 
@@ -298,10 +314,14 @@ class OutputHub(Sink):
         emit(self._worker.output_closed, name, getattr(sink, "count", None))
 
     def close_unwanted(self) -> None:
-        """Close the open outputs that were turned off (runner thread, or no runner at all)."""
-        wanted = self.wanted()
+        """Close the open outputs that were turned off, and recordings started anew (runner
+        thread, or no runner at all)."""
+        with self._lock:
+            wanted, requests = dict(self._wanted), dict(self._requests)
         for name in list(self._open):
-            if getattr(self._open[name], "_stylecam_spec", None) != wanted.get(name):
+            sink = self._open[name]
+            again = name in ONCE_OUTPUTS and sink._stylecam_request != requests.get(name, 0)
+            if sink._stylecam_spec != wanted.get(name) or again:
                 self._close_one(name)
 
     def _close_outputs(self) -> None:

@@ -8,6 +8,7 @@ where the numbers in docs/reliability.md come from.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import threading
@@ -172,6 +173,65 @@ class FlakyCamera:
         return self.fourcc
 
 
+RECORDING_BACKEND = "stylecam-test"
+
+
+class RecordingCamera:
+    """A pyvirtualcam backend (the interface of pyvirtualcam/camera.py ``Backend``) that keeps
+    what it is sent, with the monotonic time of each send."""
+
+    instances: list["RecordingCamera"] = []
+    fail_after: int | None = None
+
+    def __init__(self, *, width, height, fps, fourcc, device, **kw):
+        if device == "busy":
+            raise RuntimeError("device is busy")
+        self.width, self.height, self.fps, self.fourcc = width, height, fps, fourcc
+        self._device = device or "recording0"
+        self.frames: list[np.ndarray] = []
+        self.times: list[float] = []
+        self.closed = False
+        RecordingCamera.instances.append(self)
+
+    def send(self, frame):
+        if self.fail_after is not None and len(self.frames) >= self.fail_after:
+            raise RuntimeError("device unplugged")
+        assert frame.ndim == 1 and frame.flags.c_contiguous  # the contract pyvirtualcam gives backends
+        self.times.append(time.monotonic())
+        self.frames.append(frame.reshape(self.height, self.width, 3).copy())
+        self.last_sent = frame  # as the pacer handed it over (no copy), to see whose pixels they are
+
+    def close(self):
+        self.closed = True
+
+    def device(self):
+        return self._device
+
+    def native_fourcc(self):
+        return self.fourcc
+
+
+@pytest.fixture
+def recording_backend():
+    """``RecordingCamera`` registered with pyvirtualcam, as the backend ``RECORDING_BACKEND``;
+    where a sink names no backend pyvirtualcam tries it after the machine's own (which fail
+    where there is no driver)."""
+    RecordingCamera.instances = []
+    RecordingCamera.fail_after = None
+    with _registered(RECORDING_BACKEND, RecordingCamera):
+        yield RecordingCamera
+
+
+@contextlib.contextmanager
+def _registered(name: str, camera: type):
+    pyvirtualcam.register_backend(name, camera)
+    try:
+        yield
+    finally:
+        # Other tests must see the machine's real backends only.
+        del pyvirtualcam.camera.BACKENDS[name]
+
+
 def real_virtualcam_works() -> bool:
     """Whether this machine has a virtual-camera driver pyvirtualcam can open (CI has none)."""
     try:
@@ -185,12 +245,11 @@ def real_virtualcam_works() -> bool:
 def flaky_camera():
     FlakyCamera.instances = []
     FlakyCamera.taken = False
-    pyvirtualcam.register_backend(FLAKY_BACKEND, FlakyCamera)
     try:
-        yield FlakyCamera
+        with _registered(FLAKY_BACKEND, FlakyCamera):
+            yield FlakyCamera
     finally:
         FlakyCamera.taken = False
-        del pyvirtualcam.camera.BACKENDS[FLAKY_BACKEND]
 
 
 # ---- resources ---------------------------------------------------------------------------

@@ -27,56 +27,8 @@ from stylecam.core.sources import PatternSource
 from stylecam.core.styles import Style
 from stylecam.core.stylize.base import Backend
 
-from reliability_helpers import real_virtualcam_works
-
-BACKEND = "stylecam-test"
-
-
-class RecordingCamera:
-    """A pyvirtualcam backend (the interface of pyvirtualcam/camera.py ``Backend``) that keeps
-    what it is sent, with the monotonic time of each send."""
-
-    instances: list["RecordingCamera"] = []
-    fail_after: int | None = None
-
-    def __init__(self, *, width, height, fps, fourcc, device, **kw):
-        if device == "busy":
-            raise RuntimeError("device is busy")
-        self.width, self.height, self.fps, self.fourcc = width, height, fps, fourcc
-        self._device = device or "recording0"
-        self.frames: list[np.ndarray] = []
-        self.times: list[float] = []
-        self.closed = False
-        RecordingCamera.instances.append(self)
-
-    def send(self, frame):
-        if self.fail_after is not None and len(self.frames) >= self.fail_after:
-            raise RuntimeError("device unplugged")
-        assert frame.ndim == 1 and frame.flags.c_contiguous  # the contract pyvirtualcam gives backends
-        self.times.append(time.monotonic())
-        self.frames.append(frame.reshape(self.height, self.width, 3).copy())
-        self.last_sent = frame  # as the pacer handed it over (no copy), to see whose pixels they are
-
-    def close(self):
-        self.closed = True
-
-    def device(self):
-        return self._device
-
-    def native_fourcc(self):
-        return self.fourcc
-
-
-@pytest.fixture
-def recording_backend():
-    RecordingCamera.instances = []
-    RecordingCamera.fail_after = None
-    pyvirtualcam.register_backend(BACKEND, RecordingCamera)
-    try:
-        yield RecordingCamera
-    finally:
-        # Other tests must see the machine's real backends only.
-        del pyvirtualcam.camera.BACKENDS[BACKEND]
+from reliability_helpers import RECORDING_BACKEND as BACKEND
+from reliability_helpers import RecordingCamera, real_virtualcam_works, recording_backend  # noqa: F401
 
 
 class SlowInvert(Backend):
@@ -225,7 +177,6 @@ def test_spec_grammar(recording_backend):
         open_sink("virtualcam:backend=nope")
     with pytest.raises(SinkError, match="device is busy"):
         open_sink(f"virtualcam:backend={BACKEND},device=busy")
-
 
 
 @pytest.mark.skipif(real_virtualcam_works(), reason="this machine has a working virtual camera")
