@@ -529,13 +529,15 @@ class SettingsStore:
             return data.count(b"\n", 0, e.start) + 1
         return 0
 
-    def save(self, settings: AppSettings) -> None:
+    def save(self, settings: AppSettings) -> str | None:
         """Write ``settings``, keeping every other key of the file; a file this write would
-        change beyond the user's settings (older schema, not UTF-8, unreadable) is copied first."""
+        change beyond the user's settings (older schema, not UTF-8, unreadable) is copied first.
+        Returns None, or what the user should be told when the file could not be written (the
+        settings then last until the app quits)."""
         validate(settings)
         if self._memory is not None:
             self._memory = settings
-            return
+            return None
         qs = self.qsettings
         data = self._file_bytes()
         reason = self._copy_reason(data)
@@ -554,8 +556,16 @@ class SettingsStore:
         for key in PARSERS:
             qs.setValue(key, _to_text(key, getattr(settings, key)))
         qs.sync()
-        if qs.status() != QSettings.Status.NoError:
-            log.warning("could not write settings to %s (%s)", self.path, qs.status().name)
+        status = qs.status()
+        if status == QSettings.Status.NoError:
+            return None
+        why = ("the settings file or its folder cannot be written" if status == QSettings.Status.AccessError
+               else "the settings file is not in a form stylecam can write")
+        # What it means first: a notification shows the start of it.
+        message = (f"changes last until stylecam quits: {why} ({self.path}). Make sure "
+                   f"{os.path.dirname(self.path) or '.'} is a folder you can write to")
+        self._warn(message)
+        return message
 
     def update(self, **changes) -> AppSettings:
         """Load, change some fields, validate, save; returns the new settings."""

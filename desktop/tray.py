@@ -574,8 +574,8 @@ class TrayApp(QObject):
         old = self.settings
         if new.style not in self.styles:
             new = dataclasses.replace(new, style=old.style)
-        self.store.save(new)
         self.settings = new
+        self._store_settings()
         if new.style != self.style_name:
             self.select_style(new.style)
         if new.source != old.source:
@@ -693,7 +693,7 @@ class TrayApp(QObject):
     def set_strength(self, value: float) -> None:
         """The running style's strength (0..1), kept per style."""
         self.settings = self.settings.with_strength(self.style_name, value)
-        self.store.save(self.settings)
+        self._store_settings()
         if self.worker is not None:
             self.worker.set_strength(self.style_name, self.settings.strength(self.style_name))
 
@@ -775,7 +775,13 @@ class TrayApp(QObject):
 
     def _save(self, **changes) -> None:
         self.settings = dataclasses.replace(self.settings, **changes)
-        self.store.save(self.settings)
+        self._store_settings()
+
+    def _store_settings(self) -> None:
+        problem = self.store.save(self.settings)
+        if problem:  # said once; the app goes on with the settings in memory
+            self.notify("Settings are not saved", problem[:1].upper() + problem[1:] + ".", "warning",
+                        key=("settings", "save"))
 
     # -- worker signals ------------------------------------------------------------------------
 

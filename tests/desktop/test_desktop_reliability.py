@@ -73,6 +73,34 @@ def test_a_settings_file_that_is_a_pipe_or_a_folder_never_hangs(tmp_path):
     assert os.listdir(folder) == []  # nothing written into the folder or the pipe
 
 
+def test_settings_that_cannot_be_written_are_said_once_and_the_app_goes_on(qtbot, tmp_path):
+    """A file where the settings folder should be: the first change says the settings are not
+    saved (once), and every change still takes effect for this session."""
+    from stylecam.desktop.settings import SettingsStore
+    from stylecam.desktop.tray import TrayApp
+
+    blocker = tmp_path / "config"
+    blocker.write_text("a file where a folder should be")
+    path = blocker / "stylecam.conf"
+    app = TrayApp(SettingsStore(path), probe_diffusion=False)
+    shown = []
+    app.notified.connect(lambda title, *rest: shown.append(title))
+    try:
+        app.start()
+        next_pair(qtbot, app, timeout=8000)
+        app.select_style("sketch")
+        app.select_style("toon")
+        assert shown.count("Settings are not saved") == 1
+        _, short, details = next(h for h in app.history if h[0] == "Settings are not saved")
+        said = f"{short} {details or ''}"
+        assert str(path) in said and "cannot be written" in said and "until stylecam quits" in said
+        assert app.style_name == "toon" and app.settings.style == "toon"
+        next_pair(qtbot, app, lambda p: p.style == "toon")
+    finally:
+        assert app.shutdown()
+    assert blocker.read_text() == "a file where a folder should be"
+
+
 def test_the_tray_starts_with_hostile_style_files_and_the_good_one_is_offered(qtbot, make_app, tmp_path, caplog):
     folder = tmp_path / "config" / "stylecam" / "styles"  # the desktop fixtures' XDG_CONFIG_HOME
     folder.mkdir(parents=True)
