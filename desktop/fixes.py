@@ -135,5 +135,7 @@ def describe_output_problem(name: str, error: BaseException) -> tuple[str, str, 
         return TITLES["mjpeg"], reason, details
     if name == "record":
         reason = no_cli_flags(first)
+        if getattr(error, "stylecam_stage", None) == "open":  # nothing was recorded
+            return "Cannot record", reason, no_cli_flags(text) + "\n\nNothing was recorded: pick another file."
         return "Recording stopped", reason, no_cli_flags(text) + "\n\nWhat was recorded until then is kept."
     return TITLES.get(name, "stylecam"), no_cli_flags(first), no_cli_flags(text)

@@ -291,6 +291,10 @@ class OutputHub(Sink):
 
     def _fail(self, name: str, spec: str, error: BaseException, what: str) -> None:
         log.warning("output %s (%s) failed to %s: %s", name, spec, what, error)
+        try:
+            error.stylecam_stage = what  # the UI words a file that never opened differently
+        except AttributeError:  # an exception type without a __dict__
+            pass
         with self._lock:
             if self._wanted.get(name) == spec:
                 del self._wanted[name]

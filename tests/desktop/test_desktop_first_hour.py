@@ -241,6 +241,25 @@ def test_a_size_change_finishes_the_recording_and_says_so_once(qtbot, make_app, 
     cap.release()
 
 
+def test_a_recording_that_cannot_start_says_so_and_the_stream_goes_on(qtbot, make_app, monkeypatch, tmp_path):
+    from stylecam.desktop import tray
+
+    (tmp_path / "notes.txt").write_text("a file, not a folder")
+    out = tmp_path / "notes.txt" / "rec.mp4"
+    monkeypatch.setattr(tray, "ask_record_path", lambda parent=None: str(out))
+    app = make_app(style="toon")
+    app.start()
+    next_pair(qtbot, app)
+    app.record_action.trigger()
+    qtbot.waitUntil(lambda: app.last_notification is not None and app.last_notification[0] == "Cannot record",
+                    timeout=5000)
+    title, short, details = app.history[-1]
+    assert "notes.txt" in f"{short} {details}" and "Nothing was recorded" in details
+    assert app.record_action.text() == "&Record to file…"
+    assert (tmp_path / "notes.txt").read_text() == "a file, not a folder"
+    next_pair(qtbot, app)
+
+
 def _recording_worker(tmp_path):
     """A worker (not started) whose hub records 12 frames, under one fragment (a second): only
     closing the file makes it playable."""
