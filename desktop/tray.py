@@ -842,13 +842,19 @@ class TrayApp(QObject):
         emit(self.style_changed, style)
 
     def _on_style_fallback(self, name: str) -> None:
-        # The menu shows what runs, and the next start keeps it.
+        # The menu shows what runs, and the next start keeps it; a fallback that arrives after
+        # the user picked again is stale (the worker already runs the new pick).
+        if self.worker is not None and self.worker.config.style.name != name:
+            return
         if name in self.style_actions:
             self._show_style(name)
         self._update_status()
 
     def _on_source_fallback(self, spec: str) -> None:
-        # The failed source is not saved: the next start opens the one that worked.
+        # The failed source is not saved: the next start opens the one that worked. Stale when
+        # the user picked another source after it was sent (the worker runs that one).
+        if self.worker is not None and self.worker.config.source != spec:
+            return
         self.source_spec = spec
         self._mark_source(spec)
         self._save(source=spec)

@@ -141,6 +141,23 @@ def test_unavailable_camera_notifies_and_previous_source_comes_back(qtbot, make_
     assert app.worker.state == "running"
 
 
+def test_a_fallback_that_arrives_after_the_next_pick_is_ignored(qtbot, make_app):
+    """The worker's "back to the previous source/style" is queued to the UI thread; when the user
+    picked again in between, the pick stands: the menu and the next start keep what runs."""
+    app = make_app(style="toon")
+    app.start()
+    next_pair(qtbot, app)
+    app.select_source("demo")
+    app.select_style("sketch")
+    app.worker.source_fallback.emit("pattern")  # sent for the pick before these
+    app.worker.style_fallback.emit("oil")
+    qtbot.wait(100)
+    assert app.source_spec == "demo" and app.source_actions["demo"].isChecked()
+    assert app.store.load().source == "demo"
+    assert app.style_name == "sketch" and app.style_actions["sketch"].isChecked()
+    next_pair(qtbot, app, lambda p: p.style == "sketch")
+
+
 def test_busy_mjpeg_port_notifies_and_stream_goes_on(qtbot, make_app):
     import socket
 
