@@ -10,27 +10,29 @@ from __future__ import annotations
 import platform
 import sys
 
-from PySide6.QtCore import QProcess, Qt
-from PySide6.QtGui import QGuiApplication
+from PySide6.QtCore import QProcess, Qt, QUrl
+from PySide6.QtGui import QDesktopServices, QGuiApplication
 from PySide6.QtWidgets import (QFrame, QHBoxLayout, QLabel, QProgressBar, QPushButton, QVBoxLayout,
                                QWidget)
 
 from stylecam.core.stylize.stacks import hub_stacks
 
+from .notify import plain_text
 from .status import DAMAGED_MODEL, FAILING, ON, OUTPUT_LABELS
 
 #: The dot before each output's line.
 DOT_COLOURS = {"on": "#3aa757", "failing": "#f29900", "off": "#7d8590", "starting": "#7d8590"}
 
 
-def virtualcam_command(system: str | None = None) -> str:
-    """The exact command (or place) that gives this system a virtual camera."""
+#: Where Windows and macOS get their virtual camera: OBS Studio's, which stylecam drives.
+OBS_URL = "https://obsproject.com"
+
+
+def virtualcam_command() -> str:
+    """The exact command that gives Linux a virtual camera (Windows and macOS get OBS Studio)."""
     from stylecam.core import doctor
 
-    system = system or platform.system()
-    if system == "Linux":
-        return f"sudo apt install v4l2loopback-dkms && {doctor.MODPROBE_LINE}"
-    return "https://obsproject.com (install OBS Studio 30+, click Start Virtual Camera once)"
+    return f"sudo apt install v4l2loopback-dkms && {doctor.MODPROBE_LINE}"
 
 
 def models_command() -> list[str]:
@@ -94,7 +96,9 @@ class GuidePanel(QFrame):
             layout.addWidget(row)
         vc = self.rows["virtual_camera"]
         self.actions["virtual_camera"] = {
-            "copy": vc.button("Copy the command", self.copy_virtualcam_command),
+            # A command to paste on Linux; elsewhere a program to install, so its page.
+            "copy": vc.button("Copy the command", self.copy_virtualcam_command) if platform.system() == "Linux"
+            else vc.button("Get OBS Studio", self.get_obs),
             "mjpeg": vc.button("Use the MJPEG stream instead", self.use_mjpeg),
             "retry": vc.button("Try again", lambda: app.retry_output("virtual_camera")),
             "details": vc.button("Details", lambda: app.show_details("virtual_camera")),
@@ -124,7 +128,7 @@ class GuidePanel(QFrame):
     def source_text(self) -> str:
         spec = self.app.source_spec
         action = self.app.source_actions.get(spec)
-        label = action.text() if action is not None else spec
+        label = plain_text(action.text()) if action is not None else spec
         return f"Source: {label}" + (" —" if spec in ("demo", "pattern") else "")
 
     def refresh(self) -> None:
@@ -172,6 +176,11 @@ class GuidePanel(QFrame):
         QGuiApplication.clipboard().setText(text)
         self.app.notify("Command copied", "Paste it into a terminal, then press Try again.", "info")
         return text
+
+    def get_obs(self) -> None:
+        QDesktopServices.openUrl(QUrl(OBS_URL))
+        self.app.notify("Get OBS Studio", "Install OBS Studio 30 or newer, click Start Virtual Camera in it once, "
+                        "then press Try again.", "info")
 
     def use_mjpeg(self) -> None:
         self.app.mjpeg_action.setChecked(True)

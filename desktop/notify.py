@@ -27,6 +27,11 @@ MAX_CHARS = 110
 _FLAG = re.compile(r"`?--[a-z][\w-]*(?:[ =][\w:./-]+)?`?")
 
 
+def plain_text(text: str) -> str:
+    """A menu entry's text as words: mnemonic marks dropped, "&&" back to "&"."""
+    return re.sub(r"&(.)", r"\1", text)
+
+
 def no_cli_flags(text: str) -> str:
     """GUI text never tells a tray user to type a command-line flag: known ones become the menu
     or setting that does the same; any other is dropped."""
@@ -39,6 +44,8 @@ def no_cli_flags(text: str) -> str:
         "--size": "a smaller Output size in Settings",
         "--source": "another source in the Source menu",
         "--style": "another style",
+        # The MJPEG server's "pick another with mjpeg:PORT, or mjpeg:0 for any free port".
+        "pick another with mjpeg:PORT, or mjpeg:0 for any free port": "pick another port in Settings",
     }
     for flag, words in replacements.items():
         text = text.replace(f"`{flag}`", words).replace(flag, words)

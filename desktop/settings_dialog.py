@@ -214,6 +214,14 @@ class SettingsDialog(QDialog):
             "remote_url": self.remote_edit.text(),
             "remote_token_file": self.token_edit.text(),
         }
+        if raw["stylize_on"] != "remote":
+            # The remote fields are greyed out, so they cannot be fixed here: one that does not
+            # parse keeps its saved value instead of refusing OK.
+            for key in ("remote_url", "remote_token_file"):
+                try:
+                    PARSERS[key](raw[key])
+                except (ValueError, TypeError):
+                    raw[key] = getattr(self._base, key)
         values = {}
         for key, value in raw.items():
             try:

@@ -16,7 +16,7 @@ import time
 from PySide6.QtCore import QObject, Qt, QUrl, Signal
 from PySide6.QtGui import QAction, QActionGroup, QDesktopServices, QGuiApplication
 from PySide6.QtWidgets import (QFileDialog, QHBoxLayout, QLabel, QMainWindow, QMenu,
-                               QPushButton, QSystemTrayIcon, QVBoxLayout, QWidget)
+                               QSystemTrayIcon, QToolButton, QVBoxLayout, QWidget)
 
 from stylecam.core.styles import Style, load_styles
 
@@ -25,7 +25,7 @@ from .fixes import describe_output_problem
 from .hotkey import GlobalHotkey
 from .icons import state_icon, style_icon
 from .logs import log_dir
-from .notify import DetailsDialog, Toast, no_cli_flags, two_lines
+from .notify import DetailsDialog, Toast, no_cli_flags, plain_text, two_lines
 from .preview import PreviewWindow, add_style_shortcuts
 from .qtcompat import emit
 from .region import RegionPicker, region_spec
@@ -113,7 +113,7 @@ class MainWindow(QMainWindow):
         self.setWindowIcon(state_icon("running"))
         bar = self.menuBar()
         stream = bar.addMenu("&Stream")
-        for action in (app.pause_action, app.preview_action, app.settings_action):
+        for action in (app.pause_action, app.record_action, app.preview_action, app.settings_action):
             stream.addAction(action)
         stream.addSeparator()
         stream.addAction(app.quit_action)
@@ -132,12 +132,16 @@ class MainWindow(QMainWindow):
         layout.addWidget(self.stats_label)
         layout.addWidget(self.message_label)
         buttons = QHBoxLayout()
-        for action in (app.pause_action, app.preview_action, app.settings_action, app.quit_action):
-            button = QPushButton(action.text().replace("&", "").rstrip("…"))
-            button.clicked.connect(action.trigger)
-            if action.isCheckable():
-                button.setCheckable(True)
-                action.toggled.connect(button.setChecked)
+        self.buttons: dict[str, QToolButton] = {}
+        for name, action in (("pause", app.pause_action), ("record", app.record_action),
+                             ("preview", app.preview_action), ("settings", app.settings_action),
+                             ("quit", app.quit_action)):
+            # The action's own button: its text (Pause/Resume, Record/Stop recording) and its
+            # checked state follow the action wherever it is changed.
+            button = QToolButton()
+            button.setDefaultAction(action)
+            button.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextOnly)
+            self.buttons[name] = button
             buttons.addWidget(button)
         layout.addLayout(buttons)
         self.setCentralWidget(central)
@@ -397,7 +401,7 @@ class TrayApp(QObject):
         if action is None:
             label = ("Region " + spec.partition(":")[2]) if spec.startswith("screen:") and "," in spec \
                 else f"File {spec.partition(':')[2].rsplit('/', 1)[-1]}" if spec.startswith("file:") else spec
-            action = QAction(label, self)
+            action = QAction(label.replace("&", "&&"), self)  # "Tom & Jerry.mp4": no mnemonic
             action.setCheckable(True)
             action.setData(spec)
             action.triggered.connect(lambda checked=False, s=spec: self.select_source(s))
@@ -567,7 +571,7 @@ class TrayApp(QObject):
         dialog.show()
 
     def source_actions_specs(self) -> list[tuple[str, str]]:
-        return [(spec, a.text()) for spec, a in self.source_actions.items()]
+        return [(spec, plain_text(a.text())) for spec, a in self.source_actions.items()]
 
     def apply_settings(self, new: AppSettings) -> None:
         """Save ``new`` and carry every change to the running stream."""

@@ -136,6 +136,23 @@ def test_guide_offers_the_mjpeg_stream_instead(qtbot, make_app):
     assert "modprobe v4l2loopback" in QApplication.clipboard().text()
 
 
+def test_without_linux_the_guide_offers_obs_studio_not_a_command(qtbot, make_app, monkeypatch):
+    """Windows and macOS get their virtual camera from OBS Studio: the guide opens its page and
+    says what to do there (there is no command to paste into a terminal)."""
+    from stylecam.desktop import guide
+
+    monkeypatch.setattr(guide.platform, "system", lambda: "Windows")
+    opened = []
+    monkeypatch.setattr(guide.QDesktopServices, "openUrl", lambda url: opened.append(url.toString()) or True)
+    app = make_app()
+    button = app.guide.actions["virtual_camera"]["copy"]
+    assert button.text() == "Get OBS Studio"
+    button.click()
+    assert opened == ["https://obsproject.com"]
+    title, message, _ = app.last_notification
+    assert title == "Get OBS Studio" and "Start Virtual Camera" in message and "terminal" not in message
+
+
 def test_open_log_folder_opens_the_log_folder(qtbot, make_app, monkeypatch, tmp_path):
     from stylecam.desktop import tray
     from stylecam.desktop.logs import log_dir

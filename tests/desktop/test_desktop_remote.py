@@ -30,6 +30,12 @@ def test_stylize_on_is_remembered_and_checked(qtbot, tmp_path):
     dialog.remote_edit.setText("ftp://nope")
     with pytest.raises(ValueError, match="remote url"):
         dialog.read()
+    # Back to this computer: the greyed-out address cannot be fixed, so it does not block OK
+    # (the saved one is kept).
+    dialog.stylize_box.setCurrentIndex(dialog.stylize_box.findData("this-computer"))
+    assert not dialog.remote_edit.isEnabled()
+    assert dialog.read().remote_url == AppSettings().remote_url and dialog.read().remote_server is None
+    dialog.stylize_box.setCurrentIndex(dialog.stylize_box.findData("remote"))
     dialog.remote_edit.setText("http://gpu-box:8890")
     chosen = dialog.read()
     store.save(chosen)

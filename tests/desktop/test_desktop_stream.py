@@ -95,6 +95,22 @@ def test_source_menu_switches_source(qtbot, make_app):
     assert 12 <= rate <= 30, rate
 
 
+def test_a_file_with_an_ampersand_is_named_whole(qtbot, make_app, tmp_path):
+    import shutil
+
+    clip = tmp_path / "Tom & Jerry.mp4"
+    shutil.copy(demo_clip_path(), clip)
+    app = make_app()
+    app.start()
+    next_pair(qtbot, app)
+    app.select_source(f"file:{clip}")
+    next_pair(qtbot, app, lambda p: app.worker.config.source == f"file:{clip}")
+    action = app.source_actions[f"file:{clip}"]
+    assert action.text() == "File Tom && Jerry.mp4"  # Qt shows "&&" as "&" (one "&" marks a key)
+    assert app.guide.source_text() == "Source: File Tom & Jerry.mp4"
+    assert (f"file:{clip}", "File Tom & Jerry.mp4") in app.source_actions_specs()
+
+
 def test_unavailable_virtual_camera_notifies_with_fix_and_stream_goes_on(qtbot, make_app):
     from stylecam.core import doctor
 
@@ -172,6 +188,10 @@ def test_busy_mjpeg_port_notifies_and_stream_goes_on(qtbot, make_app):
         assert title == "MJPEG stream unavailable" and str(port) in message
         assert "another port in Settings" in app.last_details
         assert app.mjpeg_action.text() == "MJPEG stream (not available)" and not app.copy_url_action.isEnabled()
+        # The GUI never shows the command line's sink syntax (mjpeg:PORT) anywhere.
+        out = app.status.output("mjpeg")
+        for said in (message, app.last_details, out.reason, out.details, app.mjpeg_action.toolTip()):
+            assert "mjpeg:" not in said, said
         first = next_pair(qtbot, app)
         next_pair(qtbot, app, lambda p: p.index > first.index + 3)
 

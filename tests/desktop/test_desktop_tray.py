@@ -148,6 +148,13 @@ def test_main_window_stands_in_without_tray(qtbot, make_app, monkeypatch):
     assert not app.style_actions["sketch"].isChecked()
     app.notify("Hello", "a message", "info")
     assert "a message" in app.window.message_label.text()
+    # Every tray action is here too, and the buttons say what they will do now.
+    assert app.record_action in menus["&Stream"].actions()
+    buttons = app.window.buttons
+    assert buttons["record"].text() == "Record to file" and buttons["pause"].text() == "Pause"
+    qtbot.mouseClick(buttons["pause"], Qt.MouseButton.LeftButton)
+    assert app.pause_action.isChecked() and buttons["pause"].isChecked()
+    assert buttons["pause"].text() == app.pause_action.text().replace("&", "") == "Resume"
     with qtbot.waitSignal(app.quit_requested, timeout=3000):
         app.window.close()
     assert app.worker is None
