@@ -129,10 +129,13 @@ class GuidePanel(QFrame):
         spec = self.app.source_spec
         action = self.app.source_actions.get(spec)
         label = plain_text(action.text()) if action is not None else spec
+        if self.app.failed_source == spec:
+            return f"Source: {label} — cannot be read; pick another"
         return f"Source: {label}" + (" —" if spec in ("demo", "pattern") else "")
 
     def refresh(self) -> None:
         app = self.app
+        self.source_row.set_dot(FAILING if app.failed_source == app.source_spec else ON)
         self.source_row.text.setText(self.source_text())
         self.pick_button.setText("pick your camera or screen ▸" if app.source_spec in ("demo", "pattern")
                                  else "another source ▸")

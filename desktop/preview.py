@@ -89,6 +89,9 @@ class PreviewWindow(QWidget):
         self._pair: FramePair | None = None
         self._stats: dict = {}
         self._status = "waiting for frames…"
+        #: False while the stream is not running (starting a style, failed, stopped): the last
+        #: pictures are dimmed under the status instead of passing for live ones with numbers.
+        self.live = True
         self.frames_shown = 0
         #: style name -> what to call it (the menu's titles).
         self.style_titles: dict[str, str] = {}
@@ -134,7 +137,17 @@ class PreviewWindow(QWidget):
         if self.isVisible():
             self.canvas.update()
 
+    def set_live(self, live: bool) -> None:
+        """Whether frames are flowing; the rates and latencies start anew when they flow again."""
+        if live != self.live:
+            self.live = live
+            self._stats = {}
+            if self.isVisible():
+                self.canvas.update()
+
     def overlay_text(self) -> str:
+        if not self.live:
+            return self._status
         s = self._stats
         fps = s.get("fps_recent")
         lat = s.get("latency_recent_ms")
@@ -172,6 +185,12 @@ class PreviewWindow(QWidget):
             painter.drawImage(target, image)
             painter.drawText(QRectF(box.left(), pad, box.width(), bar - 4),
                              Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter, title)
+        if not self.live:
+            painter.fillRect(QRectF(0, 0, w, h), QColor(0, 0, 0, 170))
+            painter.setPen(QColor(255, 255, 255))
+            painter.drawText(QRectF(0, 0, w, h), Qt.AlignmentFlag.AlignCenter | Qt.TextFlag.TextWordWrap,
+                             self._status)
+            return
         # The numbers sit on a dark band over the output so they read on any picture.
         text = self.overlay_text()
         out = _fit_rect(boxes[1], self._output.width(), self._output.height())

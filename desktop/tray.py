@@ -190,6 +190,8 @@ class TrayApp(QObject):
         self.hotkey: GlobalHotkey | None = None
         self.worker: StreamWorker | None = None
         self.state = "idle"
+        #: The source that failed with nothing to go back to, until a run starts again.
+        self.failed_source: str | None = None
         self.last_stats: dict = {}
         self.last_notification: tuple[str, str, str] | None = None
         self.last_details = ""
@@ -431,6 +433,7 @@ class TrayApp(QObject):
         worker.run_started.connect(self._on_run_started)
         worker.style_fallback.connect(self._on_style_fallback)
         worker.source_fallback.connect(self._on_source_fallback)
+        worker.source_failed.connect(self._on_source_failed)
         worker.output_changed.connect(self._on_output_changed)
         worker.output_failed.connect(self._on_output_failed)
         worker.output_closed.connect(self._on_output_closed)
@@ -840,10 +843,19 @@ class TrayApp(QObject):
         if self.window is not None:
             self.window.status_label.setText(text)
         self.preview.set_status(text)
+        self.preview.set_live(self.state in ("running", "paused"))
 
     def _on_run_started(self, source: str, style: str) -> None:
+        if self.failed_source is not None:
+            self.failed_source = None
+            self.guide.refresh()
         emit(self.source_changed, source)
         emit(self.style_changed, style)
+
+    def _on_source_failed(self, spec: str) -> None:
+        # The guide's source line turns red until a run starts (a new pick, or a retry).
+        self.failed_source = spec
+        self.guide.refresh()
 
     def _on_style_fallback(self, name: str) -> None:
         # The menu shows what runs, and the next start keeps it; a fallback that arrives after
@@ -943,7 +955,7 @@ class TrayApp(QObject):
             if not ok:
                 log.error("the stream worker did not stop within %.1f s", timeout)
             for sig in (worker.frame_ready, worker.stats, worker.notify, worker.state_changed,
-                        worker.run_started, worker.style_fallback, worker.source_fallback,
+                        worker.run_started, worker.style_fallback, worker.source_fallback, worker.source_failed,
                         worker.output_changed, worker.output_failed, worker.output_closed):
                 try:
                     sig.disconnect()

@@ -404,6 +404,8 @@ class StreamWorker(QThread):
     style_fallback = Signal(str)
     #: The worker went back to the last source that worked (the requested one failed).
     source_fallback = Signal(str)
+    #: source spec: it failed and there is none to go back to (the stream waits for a change).
+    source_failed = Signal(str)
     #: An output (by name) went on or off (off also after a failure).
     output_changed = Signal(str, bool)
     #: An output (by name) failed to open, write or close; the exception says why.
@@ -725,6 +727,7 @@ class StreamWorker(QThread):
                 emit(self.source_fallback, last_good)
             return last_good
         emit(self.notify, title, message, "error")
+        emit(self.source_failed, cfg.source)
         self._set_state("error")
         self._wait_for_change()
         return last_good

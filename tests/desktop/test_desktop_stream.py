@@ -243,12 +243,18 @@ def test_when_the_fallback_fails_too_the_next_style_picked_restarts_the_stream(q
     app = make_app(style="toon")
     app.start()
     next_pair(qtbot, app, styled("toon"))
+    app.show_preview()
+    qtbot.waitUntil(lambda: "fps" in app.preview.overlay_text(), timeout=5000)
     app.style_actions["sketch"].trigger()  # fails, and so does its fallback (oil)
     qtbot.waitUntil(lambda: app.state == "error", timeout=10000)
+    # The preview does not pass the last picture off as live: dimmed, the status over it, no rates.
+    assert not app.preview.live
+    assert "error" in app.preview.overlay_text() and "fps" not in app.preview.overlay_text()
     app.style_actions["toon"].trigger()
     pair = next_pair(qtbot, app, styled("toon"), timeout=5000)
     assert np.array_equal(pair.output, classic_reference("toon", pair.input))
     qtbot.waitUntil(lambda: app.state == "running", timeout=3000)
+    assert app.preview.live
 
 
 def test_pause_and_resume_on_a_stream_that_failed_do_not_say_it_runs(qtbot, make_app, tmp_path):
@@ -259,6 +265,25 @@ def test_pause_and_resume_on_a_stream_that_failed_do_not_say_it_runs(qtbot, make
     app.pause_action.trigger()
     qtbot.wait(300)
     assert app.state == "error" and "running" not in app.status_action.text()
+
+
+def test_the_guide_says_a_source_that_cannot_be_read_until_another_runs(qtbot, make_app, tmp_path):
+    from stylecam.desktop.guide import DOT_COLOURS
+    from stylecam.desktop.status import FAILING, ON
+
+    gone = tmp_path / "gone.mp4"
+    app = make_app(source=f"file:{gone}")
+    app.start()
+    qtbot.waitUntil(lambda: app.state == "error", timeout=5000)
+    qtbot.waitUntil(lambda: app.failed_source == f"file:{gone}", timeout=3000)
+    row = app.guide.source_row
+    assert row.text.text() == "Source: File gone.mp4 — cannot be read; pick another"
+    assert DOT_COLOURS[FAILING] in row.dot.styleSheet()
+    app.select_source("pattern")
+    next_pair(qtbot, app)
+    qtbot.waitUntil(lambda: app.failed_source is None, timeout=3000)
+    assert row.text.text().startswith("Source: ") and "cannot" not in row.text.text()
+    assert DOT_COLOURS[ON] in row.dot.styleSheet()
 
 
 def test_style_of_unavailable_backend_falls_back(qtbot, make_app, monkeypatch):
