@@ -7,8 +7,10 @@ app's :class:`~.status.StatusModel`, so it says what the menu, the icon and Sett
 
 from __future__ import annotations
 
+import dataclasses
 import platform
 import sys
+from pathlib import Path
 
 from PySide6.QtCore import QProcess, Qt, QUrl
 from PySide6.QtGui import QDesktopServices, QGuiApplication
@@ -36,10 +38,16 @@ def virtualcam_command() -> str:
 
 
 def models_command() -> list[str]:
-    """How the guide runs the model pull: this Python, the CLI module (works frozen or not)."""
+    """How the guide runs the model pull: this Python and the CLI module; in the packaged app,
+    the ``stylecam`` program beside the tray's (the one program by its CLI name: it takes no
+    ``-m``, see installer/pyinstaller/entry.py)."""
     from stylecam.core import doctor
 
-    return [sys.executable, "-m", "stylecam.core", *doctor.MODELS_PULL_COMMAND.split()[1:]]
+    args = doctor.MODELS_PULL_COMMAND.split()[1:]
+    if getattr(sys, "frozen", False):
+        cli = Path(sys.executable).with_name("stylecam.exe" if sys.platform == "win32" else "stylecam")
+        return [str(cli), *args]
+    return [sys.executable, "-m", "stylecam.core", *args]
 
 
 class _Row(QWidget):
@@ -229,7 +237,14 @@ class GuidePanel(QFrame):
         proc.deleteLater()
         if code == 0:
             self.ai_row.text.setText("AI styles: model fetched; checking…")
-            self.app.check_diffusion()
+            bundle = self.app.settings.bundle
+            if bundle and bundle not in hub_stacks():
+                # The user fetched the default model over a model folder that does not work: use
+                # what was fetched (checking the folder again would ask for the same fetch).
+                # Applying the change checks the model again, as any change of model does.
+                self.app.apply_settings(dataclasses.replace(self.app.settings, bundle=""))
+            else:
+                self.app.check_diffusion()
             return
         last = next((line.strip() for line in reversed(self._pull_tail.replace("\r", "\n").splitlines())
                      if line.strip()), f"exit code {code}")

@@ -24,7 +24,7 @@ TEXT_WIDTH = 380
 #: The most characters a short message may have (two lines at TEXT_WIDTH in the default font).
 MAX_CHARS = 110
 
-_FLAG = re.compile(r"`?--[a-z][\w-]*(?:[ =][\w:./-]+)?`?")
+_FLAG = re.compile(r"(?<![\w/.-])`?--[a-z][\w-]*(?:[ =][\w:./-]+)?`?")  # not the "--" inside a path
 
 
 def plain_text(text: str) -> str:

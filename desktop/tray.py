@@ -434,6 +434,7 @@ class TrayApp(QObject):
         worker.style_fallback.connect(self._on_style_fallback)
         worker.source_fallback.connect(self._on_source_fallback)
         worker.source_failed.connect(self._on_source_failed)
+        worker.remote_refused.connect(self._on_remote_refused)
         worker.output_changed.connect(self._on_output_changed)
         worker.output_failed.connect(self._on_output_failed)
         worker.output_closed.connect(self._on_output_closed)
@@ -482,12 +483,29 @@ class TrayApp(QObject):
             if self.settings.style in self.styles and self.settings.style != self.style_name:
                 self.select_style(self.settings.style)  # the saved style was waiting for this check
         else:
+            self._withdraw_diffusion_styles()
             self.ai_hint_action.setText("AI styles: get a model…")
+            self.ai_hint_action.setVisible(True)
             self.ai_hint_action.setEnabled(True)
-            self.ai_hint_action.setToolTip(why)
+            self.ai_hint_action.setToolTip(no_cli_flags(why))
             log.info("diffusion styles not offered: %s", why)
         self.guide.refresh()
         emit(self.diffusion_checked, ok, why)
+
+    def _withdraw_diffusion_styles(self) -> None:
+        """Take the AI styles off the menus (they were offered, and can no longer run here);
+        one that runs gives way to the fallback style."""
+        names = [style.name for style in self.diffusion_styles if style.name in self.styles]
+        for name in names:
+            action = self.style_actions.pop(name, None)
+            del self.styles[name]
+            if action is not None:
+                self.style_group.removeAction(action)
+                self.menu.removeAction(action)
+                if self.window is not None:
+                    self.window.style_menu.removeAction(action)
+        if self.style_name in names:
+            self.select_style(self.fallback_style.name)
 
     def _virtualcam_spec(self) -> str:
         s = self.settings
@@ -600,7 +618,11 @@ class TrayApp(QObject):
             self.worker.reconfigure(remote=new.remote_server, remote_token_file=new.remote_token_file or None)
             if new.remote_server and self.diffusion_styles:
                 self._on_diffusion_result(True, "painted on the remote GPU")
-        if new.bundle != old.bundle and self.diffusion_styles and self.probe_diffusion and self.worker is not None:
+        # Whether AI styles can run here is asked again for a new model, and when painting comes
+        # back to this computer (the remote GPU had offered them).
+        back_here = bool(old.remote_server) and not new.remote_server
+        if (new.bundle != old.bundle or back_here) and not new.remote_server and self.diffusion_styles \
+                and self.probe_diffusion and self.worker is not None:
             self.check_diffusion()
         # The outputs' actions carry the choice to the status and the worker (toggled); an
         # unchanged choice is not applied again, so OK never re-announces a known problem.
@@ -852,6 +874,11 @@ class TrayApp(QObject):
         emit(self.source_changed, source)
         emit(self.style_changed, style)
 
+    def _on_remote_refused(self) -> None:
+        # The AI styles were offered for the remote GPU: whether they run here is another matter.
+        if self.diffusion_styles and self.probe_diffusion:
+            self.check_diffusion()
+
     def _on_source_failed(self, spec: str) -> None:
         # The guide's source line turns red until a run starts (a new pick, or a retry).
         self.failed_source = spec
@@ -956,6 +983,7 @@ class TrayApp(QObject):
                 log.error("the stream worker did not stop within %.1f s", timeout)
             for sig in (worker.frame_ready, worker.stats, worker.notify, worker.state_changed,
                         worker.run_started, worker.style_fallback, worker.source_fallback, worker.source_failed,
+                        worker.remote_refused,
                         worker.output_changed, worker.output_failed, worker.output_closed):
                 try:
                     sig.disconnect()

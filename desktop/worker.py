@@ -406,6 +406,9 @@ class StreamWorker(QThread):
     source_fallback = Signal(str)
     #: source spec: it failed and there is none to go back to (the stream waits for a change).
     source_failed = Signal(str)
+    #: The remote GPU refused (a wrong token...): painting is on this computer until the
+    #: settings change.
+    remote_refused = Signal()
     #: An output (by name) went on or off (off also after a failure).
     output_changed = Signal(str, bool)
     #: An output (by name) failed to open, write or close; the exception says why.
@@ -644,6 +647,7 @@ class StreamWorker(QThread):
                 emit(self.notify, "Cannot use the remote GPU", f"{e}\nPainting on this computer instead.", "warning")
                 with self._lock:
                     self._config = dataclasses.replace(self._config, remote=None)
+                emit(self.remote_refused)
                 return self._ensure_backend(dataclasses.replace(cfg, remote=None))
             fallback = self.fallback_style
             if cfg.style.backend == fallback.backend:

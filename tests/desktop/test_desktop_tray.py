@@ -211,6 +211,98 @@ def test_diffusion_styles_join_the_menu_only_when_they_can_run(qtbot, make_app, 
     app.style_actions["toon"].trigger()
     next_pair(qtbot, app, lambda p: p.style == "toon")
     assert type(worker._backend.inner.inner).__name__ == "ClassicBackend"
+    # The model goes away (a folder that is not there): the AI styles leave the menus again, and
+    # the one that runs gives way to the fallback style.
+    app.style_actions[name].trigger()
+    next_pair(qtbot, app, lambda p: p.style == name and not p.paused, timeout=30000)
+    with qtbot.waitSignal(app.diffusion_checked, timeout=60000) as blocker:
+        app.apply_settings(dataclasses.replace(app.settings, bundle=str(tmp_path / "moved-away")))
+    assert blocker.args[0] is False
+    assert name not in app.style_actions and name not in app.styles and app.ai_hint_action.isVisible()
+    assert app.style_name == "oil" and app.style_actions["oil"].isChecked()
+    next_pair(qtbot, app, lambda p: p.style == "oil", timeout=10000)
+
+
+def test_get_the_ai_styles_over_a_folder_that_is_gone_uses_the_fetched_model(qtbot, make_app, tmp_path, offline,
+                                                                            monkeypatch):
+    """Settings name a model folder that is not there; the guide's "Get the AI styles" fetches the
+    default model (the download is the seam: a child that puts the tiny model into the hub cache),
+    and the AI styles come, from the fetched model, instead of the guide asking again."""
+    pytest.importorskip("torch")
+    import sys
+
+    from stylecam.core.stylize.bundle import write_tiny_bundle
+    from stylecam.desktop import guide
+
+    tiny = write_tiny_bundle("sd-turbo", tmp_path / "tiny")
+    app = make_app(probe_diffusion=True, bundle=str(tmp_path / "moved-away"), style="toon")
+    if not app.diffusion_styles:
+        pytest.skip("this build has no diffusion styles")
+    with qtbot.waitSignal(app.diffusion_checked, timeout=60000, check_params_cb=lambda ok, why: not ok):
+        app.start()
+    app.show_guide()
+    assert app.guide.ai_row.isVisibleTo(app.guide) and "fetch the default one" in app.guide.ai_row.text.text()
+    download = ("import sys; from pathlib import Path; sys.path.insert(0, sys.argv[1]); "
+                "from hub_cache import fill_cache_with_tiny_sd_turbo; "
+                "fill_cache_with_tiny_sd_turbo(Path(sys.argv[2]), Path(sys.argv[3])); print('100%|done')")
+    tests = str(Path(__file__).resolve().parents[1])
+    child = [sys.executable, "-c", download, tests, str(offline), str(tiny)]
+    monkeypatch.setattr(guide, "models_command", lambda: child)
+    with qtbot.waitSignal(app.diffusion_checked, timeout=60000) as blocker:
+        app.guide.ai_get.click()
+    assert blocker.args[0] is True, blocker.args
+    assert app.settings.bundle == "" and app.store.load().bundle == ""
+    assert app.diffusion_styles[0].name in app.style_actions and not app.guide.ai_row.isVisibleTo(app.guide)
+
+
+def test_the_packaged_app_pulls_models_with_its_own_command_line_program(monkeypatch, tmp_path):
+    """Frozen, ``sys.executable`` is the tray's program, which takes no ``-m``: the pull runs the
+    ``stylecam`` program beside it (installer/pyinstaller/entry.py: one program, two names)."""
+    import sys
+
+    from stylecam.core import doctor
+    from stylecam.desktop import guide
+
+    monkeypatch.setattr(sys, "frozen", True, raising=False)
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "stylecam-tray"))
+    assert guide.models_command() == [str(tmp_path / "stylecam"), *doctor.MODELS_PULL_COMMAND.split()[1:]]
+    monkeypatch.delattr(sys, "frozen")
+    assert guide.models_command()[1:3] == ["-m", "stylecam.core"]
+
+
+def _remote_app(make_app, **settings):
+    """A tray app set to paint on a remote GPU that nothing answers at (no local model)."""
+    app = make_app(probe_diffusion=True, stylize_on="remote", remote_url="http://127.0.0.1:9", style="toon",
+                   **settings)
+    if not app.diffusion_styles:
+        pytest.skip("this build has no diffusion styles")
+    return app
+
+
+def test_ai_styles_leave_the_menu_when_painting_comes_back_here_without_a_model(qtbot, make_app, offline):
+    pytest.importorskip("torch")
+    app = _remote_app(make_app)
+    app.start()
+    name = app.diffusion_styles[0].name
+    assert name in app.style_actions  # the remote GPU runs them
+    with qtbot.waitSignal(app.diffusion_checked, timeout=60000) as blocker:
+        app.apply_settings(dataclasses.replace(app.settings, stylize_on="this-computer"))
+    assert blocker.args[0] is False
+    assert name not in app.style_actions and app.ai_hint_action.isVisible()
+    assert "--" not in app.ai_hint_action.toolTip()  # the reason, in the app's words
+
+
+def test_a_refused_remote_gpu_asks_whether_ai_styles_run_here(qtbot, make_app, offline, tmp_path):
+    pytest.importorskip("torch")
+    app = _remote_app(make_app, remote_token_file=str(tmp_path / "no-such-token"))
+    name = app.diffusion_styles[0].name
+    # Offered at once for the remote GPU; the token file is not there, so the worker paints here
+    # instead, and asks whether they run here.
+    with qtbot.waitSignal(app.diffusion_checked, timeout=60000, check_params_cb=lambda ok, why: not ok):
+        app.start()
+    assert any(h[0] == "Cannot use the remote GPU" for h in app.history)
+    assert name not in app.style_actions and app.ai_hint_action.isVisible()
+    next_pair(qtbot, app, lambda p: p.style == "toon")
 
 
 def _damaged_model_line(qtbot, make_app, bundle: str, damaged: Path) -> str:
@@ -269,6 +361,15 @@ def test_a_missing_model_in_a_notification_names_the_setting_not_the_flag(offlin
     assert "--bundle DIR" in str(e.value)
     shown = no_cli_flags(str(e.value))
     assert shown.endswith("or give a model folder in Settings > Model bundle") and "--" not in shown
+
+
+def test_flags_leave_the_gui_text_and_paths_stay_whole():
+    from stylecam.desktop.notify import no_cli_flags
+
+    path = "/home/ana/.cache/huggingface/hub/models--stabilityai--sd-turbo/unet/x.safetensors"
+    assert no_cli_flags(f"{path} is damaged") == f"{path} is damaged"
+    shown = no_cli_flags(f"run it with `--device cpu` or --fps=15 (--loop); see {path}")
+    assert "--device" not in shown and "--fps" not in shown and "--loop" not in shown and shown.endswith(path)
 
 
 def _started_with_a_tiny_model(qtbot, make_app, tmp_path, **settings):
