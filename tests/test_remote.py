@@ -410,3 +410,15 @@ def test_doctor_checks_a_configured_server(tmp_path, monkeypatch):
     doctor.REMOTE_TARGET.update(server=f"http://127.0.0.1:{free_port()}")
     check = doctor.check_remote()
     assert check.status == "fail" and "cannot reach" in check.summary and "stylecam serve" in check.fix
+
+
+def test_serve_says_where_its_mjpeg_output_is_even_on_a_free_port():
+    import urllib.request
+
+    with Server("--sink", "mjpeg:0") as server:
+        line = server._lines.get(timeout=10)
+        assert "send-only sessions' painted video at http://127.0.0.1:" in line, line
+        url = line.split(" at ", 1)[1].strip()
+        assert not url.endswith(":0/stream.mjpg")
+        with urllib.request.urlopen(url.rsplit("/", 1)[0] + "/", timeout=5) as reply:
+            assert reply.status == 200

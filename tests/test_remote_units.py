@@ -109,3 +109,50 @@ def test_serve_compile_flag_reaches_only_the_diffusion_styles():
     assert backend_options(styles["oil"], args) == {}  # the CPU styles take no bundle and no compile
     plain = parser.parse_args(["--bundle", "tiny"])
     assert backend_options(styles["ai-oil"], plain) == {"bundle": "tiny"}
+
+
+def test_the_servers_recording_keeps_every_session_when_the_size_changes(tmp_path):
+    """Two send-only sessions one after the other at different sizes (two OBS set-ups): one file,
+    both sessions in it, at the first one's size (the second letterboxed), nothing written over."""
+    import time
+
+    import numpy as np
+
+    from stylecam.core.recording import FileSink
+    from stylecam.core.remote.server import SinkFeeder
+
+    from clips import count_frames
+
+    out = tmp_path / "serve.mp4"
+    sink = FileSink(str(out))
+    feeder = SinkFeeder([sink], fps=30.0)
+    try:
+        for sid, (w, h), n in (("first", (320, 240), 12), ("second", (640, 360), 9)):
+            feeder.claim(sid)
+            for i in range(n):
+                before = sink.count
+                feeder.write(sid, np.full((h, w, 3), 40 + 10 * i, np.uint8))
+                deadline = time.monotonic() + 5
+                while sink.count == before and time.monotonic() < deadline:
+                    time.sleep(0.002)
+            feeder.release(sid)
+    finally:
+        feeder.close()
+    assert count_frames(out) == 21
+    import cv2
+
+    cap = cv2.VideoCapture(str(out))
+    assert (cap.get(cv2.CAP_PROP_FRAME_WIDTH), cap.get(cv2.CAP_PROP_FRAME_HEIGHT)) == (320, 240)
+    cap.release()
+
+
+def test_serve_refuses_to_replace_a_recording_unless_told(tmp_path, capsys):
+    pytest.importorskip("aiortc")
+    from stylecam.core.cli import main
+
+    existing = tmp_path / "earlier.mp4"
+    existing.write_bytes(b"an earlier recording")
+    assert main(["serve", "--port", "0", "--sink", f"file:{existing}"]) == 2
+    err = capsys.readouterr().err
+    assert "already exists" in err and "pass --overwrite to replace it" in err
+    assert existing.read_bytes() == b"an earlier recording"

@@ -98,7 +98,7 @@ class SinkFeeder:
             self._cond.notify_all()
 
     def _run(self) -> None:
-        from ..frames import Frame
+        from ..frames import Frame, fit
 
         while True:
             with self._cond:
@@ -108,12 +108,18 @@ class SinkFeeder:
                     break
                 image, self._slot = self._slot, None
             size = (image.shape[1], image.shape[0])
+            opening = self._size is None
+            if opening:
+                self._size = size
+            elif size != self._size:
+                # The outputs keep the first session's size: reopening a recording at another
+                # would start its file again (what was recorded lost), and OBS or a viewer reading
+                # the stream keeps one picture size. Another size is letterboxed into it.
+                image = fit(image, self._size, mode="contain")
             for sink in list(self.sinks):
                 try:
-                    if size != self._size:
-                        if self._size is not None:
-                            sink.close()
-                        sink.open(size, self.fps)
+                    if opening:
+                        sink.open(self._size, self.fps)
                     sink.write(Frame(image, self._index, time.perf_counter()))
                 except Exception as e:
                     log.warning("output %s failed: %s; it is switched off", sink.name, e)
@@ -124,7 +130,6 @@ class SinkFeeder:
                         sink.close()
                     except Exception:
                         pass
-            self._size = size
             self._index += 1
         for sink in self.sinks:
             try:
@@ -482,6 +487,7 @@ def configure_parser(p) -> None:
     p.add_argument("--sink", action="append", default=None,
                    help="where send-only clients' (OBS WHIP) painted video goes: mjpeg | virtualcam | file:OUT.mp4 ...")
     p.add_argument("--fps", type=_positive_float, default=30.0, help="rate of the --sink outputs (default 30)")
+    p.add_argument("--overwrite", action="store_true", help="replace a --sink file or frame folder that exists")
     p.add_argument("--tls-cert", default=None, help="certificate (PEM) for HTTPS signalling")
     p.add_argument("--tls-key", default=None, help="private key (PEM) of --tls-cert")
     p.add_argument("--ice-server", action="append", default=None,
@@ -517,7 +523,7 @@ def _check_bind(bind: str, token: str | None) -> None:
 def command(args) -> int:
     from ..cli_args import UsageError, resolve_style
     from ..runner import start_backend_compiled
-    from ..sinks import SinkError, open_sink
+    from ..sinks import OutputRefused, SinkError, open_sink
     from ..styles import load_styles
     from ..stylize.base import BackendError
 
@@ -555,9 +561,11 @@ def command(args) -> int:
     style = resolve_style(style_name, "diffusion" if args.bundle and args.style is None else None)
     styles, _ = load_styles()
     try:
-        sinks = [open_sink(s, fps=args.fps) for s in args.sink or []]
+        sinks = [open_sink(s, fps=args.fps, overwrite=args.overwrite) for s in args.sink or []]
     except ValueError as e:
         raise UsageError(str(e)) from None
+    except OutputRefused as e:  # as `run` says it: nothing is replaced by surprise
+        raise UsageError(f"{e}; pass --overwrite to replace it") from None
     except SinkError as e:
         print(f"stylecam: {e}", file=sys.stderr)
         return 1
@@ -615,6 +623,9 @@ async def _serve(config: ServeConfig, hub: Hub) -> int:
     auth = "token required" if config.token else "no token: this machine only"
     print(f"stylecam: serving at {url} (style {config.style.name}, {server.device}, "
           f"up to {config.max_sessions} sessions, {auth})", flush=True)
+    for sink in config.sinks:
+        if getattr(sink, "url", None):  # the MJPEG server listens from the start (mjpeg:0 too)
+            print(f"stylecam: send-only sessions' painted video at {sink.url}", flush=True)
     try:
         await stop.wait()
     finally:
