@@ -199,7 +199,10 @@ def cmd_run(args) -> int:
     from .stylize.base import BackendError
 
     remote = _remote_wanted(args)
-    style = resolve_style(args.style, None if remote else args.backend)  # a bad style name is said first
+    # A model bundle alone means its default diffusion style (as `serve --bundle` does).
+    backend = "diffusion" if args.bundle and args.style is None and args.backend is None else args.backend
+    style = resolve_style(args.style, None if remote else backend)  # a bad style name is said first
+    _check_bundle_option(args.bundle, style, remote)
     if args.source is None and args.sink is None and args.frames is None:
         # Nothing asked for: a run of the test pattern into nothing, forever, helps no one.
         # (With --frames it is a finite check of the stylizer, as the tests and scripts use.)
@@ -346,6 +349,18 @@ def _devices(spec: str | None, style, remote: bool) -> str | None:
         return str(parse_devices(spec))
     except ValueError as e:
         raise UsageError(str(e)) from None
+
+
+def _check_bundle_option(bundle: str | None, style, remote: bool) -> None:
+    """``--bundle`` is a diffusion model of this machine: refused where nothing would use it."""
+    if not bundle:
+        return
+    if remote:
+        raise UsageError("--bundle is a model for this machine; with --server the server paints "
+                         "(start it with `stylecam serve --bundle ...`)")
+    if style.backend != "diffusion":
+        raise UsageError(f"--bundle gives a diffusion model; style {style.name!r} uses the {style.backend} "
+                         "backend (pick an AI style, e.g. --style ai-oil, or leave --style out)")
 
 
 def _compile_option(wanted: bool, style, remote: bool) -> dict | None:

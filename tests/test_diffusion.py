@@ -99,6 +99,18 @@ def test_run_compile_flag_compiles_and_paints_the_same_frames(bundles, tmp_path,
         assert message in err and len(err.strip().splitlines()) == 1, err
 
 
+def test_run_bundle_alone_paints_its_default_ai_style_and_is_refused_where_unused(bundles, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert cli.main(["run", "--bundle", str(bundles["sd-turbo"]), "--source", "pattern", "--size", "64x64",
+                     "--sink", f"file:{out}/", "--frames", "2"]) == 0
+    assert "ai-" in capsys.readouterr().out and len(list(out.glob("*.png"))) == 2
+    for args, message in ((["--style", "oil"], "--bundle gives a diffusion model; style 'oil' uses the classic"),
+                          (["--server", "http://127.0.0.1:9"], "with --server the server paints")):
+        assert cli.main(["run", "--frames", "1", "--bundle", "/no/such/bundle", *args]) == 2
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1, err
+
+
 def test_run_compile_that_fails_runs_uncompiled_and_says_so(bundles, tmp_path, capsys, monkeypatch):
     from stylecam.core.stylize.engine import StreamEngine
 
