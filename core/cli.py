@@ -243,7 +243,7 @@ def cmd_run(args) -> int:
     source.on_warning = lambda message: print(f"stylecam: warning: {message}", file=sys.stderr, flush=True)
     if not args.verbose:
         # The runner also logs each event; the lines above already said it.
-        for name in ("stylecam.core.runner", "stylecam.core.sources"):
+        for name in ("stylecam.core.runner", "stylecam.core.sources", "stylecam.core.remote.client"):
             logging.getLogger(name).setLevel(logging.ERROR)
         # OpenCV's own warnings name its backends, not the user's problem; ours say it.
         import cv2
@@ -320,8 +320,11 @@ def cmd_run(args) -> int:
             print(f"stylecam: output written to {os.path.abspath(path)}")
     if remote_stats:
         r = remote_stats
-        print(f"stylecam: remote {r['server']}: round trip p50 {r['round_trip_p50_ms']} ms, "
-              f"p95 {r['round_trip_p95_ms']} ms; {r['frames_local']} frames painted here")
+        if r.get("round_trip_p50_ms") is None:  # no frame came back from the server
+            trip = "no frame came back"
+        else:
+            trip = f"round trip p50 {r['round_trip_p50_ms']} ms, p95 {r['round_trip_p95_ms']} ms"
+        print(f"stylecam: remote {r['server']}: {trip}; {r['frames_local']} frames painted here")
     return code
 
 

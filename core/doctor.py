@@ -344,6 +344,9 @@ def check_remote() -> Check:
         with urllib.request.urlopen(request, timeout=5) as resp:
             status = json.loads(resp.read(65536).decode("utf-8"))
     except urllib.error.HTTPError as e:
+        if e.code == 401 and not token:
+            return Check("remote", "fail", f"{server} needs a token (401)",
+                         fix="give the file holding it: the same file as the server's --token-file")
         if e.code == 401:
             return Check("remote", "fail", f"{server} refused the token (401)",
                          fix="use the same token file as the server's --token-file")

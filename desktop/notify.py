@@ -44,6 +44,8 @@ def no_cli_flags(text: str) -> str:
         "--size": "a smaller Output size in Settings",
         "--source": "another source in the Source menu",
         "--style": "another style",
+        "with --token-file": "in Settings > Remote GPU token file",
+        "the server's --token-file": "the server's token file",
         # The MJPEG server's "pick another with mjpeg:PORT, or mjpeg:0 for any free port".
         "pick another with mjpeg:PORT, or mjpeg:0 for any free port": "pick another port in Settings",
     }

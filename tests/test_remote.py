@@ -210,6 +210,8 @@ def test_a_wrong_token_gets_401_and_is_never_logged(tmp_path):
         (tmp_path / "wrong").write_text(wrong)
         with pytest.raises(BackendError, match="refused the token"):
             remote(server.url, token_file=str(tmp_path / "wrong"))
+        with pytest.raises(BackendError, match=r"needs a token \(401\); give the file holding it"):
+            remote(server.url)  # none given: not "refused", which would send the user to the wrong file
         time.sleep(0.5)
     assert "missing or wrong token" in server.stderr
     assert wrong not in server.stderr and TOKEN not in server.stderr
@@ -407,6 +409,9 @@ def test_doctor_checks_a_configured_server(tmp_path, monkeypatch):
         doctor.REMOTE_TARGET.update(token_file=str(wrong_file))
         check = doctor.check_remote()
         assert check.status == "fail" and "refused the token" in check.summary
+        doctor.REMOTE_TARGET.update(token_file=None)
+        check = doctor.check_remote()
+        assert check.status == "fail" and "needs a token" in check.summary, check
     doctor.REMOTE_TARGET.update(server=f"http://127.0.0.1:{free_port()}")
     check = doctor.check_remote()
     assert check.status == "fail" and "cannot reach" in check.summary and "stylecam serve" in check.fix
@@ -422,3 +427,15 @@ def test_serve_says_where_its_mjpeg_output_is_even_on_a_free_port():
         assert not url.endswith(":0/stream.mjpg")
         with urllib.request.urlopen(url.rsplit("/", 1)[0] + "/", timeout=5) as reply:
             assert reply.status == 200
+
+
+def test_run_against_a_server_that_never_answers_says_so_in_its_summary(capsys):
+    from stylecam.core.cli import main
+
+    port = free_port()  # nothing listens there
+    assert main(["run", "--server", f"http://127.0.0.1:{port}", "--style", "toon", "--source", "pattern",
+                 "--size", "64x48", "--sink", "null", "--frames", "5"]) == 0
+    out, err = capsys.readouterr()
+    assert f"remote 127.0.0.1:{port}: no frame came back; 5 frames painted here" in out, out
+    assert "None" not in out
+    assert err.count("cannot be reached") == 1, err  # said once, not again as a raw log line

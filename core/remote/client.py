@@ -381,6 +381,9 @@ class RemoteBackend(Backend):
         async with aiohttp.ClientSession(timeout=timeout) as http:
             async with http.post(self.url, data=pc.localDescription.sdp, headers=headers, params=params) as resp:
                 body = (await resp.text())[:500]
+                if resp.status == 401 and token is None:
+                    raise RemoteRefused(f"the server at {self.host} needs a token (401); give the file holding "
+                                        "it (the file the server was started with) with --token-file")
                 if resp.status == 401:
                     raise RemoteRefused(f"the server at {self.host} refused the token (401); check the token file "
                                         "matches the server's --token-file")
