@@ -228,7 +228,7 @@ def configure_parser(p) -> None:
 
 
 def command(args) -> int:
-    from .cli_args import UsageError
+    from .cli_args import UsageError, check_output
 
     if args.quality is not None:  # an alias: the quality harness, its own options
         # (by name: the quality harness imports this module for the machine description)
@@ -237,6 +237,7 @@ def command(args) -> int:
         quality.configure_parser(qp)
         return quality.command(qp.parse_args(args.quality))
 
+    check_output(args.json, "--json")
     table = benchmarks()
     if args.backend not in table:
         raise UsageError(f"no benchmark for backend {args.backend!r} (known: {', '.join(sorted(table))})")

@@ -10,6 +10,7 @@ exits 2. Subcommand modules (bench, gallery, doctor, models) import these from h
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 
@@ -77,3 +78,33 @@ def resolve_style(style_name: str | None, backend: str | None):
         raise UsageError(f"style {style.name!r} uses the {style.backend} backend, not {backend}; "
                          f"pick a {backend} style (see `stylecam styles`)")
     return style
+
+
+#: What OpenCV writes pictures as (``cv2.imwrite`` picks the format by the extension).
+PICTURE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
+
+
+def check_output(path: str | None, flag: str, *, folder: bool = False,
+                 extensions: tuple[str, ...] | None = None) -> None:
+    """Refuse (UsageError) an output that cannot be written, before any work: a results file or
+    picture (``folder`` False) whose folder is missing or not writable, or that is a folder; a
+    folder of pictures (made where missing) where a file is. What a command measures for minutes must not end in a
+    traceback at the last step."""
+    if not path:
+        return
+    if folder:  # made, with its parents, where missing
+        place = os.path.abspath(path)
+        while not os.path.exists(place):
+            place = os.path.dirname(place)
+        if not os.path.isdir(place):
+            raise UsageError(f"{flag} {path}: {place} is a file, not a folder")
+        return
+    if os.path.isdir(path):
+        raise UsageError(f"{flag} {path}: is a folder; give a file name")
+    if extensions and not path.lower().endswith(extensions):
+        raise UsageError(f"{flag} {path}: give a picture file name ({', '.join(extensions)})")
+    parent = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(parent):
+        raise UsageError(f"{flag} {path}: folder {parent} does not exist")
+    if not os.access(parent, os.W_OK) or (os.path.exists(path) and not os.access(path, os.W_OK)):
+        raise UsageError(f"{flag} {path}: cannot be written (no permission)")

@@ -59,10 +59,12 @@ def configure_parser(p) -> None:
 
 
 def command(args) -> int:
-    from .cli_args import UsageError
+    from .cli_args import PICTURE_EXTENSIONS, UsageError, check_output
     from .sources import SourceError, open_source
     from .styles import find_style, load_styles
+    from .stylize.base import BackendError
 
+    check_output(args.out, "--out", extensions=PICTURE_EXTENSIONS)
     styles_by_name, _ = load_styles()
     if args.styles:
         try:
@@ -94,7 +96,11 @@ def command(args) -> int:
             print(f"stylecam: {spec} gave no frame", file=sys.stderr)
             return 1
         frames.append(img)
-    picture = render_gallery(frames, styles, args.tile)
+    try:
+        picture = render_gallery(frames, styles, args.tile)
+    except BackendError as e:  # e.g. an AI style with no model here
+        print(f"stylecam: {e}", file=sys.stderr)
+        return 1
     quality = [cv2.IMWRITE_JPEG_QUALITY, 88] if args.out.lower().endswith((".jpg", ".jpeg")) else []
     if not cv2.imwrite(args.out, cv2.cvtColor(picture, cv2.COLOR_RGB2BGR), quality):
         print(f"stylecam: cannot write {args.out}", file=sys.stderr)

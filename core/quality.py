@@ -266,9 +266,12 @@ def _styles(arg: str | None):
 
 def command(args) -> int:
     from .bench import machine_info
-    from .cli_args import UsageError
+    from .cli_args import UsageError, check_output
+    from .sources import SourceError
     from .stylize.base import BackendError
 
+    check_output(args.json, "--json")
+    check_output(args.strips, "--strips", folder=True)
     styles = _styles(args.styles)
     settings = {"both": [False, True], "on": [True], "off": [False]}[args.steady]
     clips = []
@@ -277,6 +280,9 @@ def command(args) -> int:
             clips.append(read_clip_spec(spec, args.frames, args.size))
         except (ValueError, OSError) as e:
             raise UsageError(str(e)) from None
+        except SourceError as e:  # e.g. a file that is not a video
+            print(f"stylecam: {e}", file=sys.stderr)
+            return 1
     machine = machine_info()
     rows: list[dict] = []
     strips: dict[str, list] = {}
@@ -313,9 +319,11 @@ def command(args) -> int:
             cv2.imwrite(str(folder / f"{style_name}.jpg"), cv2.cvtColor(pic, cv2.COLOR_RGB2BGR),
                         [cv2.IMWRITE_JPEG_QUALITY, 80])
         print(f"stylecam: {len(strips)} strip pictures in {folder}", file=sys.stderr)
-    if rows:
-        m = rows[0]["machine"]
-        print(f"\n{m['cpu']} ({m['cpu_count']} cores), gpu {m['gpu']}, {m['date']}")
+    if not rows:  # every style failed: nothing was measured
+        print("stylecam: no style could be measured (see above)", file=sys.stderr)
+        return 1
+    m = rows[0]["machine"]
+    print(f"\n{m['cpu']} ({m['cpu_count']} cores), gpu {m['gpu']}, {m['date']}")
     return 0
 
 

@@ -142,6 +142,42 @@ def test_bench_writes_json_rows(tmp_path):
     assert "toon" in out
 
 
+@pytest.mark.parametrize("command", [
+    ["gallery", "--styles", "toon", "--tile", "64x48", "--out"],
+    ["quality", "--styles", "toon", "--frames", "4", "--size", "64x48", "--json"],
+    ["bench", "--backend", "classic", "--style", "toon", "--size", "64x48", "--frames", "3", "--json"],
+])
+def test_an_output_that_cannot_be_written_is_refused_before_any_work(command, tmp_path, capsys):
+    """Minutes of measuring must not end in a traceback at the last step: one line, exit 2, first."""
+    (tmp_path / "notes.txt").write_text("kept")
+    picture = command[0] == "gallery"
+    for out, said in ((tmp_path / "missing" / ("g.png" if picture else "rows.jsonl"), "does not exist"),
+                      (tmp_path, "is a folder")):
+        assert cli.main([*command, str(out)]) == 2
+        err = capsys.readouterr().err
+        assert said in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    if picture:
+        assert cli.main([*command, str(tmp_path / "notes.txt")]) == 2
+        assert "give a picture file name" in capsys.readouterr().err
+    assert (tmp_path / "notes.txt").read_text() == "kept" and not (tmp_path / "missing").exists()
+
+
+def test_quality_strips_where_a_file_is_and_a_source_that_is_not_a_video(tmp_path, capsys):
+    (tmp_path / "notes.txt").write_text("not a video")
+    assert cli.main(["quality", "--styles", "toon", "--strips", str(tmp_path / "notes.txt" / "strips")]) == 2
+    assert "is a file, not a folder" in capsys.readouterr().err
+    assert cli.main(["quality", "--styles", "toon", "--source", f"file:{tmp_path / 'notes.txt'}"]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "notes.txt" in err
+
+
+def test_a_gallery_of_an_ai_style_with_no_model_is_one_line(tmp_path, capsys, offline):
+    pytest.importorskip("torch")
+    assert cli.main(["gallery", "--styles", "ai-oil", "--tile", "64x48", "--out", str(tmp_path / "g.png")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("stylecam: ") and "Traceback" not in err and not (tmp_path / "g.png").exists()
+
+
 def test_gallery(tmp_path):
     out = tmp_path / "g.png"
     rc = cli.main(["gallery", "--source", f"file:{clip_path('carphone_pristine.mp4')}",
