@@ -200,9 +200,14 @@ def load_styles(extra_dirs: list[Path] | None = None) -> tuple[dict[str, Style],
             warnings.append(f"skipped style file {path}: {type(e).__name__}: {clean_text(str(e))[:200]}")
             continue
         for style in found:
-            if style.name in builtin and styles[style.name].origin.startswith("built-in"):
+            earlier = styles.get(style.name)
+            if style.name in builtin and earlier.origin.startswith("built-in"):
                 warnings.append(f"style file {path}: style {style.name!r} replaces the built-in style "
                                 "of that name")
+            elif earlier is not None and earlier.origin != style.origin:
+                # Files are read in name order: say which one wins, so the other can be renamed.
+                warnings.append(f"style file {path}: style {style.name!r} replaces the one of that name "
+                                f"in {earlier.origin}")
             styles[style.name] = style
     return styles, warnings
 

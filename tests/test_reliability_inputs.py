@@ -200,6 +200,20 @@ BAD = {"deep.toml": "not valid TOML (nested too deeply)",
        "dir.toml": "it is a folder, not a regular file"}
 
 
+def test_two_style_files_with_one_name_say_which_wins(tmp_path):
+    from stylecam.core.styles import load_styles
+
+    folder = tmp_path / "styles"
+    folder.mkdir()
+    for name, label in (("a.toml", "First"), ("b.toml", "Second")):
+        (folder / name).write_text(f'[[style]]\nname = "my-toon"\nbackend = "classic"\nlabel = "{label}"\n'
+                                   'params = { effect = "toon" }\n')
+    styles, warnings = load_styles([folder])
+    assert styles["my-toon"].label == "Second"  # files are read in name order: the later one wins
+    assert warnings == [f"style file {folder / 'b.toml'}: style 'my-toon' replaces the one of that name in "
+                        f"{folder / 'a.toml'}"]
+
+
 def test_every_bad_style_file_is_one_warning_naming_it_and_the_other_styles_work(hostile_styles, tmp_path):
     config, folder = hostile_styles
     env = dict(os.environ, XDG_CONFIG_HOME=str(config))
