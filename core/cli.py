@@ -273,8 +273,9 @@ def cmd_run(args) -> int:
     what = "the demo clip" if _kind(source_spec) == "demo" else source.name
     if live and not source.live:
         # A viewer watches it: the clip plays at its own rate and loops, like a camera.
-        source = RealtimeSource(source)
-        print(f"stylecam: {what} plays at its own rate ({source.fps or 30:g} fps) and loops for {', '.join(live)}; "
+        source = RealtimeSource(source, rate=args.fps)
+        sent = f", {args.fps:g} frames a second of it" if args.fps else ""
+        print(f"stylecam: {what} plays at its own speed{sent} and loops for {', '.join(live)}; "
               "Ctrl-C stops", file=sys.stderr, flush=True)
     if args.sink is None:
         print(f"stylecam: no --sink given: painting {what} in style {style.name} and discarding "

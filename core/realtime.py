@@ -47,26 +47,52 @@ class Pace:
 
 
 class RealtimeSource(Source):
-    """``inner`` (a file, the demo clip) paced to its own ``fps``; a live source passes as it is."""
+    """``inner`` (a file, the demo clip) paced to its own ``fps``; a live source passes as it is.
+
+    ``rate`` (frames a second, below the clip's own) sends fewer frames with the clip at its own
+    speed, as a camera set to a lower rate would: the frames between two sent ones are skipped.
+    """
 
     live = True
 
-    def __init__(self, inner: Source):
+    def __init__(self, inner: Source, rate: float | None = None):
         self.inner = inner
         self.name = inner.name
+        self.rate = rate
         self.fps = inner.fps
         self._pace = Pace() if not inner.live else None
+        self._read = 0  # clip frames read
+        self._next = 0.0  # the clip frame (index, fractional) to send next
 
     def open(self) -> None:
         self.inner.open()
-        self.fps = self.inner.fps
+        self.fps = self._sent_fps()
+        self._read, self._next = 0, 0.0
         if self._pace is not None:
             self._pace.reset()
 
+    def _sent_fps(self) -> float | None:
+        own = self.inner.fps
+        if self.rate and own and self.rate < own:
+            return self.rate
+        return own
+
     def read(self):
-        if self._pace is not None:
-            self._pace.wait_turn(self.inner.fps)
-        return self.inner.read()
+        if self._pace is None:
+            return self.inner.read()
+        fps = self._sent_fps()
+        self._pace.wait_turn(fps)
+        own = self.inner.fps
+        if not (own and fps and fps < own):
+            return self.inner.read()
+        img = None
+        for _ in range(max(1, int(self._next) + 1 - self._read)):
+            img = self.inner.read()
+            self._read += 1
+            if img is None:
+                return None
+        self._next += own / fps
+        return img
 
     def close(self) -> None:
         self.inner.close()

@@ -1,5 +1,5 @@
 """The CLI's defaults do the obvious thing (issue 20): a run with nothing to do says how, a run
-without a sink says what it does, a clip feeding a live sink plays at its own rate and loops,
+without a sink says what it does, a clip feeding a live sink plays at its own speed and loops,
 bad input is exit 2, decoders do not print over us, a rounded size is said once, a file keeps
 every frame, bench shows progress and doctor fails when a check fails."""
 
@@ -101,7 +101,7 @@ def test_demo_to_a_live_sink_plays_at_the_clip_rate_and_loops():
         proc.kill()
     client.join(5)
     assert proc.returncode == 0, err
-    assert "plays at its own rate" in err and "loops" in err
+    assert "plays at its own speed" in err and "loops" in err
     assert f"{frames} frames" in out and "none dropped" in out
     # The rate a viewer sees: the clip's own, within 10 % (not the ~50+ fps the file decodes at).
     times = client.times

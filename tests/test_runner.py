@@ -298,3 +298,28 @@ def test_pause_with_batches_in_flight_keeps_order():
     assert [f.index for f in sink.frames] == list(range(30))
     values = [int(f.image[1, 1, 1]) - f.index for f in sink.frames]
     assert values[0] == 100 and values[-1] == 0  # stylized first, passed through once paused
+
+
+def test_a_clip_played_live_at_a_lower_rate_keeps_its_own_speed(tmp_path):
+    """`run --source file:… --fps 10 --sink mjpeg`: a third of a 30 fps clip's frames are sent,
+    evenly (the clip does not slow down, as a camera set to 10 fps would not)."""
+    from stylecam.core.realtime import RealtimeSource
+    from stylecam.core.sources import open_source
+
+    from clips import colour_index, write_colour_clip
+
+    clip = write_colour_clip(tmp_path / "colours.avi")
+    source = RealtimeSource(open_source(f"file:{clip}"), rate=10.0)
+    source.open()
+    try:
+        assert source.fps == 10.0 and source.live
+        sent = [colour_index(source.read()) for _ in range(4)]
+    finally:
+        source.close()
+    assert sent == [0, 3, 6, 9]
+    own = RealtimeSource(open_source(f"file:{clip}"))
+    own.open()
+    try:
+        assert [colour_index(own.read()) for _ in range(3)] == [0, 1, 2]
+    finally:
+        own.close()
