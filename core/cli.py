@@ -314,7 +314,7 @@ def cmd_run(args) -> int:
               "have frames?)", file=sys.stderr)
         return 1
     outputs = ", ".join(s.name for s in sinks)
-    print(format_summary(summary, style.name, outputs, bool(live)))
+    print(format_summary(summary, _painted_with(style.name, remote_stats), outputs, bool(live)))
     for sink in sinks:
         path = getattr(sink, "path", None)
         if path and os.path.exists(path) and not getattr(sink, "failure", None):
@@ -327,6 +327,19 @@ def cmd_run(args) -> int:
             trip = f"round trip p50 {r['round_trip_p50_ms']} ms, p95 {r['round_trip_p95_ms']} ms"
         print(f"stylecam: remote {r['server']}: {trip}; {r['frames_local']} frames painted here")
     return code
+
+
+def _painted_with(asked: str, remote: dict | None) -> str:
+    """The style the summary names: the one asked for, unless a remote run painted with another
+    (every frame here, with the fallback; or the server's own, where it could not start it)."""
+    if not remote:
+        return asked
+    if remote.get("frames_back", 0) == 0 and remote.get("frames_local", 0) > 0:
+        return f"{remote['fallback_style']} (painted here: no frame came back from the server)"
+    served = remote.get("served_style")
+    if served and served != asked:
+        return f"{served} (the server's; {asked} was asked for)"
+    return asked
 
 
 class _PathOnly:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import threading
 import time
 import urllib.error
@@ -439,3 +440,23 @@ def test_run_against_a_server_that_never_answers_says_so_in_its_summary(capsys):
     assert f"remote 127.0.0.1:{port}: no frame came back; 5 frames painted here" in out, out
     assert "None" not in out
     assert err.count("cannot be reached") == 1, err  # said once, not again as a raw log line
+
+
+def test_the_summary_names_the_style_the_server_painted_with(tmp_path):
+    """The server cannot start the AI style asked for (no model there) and paints its own: the
+    client's summary says which painted, not the one asked for."""
+    import subprocess
+    import sys
+
+    env = {"HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "empty-cache")}
+    with Server("--style", "oil", env=env) as server:
+        result = subprocess.run([sys.executable, "-m", "stylecam.core", "run", "--server", server.url, "--style",
+                                 "ai-oil", "--source", "demo", "--size", "64x48", "--frames", "300", "--sink",
+                                 "null"], capture_output=True, text=True, timeout=120, env={**os.environ, **env})
+    assert result.returncode == 0, result.stderr
+    assert "style oil (the server's; ai-oil was asked for)" in result.stdout, result.stdout
+    # None back at all (nothing listens): every frame was painted here, with the fallback.
+    result = subprocess.run([sys.executable, "-m", "stylecam.core", "run", "--server",
+                             f"http://127.0.0.1:{free_port()}", "--style", "ai-oil", "--source", "pattern", "--size",
+                             "64x48", "--frames", "5", "--sink", "null"], capture_output=True, text=True, timeout=120)
+    assert "style oil (painted here: no frame came back from the server)" in result.stdout, result.stdout

@@ -152,6 +152,9 @@ class RemoteBackend(Backend):
         self.server_metrics: dict = {}
         self.server_info: dict = {}
         self.server_errors: collections.deque = collections.deque(maxlen=16)
+        #: The style the server says it paints with (another than asked when it could not start
+        #: the one asked for); None until it says.
+        self.served_style: str | None = None
         self.up = False
         self._down_reported = False
         self._closing = False
@@ -263,7 +266,8 @@ class RemoteBackend(Backend):
                 "round_trip_p95_ms": round(float(np.percentile(rt, 95)), 1) if rt.size else None,
                 "frames_sent": self.frames_sent, "frames_back": self.frames_back,
                 "frames_local": self.frames_local, "frames_lost": self.frames_lost,
-                "out_of_order": self.out_of_order,
+                "out_of_order": self.out_of_order, "served_style": self.served_style,
+                "fallback_style": self.fallback.name,
                 "server_metrics": dict(self.server_metrics),
             }
 
@@ -470,6 +474,9 @@ class RemoteBackend(Backend):
             self.server_metrics = message
         elif kind == "hello":
             self.server_info = message
+            self.served_style = str(message.get("style") or "") or None
+        elif kind == "style":
+            self.served_style = str(message.get("name") or "") or None
         elif kind == "error":
             text = str(message.get("message", ""))[:300]
             self.server_errors.append(text)
