@@ -670,6 +670,9 @@ class TrayApp(QObject):
         spec = {"virtual_camera": self._virtualcam_spec(),
                 "mjpeg": f"mjpeg:{self.settings.mjpeg_port}"}.get(name)
         if spec is not None and self.status.output(name).chosen:
+            # "starting…" until it opens or fails again: the press shows (a problem seen before
+            # is not notified again; the status line says it).
+            self.status.set_off(name)
             self.worker.set_output(name, None)
             self.worker.set_output(name, spec)
 

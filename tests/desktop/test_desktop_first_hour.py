@@ -101,7 +101,9 @@ def test_no_virtual_camera_driver_amber_icon_one_short_notification(qtbot, make_
         app.show_settings()
         dialog = app.settings_dialog
     app.retry_output("virtual_camera")
-    qtbot.wait(500)
+    assert app.status.output("virtual_camera").state == "starting"  # the press shows at once
+    qtbot.waitUntil(lambda: app.status.output("virtual_camera").state == "failing", timeout=3000)
+    qtbot.wait(300)
     dialog.close()
     assert [n[0] for n in notes].count("Virtual camera unavailable") == 1, notes
     # Details shows the whole fix, for the app.
