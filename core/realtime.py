@@ -73,9 +73,9 @@ class RealtimeSource(Source):
 
     def _sent_fps(self) -> float | None:
         own = self.inner.fps
-        if self.rate and own and self.rate < own:
+        if self._pace is not None and self.rate and own and self.rate < own:
             return self.rate
-        return own
+        return own  # a live source (a camera) keeps its own rate
 
     def read(self):
         if self._pace is None:

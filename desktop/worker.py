@@ -177,8 +177,8 @@ class AppSource(RealtimeSource):
     file for a live sink) and the runner treats the result as live.
     """
 
-    def __init__(self, inner: Source, mirror: bool = False):
-        super().__init__(inner)
+    def __init__(self, inner: Source, mirror: bool = False, rate: float | None = None):
+        super().__init__(inner, rate=rate)  # the Settings frame rate, where below the clip's own
         self.mirror = mirror
 
     def read(self):
@@ -588,7 +588,7 @@ class StreamWorker(QThread):
             except ValueError as e:
                 last_good_source = self._source_failed(cfg, e, last_good_source)
                 continue
-            source = AppSource(inner, cfg.mirror)
+            source = AppSource(inner, cfg.mirror, rate=cfg.fps)
             runner = Runner(source, backend, [self.hub], size=cfg.size, fps=cfg.fps,
                             batch_size=cfg.batch_size, on_event=self._on_runner_event, style=backend.style)
             with self._lock:

@@ -356,3 +356,12 @@ def test_the_classic_backend_threads_end_with_a_backend_switch_and_with_the_stre
     assert app.shutdown()
     # Ended by the worker's close, not left for the garbage collector.
     assert not [t.name for t in second if t.is_alive()]
+
+
+def test_the_settings_frame_rate_reaches_a_clip(qtbot, make_app):
+    """A clip plays at its own speed; the rate set in Settings is how many of its frames a
+    second are sent (the demo clip is 24 fps)."""
+    app = make_app(source="demo", fps=8.0)
+    app.start()
+    next_pair(qtbot, app)
+    qtbot.waitUntil(lambda: app.worker._runner is not None and app.worker._runner.source.fps == 8.0, timeout=5000)
