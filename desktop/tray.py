@@ -426,18 +426,8 @@ class TrayApp(QObject):
         if self.worker is not None:
             return
         worker = StreamWorker(self.stream_config(), self.fallback_style)
-        worker.frame_ready.connect(self._on_frame_ready)
-        worker.stats.connect(self._on_stats)
-        worker.notify.connect(self.notify)
-        worker.state_changed.connect(self._on_state)
-        worker.run_started.connect(self._on_run_started)
-        worker.style_fallback.connect(self._on_style_fallback)
-        worker.source_fallback.connect(self._on_source_fallback)
-        worker.source_failed.connect(self._on_source_failed)
-        worker.remote_refused.connect(self._on_remote_refused)
-        worker.output_changed.connect(self._on_output_changed)
-        worker.output_failed.connect(self._on_output_failed)
-        worker.output_closed.connect(self._on_output_closed)
+        for signal, slot in self._worker_links(worker):
+            signal.connect(slot)
         self.worker = worker
         worker.strengths.update(self.settings.strengths)
         self._apply_outputs()
@@ -450,6 +440,15 @@ class TrayApp(QObject):
         if self.first_start:
             self.show_guide()
         self.start_hotkey()
+
+    def _worker_links(self, worker: StreamWorker) -> list[tuple]:
+        """Each worker signal and the slot it drives (connected at start, cut at shutdown)."""
+        return [(worker.frame_ready, self._on_frame_ready), (worker.stats, self._on_stats),
+                (worker.notify, self.notify), (worker.state_changed, self._on_state),
+                (worker.run_started, self._on_run_started), (worker.style_fallback, self._on_style_fallback),
+                (worker.source_fallback, self._on_source_fallback), (worker.source_failed, self._on_source_failed),
+                (worker.remote_refused, self._on_remote_refused), (worker.output_changed, self._on_output_changed),
+                (worker.output_failed, self._on_output_failed), (worker.output_closed, self._on_output_closed)]
 
     def check_diffusion(self) -> None:
         """Check in the background whether diffusion styles can run; they join the menu if so."""
@@ -984,10 +983,7 @@ class TrayApp(QObject):
             ok = worker.wait(int(timeout * 1000))
             if not ok:
                 log.error("the stream worker did not stop within %.1f s", timeout)
-            for sig in (worker.frame_ready, worker.stats, worker.notify, worker.state_changed,
-                        worker.run_started, worker.style_fallback, worker.source_fallback, worker.source_failed,
-                        worker.remote_refused,
-                        worker.output_changed, worker.output_failed, worker.output_closed):
+            for sig, _ in self._worker_links(worker):
                 try:
                     sig.disconnect()
                 except (RuntimeError, TypeError):

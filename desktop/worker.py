@@ -254,10 +254,13 @@ class OutputHub(Sink):
                 self._close_one(name)
         self._size, self._fps = tuple(size), fps
 
-    def _reconcile(self) -> None:
-        self.close_unwanted()
+    def _wanted_now(self) -> tuple[dict[str, str], dict[str, int]]:
         with self._lock:
-            wanted, requests = dict(self._wanted), dict(self._requests)
+            return dict(self._wanted), dict(self._requests)
+
+    def _reconcile(self) -> None:
+        wanted, requests = self._wanted_now()  # one look per frame, for the closing and the opening
+        self.close_unwanted(wanted, requests)
         for name, spec in wanted.items():
             request = requests.get(name, 0)
             if name in self._open:
@@ -317,11 +320,11 @@ class OutputHub(Sink):
         log.info("output %s closed", name)
         emit(self._worker.output_closed, name, getattr(sink, "count", None))
 
-    def close_unwanted(self) -> None:
+    def close_unwanted(self, wanted: dict[str, str] | None = None, requests: dict[str, int] | None = None) -> None:
         """Close the open outputs that were turned off, and recordings started anew (runner
         thread, or no runner at all)."""
-        with self._lock:
-            wanted, requests = dict(self._wanted), dict(self._requests)
+        if wanted is None or requests is None:
+            wanted, requests = self._wanted_now()
         for name in list(self._open):
             sink = self._open[name]
             again = name in ONCE_OUTPUTS and sink._stylecam_request != requests.get(name, 0)
